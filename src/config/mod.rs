@@ -1,0 +1,579 @@
+//! Configuration: YAML parsed once into typed values.
+//!
+//! Guarantees: unknown keys are errors; every error names its key path; all errors of a file
+//! are reported together ([`ConfigErrors`]); JWKS files are read and parsed here, so a config
+//! that loads has usable keys for every issuer. Nothing listens before this succeeds.
+//! Relative file paths are resolved against the configuration file's directory.
+
+mod reader;
+
+pub use reader::{ConfigError, ConfigErrors, parse_duration};
+
+use crate::identity::IdentitySource;
+use crate::path;
+use crate::policy::DelegationPolicy;
+use crate::response::ResponseSettings;
+use crate::routes::{Route, RouteTable, normalize_host};
+use crate::spiffe::{CallerPattern, SpiffeId, TrustDomain};
+use crate::token::{KeySet, TrustedIssuer, parse_algorithm};
+use reader::{Reader, child, item};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where a listener binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddress {
+    Tcp(SocketAddr),
+    /// `unix:/path.sock`: the usual way a sidecar talks to the Envoy in its pod.
+    Unix(PathBuf),
+}
+
+impl ListenAddress {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.strip_prefix("unix:") {
+            Some(socket) if socket.starts_with('/') => Some(Self::Unix(PathBuf::from(socket))),
+            Some(_) => None,
+            None => text.parse().ok().map(Self::Tcp),
+        }
+    }
+}
+
+/// The verified-token cache bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// At most this many cached tokens; 0 disables the cache.
+    pub max_entries: u64,
+    /// At most this many bytes of cached claims (approximate, per-entry estimate).
+    pub max_bytes: u64,
+}
+
+/// A whole, validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub grpc_listen: ListenAddress,
+    /// This workload: the `aud` tokens must carry.
+    pub local_identity: SpiffeId,
+    pub identity_sources: Vec<IdentitySource>,
+    pub delegation: DelegationPolicy,
+    pub issuers: Vec<TrustedIssuer>,
+    pub leeway: Duration,
+    pub max_token_bytes: usize,
+    pub routes: RouteTable,
+    pub cache: CacheConfig,
+    pub response: ResponseSettings,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "identity",
+    "issuers",
+    "tokens",
+    "delegation",
+    "routes",
+    "default",
+    "cache",
+];
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+/// Far below the strict JSON nesting cap, so the depth rule always decides, not the parser.
+const MAX_DEPTH_LIMIT: u64 = 16;
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigErrors(vec![ConfigError {
+                path: "(document)".into(),
+                message: format!("cannot read {}: {error}", path.display()),
+            }])
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::from_yaml(&text, base)
+    }
+
+    /// Parses and validates YAML text; relative paths are resolved against `base_dir`.
+    pub fn from_yaml(text: &str, base_dir: &Path) -> Result<Self, ConfigErrors> {
+        let document: Value = serde_saphyr::from_str(text).map_err(|error| {
+            ConfigErrors(vec![ConfigError {
+                path: "(document)".into(),
+                message: format!("not valid YAML: {error}"),
+            }])
+        })?;
+        let mut reader = Reader::default();
+        let config = read_config(&mut reader, &document, base_dir);
+        match config {
+            Some(config) if !reader.has_errors() => Ok(config),
+            _ => Err(ConfigErrors(reader.into_errors())),
+        }
+    }
+}
+
+fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option<Config> {
+    let top = reader.mapping("", document, TOP_KEYS)?;
+    let empty = Value::Object(Default::default());
+    let grpc_listen = read_listen(reader, top.get("listen").unwrap_or(&empty));
+    let identity = reader
+        .required("", top, "identity")
+        .and_then(|value| read_identity(reader, value));
+    let issuers = reader
+        .required("", top, "issuers")
+        .and_then(|value| read_issuers(reader, value, base_dir));
+    let tokens = read_tokens(reader, top.get("tokens").unwrap_or(&empty));
+    let max_depth = read_delegation(reader, top.get("delegation").unwrap_or(&empty));
+    if let Some(default) = top.get("default")
+        && default.as_str() != Some("deny")
+    {
+        reader.error(
+            "default",
+            "must be deny (to allow a path, add a route for it, e.g. path_prefix: /)",
+        );
+    }
+    let cache = read_cache(reader, top.get("cache").unwrap_or(&empty));
+    let (local_identity, trust_domains, identity_sources) = identity?;
+    let delegation = DelegationPolicy {
+        trust_domains,
+        max_depth: max_depth?,
+    };
+    let routes = match top.get("routes") {
+        Some(value) => read_routes(reader, value, &delegation)?,
+        None => Vec::new(),
+    };
+    let tokens = tokens?;
+    let realm = tokens
+        .realm
+        .unwrap_or_else(|| local_identity.as_str().to_owned());
+    Some(Config {
+        grpc_listen: grpc_listen?,
+        local_identity,
+        identity_sources,
+        delegation,
+        issuers: issuers?,
+        leeway: tokens.leeway,
+        max_token_bytes: tokens.max_bytes,
+        routes: RouteTable::new(routes),
+        cache: cache?,
+        response: ResponseSettings {
+            realm,
+            resource_metadata: tokens.resource_metadata,
+        },
+    })
+}
+
+fn read_listen(reader: &mut Reader, value: &Value) -> Option<ListenAddress> {
+    let map = reader.mapping("listen", value, &["grpc", "grpc_tls", "http", "admin"])?;
+    for (key, issue) in [("grpc_tls", "#4"), ("http", "#4"), ("admin", "#4")] {
+        if map.contains_key(key) {
+            reader.error(
+                child("listen", key),
+                format!(
+                    "is not implemented in this version yet (tracked in issue {issue}); remove it"
+                ),
+            );
+        }
+    }
+    match map.get("grpc") {
+        None => Some(ListenAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], 9191)))),
+        Some(value) => {
+            let text = reader.string("listen.grpc", value)?;
+            let parsed = ListenAddress::parse(text);
+            if parsed.is_none() {
+                reader.error(
+                    "listen.grpc",
+                    "must be HOST:PORT with an IP address (e.g. 127.0.0.1:9191) or unix:/absolute/path.sock",
+                );
+            }
+            parsed
+        }
+    }
+}
+
+type IdentityParts = (SpiffeId, BTreeSet<TrustDomain>, Vec<IdentitySource>);
+
+fn read_identity(reader: &mut Reader, value: &Value) -> Option<IdentityParts> {
+    let map = reader.mapping("identity", value, &["local", "trust_domains", "sources"])?;
+    let local = reader.required("identity", map, "local").and_then(|value| {
+        let text = reader.string("identity.local", value)?;
+        SpiffeId::parse(text)
+            .map_err(|error| reader.error("identity.local", format!("SPIFFE ID {error}")))
+            .ok()
+    });
+    let trust_domains = reader
+        .required("identity", map, "trust_domains")
+        .and_then(|value| {
+            reader.list("identity.trust_domains", value, |reader, path, element| {
+                let text = reader.string(path, element)?;
+                TrustDomain::parse(text)
+                    .map_err(|error| reader.error(path, format!("trust domain {error}")))
+                    .ok()
+            })
+        })
+        .map(BTreeSet::from_iter);
+    if trust_domains.as_ref().is_some_and(BTreeSet::is_empty) {
+        reader.error(
+            "identity.trust_domains",
+            "must list at least one trust domain",
+        );
+    }
+    let sources = match map.get("sources") {
+        None => Some(vec![IdentitySource::Certificate, IdentitySource::Principal]),
+        Some(value) => read_sources(reader, value),
+    };
+    Some((local?, trust_domains?, sources?))
+}
+
+fn read_sources(reader: &mut Reader, value: &Value) -> Option<Vec<IdentitySource>> {
+    let sources = reader.list("identity.sources", value, |reader, path, element| {
+        let text = reader.string(path, element)?;
+        let source = IdentitySource::parse(text);
+        if source.is_none() {
+            reader.error(path, "must be certificate, principal or xfcc");
+        }
+        source
+    })?;
+    let unique: HashSet<_> = sources.iter().collect();
+    if sources.is_empty() || unique.len() != sources.len() {
+        reader.error(
+            "identity.sources",
+            "must list each source at most once, and at least one",
+        );
+        return None;
+    }
+    Some(sources)
+}
+
+fn read_issuers(reader: &mut Reader, value: &Value, base_dir: &Path) -> Option<Vec<TrustedIssuer>> {
+    let issuers = reader.list("issuers", value, |reader, path, element| {
+        read_issuer(reader, path, element, base_dir)
+    });
+    if value.as_array().is_some_and(Vec::is_empty) {
+        reader.error("issuers", "must list at least one issuer");
+    }
+    report_duplicates(reader, "issuers", value, "issuer", "is configured twice");
+    issuers
+}
+
+/// Flags list elements whose `key` repeats an earlier element's, whether or not the
+/// elements are otherwise valid, so the report is complete.
+fn report_duplicates(reader: &mut Reader, path: &str, list: &Value, key: &str, message: &str) {
+    let mut seen = HashSet::new();
+    for (index, element) in list.as_array().into_iter().flatten().enumerate() {
+        if let Some(name) = element.get(key).and_then(Value::as_str)
+            && !seen.insert(name)
+        {
+            reader.error(child(&item(path, index), key), message);
+        }
+    }
+}
+
+fn read_issuer(
+    reader: &mut Reader,
+    path: &str,
+    value: &Value,
+    base_dir: &Path,
+) -> Option<TrustedIssuer> {
+    let keys = ["issuer", "jwks_file", "jwks_uri", "algorithms"];
+    let map = reader.mapping(path, value, &keys)?;
+    let issuer = reader
+        .required(path, map, "issuer")
+        .and_then(|value| reader.string(&child(path, "issuer"), value));
+    if map.contains_key("jwks_uri") {
+        reader.error(
+            child(path, "jwks_uri"),
+            "is not implemented in this version yet (tracked in issue #3); use jwks_file",
+        );
+    }
+    let keys = reader.required(path, map, "jwks_file").and_then(|value| {
+        let key_path = child(path, "jwks_file");
+        let file = base_dir.join(reader.string(&key_path, value)?);
+        let document = std::fs::read(&file)
+            .map_err(|error| {
+                reader.error(
+                    &key_path,
+                    format!("cannot read {}: {error}", file.display()),
+                )
+            })
+            .ok()?;
+        KeySet::from_jwks(&document)
+            .map_err(|problems| {
+                for problem in problems {
+                    reader.error(&key_path, format!("JWKS {}: {problem}", file.display()));
+                }
+            })
+            .ok()
+    });
+    let algorithms = match map.get("algorithms") {
+        None => Some(vec![
+            jsonwebtoken::Algorithm::ES256,
+            jsonwebtoken::Algorithm::RS256,
+            jsonwebtoken::Algorithm::EdDSA,
+        ]),
+        Some(value) => reader.list(&child(path, "algorithms"), value, |reader, path, element| {
+            let name = reader.string(path, element)?;
+            let algorithm = parse_algorithm(name);
+            if algorithm.is_none() {
+                reader.error(
+                    path,
+                    "must be one of ES256, ES384, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA (none and HS* are refused)",
+                );
+            }
+            algorithm
+        }),
+    };
+    if algorithms.as_ref().is_some_and(Vec::is_empty) {
+        reader.error(
+            child(path, "algorithms"),
+            "must list at least one algorithm",
+        );
+    }
+    Some(TrustedIssuer {
+        issuer: issuer?.to_owned(),
+        algorithms: algorithms?,
+        keys: keys?,
+    })
+}
+
+struct TokenSettings {
+    leeway: Duration,
+    max_bytes: usize,
+    realm: Option<String>,
+    resource_metadata: Option<String>,
+}
+
+fn read_tokens(reader: &mut Reader, value: &Value) -> Option<TokenSettings> {
+    let keys = ["leeway", "max_bytes", "realm", "resource_metadata"];
+    let map = reader.mapping("tokens", value, &keys)?;
+    let leeway = match map.get("leeway") {
+        None => Some(Duration::from_secs(30)),
+        Some(value) => reader.duration("tokens.leeway", value, MAX_LEEWAY),
+    };
+    let max_bytes = match map.get("max_bytes") {
+        None => Some(crate::token::DEFAULT_MAX_TOKEN_BYTES as u64),
+        Some(value) => reader.integer("tokens.max_bytes", value, 512, 65536),
+    };
+    let mut quoted_text = |key: &str| -> Option<Option<String>> {
+        let Some(value) = map.get(key) else {
+            return Some(None);
+        };
+        let path = child("tokens", key);
+        let text = reader.string(&path, value)?;
+        if text
+            .chars()
+            .any(|c| c.is_control() || c == '"' || c == '\\')
+        {
+            reader.error(
+                path,
+                "must not contain quotes, backslashes or control characters",
+            );
+            return None;
+        }
+        Some(Some(text.to_owned()))
+    };
+    let realm = quoted_text("realm");
+    let resource_metadata = quoted_text("resource_metadata");
+    Some(TokenSettings {
+        leeway: leeway?,
+        max_bytes: usize::try_from(max_bytes?).ok()?,
+        realm: realm?,
+        resource_metadata: resource_metadata?,
+    })
+}
+
+fn read_delegation(reader: &mut Reader, value: &Value) -> Option<usize> {
+    let map = reader.mapping("delegation", value, &["max_depth"])?;
+    match map.get("max_depth") {
+        None => Some(3),
+        Some(value) => reader
+            .integer("delegation.max_depth", value, 0, MAX_DEPTH_LIMIT)
+            .map(|depth| depth as usize),
+    }
+}
+
+fn read_cache(reader: &mut Reader, value: &Value) -> Option<CacheConfig> {
+    let map = reader.mapping("cache", value, &["max_entries", "max_bytes"])?;
+    let max_entries = match map.get("max_entries") {
+        None => Some(100_000),
+        Some(value) => reader.integer("cache.max_entries", value, 0, 10_000_000),
+    };
+    let max_bytes = match map.get("max_bytes") {
+        None => Some(48 << 20),
+        Some(value) => reader.integer("cache.max_bytes", value, 1 << 16, 1 << 34),
+    };
+    Some(CacheConfig {
+        max_entries: max_entries?,
+        max_bytes: max_bytes?,
+    })
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+fn read_routes(
+    reader: &mut Reader,
+    value: &Value,
+    delegation: &DelegationPolicy,
+) -> Option<Vec<Route>> {
+    let routes = reader.list("routes", value, |reader, path, element| {
+        read_route(reader, path, element, delegation)
+    });
+    report_duplicates(
+        reader,
+        "routes",
+        value,
+        "name",
+        "is used by an earlier route",
+    );
+    routes
+}
+
+fn read_string_list(
+    reader: &mut Reader,
+    path: &str,
+    value: &Value,
+    valid: impl Fn(&str) -> bool,
+    rule: &str,
+) -> Option<Vec<String>> {
+    reader.list(path, value, |reader, path, element| {
+        let text = reader.string(path, element)?;
+        if !valid(text) {
+            reader.error(path, rule);
+            return None;
+        }
+        Some(text.to_owned())
+    })
+}
+
+fn read_route(
+    reader: &mut Reader,
+    path: &str,
+    value: &Value,
+    delegation: &DelegationPolicy,
+) -> Option<Route> {
+    let keys = [
+        "name",
+        "methods",
+        "hosts",
+        "path_prefix",
+        "require_scopes",
+        "allow_callers",
+        "max_depth",
+        "forward_token",
+    ];
+    let map = reader.mapping(path, value, &keys)?;
+    let name = reader.required(path, map, "name").and_then(|value| {
+        let key_path = child(path, "name");
+        let text = reader.string(&key_path, value)?;
+        if !text.chars().all(is_name_char) {
+            reader.error(key_path, "must use only letters, digits, '-', '_' and '.'");
+            return None;
+        }
+        Some(text.to_owned())
+    });
+    let methods = map
+        .get("methods")
+        .map(|value| {
+            read_string_list(
+                reader,
+                &child(path, "methods"),
+                value,
+                |m| m.chars().all(|c| c.is_ascii_alphabetic()),
+                "must be an HTTP method such as GET",
+            )
+            .map(|methods| methods.iter().map(|m| m.to_ascii_uppercase()).collect())
+        })
+        .map_or(Some(None), |parsed| parsed.map(Some));
+    let hosts = map
+        .get("hosts")
+        .map(|value| {
+            read_string_list(
+                reader,
+                &child(path, "hosts"),
+                value,
+                |h| {
+                    h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+                },
+                "must be a host name, optionally with a port",
+            )
+            .map(|hosts| hosts.iter().map(|h| normalize_host(h)).collect())
+        })
+        .map_or(Some(None), |parsed| parsed.map(Some));
+    let path_prefix = reader.required(path, map, "path_prefix").and_then(|value| {
+        let key_path = child(path, "path_prefix");
+        let text = reader.string(&key_path, value)?;
+        match path::normalize(text) {
+            Ok(normalized) if !text.contains(['%', ';', '?', '#']) && text.trim_end_matches('/') == normalized.trim_end_matches('/') => Some(normalized),
+            _ => {
+                reader.error(
+                    key_path,
+                    "must be a normalised absolute path such as /calendar (no '.', '..', '//', '%', ';', '?' or '#')",
+                );
+                None
+            }
+        }
+    });
+    let require_scopes = match map.get("require_scopes") {
+        None => Some(Vec::new()),
+        Some(value) => read_string_list(
+            reader,
+            &child(path, "require_scopes"),
+            value,
+            |s| {
+                s.chars()
+                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+            },
+            "must be one scope token (printable ASCII, no spaces, quotes or backslashes)",
+        ),
+    };
+    let allow_callers = map
+        .get("allow_callers")
+        .map(|value| {
+            reader.list(&child(path, "allow_callers"), value, |reader, path, element| {
+                let text = reader.string(path, element)?;
+                let pattern = CallerPattern::parse(text)
+                    .map_err(|error| reader.error(path, format!("SPIFFE ID pattern {error}")))
+                    .ok()?;
+                let trust_domain = match &pattern {
+                    CallerPattern::Exact(id) => id.trust_domain().to_owned(),
+                    CallerPattern::Under { trust_domain, .. } => trust_domain.clone(),
+                };
+                if !delegation.allows_trust_domain(&trust_domain) {
+                    reader.error(path, "is in a trust domain not listed in identity.trust_domains, so it can never match");
+                    return None;
+                }
+                Some(pattern)
+            })
+        })
+        .map_or(Some(None), |parsed| parsed.map(Some));
+    let max_depth = match map.get("max_depth") {
+        None => Some(None),
+        Some(value) => reader
+            .integer(
+                &child(path, "max_depth"),
+                value,
+                0,
+                delegation.max_depth as u64,
+            )
+            .map(|depth| Some(depth as usize)),
+    };
+    let forward_token = match map.get("forward_token") {
+        None => Some(false),
+        Some(value) => reader.boolean(&child(path, "forward_token"), value),
+    };
+    Some(Route {
+        name: name?,
+        methods: methods?,
+        hosts: hosts?,
+        path_prefix: path_prefix?,
+        require_scopes: require_scopes?,
+        allow_callers: allow_callers?,
+        max_depth: max_depth?,
+        forward_token: forward_token?,
+    })
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

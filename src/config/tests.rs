@@ -1,0 +1,251 @@
+//! Configuration: the documented example loads; every problem is reported with its key path.
+
+use super::*;
+use serde_json::json;
+
+const VALID: &str = r#"
+listen:
+  grpc: 0.0.0.0:9191
+identity:
+  local: spiffe://example.org/tool/calendar
+  trust_domains: [example.org]
+  sources: [certificate, principal]
+issuers:
+  - issuer: https://sts.example.org
+    jwks_file: jwks.json
+    algorithms: [ES256, RS256, EdDSA]
+tokens:
+  leeway: 30s
+delegation:
+  max_depth: 3
+routes:
+  - name: calendar-read
+    methods: [get]
+    hosts: [Calendar.Example.org]
+    path_prefix: /calendar/
+    require_scopes: [calendar:read]
+  - name: admin
+    path_prefix: /admin
+    require_scopes: [admin]
+    allow_callers: [spiffe://example.org/agent/orchestrator, spiffe://example.org/ops/*]
+    max_depth: 1
+    forward_token: true
+default: deny
+cache:
+  max_entries: 100000
+"#;
+
+fn scratch_with_jwks() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinate = "A".repeat(43);
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": coordinate, "y": coordinate, "kid": "k1"}]});
+    std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+    dir
+}
+
+fn errors_of(yaml: &str) -> Vec<String> {
+    let dir = scratch_with_jwks();
+    match Config::from_yaml(yaml, dir.path()) {
+        Ok(_) => vec![],
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn the_documented_example_loads_into_typed_values() {
+    let dir = scratch_with_jwks();
+    let config = Config::from_yaml(VALID, dir.path()).unwrap();
+    assert_eq!(
+        config.grpc_listen,
+        ListenAddress::Tcp("0.0.0.0:9191".parse().unwrap())
+    );
+    assert_eq!(
+        config.local_identity.as_str(),
+        "spiffe://example.org/tool/calendar"
+    );
+    assert_eq!(config.leeway, Duration::from_secs(30));
+    assert_eq!(config.delegation.max_depth, 3);
+    assert_eq!(config.routes.len(), 2);
+    let read = config
+        .routes
+        .select("GET", "calendar.example.org", "/calendar/x")
+        .unwrap();
+    assert_eq!(read.name, "calendar-read");
+    assert_eq!(read.path_prefix, "/calendar");
+    let admin = config.routes.select("POST", "", "/admin").unwrap();
+    assert!(admin.forward_token);
+    assert_eq!(admin.max_depth, Some(1));
+    assert_eq!(config.response.realm, "spiffe://example.org/tool/calendar");
+    assert_eq!(config.issuers[0].keys.len(), 1);
+}
+
+#[test]
+fn minimal_config_gets_safe_defaults() {
+    let yaml = r#"
+identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
+issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
+"#;
+    let dir = scratch_with_jwks();
+    let config = Config::from_yaml(yaml, dir.path()).unwrap();
+    assert_eq!(
+        config.grpc_listen,
+        ListenAddress::Tcp("127.0.0.1:9191".parse().unwrap())
+    );
+    assert!(config.routes.is_empty(), "no routes: everything is denied");
+    assert_eq!(
+        config.identity_sources,
+        vec![IdentitySource::Certificate, IdentitySource::Principal]
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_key_path() {
+    let yaml = r#"
+listen: {grpc: "not-an-address", colour: blue}
+identity:
+  local: spiffe://Example.org/tool
+  trust_domains: []
+  sources: [certificate, cookie]
+issuers:
+  - issuer: https://sts.example.org
+    jwks_file: missing.json
+    algorithms: [HS256, none]
+  - {issuer: https://sts.example.org, jwks_uri: "https://sts.example.org/jwks", jwks_file: jwks.json}
+tokens: {leeway: 30, max_bytes: 10}
+delegation: {max_depth: 99}
+routes:
+  - {name: a, path_prefix: "/x/../y", require_scopes: ["two words"], allow_callers: ["spiffe://other.org/agent"]}
+  - {name: a, path_prefix: /ok, methods: ["GE T"], max_depth: 1, forward_token: "yes"}
+default: allow
+cache: {max_entries: -1}
+extra: 1
+"#;
+    let errors = errors_of(yaml);
+    let expected_paths = [
+        "extra: unknown key",
+        "listen.colour: unknown key",
+        "listen.grpc: must be HOST:PORT",
+        "identity.local: SPIFFE ID has a trust domain",
+        "identity.trust_domains: must list at least one",
+        "identity.sources[1]: must be certificate, principal or xfcc",
+        "issuers[0].jwks_file: cannot read",
+        "issuers[0].algorithms[0]: must be one of",
+        "issuers[0].algorithms[1]: must be one of",
+        "issuers[1].jwks_uri: is not implemented",
+        "issuers[1].issuer: is configured twice",
+        "tokens.leeway: must be a duration",
+        "tokens.max_bytes: must be a whole number",
+        "delegation.max_depth: must be a whole number from 0 to 16",
+        "default: must be deny",
+        "cache.max_entries: must be a whole number",
+    ];
+    for expected in expected_paths {
+        assert!(
+            errors.iter().any(|error| error.starts_with(expected)),
+            "missing {expected:?} in:\n{}",
+            errors.join("\n")
+        );
+    }
+}
+
+#[test]
+fn route_errors_name_the_route_key() {
+    let yaml = r#"
+identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
+issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
+delegation: {max_depth: 2}
+routes:
+  - {name: a, path_prefix: "/x/../y", require_scopes: ["two words"], allow_callers: ["spiffe://other.org/agent"]}
+  - {name: a, path_prefix: /ok, methods: ["GE T"], max_depth: 3, forward_token: "yes", hosts: ["bad host"]}
+  - {name: "bad name!", path_prefix: "calendar"}
+  - {name: c, path_prefix: "/a;b", allow_callers: ["spiffe://example.org/a*"]}
+"#;
+    let errors = errors_of(yaml);
+    for expected in [
+        "routes[0].path_prefix: must be a normalised absolute path",
+        "routes[0].require_scopes[0]: must be one scope token",
+        "routes[0].allow_callers[0]: is in a trust domain not listed",
+        "routes[1].methods[0]: must be an HTTP method",
+        "routes[1].hosts[0]: must be a host name",
+        "routes[1].max_depth: must be a whole number from 0 to 2",
+        "routes[1].forward_token: must be true or false",
+        "routes[2].name: must use only letters",
+        "routes[2].path_prefix: must be a normalised absolute path",
+        "routes[3].path_prefix: must be a normalised absolute path",
+        "routes[3].allow_callers[0]: SPIFFE ID pattern",
+    ] {
+        assert!(
+            errors.iter().any(|error| error.starts_with(expected)),
+            "missing {expected:?} in:\n{}",
+            errors.join("\n")
+        );
+    }
+}
+
+#[test]
+fn duplicate_route_names_are_rejected() {
+    let yaml = r#"
+identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
+issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
+routes:
+  - {name: a, path_prefix: /x}
+  - {name: a, path_prefix: /y}
+"#;
+    assert_eq!(
+        errors_of(yaml),
+        vec!["routes[1].name: is used by an earlier route"]
+    );
+}
+
+#[test]
+fn unimplemented_listeners_are_refused_not_ignored() {
+    let yaml = r#"
+listen: {grpc: "127.0.0.1:9191", admin: "127.0.0.1:9192"}
+identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
+issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
+"#;
+    let errors = errors_of(yaml);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("listen.admin: is not implemented"));
+}
+
+#[test]
+fn yaml_syntax_errors_and_duplicate_keys_are_reported() {
+    assert!(errors_of("identity: [unclosed")[0].starts_with("(document): not valid YAML"));
+    let duplicate = "identity: {}\nidentity: {}\n";
+    assert!(errors_of(duplicate)[0].starts_with("(document): not valid YAML"));
+}
+
+#[test]
+fn bad_jwks_is_reported_under_the_issuer_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h"}]}"#,
+    )
+    .unwrap();
+    let yaml = r#"
+identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
+issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
+"#;
+    let errors = Config::from_yaml(yaml, dir.path()).unwrap_err();
+    assert_eq!(errors.0.len(), 1);
+    assert_eq!(errors.0[0].path, "issuers[0].jwks_file");
+    assert!(
+        errors.0[0].message.contains("keys[0]: symmetric"),
+        "{}",
+        errors.0[0].message
+    );
+}
+
+#[test]
+fn unix_socket_listen_addresses_parse() {
+    assert_eq!(
+        ListenAddress::parse("unix:/run/actguard/authz.sock"),
+        Some(ListenAddress::Unix(PathBuf::from(
+            "/run/actguard/authz.sock"
+        )))
+    );
+    assert_eq!(ListenAddress::parse("unix:relative.sock"), None);
+    assert_eq!(ListenAddress::parse("localhost:9191"), None);
+}

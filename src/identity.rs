@@ -1,0 +1,275 @@
+//! The caller's identity: a SPIFFE ID from the facts Envoy reports about the mTLS peer.
+//!
+//! Sources are tried in the configured order; the first one that is *present* decides. A source
+//! that is present but unusable (a certificate that is a CA, has no or several URI SANs, or a
+//! non-canonical SPIFFE ID; a principal that is not a SPIFFE ID) denies with
+//! `caller_identity_invalid` rather than falling through to a weaker source.
+//!
+//! What this module checks of a certificate: it parses as X.509, is not a CA (basic
+//! constraints, `keyCertSign`/`cRLSign` key usage), and carries exactly one URI SAN, which is a
+//! canonical SPIFFE ID (the X509-SVID rules). It does not check the chain or validity period:
+//! Envoy validated the peer's chain during the TLS handshake before it asked us.
+//! It does not check the trust domain; the authorizer does.
+
+use crate::reason::{Denial, DenyReason};
+use crate::spiffe::SpiffeId;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+
+/// A place the caller's identity may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdentitySource {
+    /// `attributes.source.certificate`: the URL-encoded PEM of the peer certificate
+    /// (Envoy's `include_peer_certificate: true`).
+    Certificate,
+    /// `attributes.source.principal`: Envoy's view of the peer's URI SAN.
+    Principal,
+    /// The last element of `x-forwarded-client-cert`. Only safe when the proxy in front
+    /// sanitises that header (Envoy `forward_client_cert_details: SANITIZE_SET`).
+    Xfcc,
+}
+
+impl IdentitySource {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "certificate" => Some(Self::Certificate),
+            "principal" => Some(Self::Principal),
+            "xfcc" => Some(Self::Xfcc),
+            _ => None,
+        }
+    }
+}
+
+/// What Envoy told us about the peer; empty strings mean "not reported".
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerFacts<'a> {
+    pub certificate: &'a str,
+    pub principal: &'a str,
+    pub xfcc: Option<&'a str>,
+}
+
+fn invalid(description: &'static str) -> Denial {
+    Denial::new(DenyReason::CallerIdentityInvalid, description)
+}
+
+/// Finds the caller's SPIFFE ID. `certificate_identity` parses a certificate; the authorizer
+/// passes a cached version of [`spiffe_id_from_certificate`].
+pub fn caller_identity(
+    sources: &[IdentitySource],
+    facts: &PeerFacts<'_>,
+    certificate_identity: impl FnOnce(&str) -> Result<SpiffeId, Denial>,
+) -> Result<SpiffeId, Denial> {
+    let mut certificate_identity = Some(certificate_identity);
+    for source in sources {
+        match source {
+            IdentitySource::Certificate if !facts.certificate.is_empty() => {
+                if let Some(parse) = certificate_identity.take() {
+                    return parse(facts.certificate);
+                }
+            }
+            IdentitySource::Principal if !facts.principal.is_empty() => {
+                return SpiffeId::parse(facts.principal)
+                    .map_err(|_| invalid("the peer principal is not a canonical SPIFFE ID"));
+            }
+            IdentitySource::Xfcc => {
+                if let Some(header) = facts.xfcc.filter(|header| !header.is_empty()) {
+                    return spiffe_id_from_xfcc(header);
+                }
+            }
+            _ => {}
+        }
+    }
+    Err(Denial::new(
+        DenyReason::CallerIdentityMissing,
+        "no caller identity was presented",
+    ))
+}
+
+/// Reads the SPIFFE ID of an X509-SVID given as URL-encoded PEM (see the module docs).
+pub fn spiffe_id_from_certificate(url_encoded_pem: &str) -> Result<SpiffeId, Denial> {
+    let pem_bytes: Vec<u8> = percent_encoding::percent_decode_str(url_encoded_pem).collect();
+    let (rest, pem) = x509_parser::pem::parse_x509_pem(&pem_bytes)
+        .map_err(|_| invalid("the peer certificate is not PEM"))?;
+    if pem.label != "CERTIFICATE" {
+        return Err(invalid(
+            "the peer certificate is not a CERTIFICATE PEM block",
+        ));
+    }
+    if !rest.iter().all(u8::is_ascii_whitespace) {
+        return Err(invalid("more than one peer certificate was presented"));
+    }
+    let (_, certificate) = x509_parser::certificate::X509Certificate::from_der(&pem.contents)
+        .map_err(|_| invalid("the peer certificate is not valid X.509"))?;
+    let basic_constraints = certificate
+        .basic_constraints()
+        .map_err(|_| invalid("the peer certificate has malformed basic constraints"))?;
+    if basic_constraints.is_some_and(|extension| extension.value.ca) {
+        return Err(invalid("the peer certificate is a CA certificate"));
+    }
+    let key_usage = certificate
+        .key_usage()
+        .map_err(|_| invalid("the peer certificate has a malformed key usage"))?;
+    if key_usage
+        .is_some_and(|extension| extension.value.key_cert_sign() || extension.value.crl_sign())
+    {
+        return Err(invalid("the peer certificate may sign certificates"));
+    }
+    let alternative_names = certificate
+        .subject_alternative_name()
+        .map_err(|_| invalid("the peer certificate has a malformed subject alternative name"))?;
+    let mut uris = alternative_names
+        .iter()
+        .flat_map(|extension| extension.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        });
+    match (uris.next(), uris.next()) {
+        (Some(uri), None) => SpiffeId::parse(uri)
+            .map_err(|_| invalid("the peer certificate's URI SAN is not a canonical SPIFFE ID")),
+        (None, _) => Err(invalid("the peer certificate has no URI SAN")),
+        (Some(_), Some(_)) => Err(invalid("the peer certificate has more than one URI SAN")),
+    }
+}
+
+/// Splits `input` on `separator` outside double quotes (XFCC values may quote `,` and `;`).
+fn split_unquoted(input: &str, separator: char) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (index, character) in input.char_indices() {
+        match character {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == separator && !quoted => {
+                pieces.push(&input[start..index]);
+                start = index + 1;
+            }
+            _ => {}
+        }
+    }
+    pieces.push(&input[start..]);
+    pieces
+}
+
+/// Reads the `URI=` of the last element of an `x-forwarded-client-cert` header: the element
+/// added by the proxy nearest to us.
+pub fn spiffe_id_from_xfcc(header: &str) -> Result<SpiffeId, Denial> {
+    let elements = split_unquoted(header, ',');
+    let last = elements.last().copied().unwrap_or_default();
+    let mut uris = split_unquoted(last, ';').into_iter().filter_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case("uri")
+            .then(|| value.trim().trim_matches('"'))
+    });
+    match (uris.next(), uris.next()) {
+        (Some(uri), None) => SpiffeId::parse(uri).map_err(|_| {
+            invalid("the forwarded client certificate URI is not a canonical SPIFFE ID")
+        }),
+        (None, _) => Err(invalid("the forwarded client certificate has no URI")),
+        (Some(_), Some(_)) => Err(invalid("the forwarded client certificate has several URIs")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use IdentitySource::*;
+
+    const SCHEDULER: &str = "spiffe://example.org/agent/scheduler";
+
+    fn from_principal(principal: &str) -> Result<String, DenyReason> {
+        let facts = PeerFacts {
+            principal,
+            ..PeerFacts::default()
+        };
+        caller_identity(&[Certificate, Principal], &facts, |_| unreachable!())
+            .map(|id| id.to_string())
+            .map_err(|denial| denial.reason)
+    }
+
+    #[test]
+    fn principal_must_be_a_canonical_spiffe_id() {
+        assert_eq!(from_principal(SCHEDULER).as_deref(), Ok(SCHEDULER));
+        assert_eq!(
+            from_principal("CN=scheduler"),
+            Err(DenyReason::CallerIdentityInvalid)
+        );
+        assert_eq!(from_principal(""), Err(DenyReason::CallerIdentityMissing));
+    }
+
+    #[test]
+    fn certificate_source_wins_over_principal() {
+        let facts = PeerFacts {
+            certificate: "pem",
+            principal: "spiffe://example.org/agent/other",
+            xfcc: None,
+        };
+        let id = caller_identity(&[Certificate, Principal], &facts, |_| {
+            SpiffeId::parse(SCHEDULER).map_err(|_| invalid("x"))
+        });
+        assert_eq!(id.unwrap().as_str(), SCHEDULER);
+    }
+
+    #[test]
+    fn xfcc_is_ignored_unless_configured() {
+        let facts = PeerFacts {
+            xfcc: Some("URI=spiffe://example.org/agent/scheduler"),
+            ..PeerFacts::default()
+        };
+        let without = caller_identity(&[Certificate, Principal], &facts, |_| unreachable!());
+        assert_eq!(
+            without.unwrap_err().reason,
+            DenyReason::CallerIdentityMissing
+        );
+        let with = caller_identity(&[Certificate, Xfcc], &facts, |_| unreachable!());
+        assert_eq!(with.unwrap().as_str(), SCHEDULER);
+    }
+
+    #[test]
+    fn xfcc_uses_the_last_element() {
+        let cases: &[(&str, &str, Result<&str, DenyReason>)] = &[
+            (
+                "two hops",
+                "By=spiffe://example.org/x;URI=spiffe://example.org/agent/evil,By=spiffe://example.org/tool;Hash=ab;URI=spiffe://example.org/agent/scheduler",
+                Ok(SCHEDULER),
+            ),
+            (
+                "quoted subject with separators",
+                "Subject=\"CN=a,O=b;c\";URI=spiffe://example.org/agent/scheduler",
+                Ok(SCHEDULER),
+            ),
+            (
+                "lowercase key",
+                "uri=spiffe://example.org/agent/scheduler",
+                Ok(SCHEDULER),
+            ),
+            (
+                "no uri in last",
+                "URI=spiffe://example.org/a,Hash=ab",
+                Err(DenyReason::CallerIdentityInvalid),
+            ),
+            (
+                "two uris",
+                "URI=spiffe://example.org/a;URI=spiffe://example.org/b",
+                Err(DenyReason::CallerIdentityInvalid),
+            ),
+            (
+                "not spiffe",
+                "URI=https://example.org/a",
+                Err(DenyReason::CallerIdentityInvalid),
+            ),
+        ];
+        for (name, header, expected) in cases {
+            let got = spiffe_id_from_xfcc(header).map_err(|denial| denial.reason);
+            assert_eq!(
+                got.as_ref().map(SpiffeId::as_str),
+                expected.as_ref().map(|s| *s),
+                "case {name}"
+            );
+        }
+    }
+}

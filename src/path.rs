@@ -1,0 +1,218 @@
+//! Request path normalisation for route matching.
+//!
+//! Guarantees: the normalised path starts with `/`, has no query or fragment, no empty, `.` or
+//! `..` segments, no matrix parameters (`;…` is cut from each segment, as Tomcat-style servers
+//! do before they route), and no percent-encoding of unreserved characters (decoded, so
+//! `/%61dmin` is matched as `/admin`). Anything whose meaning differs between servers is
+//! rejected instead of guessed: encoded `/`, `\`, `.` or `%`, a raw backslash, control
+//! characters, malformed escapes, `..;`-style dot segments with parameters, and `..` above the
+//! root.
+//!
+//! It does not decide which route applies; [`crate::routes`] does, on segment boundaries.
+
+use std::fmt;
+
+/// Why a path could not be normalised safely (answered with 400 `path_invalid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    NotAbsolute,
+    MalformedEscape,
+    EncodedSeparator,
+    Backslash,
+    ControlCharacter,
+    NotUtf8,
+    DotSegmentWithParameters,
+    AboveRoot,
+}
+
+impl PathError {
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::NotAbsolute => "the path does not start with '/'",
+            Self::MalformedEscape => "the path has a malformed percent-escape",
+            Self::EncodedSeparator => "the path encodes '/', '\\', '.' or '%'",
+            Self::Backslash => "the path contains a backslash",
+            Self::ControlCharacter => "the path contains a control character",
+            Self::NotUtf8 => "the path does not decode to UTF-8",
+            Self::DotSegmentWithParameters => "the path has a dot segment with ';' parameters",
+            Self::AboveRoot => "the path climbs above the root with '..'",
+        }
+    }
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.description())
+    }
+}
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn percent_decode_strict(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        let value = if byte == b'%' {
+            let high = bytes.get(index + 1).copied().and_then(hex_value);
+            let low = bytes.get(index + 2).copied().and_then(hex_value);
+            let (Some(high), Some(low)) = (high, low) else {
+                return Err(PathError::MalformedEscape);
+            };
+            index += 3;
+            let value = high << 4 | low;
+            if matches!(value, b'/' | b'\\' | b'.' | b'%') {
+                return Err(PathError::EncodedSeparator);
+            }
+            value
+        } else {
+            index += 1;
+            if byte == b'\\' {
+                return Err(PathError::Backslash);
+            }
+            byte
+        };
+        if value < 0x20 || value == 0x7f {
+            return Err(PathError::ControlCharacter);
+        }
+        decoded.push(value);
+    }
+    String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)
+}
+
+/// Normalises the `:path` of a request (see the module docs).
+pub fn normalize(raw: &str) -> Result<String, PathError> {
+    let end = raw.find(['?', '#']).unwrap_or(raw.len());
+    let raw = &raw[..end];
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let decoded = percent_decode_strict(raw)?;
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        let base = segment.split(';').next().unwrap_or_default();
+        match base {
+            "" => {}
+            "." | ".." if base.len() != segment.len() => {
+                return Err(PathError::DotSegmentWithParameters);
+            }
+            "." => {}
+            ".." => {
+                segments.pop().ok_or(PathError::AboveRoot)?;
+            }
+            _ => segments.push(base),
+        }
+    }
+    let mut normalized = String::with_capacity(decoded.len());
+    for segment in &segments {
+        normalized.push('/');
+        normalized.push_str(segment);
+    }
+    if normalized.is_empty() {
+        normalized.push('/');
+    }
+    Ok(normalized)
+}
+
+/// True when `prefix` (a normalised path) covers `path` on segment boundaries:
+/// `/calendar` covers `/calendar` and `/calendar/x`, not `/calendarx`; `/` covers everything.
+pub fn has_segment_prefix(path: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_what_servers_agree_on() {
+        let cases = [
+            (
+                "query dropped",
+                "/calendar/events?day=mon",
+                "/calendar/events",
+            ),
+            ("fragment dropped", "/a#frag", "/a"),
+            ("root", "/", "/"),
+            (
+                "duplicate slashes merged",
+                "//calendar///events/",
+                "/calendar/events",
+            ),
+            ("dot segments resolved", "/a/./b/../calendar", "/a/calendar"),
+            ("unreserved escapes decoded", "/%61dmin/x", "/admin/x"),
+            (
+                "matrix parameters cut",
+                "/admin;jsessionid=1/users",
+                "/admin/users",
+            ),
+            ("utf-8 decoded", "/caf%C3%A9", "/café"),
+            ("query with encoded slash ignored", "/a?x=%2F", "/a"),
+        ];
+        for (name, input, expected) in cases {
+            assert_eq!(normalize(input).as_deref(), Ok(expected), "case {name}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_servers_disagree_on() {
+        use PathError::*;
+        let cases = [
+            ("relative", "calendar", NotAbsolute),
+            ("asterisk form", "*", NotAbsolute),
+            ("empty", "", NotAbsolute),
+            ("truncated escape", "/a%2", MalformedEscape),
+            ("non-hex escape", "/a%zz", MalformedEscape),
+            ("encoded slash", "/admin%2Fusers", EncodedSeparator),
+            (
+                "encoded slash lowercase",
+                "/admin%2fusers",
+                EncodedSeparator,
+            ),
+            ("encoded backslash", "/admin%5Cusers", EncodedSeparator),
+            ("encoded dot", "/%2e%2e/admin", EncodedSeparator),
+            ("double encoding", "/admin%252F", EncodedSeparator),
+            ("raw backslash", "/public\\..\\admin", Backslash),
+            ("encoded nul", "/a%00b", ControlCharacter),
+            ("raw newline", "/a\nb", ControlCharacter),
+            ("invalid utf-8", "/%C3", NotUtf8),
+            (
+                "dot-dot with parameters",
+                "/public/..;/admin",
+                DotSegmentWithParameters,
+            ),
+            (
+                "dot with parameters",
+                "/.;x/admin",
+                DotSegmentWithParameters,
+            ),
+            ("above root", "/../admin", AboveRoot),
+        ];
+        for (name, input, expected) in cases {
+            assert_eq!(normalize(input), Err(expected), "case {name}");
+        }
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert!(has_segment_prefix("/calendar", "/calendar"));
+        assert!(has_segment_prefix("/calendar/events", "/calendar"));
+        assert!(!has_segment_prefix("/calendarx", "/calendar"));
+        assert!(!has_segment_prefix("/cal", "/calendar"));
+        assert!(has_segment_prefix("/anything", "/"));
+    }
+}

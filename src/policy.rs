@@ -1,0 +1,199 @@
+//! The decision proper: a pure function of (caller, route, verified token).
+//!
+//! Steps, first failure wins (DESIGN.md 5–7):
+//! 1. **Binding.** With `act`, the current actor (outermost `act.sub`) must be the caller.
+//!    Without `act`, the token must have been issued to the caller: every one of `client_id`
+//!    and `azp` that is present must be the caller, and when neither is present `sub` must be.
+//!    `may_act.sub`, when present, must be the caller.
+//! 2. **Chain.** Every actor has a `sub` that is a canonical SPIFFE ID of an allowed trust
+//!    domain; no actor appears twice; there are no more actors than the route's depth limit
+//!    (the global `max_depth`, lowered by the route's own).
+//! 3. **Route rules.** The caller must match `allow_callers` when set; then every required
+//!    scope must be an exact token of the top-level `scope` claim. Callers are checked first
+//!    so a caller that is not allowed learns nothing about the route's scopes.
+//!
+//! Prior actors can only restrict, never grant: only the caller is matched against
+//! `allow_callers`, and scopes come only from the top-level claim, never from inside `act`.
+
+use crate::reason::{Denial, DenyReason};
+use crate::routes::Route;
+use crate::spiffe::{SpiffeId, TrustDomain};
+use crate::token::{MayAct, VerifiedToken};
+use std::collections::BTreeSet;
+
+/// The delegation rules that are global to a configuration.
+#[derive(Debug, Clone)]
+pub struct DelegationPolicy {
+    /// Callers and every actor must belong to one of these.
+    pub trust_domains: BTreeSet<TrustDomain>,
+    /// Most actors a chain may hold (`delegation.max_depth`).
+    pub max_depth: usize,
+}
+
+impl DelegationPolicy {
+    pub fn allows_trust_domain(&self, trust_domain: &str) -> bool {
+        self.trust_domains
+            .iter()
+            .any(|allowed| allowed.as_str() == trust_domain)
+    }
+}
+
+/// What an allow carries to the upstream: identities for headers and metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub subject: String,
+    /// The current actor, which is the caller.
+    pub actor: String,
+    /// Actors from the first delegate to the current actor; empty for a direct call.
+    pub chain: Vec<String>,
+    pub scopes: Vec<String>,
+    pub jti: Option<String>,
+    pub sid: Option<String>,
+    pub route: String,
+    pub forward_token: bool,
+}
+
+fn deny(reason: DenyReason, description: &'static str) -> Denial {
+    Denial::new(reason, description)
+}
+
+fn check_binding(caller: &SpiffeId, token: &VerifiedToken) -> Result<(), Denial> {
+    let caller = caller.as_str();
+    match token.actors().first() {
+        Some(current) => match current.subject.as_deref() {
+            None => return Err(deny(DenyReason::ActorInvalid, "an actor has no sub")),
+            Some(actor) if actor != caller => {
+                return Err(deny(
+                    DenyReason::ActorMismatch,
+                    "the token's current actor is not the caller",
+                ));
+            }
+            Some(_) => {}
+        },
+        None => {
+            let issued_to: Vec<&str> = [token.client_id(), token.authorized_party()]
+                .into_iter()
+                .flatten()
+                .collect();
+            let bound = if issued_to.is_empty() {
+                token.subject() == caller
+            } else {
+                issued_to.iter().all(|client| *client == caller)
+            };
+            if !bound {
+                return Err(deny(
+                    DenyReason::TokenNotBoundToCaller,
+                    "the token was not issued to the caller",
+                ));
+            }
+        }
+    }
+    match token.may_act() {
+        Some(MayAct::Subject(allowed)) if allowed == caller => Ok(()),
+        Some(_) => Err(deny(
+            DenyReason::MayActMismatch,
+            "the token's may_act does not name the caller",
+        )),
+        None => Ok(()),
+    }
+}
+
+fn check_chain(
+    policy: &DelegationPolicy,
+    route: &Route,
+    token: &VerifiedToken,
+) -> Result<(), Denial> {
+    let actors = token.actors();
+    for (index, actor) in actors.iter().enumerate() {
+        let Some(id) = &actor.spiffe_id else {
+            return Err(deny(
+                DenyReason::ActorInvalid,
+                "an actor's sub is missing or not a canonical SPIFFE ID",
+            ));
+        };
+        if !policy.allows_trust_domain(id.trust_domain()) {
+            return Err(deny(
+                DenyReason::ActorTrustDomainDenied,
+                "an actor belongs to a trust domain that is not allowed",
+            ));
+        }
+        if actors[..index]
+            .iter()
+            .any(|earlier| earlier.spiffe_id.as_ref() == Some(id))
+        {
+            return Err(deny(
+                DenyReason::DelegationCycle,
+                "an actor appears twice in the delegation chain",
+            ));
+        }
+    }
+    let limit = route.max_depth.map_or(policy.max_depth, |route_limit| {
+        route_limit.min(policy.max_depth)
+    });
+    if actors.len() > limit {
+        return Err(deny(
+            DenyReason::DelegationTooDeep,
+            "the delegation chain is longer than allowed",
+        ));
+    }
+    Ok(())
+}
+
+fn check_route_rules(
+    caller: &SpiffeId,
+    route: &Route,
+    token: &VerifiedToken,
+) -> Result<(), Denial> {
+    if let Some(allowed) = &route.allow_callers
+        && !allowed.iter().any(|pattern| pattern.matches(caller))
+    {
+        return Err(deny(
+            DenyReason::CallerNotAllowed,
+            "the caller is not allowed on this route",
+        ));
+    }
+    let granted = token.scopes();
+    if !route
+        .require_scopes
+        .iter()
+        .all(|required| granted.iter().any(|scope| scope == required))
+    {
+        return Err(Denial {
+            reason: DenyReason::InsufficientScope,
+            description: "the token lacks a scope this route requires",
+            required_scope: Some(route.require_scopes.join(" ")),
+        });
+    }
+    Ok(())
+}
+
+/// Decides a request whose caller, route and token are known (see the module docs).
+pub fn authorize(
+    policy: &DelegationPolicy,
+    caller: &SpiffeId,
+    route: &Route,
+    token: &VerifiedToken,
+) -> Result<Grant, Denial> {
+    check_binding(caller, token)?;
+    check_chain(policy, route, token)?;
+    check_route_rules(caller, route, token)?;
+    Ok(Grant {
+        subject: token.subject().to_owned(),
+        actor: caller.as_str().to_owned(),
+        chain: token
+            .actors()
+            .iter()
+            .rev()
+            .filter_map(|actor| actor.subject.clone())
+            .collect(),
+        scopes: token.scopes().to_vec(),
+        jti: token.jti().map(str::to_owned),
+        sid: token.sid().map(str::to_owned),
+        route: route.name.clone(),
+        forward_token: route.forward_token,
+    })
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

@@ -1,0 +1,226 @@
+//! One named test per binding, chain and route rule; each fails if its rule is removed.
+
+use super::*;
+use crate::spiffe::CallerPattern;
+use serde_json::{Value, json};
+
+const ORCHESTRATOR: &str = "spiffe://example.org/agent/orchestrator";
+const SCHEDULER: &str = "spiffe://example.org/agent/scheduler";
+const PLANNER: &str = "spiffe://example.org/agent/planner";
+
+fn policy(max_depth: usize) -> DelegationPolicy {
+    DelegationPolicy {
+        trust_domains: [TrustDomain::parse("example.org").unwrap()].into(),
+        max_depth,
+    }
+}
+
+fn route() -> Route {
+    Route {
+        name: "calendar-read".into(),
+        methods: None,
+        hosts: None,
+        path_prefix: "/calendar".into(),
+        require_scopes: vec!["calendar:read".into()],
+        allow_callers: None,
+        max_depth: None,
+        forward_token: false,
+    }
+}
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+/// Claims for `sub` delegated through `actors` in delegation order (current actor last).
+fn delegated(actors: &[&str], extra: Value) -> VerifiedToken {
+    let mut claims = json!({ "sub": "user:alice", "scope": "calendar:read" });
+    for actor in actors {
+        let mut act = json!({ "sub": actor });
+        if let Some(inner) = claims.get("act").cloned() {
+            act["act"] = inner;
+        }
+        claims["act"] = act;
+    }
+    for (name, value) in extra.as_object().cloned().unwrap_or_default() {
+        claims[name] = value;
+    }
+    VerifiedToken::from_claims_for_tests(&claims)
+}
+
+fn decide(caller: &str, token: &VerifiedToken) -> Result<Grant, DenyReason> {
+    authorize(&policy(3), &id(caller), &route(), token).map_err(|d| d.reason)
+}
+
+#[test]
+fn allows_delegation_ending_at_the_caller_and_reports_the_chain_in_order() {
+    let grant = decide(SCHEDULER, &delegated(&[ORCHESTRATOR, SCHEDULER], json!({}))).unwrap();
+    assert_eq!(grant.subject, "user:alice");
+    assert_eq!(grant.actor, SCHEDULER);
+    assert_eq!(grant.chain, vec![ORCHESTRATOR, SCHEDULER]);
+    assert_eq!(grant.route, "calendar-read");
+}
+
+#[test]
+fn rule_current_actor_must_be_the_caller() {
+    // Replay by a prior hop: the orchestrator presents the scheduler's token.
+    let token = delegated(&[ORCHESTRATOR, SCHEDULER], json!({}));
+    assert_eq!(decide(ORCHESTRATOR, &token), Err(DenyReason::ActorMismatch));
+}
+
+#[test]
+fn rule_current_actor_needs_a_sub() {
+    let token = VerifiedToken::from_claims_for_tests(
+        &json!({"sub": "user:alice", "scope": "calendar:read", "act": {"client": "x"}}),
+    );
+    assert_eq!(decide(SCHEDULER, &token), Err(DenyReason::ActorInvalid));
+}
+
+#[test]
+fn rule_token_without_act_only_from_its_client() {
+    let direct = |claims: Value| VerifiedToken::from_claims_for_tests(&claims);
+    // Forwarded user token: issued to the orchestrator, presented by the scheduler.
+    let forwarded =
+        direct(json!({"sub": "user:alice", "client_id": ORCHESTRATOR, "scope": "calendar:read"}));
+    assert_eq!(
+        decide(SCHEDULER, &forwarded),
+        Err(DenyReason::TokenNotBoundToCaller)
+    );
+    assert!(decide(ORCHESTRATOR, &forwarded).is_ok());
+    let by_azp = direct(json!({"sub": "user:alice", "azp": SCHEDULER, "scope": "calendar:read"}));
+    assert!(decide(SCHEDULER, &by_azp).is_ok());
+    let by_sub = direct(json!({"sub": SCHEDULER, "scope": "calendar:read"}));
+    assert!(decide(SCHEDULER, &by_sub).is_ok());
+    let user_only = direct(json!({"sub": "user:alice", "scope": "calendar:read"}));
+    assert_eq!(
+        decide(SCHEDULER, &user_only),
+        Err(DenyReason::TokenNotBoundToCaller)
+    );
+}
+
+#[test]
+fn rule_client_id_decides_over_sub() {
+    // sub names the caller, but the token was issued to someone else: not bound.
+    let token = VerifiedToken::from_claims_for_tests(
+        &json!({"sub": SCHEDULER, "client_id": ORCHESTRATOR, "scope": "calendar:read"}),
+    );
+    assert_eq!(
+        decide(SCHEDULER, &token),
+        Err(DenyReason::TokenNotBoundToCaller)
+    );
+    let disagreeing = VerifiedToken::from_claims_for_tests(
+        &json!({"sub": "u", "client_id": SCHEDULER, "azp": ORCHESTRATOR, "scope": "calendar:read"}),
+    );
+    assert_eq!(
+        decide(SCHEDULER, &disagreeing),
+        Err(DenyReason::TokenNotBoundToCaller)
+    );
+}
+
+#[test]
+fn rule_may_act_must_name_the_caller() {
+    let token = delegated(&[SCHEDULER], json!({"may_act": {"sub": ORCHESTRATOR}}));
+    assert_eq!(decide(SCHEDULER, &token), Err(DenyReason::MayActMismatch));
+    let unusable = delegated(&[SCHEDULER], json!({"may_act": "anyone"}));
+    assert_eq!(
+        decide(SCHEDULER, &unusable),
+        Err(DenyReason::MayActMismatch)
+    );
+    let matching = delegated(&[SCHEDULER], json!({"may_act": {"sub": SCHEDULER}}));
+    assert!(decide(SCHEDULER, &matching).is_ok());
+}
+
+#[test]
+fn rule_prior_actors_must_be_spiffe_ids() {
+    let token = delegated(&["user:bob", SCHEDULER], json!({}));
+    assert_eq!(decide(SCHEDULER, &token), Err(DenyReason::ActorInvalid));
+    let non_canonical = delegated(&["spiffe://Example.org/agent/x", SCHEDULER], json!({}));
+    assert_eq!(
+        decide(SCHEDULER, &non_canonical),
+        Err(DenyReason::ActorInvalid)
+    );
+}
+
+#[test]
+fn rule_actors_must_be_in_allowed_trust_domains() {
+    let token = delegated(&["spiffe://evil.org/agent/x", SCHEDULER], json!({}));
+    assert_eq!(
+        decide(SCHEDULER, &token),
+        Err(DenyReason::ActorTrustDomainDenied)
+    );
+}
+
+#[test]
+fn rule_no_actor_twice() {
+    let token = delegated(&[SCHEDULER, ORCHESTRATOR, SCHEDULER], json!({}));
+    assert_eq!(decide(SCHEDULER, &token), Err(DenyReason::DelegationCycle));
+}
+
+#[test]
+fn rule_depth_limit_is_global_and_routes_only_lower_it() {
+    let three = delegated(&[PLANNER, ORCHESTRATOR, SCHEDULER], json!({}));
+    assert!(authorize(&policy(3), &id(SCHEDULER), &route(), &three).is_ok());
+    let denied = authorize(&policy(2), &id(SCHEDULER), &route(), &three).map_err(|d| d.reason);
+    assert_eq!(denied, Err(DenyReason::DelegationTooDeep));
+    let mut strict_route = route();
+    strict_route.max_depth = Some(1);
+    let two = delegated(&[ORCHESTRATOR, SCHEDULER], json!({}));
+    let denied = authorize(&policy(3), &id(SCHEDULER), &strict_route, &two).map_err(|d| d.reason);
+    assert_eq!(denied, Err(DenyReason::DelegationTooDeep));
+    let mut lax_route = route();
+    lax_route.max_depth = Some(10);
+    let denied = authorize(&policy(2), &id(SCHEDULER), &lax_route, &three).map_err(|d| d.reason);
+    assert_eq!(denied, Err(DenyReason::DelegationTooDeep));
+}
+
+#[test]
+fn rule_required_scopes_are_exact_tokens() {
+    let near_miss = VerifiedToken::from_claims_for_tests(
+        &json!({"sub": SCHEDULER, "scope": "calendar:readwrite calendar calendar:read:all"}),
+    );
+    let denial = authorize(&policy(3), &id(SCHEDULER), &route(), &near_miss).unwrap_err();
+    assert_eq!(denial.reason, DenyReason::InsufficientScope);
+    assert_eq!(denial.required_scope.as_deref(), Some("calendar:read"));
+    let exact = VerifiedToken::from_claims_for_tests(
+        &json!({"sub": SCHEDULER, "scope": "openid  calendar:read"}),
+    );
+    assert!(decide(SCHEDULER, &exact).is_ok());
+}
+
+#[test]
+fn rule_scopes_inside_act_do_not_grant() {
+    let token = VerifiedToken::from_claims_for_tests(&json!({
+        "sub": "user:alice",
+        "act": {"sub": SCHEDULER, "scope": "calendar:read", "act": {"sub": ORCHESTRATOR, "scope": "calendar:read"}}
+    }));
+    assert_eq!(
+        decide(SCHEDULER, &token),
+        Err(DenyReason::InsufficientScope)
+    );
+}
+
+#[test]
+fn rule_allow_callers_matches_the_caller_not_prior_actors() {
+    let mut admin = route();
+    admin.require_scopes = vec![];
+    admin.allow_callers = Some(vec![CallerPattern::parse(ORCHESTRATOR).unwrap()]);
+    // The orchestrator is in the chain, but the scheduler is calling: prior actors never grant.
+    let token = delegated(&[ORCHESTRATOR, SCHEDULER], json!({}));
+    let denied = authorize(&policy(3), &id(SCHEDULER), &admin, &token).map_err(|d| d.reason);
+    assert_eq!(denied, Err(DenyReason::CallerNotAllowed));
+    let direct = delegated(&[ORCHESTRATOR], json!({}));
+    assert!(authorize(&policy(3), &id(ORCHESTRATOR), &admin, &direct).is_ok());
+    admin.allow_callers = Some(vec![
+        CallerPattern::parse("spiffe://example.org/agent/*").unwrap(),
+    ]);
+    assert!(authorize(&policy(3), &id(SCHEDULER), &admin, &token).is_ok());
+}
+
+#[test]
+fn caller_check_comes_before_scopes() {
+    let mut admin = route();
+    admin.allow_callers = Some(vec![CallerPattern::parse(ORCHESTRATOR).unwrap()]);
+    let no_scope = VerifiedToken::from_claims_for_tests(&json!({"sub": SCHEDULER}));
+    let denied = authorize(&policy(3), &id(SCHEDULER), &admin, &no_scope).map_err(|d| d.reason);
+    assert_eq!(denied, Err(DenyReason::CallerNotAllowed));
+}

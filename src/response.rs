@@ -1,0 +1,270 @@
+//! The only place a `CheckResponse` is built: one exhaustive match over the outcome.
+//!
+//! Allow: gRPC `OK`, the `x-actguard-*` request headers set with OVERWRITE_IF_EXISTS_OR_ADD
+//! (a client-supplied `x-actguard-*` never survives: headers we have no value for are removed),
+//! `authorization` removed unless the route forwards it, and dynamic metadata.
+//! Deny: the reason's gRPC code, and a `DeniedHttpResponse` with the HTTP status, an RFC 6750
+//! `WWW-Authenticate` where one applies, and a JSON body `{"error", "error_description"}`.
+
+use crate::policy::Grant;
+use crate::reason::{Challenge, Denial};
+use envoy_types::pb::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
+};
+use envoy_types::pb::envoy::service::auth::v3::{
+    CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response::HttpResponse,
+};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
+use envoy_types::pb::google::rpc;
+
+pub const SUBJECT_HEADER: &str = "x-actguard-subject";
+pub const ACTOR_HEADER: &str = "x-actguard-actor";
+pub const CHAIN_HEADER: &str = "x-actguard-chain";
+pub const SID_HEADER: &str = "x-actguard-sid";
+pub const JTI_HEADER: &str = "x-actguard-jti";
+
+/// What the responses need from configuration.
+#[derive(Debug, Clone)]
+pub struct ResponseSettings {
+    /// `realm` of every `WWW-Authenticate` challenge (validated: no quotes or control characters).
+    pub realm: String,
+    /// RFC 9728 `resource_metadata` URL added to challenges, when configured.
+    pub resource_metadata: Option<String>,
+}
+
+fn overwrite(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+        // An empty chain must still replace whatever the client sent.
+        keep_empty_value: true,
+        ..Default::default()
+    }
+}
+
+fn plain_header(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+        ..Default::default()
+    }
+}
+
+fn string_value(value: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(value.to_owned())),
+    }
+}
+
+fn list_value(values: &[String]) -> Value {
+    Value {
+        kind: Some(Kind::ListValue(ListValue {
+            values: values.iter().map(|v| string_value(v)).collect(),
+        })),
+    }
+}
+
+fn status(code: tonic::Code, message: &str) -> Option<rpc::Status> {
+    Some(rpc::Status {
+        code: code as i32,
+        message: message.to_owned(),
+        details: Vec::new(),
+    })
+}
+
+fn allow(grant: &Grant) -> CheckResponse {
+    let mut headers = vec![
+        overwrite(SUBJECT_HEADER, &grant.subject),
+        overwrite(ACTOR_HEADER, &grant.actor),
+        overwrite(CHAIN_HEADER, &grant.chain.join(",")),
+    ];
+    let mut headers_to_remove = Vec::new();
+    for (name, value) in [(SID_HEADER, &grant.sid), (JTI_HEADER, &grant.jti)] {
+        match value {
+            Some(value) => headers.push(overwrite(name, value)),
+            None => headers_to_remove.push(name.to_owned()),
+        }
+    }
+    if !grant.forward_token {
+        headers_to_remove.push("authorization".to_owned());
+    }
+    let mut metadata = Struct::default();
+    let fields = &mut metadata.fields;
+    fields.insert("subject".into(), string_value(&grant.subject));
+    fields.insert("actor".into(), string_value(&grant.actor));
+    fields.insert("chain".into(), list_value(&grant.chain));
+    fields.insert("scopes".into(), list_value(&grant.scopes));
+    fields.insert("route".into(), string_value(&grant.route));
+    if let Some(jti) = &grant.jti {
+        fields.insert("jti".into(), string_value(jti));
+    }
+    if let Some(sid) = &grant.sid {
+        fields.insert("sid".into(), string_value(sid));
+    }
+    CheckResponse {
+        status: status(tonic::Code::Ok, ""),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers,
+            headers_to_remove,
+            ..Default::default()
+        })),
+        dynamic_metadata: Some(metadata),
+    }
+}
+
+/// An RFC 9110 quoted-string: `"` and `\\` escaped with a backslash.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for character in text.chars() {
+        if matches!(character, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(character);
+    }
+    out.push('"');
+    out
+}
+
+/// The `WWW-Authenticate` value for a denial, if it carries one (RFC 6750 §3).
+pub fn challenge(denial: &Denial, settings: &ResponseSettings) -> Option<String> {
+    let error = match denial.reason.challenge() {
+        Challenge::None => return None,
+        Challenge::Bare => None,
+        Challenge::InvalidRequest => Some("invalid_request"),
+        Challenge::InvalidToken => Some("invalid_token"),
+        Challenge::InsufficientScope => Some("insufficient_scope"),
+    };
+    let mut value = format!("Bearer realm={}", quoted(&settings.realm));
+    if let Some(error) = error {
+        value.push_str(&format!(
+            ", error=\"{error}\", error_description={}",
+            quoted(denial.description)
+        ));
+    }
+    if let Some(scope) = &denial.required_scope {
+        value.push_str(&format!(", scope={}", quoted(scope)));
+    }
+    if let Some(url) = &settings.resource_metadata {
+        value.push_str(&format!(", resource_metadata={}", quoted(url)));
+    }
+    Some(value)
+}
+
+/// The JSON body of a denial.
+pub fn denial_body(denial: &Denial) -> String {
+    serde_json::json!({
+        "error": denial.reason.code(),
+        "error_description": denial.description,
+    })
+    .to_string()
+}
+
+fn deny(denial: &Denial, settings: &ResponseSettings) -> CheckResponse {
+    let mut headers = vec![plain_header("content-type", "application/json")];
+    if let Some(value) = challenge(denial, settings) {
+        headers.push(plain_header("www-authenticate", &value));
+    }
+    let mut metadata = Struct::default();
+    metadata
+        .fields
+        .insert("reason".into(), string_value(denial.reason.code()));
+    CheckResponse {
+        status: status(denial.reason.grpc_code(), denial.reason.code()),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(denial.reason.http_status()),
+            }),
+            headers,
+            body: denial_body(denial),
+        })),
+        dynamic_metadata: Some(metadata),
+    }
+}
+
+/// Turns a decision into Envoy's answer.
+pub fn check_response(
+    outcome: &Result<Grant, Denial>,
+    settings: &ResponseSettings,
+) -> CheckResponse {
+    match outcome {
+        Ok(grant) => allow(grant),
+        Err(denial) => deny(denial, settings),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reason::DenyReason;
+
+    fn settings() -> ResponseSettings {
+        ResponseSettings {
+            realm: "spiffe://example.org/tool/calendar".into(),
+            resource_metadata: None,
+        }
+    }
+
+    #[test]
+    fn challenges_follow_rfc_6750() {
+        let missing = Denial::new(DenyReason::TokenMissing, "x");
+        assert_eq!(
+            challenge(&missing, &settings()).as_deref(),
+            Some("Bearer realm=\"spiffe://example.org/tool/calendar\"")
+        );
+        let expired = Denial::new(DenyReason::TokenExpired, "the token has expired");
+        assert!(
+            challenge(&expired, &settings())
+                .unwrap()
+                .contains("error=\"invalid_token\"")
+        );
+        let scope = Denial {
+            reason: DenyReason::InsufficientScope,
+            description: "d",
+            required_scope: Some("calendar:read admin".into()),
+        };
+        let value = challenge(&scope, &settings()).unwrap();
+        assert!(value.contains("error=\"insufficient_scope\""), "{value}");
+        assert!(value.ends_with("scope=\"calendar:read admin\""), "{value}");
+        let mismatch = Denial::new(DenyReason::ActorMismatch, "d");
+        assert_eq!(challenge(&mismatch, &settings()), None);
+    }
+
+    #[test]
+    fn quoted_strings_escape_quotes_and_backslashes() {
+        assert_eq!(quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
+
+    #[test]
+    fn direct_call_overwrites_chain_and_removes_absent_ids() {
+        let grant = Grant {
+            subject: "spiffe://example.org/agent/scheduler".into(),
+            actor: "spiffe://example.org/agent/scheduler".into(),
+            chain: vec![],
+            scopes: vec![],
+            jti: None,
+            sid: Some("s1".into()),
+            route: "r".into(),
+            forward_token: true,
+        };
+        let response = check_response(&Ok(grant), &settings());
+        let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
+            panic!("not an ok response")
+        };
+        let chain = ok
+            .headers
+            .iter()
+            .find(|h| h.header.as_ref().unwrap().key == CHAIN_HEADER);
+        assert!(chain.unwrap().keep_empty_value);
+        assert_eq!(ok.headers_to_remove, vec![JTI_HEADER.to_owned()]);
+    }
+}

@@ -1,0 +1,122 @@
+//! The gRPC adapter: `envoy.service.auth.v3.Authorization/Check` over a listener the caller
+//! has already bound (so tests can bind port 0 and read the address back).
+//!
+//! A panic while deciding is caught and answered with gRPC `INTERNAL`: with Envoy's
+//! `failure_mode_allow: false` that denies the request. Nothing here can turn a fault into an
+//! allow; the only `OK` comes from [`crate::response`] for a [`crate::policy::Grant`].
+
+use crate::authorizer::Authorizer;
+use crate::config::ListenAddress;
+use crate::reason::Fault;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+    Authorization, AuthorizationServer,
+};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+/// The ext_authz service over one [`Authorizer`].
+pub struct AuthorizationService {
+    authorizer: Arc<Authorizer>,
+}
+
+impl AuthorizationService {
+    pub fn new(authorizer: Arc<Authorizer>) -> Self {
+        Self { authorizer }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthorizationService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let request = request.into_inner();
+        let authorizer = &self.authorizer;
+        // The decision is synchronous and CPU-bound (microseconds); no need to leave the task.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| authorizer.check(&request))) {
+            Ok(response) => Ok(Response::new(response)),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let fault = Fault::Internal(message);
+                tracing::error!(%fault, "check failed; answering with a gRPC error (Envoy denies)");
+                Err(fault.into())
+            }
+        }
+    }
+}
+
+/// A bound ext_authz listener.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Binds `address`. A stale Unix socket file is replaced only if it is a socket.
+    pub async fn bind(address: &ListenAddress) -> std::io::Result<Self> {
+        match address {
+            ListenAddress::Tcp(socket_address) => {
+                Ok(Self::Tcp(TcpListener::bind(socket_address).await?))
+            }
+            ListenAddress::Unix(path) => {
+                use std::os::unix::fs::FileTypeExt;
+                if let Ok(metadata) = std::fs::symlink_metadata(path)
+                    && metadata.file_type().is_socket()
+                {
+                    std::fs::remove_file(path)?;
+                }
+                Ok(Self::Unix(UnixListener::bind(path)?))
+            }
+        }
+    }
+
+    /// Human-readable address, e.g. `127.0.0.1:9191` or `unix:/run/actguard/authz.sock`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Tcp(listener) => listener
+                .local_addr()
+                .map_or_else(|e| format!("tcp ({e})"), |a| a.to_string()),
+            Self::Unix(listener) => listener
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                .unwrap_or_else(|| "unix".into()),
+        }
+    }
+}
+
+/// Serves ext_authz on `listener` until `shutdown` completes, then drains in-flight checks.
+pub async fn run(
+    listener: Listener,
+    authorizer: Arc<Authorizer>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let service = AuthorizationServer::new(AuthorizationService::new(authorizer));
+    let mut builder = tonic::transport::Server::builder();
+    match listener {
+        Listener::Tcp(listener) => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            builder
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        Listener::Unix(listener) => {
+            builder
+                .add_service(service)
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+                .await
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The claims of a token whose signature, issuer, lifetime and audience have been verified.
+//!
+//! A [`VerifiedToken`] is built only inside [`super::Verifier::verify`]; its fields are private
+//! and read through accessors, so code that holds one knows the claims are authentic. It does
+//! not say whether the token is *bound to the caller*, nor whether its chain is acceptable:
+//! that is [`crate::policy`]'s job, run for every request, because the same token may arrive
+//! from different callers.
+
+use crate::reason::{Denial, DenyReason};
+use crate::spiffe::SpiffeId;
+use serde_json::{Map, Value};
+
+/// One entry of the `act` chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `act.sub` as written, `None` when the `act` member is not an object or has no string `sub`.
+    pub subject: Option<String>,
+    /// `subject` parsed as a canonical SPIFFE ID, when it is one.
+    pub spiffe_id: Option<SpiffeId>,
+}
+
+/// What `may_act` says, when present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MayAct {
+    /// `may_act.sub`.
+    Subject(String),
+    /// `may_act` present but not an object with a string `sub`: nobody satisfies it.
+    Unusable,
+}
+
+/// Verified claims. See the module docs for what "verified" covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    subject: String,
+    /// `exp` in whole seconds (fractions rounded down: conservative).
+    expires_at: i64,
+    scopes: Vec<String>,
+    /// Outermost (current actor) first, as nested in the token.
+    actors: Vec<Actor>,
+    client_id: Option<String>,
+    authorized_party: Option<String>,
+    may_act: Option<MayAct>,
+    jti: Option<String>,
+    sid: Option<String>,
+}
+
+impl VerifiedToken {
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+    pub fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+    /// Actors, outermost (current actor) first; empty for a token without `act`.
+    pub fn actors(&self) -> &[Actor] {
+        &self.actors
+    }
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+    pub fn authorized_party(&self) -> Option<&str> {
+        self.authorized_party.as_deref()
+    }
+    pub fn may_act(&self) -> Option<&MayAct> {
+        self.may_act.as_ref()
+    }
+    pub fn jti(&self) -> Option<&str> {
+        self.jti.as_deref()
+    }
+    pub fn sid(&self) -> Option<&str> {
+        self.sid.as_deref()
+    }
+
+    /// Rough heap footprint, for the cache's byte budget.
+    pub fn approximate_size(&self) -> usize {
+        let strings = [
+            &self.client_id,
+            &self.authorized_party,
+            &self.jti,
+            &self.sid,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum::<usize>();
+        let actors: usize = self
+            .actors
+            .iter()
+            .map(|actor| 2 * actor.subject.as_ref().map_or(0, String::len) + 80)
+            .sum();
+        let scopes: usize = self.scopes.iter().map(|scope| scope.len() + 24).sum();
+        std::mem::size_of::<Self>() + self.subject.len() + strings + actors + scopes
+    }
+}
+
+/// Claims that end up in request headers must not carry control characters (CR/LF would let a
+/// token inject headers; others make Envoy refuse the mutation).
+fn header_safe(value: &str) -> bool {
+    !value.chars().any(char::is_control)
+}
+
+fn malformed(description: &'static str) -> Denial {
+    Denial::new(DenyReason::TokenMalformed, description)
+}
+
+fn optional_string(
+    claims: &Map<String, Value>,
+    name: &str,
+    description: &'static str,
+) -> Result<Option<String>, Denial> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(value)) => Ok(Some(value.clone())),
+        Some(_) => Err(malformed(description)),
+    }
+}
+
+fn header_safe_string(
+    claims: &Map<String, Value>,
+    name: &str,
+    description: &'static str,
+) -> Result<Option<String>, Denial> {
+    let value = optional_string(claims, name, description)?;
+    match value {
+        Some(text) if !header_safe(&text) => Err(malformed(description)),
+        other => Ok(other),
+    }
+}
+
+/// Walks the nested `act` members, outermost first. Nesting is already bounded by the
+/// strict JSON parser, so this loop is bounded too.
+fn actors_of(claims: &Map<String, Value>) -> Vec<Actor> {
+    let mut actors = Vec::new();
+    let mut next = claims.get("act");
+    while let Some(member) = next {
+        let object = member.as_object();
+        let subject = object
+            .and_then(|object| object.get("sub"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let spiffe_id = subject.as_deref().and_then(|s| SpiffeId::parse(s).ok());
+        actors.push(Actor { subject, spiffe_id });
+        next = object.and_then(|object| object.get("act"));
+    }
+    actors
+}
+
+fn may_act_of(claims: &Map<String, Value>) -> Option<MayAct> {
+    let member = claims.get("may_act")?;
+    Some(match member.get("sub").and_then(Value::as_str) {
+        Some(subject) if member.is_object() => MayAct::Subject(subject.to_owned()),
+        _ => MayAct::Unusable,
+    })
+}
+
+/// Extracts the claims the policy needs. Lifetime, issuer and audience were checked by the
+/// caller; `expires_at` is passed in because it was already parsed there.
+pub(super) fn extract(
+    claims: &Map<String, Value>,
+    expires_at: i64,
+) -> Result<VerifiedToken, Denial> {
+    let subject = match claims.get("sub") {
+        Some(Value::String(subject)) if !subject.is_empty() && header_safe(subject) => {
+            subject.clone()
+        }
+        _ => {
+            return Err(malformed(
+                "the sub claim is missing, empty, or has control characters",
+            ));
+        }
+    };
+    let scopes = optional_string(claims, "scope", "the scope claim is not a string")?
+        .map(|scope| {
+            scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(VerifiedToken {
+        subject,
+        expires_at,
+        scopes,
+        actors: actors_of(claims),
+        client_id: optional_string(claims, "client_id", "the client_id claim is not a string")?,
+        authorized_party: optional_string(claims, "azp", "the azp claim is not a string")?,
+        may_act: may_act_of(claims),
+        jti: header_safe_string(
+            claims,
+            "jti",
+            "the jti claim is not a string without control characters",
+        )?,
+        sid: header_safe_string(
+            claims,
+            "sid",
+            "the sid claim is not a string without control characters",
+        )?,
+    })
+}
+
+#[cfg(test)]
+impl VerifiedToken {
+    /// Builds verified claims directly from JSON, for policy unit tests that need no signature.
+    pub fn from_claims_for_tests(claims: &Value) -> Self {
+        let map = claims.as_object().cloned().unwrap_or_default();
+        extract(&map, i64::MAX).expect("test claims are well-formed")
+    }
+}

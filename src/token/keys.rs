@@ -1,0 +1,272 @@
+//! Public verification keys from a JWKS document.
+//!
+//! Guarantees: every key has a unique `kid`, is an asymmetric signing key (EC P-256/P-384,
+//! RSA of at least 2048 bits, or Ed25519) and knows which algorithms it may verify: its
+//! family's, narrowed to the JWK's own `alg` when it declares one. Symmetric (`oct`) keys are
+//! refused outright, so an HS* token can never be checked against public key material.
+//! Keys marked `"use": "enc"` are skipped: they are not for signatures.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use std::collections::HashMap;
+
+const EC_P256: &[Algorithm] = &[Algorithm::ES256];
+const EC_P384: &[Algorithm] = &[Algorithm::ES384];
+const RSA: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+const ED25519: &[Algorithm] = &[Algorithm::EdDSA];
+/// RFC 8725 §3.5 / NIST SP 800-131A: RSA keys below 2048 bits are not acceptable.
+const MIN_RSA_MODULUS_BYTES: usize = 256;
+
+/// One key that may verify signatures.
+pub struct VerificationKey {
+    key: DecodingKey,
+    /// Algorithms this key may verify; a token whose `alg` is not listed is refused even when
+    /// the issuer allows that algorithm (key/alg agreement, RFC 8725 §3.1).
+    algorithms: Vec<Algorithm>,
+}
+
+impl VerificationKey {
+    pub fn accepts(&self, algorithm: Algorithm) -> bool {
+        self.algorithms.contains(&algorithm)
+    }
+
+    pub fn decoding_key(&self) -> &DecodingKey {
+        &self.key
+    }
+}
+
+/// The keys of one issuer, by `kid`.
+#[derive(Default)]
+pub struct KeySet {
+    keys: HashMap<String, VerificationKey>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut kids: Vec<&String> = self.keys.keys().collect();
+        kids.sort();
+        f.debug_struct("KeySet").field("kids", &kids).finish()
+    }
+}
+
+impl KeySet {
+    /// Parses a JWKS document. Every problem is reported, each naming the key's index.
+    pub fn from_jwks(document: &[u8]) -> Result<Self, Vec<String>> {
+        let parsed = super::json::parse_strict(document)
+            .map_err(|_| vec!["is not a JSON document (or repeats a member name)".to_owned()])?;
+        let Some(entries) = parsed.get("keys").and_then(|keys| keys.as_array()) else {
+            return Err(vec!["has no \"keys\" array".to_owned()]);
+        };
+        let mut keys = HashMap::new();
+        let mut problems = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            match parse_key(entry) {
+                Ok(Some((kid, key))) => {
+                    if keys.insert(kid.clone(), key).is_some() {
+                        problems.push(format!("keys[{index}]: kid {kid:?} appears twice"));
+                    }
+                }
+                Ok(None) => {}
+                Err(problem) => problems.push(format!("keys[{index}]: {problem}")),
+            }
+        }
+        if problems.is_empty() && keys.is_empty() {
+            problems.push("has no signature keys".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(Self { keys })
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn get(&self, kid: &str) -> Option<&VerificationKey> {
+        self.keys.get(kid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+fn decoded_len(field: &str, value: &str) -> Result<usize, String> {
+    URL_SAFE_NO_PAD
+        .decode(value)
+        .map(|bytes| bytes.len())
+        .map_err(|_| format!("{field} is not unpadded base64url"))
+}
+
+/// `Ok(None)` for a key that is not for signatures.
+fn parse_key(entry: &serde_json::Value) -> Result<Option<(String, VerificationKey)>, String> {
+    let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|e| format!("not a JWK: {e}"))?;
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return Ok(None);
+    }
+    let kid = jwk
+        .common
+        .key_id
+        .clone()
+        .filter(|kid| !kid.is_empty())
+        .ok_or("has no kid (tokens select keys by kid)")?;
+    let family: &[Algorithm] = match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(params) => {
+            let (algorithms, coordinate_len) = match params.curve {
+                EllipticCurve::P256 => (EC_P256, 32),
+                EllipticCurve::P384 => (EC_P384, 48),
+                _ => return Err("EC curve not supported (P-256, P-384)".to_owned()),
+            };
+            if decoded_len("x", &params.x)? != coordinate_len
+                || decoded_len("y", &params.y)? != coordinate_len
+            {
+                return Err("EC coordinates have the wrong length for the curve".to_owned());
+            }
+            algorithms
+        }
+        AlgorithmParameters::RSA(params) => {
+            let modulus_len = decoded_len("n", &params.n)?;
+            decoded_len("e", &params.e)?;
+            if modulus_len < MIN_RSA_MODULUS_BYTES {
+                return Err("RSA modulus is shorter than 2048 bits".to_owned());
+            }
+            RSA
+        }
+        AlgorithmParameters::OctetKeyPair(params) => {
+            if params.curve != EllipticCurve::Ed25519 {
+                return Err("OKP curve not supported (Ed25519)".to_owned());
+            }
+            if decoded_len("x", &params.x)? != 32 {
+                return Err("Ed25519 key has the wrong length".to_owned());
+            }
+            ED25519
+        }
+        AlgorithmParameters::OctetKey(_) => {
+            return Err("symmetric (oct) keys are refused: HS* tokens are not accepted".to_owned());
+        }
+        _ => return Err("key type not supported".to_owned()),
+    };
+    let algorithms = match &jwk.common.key_algorithm {
+        None => family.to_vec(),
+        Some(declared) => {
+            let declared = algorithm_of(*declared)
+                .filter(|alg| family.contains(alg))
+                .ok_or("its alg does not fit its key type")?;
+            vec![declared]
+        }
+    };
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key: {e}"))?;
+    Ok(Some((kid, VerificationKey { key, algorithms })))
+}
+
+fn algorithm_of(declared: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match declared {
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// Parses an algorithm name from configuration or a JOSE header. Only asymmetric signature
+/// algorithms exist here: `none` and HS* are not names we know.
+pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p256_key(kid: &str) -> serde_json::Value {
+        let coordinate = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        serde_json::json!({"kty":"EC","crv":"P-256","x":coordinate,"y":coordinate,"kid":kid})
+    }
+
+    fn jwks(keys: Vec<serde_json::Value>) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap()
+    }
+
+    #[test]
+    fn loads_keys_and_their_algorithms() {
+        let set = KeySet::from_jwks(&jwks(vec![p256_key("a")])).unwrap();
+        let key = set.get("a").unwrap();
+        assert!(key.accepts(Algorithm::ES256));
+        assert!(!key.accepts(Algorithm::RS256));
+        assert!(!key.accepts(Algorithm::HS256));
+    }
+
+    #[test]
+    fn declared_alg_narrows_the_key() {
+        let mut key = p256_key("a");
+        key["alg"] = "ES384".into();
+        let problems = KeySet::from_jwks(&jwks(vec![key])).unwrap_err();
+        assert!(problems[0].contains("does not fit"), "{problems:?}");
+    }
+
+    #[test]
+    fn rejects_bad_keys_with_their_index() {
+        let oct = serde_json::json!({"kty":"oct","k":"c2VjcmV0","kid":"h"});
+        let no_kid = serde_json::json!({"kty":"EC","crv":"P-256","x":"AA","y":"AA"});
+        let short_rsa = serde_json::json!({"kty":"RSA","n":URL_SAFE_NO_PAD.encode([1u8;128]),"e":"AQAB","kid":"r"});
+        let problems = KeySet::from_jwks(&jwks(vec![
+            p256_key("a"),
+            oct,
+            no_kid,
+            short_rsa,
+            p256_key("a"),
+        ]))
+        .unwrap_err();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].starts_with("keys[1]: symmetric"));
+        assert!(problems[1].starts_with("keys[2]: has no kid"));
+        assert!(problems[2].starts_with("keys[3]: RSA modulus"));
+        assert!(problems[3].contains("appears twice"));
+    }
+
+    #[test]
+    fn skips_encryption_keys_but_requires_a_signature_key() {
+        let mut enc = p256_key("e");
+        enc["use"] = "enc".into();
+        let problems = KeySet::from_jwks(&jwks(vec![enc])).unwrap_err();
+        assert_eq!(problems, vec!["has no signature keys".to_owned()]);
+        assert!(KeySet::from_jwks(b"{}").is_err());
+        assert!(KeySet::from_jwks(b"[").is_err());
+    }
+
+    #[test]
+    fn algorithm_names_exclude_symmetric_and_none() {
+        assert_eq!(parse_algorithm("ES256"), Some(Algorithm::ES256));
+        for name in ["none", "HS256", "es256", ""] {
+            assert_eq!(parse_algorithm(name), None, "{name}");
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Bearer tokens: the `Authorization` header (RFC 6750) and JWS verification (RFC 7515/7519,
+//! RFC 8725) into a [`VerifiedToken`].
+//!
+//! [`Verifier::verify`] validates, in this order (first failure wins): size; compact JWS form
+//! with unpadded base64url parts; a strict JSON header (no duplicate names); no `crit`
+//! (we implement no extensions, RFC 7515 §4.1.11); a strict JSON claims set; `iss` is a
+//! configured issuer; `alg` is in that issuer's allow-list; `kid` names one of its keys; the key
+//! accepts that `alg`; the signature; `exp` present, numeric and not past (with leeway);
+//! `nbf`/`iat` not in the future (with leeway); `aud` (string or array) contains the local
+//! SPIFFE ID exactly; `sub` present; optional claims have the right JSON types.
+//!
+//! It never uses `jku`, `x5u`, `jwk`, `x5c` or any other header that points at key material:
+//! keys come only from configuration. Reading `iss` before the signature is checked is only
+//! to choose the issuer's keys; nothing else is read from an unverified token.
+//!
+//! It does not check the binding to the caller or the delegation chain ([`crate::policy`]).
+
+pub mod claims;
+pub mod json;
+pub mod keys;
+
+pub use claims::{Actor, MayAct, VerifiedToken};
+pub use keys::{KeySet, parse_algorithm};
+
+use crate::reason::{Denial, DenyReason};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use json::JsonError;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Default cap on the size of a bearer token, in bytes.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+
+fn is_token68_char(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+}
+
+/// Extracts the bearer token from the request's `Authorization` header values (one entry per
+/// header line as Envoy reports them).
+///
+/// No header, or a header with another scheme, is `token_missing` (a bare challenge). Several
+/// headers, an empty one, an empty bearer value, or anything but one token68 credential
+/// (a comma-joined second credential included) is `authorization_invalid`.
+pub fn bearer_token<'a>(authorization: &[&'a str]) -> Result<&'a str, Denial> {
+    let invalid = |description| Denial::new(DenyReason::AuthorizationInvalid, description);
+    let value = match authorization {
+        [] => {
+            return Err(Denial::new(
+                DenyReason::TokenMissing,
+                "the request has no bearer token",
+            ));
+        }
+        [value] => value.trim_matches([' ', '\t']),
+        _ => return Err(invalid("the request has several Authorization headers")),
+    };
+    if value.is_empty() {
+        return Err(invalid("the Authorization header is empty"));
+    }
+    let (scheme, credential) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Denial::new(
+            DenyReason::TokenMissing,
+            "the Authorization header does not use the Bearer scheme",
+        ));
+    }
+    let credential = credential.trim_start_matches(' ');
+    if credential.is_empty() {
+        return Err(invalid("the bearer token is empty"));
+    }
+    if !credential.bytes().all(is_token68_char) {
+        return Err(invalid(
+            "the Authorization header holds more than one bearer credential",
+        ));
+    }
+    Ok(credential)
+}
+
+/// Seconds since the Unix epoch, the unit of JWT NumericDate.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// One trusted issuer: its exact `iss`, the algorithms it may use, and its keys.
+#[derive(Debug)]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    pub algorithms: Vec<Algorithm>,
+    pub keys: KeySet,
+}
+
+/// Verifies tokens for one workload. Built from configuration; immutable afterwards.
+#[derive(Debug)]
+pub struct Verifier {
+    issuers: HashMap<String, TrustedIssuer>,
+    /// The local workload's SPIFFE ID: the `aud` every token must carry.
+    audience: String,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+    leeway: i64,
+    max_token_bytes: usize,
+}
+
+fn denial(reason: DenyReason, description: &'static str) -> Denial {
+    Denial::new(reason, description)
+}
+
+fn decode_json_part(part: &str) -> Result<Map<String, Value>, Denial> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| {
+        denial(
+            DenyReason::TokenMalformed,
+            "a token part is not unpadded base64url",
+        )
+    })?;
+    match json::parse_strict(&bytes) {
+        Ok(Value::Object(members)) => Ok(members),
+        Ok(_) => Err(denial(
+            DenyReason::TokenMalformed,
+            "a token part is not a JSON object",
+        )),
+        Err(JsonError::TooDeep) => Err(denial(
+            DenyReason::TokenTooLarge,
+            "the token nests deeper than allowed",
+        )),
+        Err(JsonError::Malformed) => Err(denial(
+            DenyReason::TokenMalformed,
+            "a token part is not valid JSON or repeats a member name",
+        )),
+    }
+}
+
+/// A NumericDate claim: `None` when absent, `Err` when present but not a finite number.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, ()> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(value) => match value.as_f64() {
+            Some(seconds) if seconds.is_finite() => Ok(Some(seconds.floor() as i64)),
+            _ => Err(()),
+        },
+    }
+}
+
+impl Verifier {
+    pub fn new(
+        issuers: Vec<TrustedIssuer>,
+        audience: String,
+        leeway: Duration,
+        max_token_bytes: usize,
+    ) -> Self {
+        Self {
+            issuers: issuers
+                .into_iter()
+                .map(|issuer| (issuer.issuer.clone(), issuer))
+                .collect(),
+            audience,
+            leeway: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
+            max_token_bytes,
+        }
+    }
+
+    /// Whether a token verified earlier is still within its lifetime at `now`.
+    pub fn is_unexpired(&self, token: &VerifiedToken, now: i64) -> bool {
+        now < token.expires_at().saturating_add(self.leeway)
+    }
+
+    /// Seconds of life a verified token has left at `now` (0 when expired).
+    pub fn remaining_lifetime(&self, token: &VerifiedToken, now: i64) -> u64 {
+        let remaining = token
+            .expires_at()
+            .saturating_add(self.leeway)
+            .saturating_sub(now);
+        u64::try_from(remaining).unwrap_or(0)
+    }
+
+    /// Verifies `token` at time `now` (see the module docs for the checks and their order).
+    pub fn verify(&self, token: &str, now: i64) -> Result<VerifiedToken, Denial> {
+        use DenyReason::*;
+        if token.len() > self.max_token_bytes {
+            return Err(denial(TokenTooLarge, "the token is larger than allowed"));
+        }
+        let mut parts = token.split('.');
+        let (Some(header_part), Some(payload_part), Some(signature_part), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(denial(TokenMalformed, "the token is not a compact JWS"));
+        };
+        if header_part.is_empty() || payload_part.is_empty() || signature_part.is_empty() {
+            return Err(denial(TokenMalformed, "the token has an empty part"));
+        }
+        let header = decode_json_part(header_part)?;
+        if header.contains_key("crit") {
+            return Err(denial(
+                TokenCritUnsupported,
+                "the token requires header extensions this server does not implement",
+            ));
+        }
+        let Some(Value::String(algorithm_name)) = header.get("alg") else {
+            return Err(denial(TokenMalformed, "the token header has no alg"));
+        };
+        let claims = decode_json_part(payload_part)?;
+
+        let issuer = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .and_then(|iss| self.issuers.get(iss))
+            .ok_or_else(|| denial(TokenIssuerUnknown, "the token's issuer is not trusted"))?;
+        let algorithm = parse_algorithm(algorithm_name)
+            .filter(|alg| issuer.algorithms.contains(alg))
+            .ok_or_else(|| denial(TokenAlgDenied, "the token's alg is not allowed"))?;
+        let Some(Value::String(kid)) = header.get("kid") else {
+            return Err(denial(TokenKeyUnknown, "the token header has no kid"));
+        };
+        let key = issuer
+            .keys
+            .get(kid)
+            .ok_or_else(|| denial(TokenKeyUnknown, "the token's kid is not a known key"))?;
+        if !key.accepts(algorithm) {
+            return Err(denial(
+                TokenAlgDenied,
+                "the token's alg does not fit its key",
+            ));
+        }
+        let signed_len = header_part.len() + 1 + payload_part.len();
+        let signed = &token.as_bytes()[..signed_len];
+        match jsonwebtoken::crypto::verify(signature_part, signed, key.decoding_key(), algorithm) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(denial(
+                    TokenSignatureInvalid,
+                    "the token's signature does not verify",
+                ));
+            }
+            Err(_) => {
+                return Err(denial(
+                    TokenSignatureInvalid,
+                    "the token's signature is not well-formed",
+                ));
+            }
+        }
+
+        let expires_at = match numeric_date(&claims, "exp") {
+            Ok(Some(exp)) => exp,
+            _ => return Err(denial(TokenExpired, "the token has no numeric exp")),
+        };
+        if now >= expires_at.saturating_add(self.leeway) {
+            return Err(denial(TokenExpired, "the token has expired"));
+        }
+        for name in ["nbf", "iat"] {
+            match numeric_date(&claims, name) {
+                Ok(None) => {}
+                Ok(Some(start)) if start <= now.saturating_add(self.leeway) => {}
+                Ok(Some(_)) => {
+                    return Err(denial(TokenNotYetValid, "the token is not valid yet"));
+                }
+                Err(()) => {
+                    return Err(denial(
+                        TokenNotYetValid,
+                        "the token's nbf or iat is not numeric",
+                    ));
+                }
+            }
+        }
+        let audience_matches = match claims.get("aud") {
+            Some(Value::String(audience)) => *audience == self.audience,
+            Some(Value::Array(audiences)) => audiences
+                .iter()
+                .any(|audience| audience.as_str() == Some(self.audience.as_str())),
+            _ => false,
+        };
+        if !audience_matches {
+            return Err(denial(
+                TokenAudienceMismatch,
+                "the token's audience does not name this workload",
+            ));
+        }
+        claims::extract(&claims, expires_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DenyReason::*;
+
+    #[test]
+    fn bearer_header_cases() {
+        let cases: &[(&str, &[&str], Result<&str, DenyReason>)] = &[
+            ("plain", &["Bearer abc.def.ghi"], Ok("abc.def.ghi")),
+            ("scheme case-insensitive", &["bEaReR abc"], Ok("abc")),
+            ("extra spaces", &["  Bearer   abc  "], Ok("abc")),
+            ("no header", &[], Err(TokenMissing)),
+            ("basic scheme", &["Basic dXNlcjpwYXNz"], Err(TokenMissing)),
+            ("empty header", &[""], Err(AuthorizationInvalid)),
+            ("empty bearer", &["Bearer"], Err(AuthorizationInvalid)),
+            (
+                "empty bearer with space",
+                &["Bearer   "],
+                Err(AuthorizationInvalid),
+            ),
+            (
+                "two headers",
+                &["Bearer a", "Bearer b"],
+                Err(AuthorizationInvalid),
+            ),
+            (
+                "comma-joined",
+                &["Bearer a, Bearer b"],
+                Err(AuthorizationInvalid),
+            ),
+            ("two tokens", &["Bearer a b"], Err(AuthorizationInvalid)),
+            ("bad character", &["Bearer a\"b"], Err(AuthorizationInvalid)),
+        ];
+        for (name, headers, expected) in cases {
+            let got = bearer_token(headers).map_err(|denial| denial.reason);
+            assert_eq!(&got, expected, "case {name}");
+        }
+    }
+}

@@ -20,19 +20,31 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-/// The ext_authz service over one [`Authorizer`].
-pub struct AuthorizationService {
-    authorizer: Arc<Authorizer>,
+/// Something that answers a `CheckRequest`. [`Authorizer`] is the real one; the seam exists so
+/// a test can prove that a handler which panics yields a gRPC error, never an allow.
+pub trait CheckHandler: Send + Sync + 'static {
+    fn check(&self, request: &CheckRequest) -> CheckResponse;
 }
 
-impl AuthorizationService {
-    pub fn new(authorizer: Arc<Authorizer>) -> Self {
+impl CheckHandler for Authorizer {
+    fn check(&self, request: &CheckRequest) -> CheckResponse {
+        Authorizer::check(self, request)
+    }
+}
+
+/// The ext_authz service over one handler.
+pub struct AuthorizationService<H> {
+    authorizer: Arc<H>,
+}
+
+impl<H: CheckHandler> AuthorizationService<H> {
+    pub fn new(authorizer: Arc<H>) -> Self {
         Self { authorizer }
     }
 }
 
 #[tonic::async_trait]
-impl Authorization for AuthorizationService {
+impl<H: CheckHandler> Authorization for AuthorizationService<H> {
     async fn check(
         &self,
         request: Request<CheckRequest>,
@@ -97,9 +109,9 @@ impl Listener {
 }
 
 /// Serves ext_authz on `listener` until `shutdown` completes, then drains in-flight checks.
-pub async fn run(
+pub async fn run<H: CheckHandler>(
     listener: Listener,
-    authorizer: Arc<Authorizer>,
+    authorizer: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let service = AuthorizationServer::new(AuthorizationService::new(authorizer));

@@ -72,7 +72,7 @@ pub fn bearer_token<'a>(authorization: &[&'a str]) -> Result<&'a str, Denial> {
     }
     if !credential.bytes().all(is_token68_char) {
         return Err(invalid(
-            "the Authorization header holds more than one bearer credential",
+            "the Authorization header is not exactly one bearer credential",
         ));
     }
     Ok(credential)

@@ -1,0 +1,26 @@
+# The two set-up commands of the README: `make run` (the demo) and `make test`.
+# Everything builds with --locked against the committed Cargo.lock; no system packages needed.
+CARGO ?= cargo
+
+.PHONY: run test lint build bench
+
+build:
+	$(CARGO) build --locked --release
+
+## run: the embedded demo (throwaway PKI + issuer, real server on loopback, agent scenario)
+run: build
+	./target/release/actguard demo
+
+## test: unit and end-to-end tests (real server on port 0, real gRPC)
+test:
+	$(CARGO) test --locked
+
+## lint: what CI checks besides the tests
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## bench: not implemented yet (issue #7 brings criterion and load benchmarks)
+bench:
+	@echo "make bench: no benchmarks yet; they arrive with the benchmark issue (#7)." >&2
+	@exit 1

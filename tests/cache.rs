@@ -1,0 +1,95 @@
+//! The decision cache keeps DESIGN.md's invariants.
+
+mod common;
+
+use actguard::token::unix_now;
+use common::*;
+use serde_json::json;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[tokio::test]
+async fn cached_allow_turns_into_deny_once_the_token_expires() {
+    let mut harness = Harness::start_with(&config_yaml("  leeway: 0s", "")).await;
+    let now = unix_now();
+    let mut claims = harness.claims(&[SCHEDULER]);
+    claims["exp"] = json!(now + 2);
+    let token = harness.sign(&claims);
+    assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
+    assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
+    assert_eq!(
+        harness.authorizer.cached_token_count(),
+        1,
+        "the allow is served from the cache"
+    );
+    let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let until_expiry = Duration::from_secs((now + 2) as u64).saturating_sub(unix);
+    tokio::time::sleep(until_expiry + Duration::from_millis(100)).await;
+    let answer = harness.get_calendar(SCHEDULER, &token).await;
+    assert_eq!(answer.reason, "token_expired");
+}
+
+#[tokio::test]
+async fn cached_token_is_rebound_to_each_caller() {
+    let mut harness = Harness::start().await;
+    let token = harness.delegated(&[ORCHESTRATOR, SCHEDULER]);
+    assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
+    // Same token bytes, now cached: a different caller still gets its own answer.
+    assert_eq!(
+        harness.get_calendar(ORCHESTRATOR, &token).await.reason,
+        "actor_mismatch"
+    );
+    // And a different route or method still runs the route rules.
+    let certificate = harness.svid(SCHEDULER).url_encoded();
+    let request = RequestSpec::new("POST", "/calendar")
+        .certificate(&certificate)
+        .bearer(&token)
+        .build();
+    assert_eq!(harness.check(request).await.reason, "insufficient_scope");
+}
+
+#[tokio::test]
+async fn flood_of_distinct_invalid_tokens_does_not_grow_the_cache() {
+    let mut harness = Harness::start().await;
+    let good = harness.delegated(&[SCHEDULER]);
+    assert!(harness.get_calendar(SCHEDULER, &good).await.is_allow());
+    let certificate = harness.svid(SCHEDULER).url_encoded();
+    let (signed, _) = good.rsplit_once('.').unwrap();
+    for index in 0..500 {
+        // Validly shaped, distinct, wrongly signed: each costs a verification, none is kept.
+        let forged = format!(
+            "{signed}.{}",
+            "A".repeat(80 + index % 7) + &format!("{index:04}")
+        );
+        let request = RequestSpec::get("/calendar")
+            .certificate(&certificate)
+            .bearer(&forged)
+            .build();
+        let answer = harness.check(request).await;
+        assert_ne!(answer.reason, "allow");
+    }
+    assert_eq!(harness.authorizer.cached_token_count(), 1);
+    assert!(harness.get_calendar(SCHEDULER, &good).await.is_allow());
+}
+
+#[tokio::test]
+async fn cache_is_bounded_by_max_entries() {
+    let mut harness =
+        Harness::start_with(&config_yaml("  leeway: 30s", "cache:\n  max_entries: 20")).await;
+    for index in 0..200 {
+        let mut claims = harness.claims(&[SCHEDULER]);
+        claims["jti"] = json!(format!("t-{index}"));
+        let token = harness.sign(&claims);
+        assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
+    }
+    let entries = harness.authorizer.cached_token_count();
+    assert!(entries <= 20, "{entries} entries cached");
+}
+
+#[tokio::test]
+async fn disabled_cache_still_decides() {
+    let mut harness =
+        Harness::start_with(&config_yaml("  leeway: 30s", "cache:\n  max_entries: 0")).await;
+    let token = harness.delegated(&[SCHEDULER]);
+    assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
+    assert_eq!(harness.authorizer.cached_token_count(), 0);
+}

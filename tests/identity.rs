@@ -1,0 +1,164 @@
+//! Caller identity over real gRPC: one generated certificate per malformed shape, and the
+//! source order (certificate, principal, xfcc).
+
+mod common;
+
+use actguard::devkit::{DevCa, url_encode};
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyUsagePurpose, SanType};
+
+fn params_with_sans(sans: &[SanType]) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = sans.to_vec();
+    params
+}
+
+fn uri(value: &str) -> SanType {
+    SanType::URI(value.try_into().unwrap())
+}
+
+#[tokio::test]
+async fn malformed_certificates_are_caller_identity_invalid() {
+    let mut harness = Harness::start().await;
+    let token = harness.delegated(&[SCHEDULER]);
+    let mut ca_params = params_with_sans(&[uri(SCHEDULER)]);
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let mut signer_params = params_with_sans(&[uri(SCHEDULER)]);
+    signer_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+    ];
+    let two_uris = params_with_sans(&[uri(SCHEDULER), uri(ORCHESTRATOR)]);
+    let spiffe_and_https = params_with_sans(&[uri(SCHEDULER), uri("https://example.org/x")]);
+    let dns_only = params_with_sans(&[SanType::DnsName(
+        "scheduler.example.org".try_into().unwrap(),
+    )]);
+    let https_uri = params_with_sans(&[uri("https://example.org/agent/scheduler")]);
+    let uppercase_domain = params_with_sans(&[uri("spiffe://Example.org/agent/scheduler")]);
+    let dot_segment = params_with_sans(&[uri("spiffe://example.org/agent/../scheduler")]);
+    let percent = params_with_sans(&[uri("spiffe://example.org/agent%2Fscheduler")]);
+    let issue = |params: CertificateParams| harness.ca.issue(params).unwrap().url_encoded();
+    let valid = harness.svid(SCHEDULER);
+    let two_certificates = url_encode(&format!("{}{}", valid.cert_pem, valid.cert_pem));
+    let cases: Vec<(&str, String)> = vec![
+        ("CA certificate", issue(ca_params)),
+        ("leaf with keyCertSign", issue(signer_params)),
+        ("two SPIFFE URI SANs", issue(two_uris)),
+        ("SPIFFE and https URI SANs", issue(spiffe_and_https)),
+        ("no URI SAN", issue(dns_only)),
+        ("non-SPIFFE URI", issue(https_uri)),
+        ("uppercase trust domain", issue(uppercase_domain)),
+        ("dot segment", issue(dot_segment)),
+        ("percent-encoded path", issue(percent)),
+        ("not PEM", "garbage".into()),
+        (
+            "private key instead of certificate",
+            url_encode(&valid.key_pem),
+        ),
+        ("two certificates", two_certificates),
+        ("truncated", valid.url_encoded()[..200].to_owned()),
+    ];
+    for (name, certificate) in cases {
+        let request = RequestSpec::get("/calendar")
+            .certificate(&certificate)
+            .principal(SCHEDULER)
+            .bearer(&token)
+            .build();
+        let answer = harness.check(request).await;
+        assert_eq!(answer.reason, "caller_identity_invalid", "case {name}");
+        assert_eq!(answer.http_status, 403, "case {name}");
+    }
+}
+
+#[tokio::test]
+async fn rule_caller_trust_domain_must_be_allowed() {
+    let mut harness = Harness::start().await;
+    let foreign = DevCa::new("evil.example").unwrap();
+    let mallory = "spiffe://evil.example/agent/mallory";
+    let token = harness.delegated(&[mallory]);
+    let certificate = foreign.issue_svid(mallory).unwrap().url_encoded();
+    let request = RequestSpec::get("/calendar")
+        .certificate(&certificate)
+        .bearer(&token)
+        .build();
+    assert_eq!(
+        harness.check(request).await.reason,
+        "caller_trust_domain_denied"
+    );
+}
+
+#[tokio::test]
+async fn rule_principal_is_used_when_no_certificate_is_sent() {
+    let mut harness = Harness::start().await;
+    let token = harness.delegated(&[SCHEDULER]);
+    let request = RequestSpec::get("/calendar")
+        .principal(SCHEDULER)
+        .bearer(&token)
+        .build();
+    assert!(harness.check(request).await.is_allow());
+    let request = RequestSpec::get("/calendar")
+        .principal("CN=scheduler")
+        .bearer(&token)
+        .build();
+    assert_eq!(
+        harness.check(request).await.reason,
+        "caller_identity_invalid"
+    );
+}
+
+#[tokio::test]
+async fn rule_certificate_wins_over_principal() {
+    let mut harness = Harness::start().await;
+    let token = harness.delegated(&[SCHEDULER]);
+    let certificate = harness.svid(SCHEDULER).url_encoded();
+    let request = RequestSpec::get("/calendar")
+        .certificate(&certificate)
+        .principal(ORCHESTRATOR)
+        .bearer(&token)
+        .build();
+    let answer = harness.check(request).await;
+    assert!(answer.is_allow(), "{answer:?}");
+    assert_eq!(answer.header("x-actguard-actor"), Some(SCHEDULER));
+}
+
+#[tokio::test]
+async fn rule_no_identity_is_caller_identity_missing() {
+    let mut harness = Harness::start().await;
+    let token = harness.delegated(&[SCHEDULER]);
+    let request = RequestSpec::get("/calendar").bearer(&token).build();
+    let answer = harness.check(request).await;
+    assert_eq!(answer.reason, "caller_identity_missing");
+}
+
+#[tokio::test]
+async fn rule_xfcc_only_when_configured() {
+    let xfcc =
+        format!("By={LOCAL};Hash=abc;URI={ORCHESTRATOR},By={LOCAL};Hash=def;URI={SCHEDULER}");
+    let mut default_sources = Harness::start().await;
+    let token = default_sources.delegated(&[SCHEDULER]);
+    let request = RequestSpec::get("/calendar")
+        .header("x-forwarded-client-cert", &xfcc)
+        .bearer(&token)
+        .build();
+    let answer = default_sources.check(request.clone()).await;
+    assert_eq!(
+        answer.reason, "caller_identity_missing",
+        "xfcc must be ignored by default"
+    );
+
+    let yaml = config_yaml("  leeway: 30s", "").replace(
+        "  trust_domains: [example.org, partner.example]",
+        "  trust_domains: [example.org, partner.example]\n  sources: [certificate, xfcc]",
+    );
+    let mut with_xfcc = Harness::start_with(&yaml).await;
+    let token = with_xfcc.delegated(&[SCHEDULER]);
+    let request = RequestSpec::get("/calendar")
+        .header("x-forwarded-client-cert", &xfcc)
+        .bearer(&token)
+        .build();
+    let answer = with_xfcc.check(request).await;
+    assert!(
+        answer.is_allow(),
+        "the last XFCC element names the scheduler: {answer:?}"
+    );
+}

@@ -1,0 +1,166 @@
+//! Token verification over real gRPC: one named case per rejection, each expecting its code.
+
+mod common;
+
+use actguard::devkit::{DevAlgorithm, DevIssuer};
+use actguard::token::unix_now;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use serde_json::{Value, json};
+
+fn b64(value: &str) -> String {
+    URL_SAFE_NO_PAD.encode(value)
+}
+
+/// Replaces members of the usual claims.
+fn with(mut claims: Value, changes: Value) -> Value {
+    for (name, value) in changes.as_object().unwrap() {
+        if value.is_null() {
+            claims.as_object_mut().unwrap().remove(name);
+        } else {
+            claims[name] = value.clone();
+        }
+    }
+    claims
+}
+
+#[tokio::test]
+async fn token_rejections_each_have_their_code() {
+    let mut harness = Harness::start().await;
+    let now = unix_now();
+    let good = harness.claims(&[SCHEDULER]);
+    let header = harness.issuer.header();
+    let attacker = DevIssuer::generate(ISSUER, "key-es256", DevAlgorithm::Es256).unwrap();
+    let sign = |claims: &Value| harness.issuer.sign(claims).unwrap();
+    let sign_header =
+        |header: &Value, claims: &Value| harness.issuer.sign_raw(header, claims).unwrap();
+    let good_token = sign(&good);
+    let (signed_part, _) = good_token.rsplit_once('.').unwrap();
+    let mut parts = good_token.split('.');
+    let (header_part, payload_part) = (parts.next().unwrap(), parts.next().unwrap());
+    let jwk_header = json!({"alg": "ES256", "kid": "key-es256", "jwk": attacker.jwks()["keys"][0],
+                            "jku": "https://evil.example/jwks", "x5u": "https://evil.example/x5u"});
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("valid", good_token.clone(), "allow"),
+        ("not a JWS", "abc".into(), "token_malformed"),
+        ("JWE shape", format!("{good_token}.x.y"), "token_malformed"),
+        ("empty signature", format!("{signed_part}."), "token_malformed"),
+        ("header not base64url", format!("~~~.{payload_part}.sig"), "token_malformed"),
+        ("header not an object", sign_header(&json!(["ES256"]), &good), "token_malformed"),
+        (
+            "duplicate claim names",
+            harness
+                .issuer
+                .sign_input(&format!(
+                    "{header_part}.{}",
+                    b64(&format!(
+                        r#"{{"iss":"{ISSUER}","sub":"user:alice","sub":"user:bob","aud":"{LOCAL}","exp":{},"act":{{"sub":"{SCHEDULER}"}},"scope":"calendar:read"}}"#,
+                        now + 300
+                    ))
+                ))
+                .unwrap(),
+            "token_malformed",
+        ),
+        (
+            "duplicate header names",
+            harness
+                .issuer
+                .sign_input(&format!(
+                    "{}.{payload_part}",
+                    b64(r#"{"alg":"ES256","kid":"key-es256","kid":"other"}"#)
+                ))
+                .unwrap(),
+            "token_malformed",
+        ),
+        ("alg none", format!("{}.{payload_part}.", b64(r#"{"alg":"none"}"#)), "token_malformed"),
+        ("alg none signed", format!("{}.{payload_part}.c2ln", b64(r#"{"alg":"none","kid":"key-es256"}"#)), "token_alg_denied"),
+        ("alg HS256 (key confusion)", sign_header(&json!({"alg":"HS256","kid":"key-es256"}), &good), "token_alg_denied"),
+        ("alg not in the issuer's list", sign_header(&json!({"alg":"ES384","kid":"key-es256"}), &good), "token_alg_denied"),
+        (
+            "alg does not fit the key",
+            sign_header(&json!({"alg":"ES256","kid":"key-eddsa"}), &good),
+            "token_alg_denied",
+        ),
+        ("crit extension", sign_header(&with(header.clone(), json!({"crit":["exp"], "exp": 1})), &good), "token_crit_unsupported"),
+        ("no kid", sign_header(&json!({"alg":"ES256"}), &good), "token_key_unknown"),
+        ("unknown kid", sign_header(&json!({"alg":"ES256","kid":"nope"}), &good), "token_key_unknown"),
+        (
+            "embedded jwk/jku/x5u are never trusted",
+            attacker.sign_raw(&jwk_header, &good).unwrap(),
+            "token_signature_invalid",
+        ),
+        (
+            "payload tampered",
+            format!("{header_part}.{}.{}", b64(&with(good.clone(), json!({"scope":"admin"})).to_string()), good_token.rsplit('.').next().unwrap()),
+            "token_signature_invalid",
+        ),
+        ("issuer unknown", sign(&with(good.clone(), json!({"iss": "https://evil.example"}))), "token_issuer_unknown"),
+        ("issuer not exact", sign(&with(good.clone(), json!({"iss": format!("{ISSUER}/")}))), "token_issuer_unknown"),
+        ("no issuer", sign(&with(good.clone(), json!({"iss": null}))), "token_issuer_unknown"),
+        ("exp missing", sign(&with(good.clone(), json!({"exp": null}))), "token_expired"),
+        ("exp not numeric", sign(&with(good.clone(), json!({"exp": "tomorrow"}))), "token_expired"),
+        ("exp past beyond leeway", sign(&with(good.clone(), json!({"exp": now - 31}))), "token_expired"),
+        ("exp past within leeway", sign(&with(good.clone(), json!({"exp": now - 5}))), "allow"),
+        ("nbf future beyond leeway", sign(&with(good.clone(), json!({"nbf": now + 120}))), "token_not_yet_valid"),
+        ("nbf future within leeway", sign(&with(good.clone(), json!({"nbf": now + 10}))), "allow"),
+        ("iat future", sign(&with(good.clone(), json!({"iat": now + 120}))), "token_not_yet_valid"),
+        ("nbf not numeric", sign(&with(good.clone(), json!({"nbf": "now"}))), "token_not_yet_valid"),
+        ("aud other workload", sign(&with(good.clone(), json!({"aud": "spiffe://example.org/tool/email"}))), "token_audience_mismatch"),
+        ("aud prefix of local", sign(&with(good.clone(), json!({"aud": "spiffe://example.org/tool"}))), "token_audience_mismatch"),
+        ("aud extends local", sign(&with(good.clone(), json!({"aud": format!("{LOCAL}/x")}))), "token_audience_mismatch"),
+        ("aud array with local", sign(&with(good.clone(), json!({"aud": ["spiffe://example.org/tool/email", LOCAL]}))), "allow"),
+        ("aud array without local", sign(&with(good.clone(), json!({"aud": ["spiffe://example.org/tool/email"]}))), "token_audience_mismatch"),
+        ("aud missing", sign(&with(good.clone(), json!({"aud": null}))), "token_audience_mismatch"),
+        ("sub missing", sign(&with(good.clone(), json!({"sub": null}))), "token_malformed"),
+        ("sub with a line break", sign(&with(good.clone(), json!({"sub": "user:alice\r\nx-injected: 1"}))), "token_malformed"),
+        ("scope not a string", sign(&with(good.clone(), json!({"scope": ["calendar:read"]}))), "token_malformed"),
+        ("jti not a string", sign(&with(good.clone(), json!({"jti": 7}))), "token_malformed"),
+        ("too large", sign(&with(good.clone(), json!({"pad": "x".repeat(9000)}))), "token_too_large"),
+        ("nesting too deep", sign(&with(good.clone(), json!({"deep": serde_json::from_str::<Value>(&format!("{}1{}", "[".repeat(40), "]".repeat(40))).unwrap()}))), "token_too_large"),
+        ("EdDSA key and alg", harness.eddsa_issuer.sign(&good).unwrap(), "allow"),
+    ];
+    for (name, token, expected) in cases {
+        let answer = harness.get_calendar(SCHEDULER, &token).await;
+        assert_eq!(answer.reason, expected, "case {name:?}: {:?}", answer.body);
+        if expected != "allow" {
+            let expected_status = if expected.starts_with("token_") {
+                401
+            } else {
+                403
+            };
+            assert_eq!(answer.http_status, expected_status, "case {name:?}");
+            if expected_status == 401 {
+                let challenge = answer.header("www-authenticate").unwrap();
+                assert!(
+                    challenge.contains("error=\"invalid_token\""),
+                    "case {name:?}: {challenge}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn deeply_nested_act_is_refused_without_harm() {
+    // 600 nested `act` objects inside a size limit raised to allow them: the parser stops at
+    // its nesting cap long before recursion could hurt.
+    let yaml = config_yaml("  leeway: 30s\n  max_bytes: 65536", "");
+    let mut harness = Harness::start_with(&yaml).await;
+    // Built as text: a `serde_json::Value` this deep would itself overflow the test's stack.
+    let depth = 600;
+    let opening = format!(r#"{{"sub":"{SCHEDULER}","act":"#).repeat(depth);
+    let innermost = format!(r#"{{"sub":"{SCHEDULER}"}}"#);
+    let act = opening + &innermost + &"}".repeat(depth);
+    let claims = with(harness.claims(&[]), json!({"act": "ACT"})).to_string();
+    let claims = claims.replace(r#""ACT""#, &act);
+    let header_part = URL_SAFE_NO_PAD.encode(harness.issuer.header().to_string());
+    let token = harness
+        .issuer
+        .sign_input(&format!("{header_part}.{}", b64(&claims)))
+        .unwrap();
+    assert!(token.len() < 65536);
+    let answer = harness.get_calendar(SCHEDULER, &token).await;
+    assert_eq!(answer.reason, "token_too_large");
+}

@@ -11,9 +11,11 @@ build:
 run: build
 	./target/release/actguard demo
 
-## test: unit and end-to-end tests (real server on port 0, real gRPC)
+## test: unit and end-to-end tests (real server on port 0, real gRPC; the demo runs as a test),
+## then an independent Python ext_authz client (own PKI and tokens) against `actguard serve`
 test:
 	$(CARGO) test --locked
+	tests/independent/run.sh
 
 ## lint: what CI checks besides the tests
 lint:

@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 use serde_json::json;
 use std::error::Error;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -52,6 +53,13 @@ routes:
     require_scopes: [calendar:write]
 default: deny
 "#;
+
+/// Prints a line; a closed stdout (e.g. `| head`) ends the output quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    };
+}
 
 /// One request of the scenario.
 struct Step {
@@ -284,11 +292,11 @@ pub async fn run() -> Result<bool, Box<dyn Error>> {
         let _ = stopped.await;
     }));
 
-    println!("actguard demo: the real ext_authz server on {address}, protecting {LOCAL}");
-    println!(
+    say!("actguard demo: the real ext_authz server on {address}, protecting {LOCAL}");
+    say!(
         "  trust domain {TRUST_DOMAIN}; issuer {ISSUER}; delegation.max_depth 2; ids shown without spiffe://{TRUST_DOMAIN}"
     );
-    println!();
+    say!();
     let mut client = AuthorizationClient::connect(format!("http://{address}")).await?;
     let mut all_expected = true;
     for (index, step) in build_steps(&issuer, unix_now())?.iter().enumerate() {
@@ -318,8 +326,8 @@ pub async fn run() -> Result<bool, Box<dyn Error>> {
         };
         let ok = decision == step.expected;
         all_expected &= ok;
-        println!(
-            "{:>2}. {:<34} caller={:<22} chain={:<50} {} {:<22} => {}{}",
+        say!(
+            "{:>2}. {:<34} caller={:<22} chain={:<58} {:<4} {:<26} => {}{}",
             index + 1,
             step.title,
             short(step.caller),
@@ -332,13 +340,13 @@ pub async fn run() -> Result<bool, Box<dyn Error>> {
     }
     let _ = stop.send(());
     server.await??;
-    println!();
+    say!();
     if all_expected {
-        println!(
+        say!(
             "every answer was the expected one: delegated calls pass, the attacks are denied with stable reason codes."
         );
     } else {
-        println!("some answers were not the expected ones (marked UNEXPECTED).");
+        say!("some answers were not the expected ones (marked UNEXPECTED).");
     }
     Ok(all_expected)
 }

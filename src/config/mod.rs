@@ -131,15 +131,19 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         );
     }
     let cache = read_cache(reader, top.get("cache").unwrap_or(&empty));
+    // Routes are read even when identity or delegation failed, so their errors are reported
+    // too; checks that need those values are skipped until they are valid.
+    let trust_domains = identity.as_ref().map(|(_, domains, _)| domains);
+    let routes = match top.get("routes") {
+        Some(value) => read_routes(reader, value, trust_domains, max_depth),
+        None => Some(Vec::new()),
+    };
     let (local_identity, trust_domains, identity_sources) = identity?;
     let delegation = DelegationPolicy {
         trust_domains,
         max_depth: max_depth?,
     };
-    let routes = match top.get("routes") {
-        Some(value) => read_routes(reader, value, &delegation)?,
-        None => Vec::new(),
-    };
+    let routes = routes?;
     let tokens = tokens?;
     let realm = tokens
         .realm
@@ -413,10 +417,11 @@ fn is_name_char(c: char) -> bool {
 fn read_routes(
     reader: &mut Reader,
     value: &Value,
-    delegation: &DelegationPolicy,
+    trust_domains: Option<&BTreeSet<TrustDomain>>,
+    max_depth: Option<usize>,
 ) -> Option<Vec<Route>> {
     let routes = reader.list("routes", value, |reader, path, element| {
-        read_route(reader, path, element, delegation)
+        read_route(reader, path, element, trust_domains, max_depth)
     });
     report_duplicates(
         reader,
@@ -449,7 +454,8 @@ fn read_route(
     reader: &mut Reader,
     path: &str,
     value: &Value,
-    delegation: &DelegationPolicy,
+    trust_domains: Option<&BTreeSet<TrustDomain>>,
+    global_max_depth: Option<usize>,
 ) -> Option<Route> {
     let keys = [
         "name",
@@ -539,7 +545,9 @@ fn read_route(
                     CallerPattern::Exact(id) => id.trust_domain().to_owned(),
                     CallerPattern::Under { trust_domain, .. } => trust_domain.clone(),
                 };
-                if !delegation.allows_trust_domain(&trust_domain) {
+                if trust_domains
+                    .is_some_and(|domains| !domains.iter().any(|d| d.as_str() == trust_domain))
+                {
                     reader.error(path, "is in a trust domain not listed in identity.trust_domains, so it can never match");
                     return None;
                 }
@@ -554,7 +562,7 @@ fn read_route(
                 &child(path, "max_depth"),
                 value,
                 0,
-                delegation.max_depth as u64,
+                global_max_depth.map_or(MAX_DEPTH_LIMIT, |depth| depth as u64),
             )
             .map(|depth| Some(depth as usize)),
     };

@@ -57,6 +57,10 @@ impl moka::Expiry<Digest, CachedToken> for UntilTokenExpiry {
     }
 }
 
+/// Stands in for a header value that is not UTF-8: a `Bearer` credential with a character no
+/// token may contain, so it is refused as `authorization_invalid`.
+const NOT_UTF8: &str = "Bearer \u{fffd}";
+
 /// The facts of one request, borrowed from the `CheckRequest`.
 #[derive(Debug, Default, Clone)]
 pub struct RequestFacts<'a> {
@@ -101,11 +105,12 @@ impl<'a> RequestFacts<'a> {
         // With `encode_raw_headers`, Envoy sends `header_map` instead of `headers`.
         if let Some(header_map) = &http.header_map {
             for header in &header_map.headers {
+                // A value that is not UTF-8 cannot be a valid credential or XFCC; the
+                // replacement keeps it present so it is denied as malformed, not as missing.
                 let value = if header.raw_value.is_empty() {
                     header.value.as_str()
                 } else {
-                    // Not UTF-8 cannot be a valid bearer token: keep it so the header parser rejects it.
-                    std::str::from_utf8(&header.raw_value).unwrap_or("\u{0}")
+                    std::str::from_utf8(&header.raw_value).unwrap_or(NOT_UTF8)
                 };
                 if header.key.eq_ignore_ascii_case("authorization") {
                     facts.authorization.push(value);

@@ -305,3 +305,36 @@ async fn serves_ext_authz_over_a_unix_socket() {
         "actor_mismatch"
     );
 }
+
+#[tokio::test]
+async fn raw_header_map_is_read_like_envoy_encode_raw_headers() {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let mut harness = Harness::start().await;
+    let token = harness.delegated(&[SCHEDULER]);
+    let certificate = harness.svid(SCHEDULER).url_encoded();
+    let with_raw = |raw: Vec<u8>| {
+        let mut request = RequestSpec::get("/calendar")
+            .certificate(&certificate)
+            .build();
+        let http = request
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .unwrap();
+        http.header_map = Some(HeaderMap {
+            headers: vec![HeaderValue {
+                key: "authorization".into(),
+                value: String::new(),
+                raw_value: raw,
+            }],
+        });
+        request
+    };
+    let answer = harness
+        .check(with_raw(format!("Bearer {token}").into_bytes()))
+        .await;
+    assert!(answer.is_allow(), "{answer:?}");
+    let answer = harness.check(with_raw(b"Bearer \xff\xfe".to_vec())).await;
+    assert_eq!(answer.reason, "authorization_invalid");
+}

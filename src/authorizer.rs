@@ -71,6 +71,14 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     /// Every `Authorization` header value.
     pub authorization: Vec<&'a str>,
+    /// Names of request headers starting with `x-actguard-` (whatever the client sent under
+    /// our prefix), so the allow response can remove those it does not set.
+    pub prefixed_headers: Vec<&'a str>,
+}
+
+fn has_actguard_prefix(name: &str) -> bool {
+    name.get(..response::HEADER_PREFIX.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(response::HEADER_PREFIX))
 }
 
 impl<'a> RequestFacts<'a> {
@@ -102,6 +110,12 @@ impl<'a> RequestFacts<'a> {
             .headers
             .get("x-forwarded-client-cert")
             .map(String::as_str);
+        facts.prefixed_headers = http
+            .headers
+            .keys()
+            .map(String::as_str)
+            .filter(|name| has_actguard_prefix(name))
+            .collect();
         // With `encode_raw_headers`, Envoy sends `header_map` instead of `headers`.
         if let Some(header_map) = &http.header_map {
             for header in &header_map.headers {
@@ -116,6 +130,8 @@ impl<'a> RequestFacts<'a> {
                     facts.authorization.push(value);
                 } else if header.key.eq_ignore_ascii_case("x-forwarded-client-cert") {
                     facts.peer.xfcc = Some(value);
+                } else if has_actguard_prefix(&header.key) {
+                    facts.prefixed_headers.push(&header.key);
                 }
             }
         }
@@ -183,7 +199,7 @@ impl Authorizer {
                 tracing::debug!(reason = denial.reason.code(), method = facts.method, "deny")
             }
         }
-        response::check_response(&outcome, &self.response)
+        response::check_response(&outcome, &facts.prefixed_headers, &self.response)
     }
 
     /// Runs the pipeline on request facts at time `now` (Unix seconds).

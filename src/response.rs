@@ -18,6 +18,8 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 
+/// Every header actguard sets starts with this; the client may not send any of its own.
+pub const HEADER_PREFIX: &str = "x-actguard-";
 pub const SUBJECT_HEADER: &str = "x-actguard-subject";
 pub const ACTOR_HEADER: &str = "x-actguard-actor";
 pub const CHAIN_HEADER: &str = "x-actguard-chain";
@@ -81,7 +83,9 @@ fn status(code: tonic::Code, message: &str) -> Option<rpc::Status> {
     })
 }
 
-fn allow(grant: &Grant) -> CheckResponse {
+/// `client_prefixed`: names of `x-actguard-*` headers in the request; those we do not set are
+/// removed, so no client-chosen value under our prefix reaches the upstream.
+fn allow(grant: &Grant, client_prefixed: &[&str]) -> CheckResponse {
     let mut headers = vec![
         overwrite(SUBJECT_HEADER, &grant.subject),
         overwrite(ACTOR_HEADER, &grant.actor),
@@ -92,6 +96,16 @@ fn allow(grant: &Grant) -> CheckResponse {
         match value {
             Some(value) => headers.push(overwrite(name, value)),
             None => headers_to_remove.push(name.to_owned()),
+        }
+    }
+    for name in client_prefixed {
+        let name = name.to_ascii_lowercase();
+        let set_by_us = headers
+            .iter()
+            .filter_map(|option| option.header.as_ref())
+            .any(|header| header.key == name);
+        if !set_by_us && !headers_to_remove.contains(&name) {
+            headers_to_remove.push(name);
         }
     }
     if !grant.forward_token {
@@ -191,13 +205,15 @@ fn deny(denial: &Denial, settings: &ResponseSettings) -> CheckResponse {
     }
 }
 
-/// Turns a decision into Envoy's answer.
+/// Turns a decision into Envoy's answer. `client_prefixed` lists the request's own
+/// `x-actguard-*` header names.
 pub fn check_response(
     outcome: &Result<Grant, Denial>,
+    client_prefixed: &[&str],
     settings: &ResponseSettings,
 ) -> CheckResponse {
     match outcome {
-        Ok(grant) => allow(grant),
+        Ok(grant) => allow(grant, client_prefixed),
         Err(denial) => deny(denial, settings),
     }
 }
@@ -256,7 +272,11 @@ mod tests {
             route: "r".into(),
             forward_token: true,
         };
-        let response = check_response(&Ok(grant), &settings());
+        let response = check_response(
+            &Ok(grant),
+            &["X-Actguard-Route", "x-actguard-sid"],
+            &settings(),
+        );
         let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
             panic!("not an ok response")
         };
@@ -265,6 +285,9 @@ mod tests {
             .iter()
             .find(|h| h.header.as_ref().unwrap().key == CHAIN_HEADER);
         assert!(chain.unwrap().keep_empty_value);
-        assert_eq!(ok.headers_to_remove, vec![JTI_HEADER.to_owned()]);
+        assert_eq!(
+            ok.headers_to_remove,
+            vec![JTI_HEADER.to_owned(), "x-actguard-route".to_owned()]
+        );
     }
 }

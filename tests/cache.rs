@@ -2,6 +2,8 @@
 
 mod common;
 
+use actguard::authorizer::RequestFacts;
+use actguard::identity::PeerFacts;
 use actguard::token::unix_now;
 use common::*;
 use serde_json::json;
@@ -92,4 +94,41 @@ async fn disabled_cache_still_decides() {
     let token = harness.delegated(&[SCHEDULER]);
     assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
     assert_eq!(harness.authorizer.cached_token_count(), 0);
+}
+
+#[tokio::test]
+async fn cache_hit_is_rechecked_against_the_clock() {
+    // Deterministic: the decision is asked for at chosen instants, with no sleeping.
+    let mut harness = Harness::start_with(&config_yaml("  leeway: 10s", "")).await;
+    let now = unix_now();
+    let mut claims = harness.claims(&[SCHEDULER]);
+    claims["exp"] = json!(now + 60);
+    let token = harness.sign(&claims);
+    assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
+    assert_eq!(harness.authorizer.cached_token_count(), 1);
+    let certificate = harness.svid(SCHEDULER).url_encoded();
+    let authorization = format!("Bearer {token}");
+    let facts = RequestFacts {
+        peer: PeerFacts {
+            certificate: &certificate,
+            ..Default::default()
+        },
+        method: "GET",
+        host: "calendar.example.org",
+        path: "/calendar",
+        authorization: vec![&authorization],
+        ..Default::default()
+    };
+    let at = |instant| {
+        harness
+            .authorizer
+            .decide(&facts, instant)
+            .map_err(|d| d.reason.code())
+    };
+    assert!(at(now + 60 + 9).is_ok(), "within leeway");
+    assert_eq!(
+        at(now + 60 + 10),
+        Err("token_expired"),
+        "exp + leeway reached"
+    );
 }

@@ -23,6 +23,7 @@ async fn worked_example_allows_with_overwritten_identity_headers() {
         // A client trying to smuggle its own identity headers upstream.
         .header("x-actguard-subject", "user:mallory")
         .header("x-actguard-chain", "spiffe://example.org/agent/forged")
+        .header("x-actguard-scopes", "admin")
         .build();
     let answer = harness.check(request).await;
     assert!(answer.is_allow(), "{answer:?}");
@@ -41,7 +42,11 @@ async fn worked_example_allows_with_overwritten_identity_headers() {
             "{option:?}"
         );
     }
-    assert_eq!(answer.headers_to_remove, vec!["authorization".to_owned()]);
+    // Headers we set are overwritten; any other client-sent x-actguard-* is removed.
+    assert_eq!(
+        answer.headers_to_remove,
+        vec!["x-actguard-scopes".to_owned(), "authorization".to_owned()]
+    );
     let metadata = answer.raw.dynamic_metadata.as_ref().unwrap();
     let field = |name: &str| format!("{:?}", metadata.fields.get(name).unwrap().kind);
     assert!(field("subject").contains("user:alice"));

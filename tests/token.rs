@@ -117,6 +117,8 @@ async fn token_rejections_each_have_their_code() {
         ("sub with a line break", sign(&with(good.clone(), json!({"sub": "user:alice\r\nx-injected: 1"}))), "token_malformed"),
         ("scope not a string", sign(&with(good.clone(), json!({"scope": ["calendar:read"]}))), "token_malformed"),
         ("jti not a string", sign(&with(good.clone(), json!({"jti": 7}))), "token_malformed"),
+        ("jti with a line break", sign(&with(good.clone(), json!({"jti": "a\r\nx-injected: 1"}))), "token_malformed"),
+        ("sid with a line break", sign(&with(good.clone(), json!({"sid": "a\nb"}))), "token_malformed"),
         ("too large", sign(&with(good.clone(), json!({"pad": "x".repeat(9000)}))), "token_too_large"),
         ("nesting too deep", sign(&with(good.clone(), json!({"deep": serde_json::from_str::<Value>(&format!("{}1{}", "[".repeat(40), "]".repeat(40))).unwrap()}))), "token_too_large"),
         ("EdDSA key and alg", harness.eddsa_issuer.sign(&good).unwrap(), "allow"),
@@ -163,4 +165,20 @@ async fn deeply_nested_act_is_refused_without_harm() {
     assert!(token.len() < 65536);
     let answer = harness.get_calendar(SCHEDULER, &token).await;
     assert_eq!(answer.reason, "token_too_large");
+}
+
+#[tokio::test]
+async fn rule_issuer_algorithm_list_is_enforced() {
+    // The JWKS holds an ES256 key and an EdDSA key; this issuer allows EdDSA only.
+    let yaml = config_yaml("  leeway: 30s", "")
+        .replace("algorithms: [ES256, EdDSA]", "algorithms: [EdDSA]");
+    let mut harness = Harness::start_with(&yaml).await;
+    let claims = harness.claims(&[SCHEDULER]);
+    let es256 = harness.issuer.sign(&claims).unwrap();
+    assert_eq!(
+        harness.get_calendar(SCHEDULER, &es256).await.reason,
+        "token_alg_denied"
+    );
+    let eddsa = harness.eddsa_issuer.sign(&claims).unwrap();
+    assert!(harness.get_calendar(SCHEDULER, &eddsa).await.is_allow());
 }

@@ -244,6 +244,18 @@ fn read_sources(reader: &mut Reader, value: &Value) -> Option<Vec<IdentitySource
         );
         return None;
     }
+    let position = |wanted| sources.iter().position(|source| *source == wanted);
+    if let (Some(certificate), Some(principal)) = (
+        position(IdentitySource::Certificate),
+        position(IdentitySource::Principal),
+    ) && principal < certificate
+    {
+        reader.error(
+            "identity.sources",
+            "certificate must come before principal: the certificate wins when both are present",
+        );
+        return None;
+    }
     Some(sources)
 }
 

@@ -249,3 +249,14 @@ fn unix_socket_listen_addresses_parse() {
     assert_eq!(ListenAddress::parse("unix:relative.sock"), None);
     assert_eq!(ListenAddress::parse("localhost:9191"), None);
 }
+
+#[test]
+fn certificate_source_must_precede_principal() {
+    let yaml = r#"
+identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org], sources: [principal, certificate]}
+issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
+"#;
+    let errors = errors_of(yaml);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("identity.sources: certificate must come before principal"));
+}

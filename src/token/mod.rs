@@ -38,6 +38,11 @@ fn is_token68_char(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
 }
 
+/// RFC 9110 `tchar`.
+fn is_token_char(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
 /// Extracts the bearer token from the request's `Authorization` header values (one entry per
 /// header line as Envoy reports them).
 ///
@@ -60,6 +65,11 @@ pub fn bearer_token<'a>(authorization: &[&'a str]) -> Result<&'a str, Denial> {
         return Err(invalid("the Authorization header is empty"));
     }
     let (scheme, credential) = value.split_once(' ').unwrap_or((value, ""));
+    // RFC 9110 §11.4: the scheme is a token and only SP separates it from the credential;
+    // `Bearer<TAB>x` is a malformed header, not another scheme.
+    if !scheme.bytes().all(is_token_char) {
+        return Err(invalid("the Authorization header is malformed"));
+    }
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Denial::new(
             DenyReason::TokenMissing,
@@ -312,6 +322,8 @@ mod tests {
             ),
             ("two tokens", &["Bearer a b"], Err(AuthorizationInvalid)),
             ("bad character", &["Bearer a\"b"], Err(AuthorizationInvalid)),
+            ("tab separator", &["Bearer\tabc"], Err(AuthorizationInvalid)),
+            ("other scheme name", &["Bearerx abc"], Err(TokenMissing)),
         ];
         for (name, headers, expected) in cases {
             let got = bearer_token(headers).map_err(|denial| denial.reason);

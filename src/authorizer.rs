@@ -10,6 +10,7 @@
 //!   caches, so nothing decided under old keys or rules survives a change.
 //! - caller SPIFFE IDs, keyed by the SHA-256 of the URL-encoded certificate.
 
+use crate::audit::{AuditLog, AuditRecord};
 use crate::config::Config;
 use crate::identity::{self, IdentitySource, PeerFacts};
 use crate::path;
@@ -18,6 +19,7 @@ use crate::reason::{Denial, DenyReason};
 use crate::response::{self, ResponseSettings};
 use crate::routes::RouteTable;
 use crate::spiffe::SpiffeId;
+use crate::telemetry;
 use crate::token::{self, VerifiedToken, Verifier};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use moka::sync::Cache;
@@ -65,6 +67,8 @@ const NOT_UTF8: &str = "Bearer \u{fffd}";
 #[derive(Debug, Default, Clone)]
 pub struct RequestFacts<'a> {
     pub peer: PeerFacts<'a>,
+    /// Envoy's request id (`x-request-id`), for the audit log.
+    pub request_id: &'a str,
     pub method: &'a str,
     pub host: &'a str,
     /// `:path` as received, query included.
@@ -100,6 +104,7 @@ impl<'a> RequestFacts<'a> {
         let Some(http) = http else {
             return facts;
         };
+        facts.request_id = &http.id;
         facts.method = &http.method;
         facts.host = &http.host;
         facts.path = &http.path;
@@ -149,10 +154,25 @@ pub struct Authorizer {
     /// `None` when `cache.max_entries` is 0.
     token_cache: Option<Cache<Digest, CachedToken>>,
     certificate_cache: Cache<Digest, SpiffeId>,
+    audit: AuditLog,
+}
+
+/// Everything known about one decision: the outcome, and what the pipeline had learned by
+/// then (for the audit log and metrics; a deny after verification still names the chain).
+pub struct Evaluation {
+    pub outcome: Result<Grant, Denial>,
+    pub caller: Option<SpiffeId>,
+    pub route: Option<String>,
+    pub token: Option<Arc<VerifiedToken>>,
 }
 
 impl Authorizer {
     pub fn new(config: Config) -> Self {
+        Self::with_audit(config, AuditLog::disabled())
+    }
+
+    /// An authorizer that writes one audit line per decision to `audit`.
+    pub fn with_audit(config: Config, audit: AuditLog) -> Self {
         let cache = config.cache;
         let token_cache = (cache.max_entries > 0).then(|| {
             // One weigher bounds both: each entry weighs at least max_bytes / max_entries, so
@@ -183,30 +203,99 @@ impl Authorizer {
                 .max_capacity(CERTIFICATE_CACHE_ENTRIES)
                 .time_to_live(MAX_ENTRY_TTL)
                 .build(),
+            audit,
         }
+    }
+
+    /// Trusted issuers and how many keys each has (for readiness and metrics).
+    pub fn issuer_key_counts(&self) -> Vec<(String, usize)> {
+        self.verifier.issuer_key_counts()
+    }
+
+    /// Issuers that cannot verify anything: readiness is false while any exist.
+    pub fn issuers_without_keys(&self) -> Vec<String> {
+        self.issuer_key_counts()
+            .into_iter()
+            .filter(|(_, keys)| *keys == 0)
+            .map(|(issuer, _)| issuer)
+            .collect()
+    }
+
+    pub fn response_settings(&self) -> &ResponseSettings {
+        &self.response
     }
 
     /// Answers one `CheckRequest`.
     pub fn check(&self, request: &CheckRequest) -> CheckResponse {
         let facts = RequestFacts::from_check_request(request);
-        let outcome = self.decide(&facts, token::unix_now());
-        match &outcome {
-            Ok(grant) => tracing::debug!(
-                caller = %grant.actor, route = %grant.route, chain = %grant.chain.join(","),
-                "allow"
-            ),
-            Err(denial) => {
-                tracing::debug!(reason = denial.reason.code(), method = facts.method, "deny")
-            }
-        }
-        response::check_response(&outcome, &facts.prefixed_headers, &self.response)
+        let evaluation = self.evaluate_and_record(&facts);
+        response::check_response(&evaluation.outcome, &facts.prefixed_headers, &self.response)
+    }
+
+    /// Decides now, then records the decision in metrics, the audit log and the debug log.
+    pub fn evaluate_and_record(&self, facts: &RequestFacts<'_>) -> Evaluation {
+        let started = Instant::now();
+        let evaluation = self.evaluate(facts, token::unix_now());
+        let latency = started.elapsed();
+        let reason = evaluation.outcome.as_ref().err().map(|d| d.reason.code());
+        telemetry::record_decision(reason, evaluation.route.as_deref(), latency);
+        let token = evaluation.token.as_deref();
+        self.audit.record(&AuditRecord {
+            request_id: facts.request_id,
+            caller: evaluation.caller.as_ref().map(SpiffeId::as_str),
+            subject: token.map(VerifiedToken::subject),
+            chain: token.map_or_else(Vec::new, |token| {
+                token
+                    .actors()
+                    .iter()
+                    .rev()
+                    .filter_map(|a| a.subject.as_deref())
+                    .collect()
+            }),
+            route: evaluation.route.as_deref(),
+            method: facts.method,
+            path: facts.path,
+            reason,
+            jti: token.and_then(VerifiedToken::jti),
+            sid: token.and_then(VerifiedToken::sid),
+            latency,
+        });
+        tracing::debug!(
+            caller = evaluation.caller.as_ref().map(SpiffeId::as_str),
+            route = evaluation.route.as_deref(),
+            reason = reason.unwrap_or("allow"),
+            "decision"
+        );
+        evaluation
     }
 
     /// Runs the pipeline on request facts at time `now` (Unix seconds).
     pub fn decide(&self, facts: &RequestFacts<'_>, now: i64) -> Result<Grant, Denial> {
+        self.evaluate(facts, now).outcome
+    }
+
+    /// Runs the pipeline, keeping what each step learned.
+    pub fn evaluate(&self, facts: &RequestFacts<'_>, now: i64) -> Evaluation {
+        let mut evaluation = Evaluation {
+            outcome: Err(Denial::new(DenyReason::NoRoute, "")),
+            caller: None,
+            route: None,
+            token: None,
+        };
+        evaluation.outcome = self.run_pipeline(facts, now, &mut evaluation);
+        evaluation
+    }
+
+    fn run_pipeline(
+        &self,
+        facts: &RequestFacts<'_>,
+        now: i64,
+        learned: &mut Evaluation,
+    ) -> Result<Grant, Denial> {
         let caller = identity::caller_identity(&self.identity_sources, &facts.peer, |pem| {
             self.caller_from_certificate(pem)
         })?;
+        let caller = learned.caller.insert(caller);
         if !self.delegation.allows_trust_domain(caller.trust_domain()) {
             return Err(Denial::new(
                 DenyReason::CallerTrustDomainDenied,
@@ -219,9 +308,10 @@ impl Authorizer {
             .routes
             .select(facts.method, facts.host, &normalized)
             .ok_or_else(|| Denial::new(DenyReason::NoRoute, "no route matches the request"))?;
+        learned.route = Some(route.name.clone());
         let bearer = token::bearer_token(&facts.authorization)?;
-        let verified = self.verified_token(bearer, now)?;
-        policy::authorize(&self.delegation, &caller, route, &verified)
+        let verified = learned.token.insert(self.verified_token(bearer, now)?);
+        policy::authorize(&self.delegation, caller, route, verified)
     }
 
     fn caller_from_certificate(&self, url_encoded_pem: &str) -> Result<SpiffeId, Denial> {
@@ -239,7 +329,9 @@ impl Authorizer {
             return self.verifier.verify(bearer, now).map(Arc::new);
         };
         let key = sha256(bearer.as_bytes());
-        if let Some(hit) = cache.get(&key) {
+        let hit = cache.get(&key);
+        telemetry::record_cache_lookup(hit.is_some());
+        if let Some(hit) = hit {
             if self.verifier.is_unexpired(&hit.token, now) {
                 return Ok(hit.token);
             }

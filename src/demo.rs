@@ -284,7 +284,7 @@ pub async fn run() -> Result<bool, Box<dyn Error>> {
     let issuer = DevIssuer::generate(ISSUER, "demo-key-1", DevAlgorithm::Es256)?;
     std::fs::write(scratch.0.join("jwks.json"), issuer.jwks().to_string())?;
     let config = Config::from_yaml(CONFIG, &scratch.0)?;
-    let listener = Listener::bind(&config.grpc_listen).await?;
+    let listener = Listener::bind(&config.listen.grpc).await?;
     let address = listener.describe();
     let authorizer = Arc::new(Authorizer::new(config));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

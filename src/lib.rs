@@ -21,20 +21,28 @@
 //! - [`response`]: the only place that builds a `CheckResponse`.
 //! - [`config`]: YAML configuration parsed once into typed values; every error is collected
 //!   with its key path.
+//! - [`runtime`]: the whole sidecar: listeners bound before serving, readiness and gRPC
+//!   health, orderly shutdown; [`admin`] (`/healthz`, `/readyz`, `/metrics`), [`http_authz`]
+//!   (ext_authz over plain HTTP), [`audit`] (JSON decision log), [`telemetry`] (metrics).
 //! - [`devkit`]: throwaway PKI and token issuer used by `actguard demo` and the tests.
 //! - [`demo`]: the embedded scenario behind `actguard demo`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod audit;
 pub mod authorizer;
 pub mod config;
 pub mod demo;
 pub mod devkit;
+pub mod http_authz;
 pub mod identity;
 pub mod path;
 pub mod policy;
 pub mod reason;
 pub mod response;
 pub mod routes;
+pub mod runtime;
 pub mod server;
 pub mod spiffe;
+pub mod telemetry;
 pub mod token;

@@ -1,13 +1,10 @@
 //! The `actguard` command: thin glue over the library (see `lib.rs` for the tour).
 #![forbid(unsafe_code)]
 
-use actguard::authorizer::Authorizer;
 use actguard::config::Config;
-use actguard::server::{self, Listener};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// Authorizes agent-to-agent calls for Envoy: binds a token's RFC 8693 delegation chain to
 /// the caller's SPIFFE ID.
@@ -35,10 +32,12 @@ enum Command {
     Demo,
 }
 
-fn init_logging() {
+/// Diagnostic logs to stderr: the level from `RUST_LOG` when set, else `configured`, else info.
+fn init_logging(configured: Option<tracing::Level>) {
     let level = std::env::var("RUST_LOG")
         .ok()
         .and_then(|value| value.parse::<tracing::Level>().ok())
+        .or(configured)
         .unwrap_or(tracing::Level::INFO);
     tracing_subscriber::fmt()
         .with_max_level(level)
@@ -76,23 +75,22 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: draining in-flight checks");
 }
 
-async fn serve(path: PathBuf) -> ExitCode {
-    let Some(config) = load(&path) else {
-        return ExitCode::FAILURE;
-    };
-    let listener = match Listener::bind(&config.grpc_listen).await {
-        Ok(listener) => listener,
+async fn serve(config: Config) -> ExitCode {
+    let sidecar = match actguard::runtime::start(config).await {
+        Ok(sidecar) => sidecar,
         Err(error) => {
-            eprintln!("listen.grpc: cannot bind {:?}: {error}", config.grpc_listen);
+            eprintln!("{error}");
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(address = %listener.describe(), local = %config.local_identity, "ext_authz listening");
-    let authorizer = Arc::new(Authorizer::new(config));
-    match server::run(listener, authorizer, shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
+    shutdown_signal().await;
+    match sidecar.shutdown().await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
         Err(error) => {
-            tracing::error!(%error, "server failed");
+            tracing::error!(%error, "stopped before every check finished");
             ExitCode::FAILURE
         }
     }
@@ -100,7 +98,6 @@ async fn serve(path: PathBuf) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     match cli.command {
         Command::CheckConfig { config } => match load(&config) {
             Some(_) => {
@@ -109,7 +106,13 @@ fn main() -> ExitCode {
             }
             None => ExitCode::FAILURE,
         },
-        Command::Serve { config } => runtime().block_on(serve(config)),
+        Command::Serve { config } => {
+            let Some(config) = load(&config) else {
+                return ExitCode::FAILURE;
+            };
+            init_logging(config.log_level);
+            runtime().block_on(serve(config))
+        }
         Command::Demo => match runtime().block_on(actguard::demo::run()) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,

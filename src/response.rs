@@ -83,18 +83,26 @@ fn status(code: tonic::Code, message: &str) -> Option<rpc::Status> {
     })
 }
 
+/// The `x-actguard-*` headers of an allow, each with its value, or `None` when it must be
+/// removed (no `sid`/`jti` in the token). Shared by the gRPC and HTTP modes.
+pub fn identity_headers(grant: &Grant) -> [(&'static str, Option<String>); 5] {
+    [
+        (SUBJECT_HEADER, Some(grant.subject.clone())),
+        (ACTOR_HEADER, Some(grant.actor.clone())),
+        (CHAIN_HEADER, Some(grant.chain.join(","))),
+        (SID_HEADER, grant.sid.clone()),
+        (JTI_HEADER, grant.jti.clone()),
+    ]
+}
+
 /// `client_prefixed`: names of `x-actguard-*` headers in the request; those we do not set are
 /// removed, so no client-chosen value under our prefix reaches the upstream.
 fn allow(grant: &Grant, client_prefixed: &[&str]) -> CheckResponse {
-    let mut headers = vec![
-        overwrite(SUBJECT_HEADER, &grant.subject),
-        overwrite(ACTOR_HEADER, &grant.actor),
-        overwrite(CHAIN_HEADER, &grant.chain.join(",")),
-    ];
+    let mut headers = Vec::new();
     let mut headers_to_remove = Vec::new();
-    for (name, value) in [(SID_HEADER, &grant.sid), (JTI_HEADER, &grant.jti)] {
+    for (name, value) in identity_headers(grant) {
         match value {
-            Some(value) => headers.push(overwrite(name, value)),
+            Some(value) => headers.push(overwrite(name, &value)),
             None => headers_to_remove.push(name.to_owned()),
         }
     }

@@ -8,6 +8,7 @@
 use crate::authorizer::Authorizer;
 use crate::config::ListenAddress;
 use crate::reason::Fault;
+use crate::telemetry;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
 };
@@ -15,10 +16,14 @@ use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::HealthService;
 
 /// Something that answers a `CheckRequest`. [`Authorizer`] is the real one; the seam exists so
 /// a test can prove that a handler which panics yields a gRPC error, never an allow.
@@ -35,11 +40,33 @@ impl CheckHandler for Authorizer {
 /// The ext_authz service over one handler.
 pub struct AuthorizationService<H> {
     authorizer: Arc<H>,
+    /// Admission control: a check that finds no permit is rejected at once (RESOURCE_EXHAUSTED,
+    /// which Envoy with `failure_mode_allow: false` turns into a deny) instead of queueing.
+    admission: Arc<Semaphore>,
 }
 
 impl<H: CheckHandler> AuthorizationService<H> {
-    pub fn new(authorizer: Arc<H>) -> Self {
-        Self { authorizer }
+    pub fn new(authorizer: Arc<H>, max_concurrent_checks: usize) -> Self {
+        Self {
+            authorizer,
+            admission: Arc::new(Semaphore::new(max_concurrent_checks)),
+        }
+    }
+}
+
+/// Counts a check in `actguard_checks_in_flight` for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        metrics::gauge!(telemetry::INFLIGHT).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(telemetry::INFLIGHT).decrement(1.0);
     }
 }
 
@@ -49,6 +76,11 @@ impl<H: CheckHandler> Authorization for AuthorizationService<H> {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let Ok(_permit) = self.admission.try_acquire() else {
+            metrics::counter!(telemetry::OVERLOAD_REJECTIONS).increment(1);
+            return Err(Status::resource_exhausted("actguard is overloaded"));
+        };
+        let _in_flight = InFlight::enter();
         let request = request.into_inner();
         let authorizer = &self.authorizer;
         // The decision is synchronous and CPU-bound (microseconds); no need to leave the task.
@@ -108,25 +140,61 @@ impl Listener {
     }
 }
 
+/// How the gRPC listener behaves beyond answering checks.
+pub struct ServeOptions {
+    pub max_concurrent_checks: usize,
+    /// Server-side deadline per check; `None` for none.
+    pub check_timeout: Option<Duration>,
+    /// `grpc.health.v1.Health`, served beside ext_authz when set.
+    pub health: Option<HealthServer<HealthService>>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_concurrent_checks: crate::config::Limits::default().max_concurrent_checks,
+            check_timeout: None,
+            health: None,
+        }
+    }
+}
+
 /// Serves ext_authz on `listener` until `shutdown` completes, then drains in-flight checks.
 pub async fn run<H: CheckHandler>(
     listener: Listener,
     authorizer: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let service = AuthorizationServer::new(AuthorizationService::new(authorizer));
+    run_with(listener, authorizer, ServeOptions::default(), shutdown).await
+}
+
+/// [`run`] with admission control, a per-check deadline and gRPC health.
+pub async fn run_with<H: CheckHandler>(
+    listener: Listener,
+    authorizer: Arc<H>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let service = AuthorizationServer::new(AuthorizationService::new(
+        authorizer,
+        options.max_concurrent_checks,
+    ));
     let mut builder = tonic::transport::Server::builder();
+    if let Some(timeout) = options.check_timeout {
+        builder = builder.timeout(timeout);
+    }
+    let router = builder
+        .add_service(service)
+        .add_optional_service(options.health);
     match listener {
         Listener::Tcp(listener) => {
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            builder
-                .add_service(service)
+            router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         Listener::Unix(listener) => {
-            builder
-                .add_service(service)
+            router
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
                 .await
         }

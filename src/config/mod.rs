@@ -5,10 +5,13 @@
 //! that loads has usable keys for every issuer. Nothing listens before this succeeds.
 //! Relative file paths are resolved against the configuration file's directory.
 
+mod operations;
 mod reader;
 
+pub use operations::{Limits, ListenAddress, Listeners};
 pub use reader::{ConfigError, ConfigErrors, parse_duration};
 
+use crate::audit::AuditConfig;
 use crate::identity::IdentitySource;
 use crate::path;
 use crate::policy::DelegationPolicy;
@@ -19,27 +22,8 @@ use crate::token::{KeySet, TrustedIssuer, parse_algorithm};
 use reader::{Reader, child, item};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-/// Where a listener binds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddress {
-    Tcp(SocketAddr),
-    /// `unix:/path.sock`: the usual way a sidecar talks to the Envoy in its pod.
-    Unix(PathBuf),
-}
-
-impl ListenAddress {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.strip_prefix("unix:") {
-            Some(socket) if socket.starts_with('/') => Some(Self::Unix(PathBuf::from(socket))),
-            Some(_) => None,
-            None => text.parse().ok().map(Self::Tcp),
-        }
-    }
-}
 
 /// The verified-token cache bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +37,7 @@ pub struct CacheConfig {
 /// A whole, validated configuration.
 #[derive(Debug)]
 pub struct Config {
-    pub grpc_listen: ListenAddress,
+    pub listen: Listeners,
     /// This workload: the `aud` tokens must carry.
     pub local_identity: SpiffeId,
     pub identity_sources: Vec<IdentitySource>,
@@ -64,6 +48,11 @@ pub struct Config {
     pub routes: RouteTable,
     pub cache: CacheConfig,
     pub response: ResponseSettings,
+    /// `None` when `audit.output: off`.
+    pub audit: Option<AuditConfig>,
+    pub limits: Limits,
+    /// `log.level`; `RUST_LOG` wins when set.
+    pub log_level: Option<tracing::Level>,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -75,6 +64,9 @@ const TOP_KEYS: &[&str] = &[
     "routes",
     "default",
     "cache",
+    "audit",
+    "limits",
+    "log",
 ];
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
 /// Far below the strict JSON nesting cap, so the depth rule always decides, not the parser.
@@ -113,7 +105,7 @@ impl Config {
 fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option<Config> {
     let top = reader.mapping("", document, TOP_KEYS)?;
     let empty = Value::Object(Default::default());
-    let grpc_listen = read_listen(reader, top.get("listen").unwrap_or(&empty));
+    let listen = operations::read_listen(reader, top.get("listen").unwrap_or(&empty));
     let identity = reader
         .required("", top, "identity")
         .and_then(|value| read_identity(reader, value));
@@ -131,6 +123,9 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         );
     }
     let cache = read_cache(reader, top.get("cache").unwrap_or(&empty));
+    let audit = operations::read_audit(reader, top.get("audit"), base_dir);
+    let limits = operations::read_limits(reader, top.get("limits"));
+    let log_level = operations::read_log(reader, top.get("log"));
     // Routes are read even when identity or delegation failed, so their errors are reported
     // too; checks that need those values are skipped until they are valid.
     let trust_domains = identity.as_ref().map(|(_, domains, _)| domains);
@@ -139,6 +134,13 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         None => Some(Vec::new()),
     };
     let (local_identity, trust_domains, identity_sources) = identity?;
+    let listen = listen?;
+    if listen.http.is_some() && !identity_sources.contains(&IdentitySource::Xfcc) {
+        reader.error(
+            "listen.http",
+            "HTTP mode reads the caller from x-forwarded-client-cert: add xfcc to identity.sources (only safe behind a proxy that sanitises it)",
+        );
+    }
     let delegation = DelegationPolicy {
         trust_domains,
         max_depth: max_depth?,
@@ -149,7 +151,7 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         .realm
         .unwrap_or_else(|| local_identity.as_str().to_owned());
     Some(Config {
-        grpc_listen: grpc_listen?,
+        listen,
         local_identity,
         identity_sources,
         delegation,
@@ -162,35 +164,10 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
             realm,
             resource_metadata: tokens.resource_metadata,
         },
+        audit: audit?,
+        limits: limits?,
+        log_level: log_level?,
     })
-}
-
-fn read_listen(reader: &mut Reader, value: &Value) -> Option<ListenAddress> {
-    let map = reader.mapping("listen", value, &["grpc", "grpc_tls", "http", "admin"])?;
-    for (key, issue) in [("grpc_tls", "#4"), ("http", "#4"), ("admin", "#4")] {
-        if map.contains_key(key) {
-            reader.error(
-                child("listen", key),
-                format!(
-                    "is not implemented in this version yet (tracked in issue {issue}); remove it"
-                ),
-            );
-        }
-    }
-    match map.get("grpc") {
-        None => Some(ListenAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], 9191)))),
-        Some(value) => {
-            let text = reader.string("listen.grpc", value)?;
-            let parsed = ListenAddress::parse(text);
-            if parsed.is_none() {
-                reader.error(
-                    "listen.grpc",
-                    "must be HOST:PORT with an IP address (e.g. 127.0.0.1:9191) or unix:/absolute/path.sock",
-                );
-            }
-            parsed
-        }
-    }
 }
 
 type IdentityParts = (SpiffeId, BTreeSet<TrustDomain>, Vec<IdentitySource>);

@@ -2,6 +2,7 @@
 
 use super::*;
 use serde_json::json;
+use std::path::PathBuf;
 
 const VALID: &str = r#"
 listen:
@@ -56,7 +57,7 @@ fn the_documented_example_loads_into_typed_values() {
     let dir = scratch_with_jwks();
     let config = Config::from_yaml(VALID, dir.path()).unwrap();
     assert_eq!(
-        config.grpc_listen,
+        config.listen.grpc,
         ListenAddress::Tcp("0.0.0.0:9191".parse().unwrap())
     );
     assert_eq!(
@@ -88,7 +89,7 @@ issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
     let dir = scratch_with_jwks();
     let config = Config::from_yaml(yaml, dir.path()).unwrap();
     assert_eq!(
-        config.grpc_listen,
+        config.listen.grpc,
         ListenAddress::Tcp("127.0.0.1:9191".parse().unwrap())
     );
     assert!(config.routes.is_empty(), "no routes: everything is denied");
@@ -200,13 +201,13 @@ routes:
 #[test]
 fn unimplemented_listeners_are_refused_not_ignored() {
     let yaml = r#"
-listen: {grpc: "127.0.0.1:9191", admin: "127.0.0.1:9192"}
+listen: {grpc: "127.0.0.1:9191", grpc_tls: {cert: a.pem}}
 identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
 issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
 "#;
     let errors = errors_of(yaml);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].starts_with("listen.admin: is not implemented"));
+    assert!(errors[0].starts_with("listen.grpc_tls: is not implemented"));
 }
 
 #[test]
@@ -259,4 +260,90 @@ issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
     let errors = errors_of(yaml);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].starts_with("identity.sources: certificate must come before principal"));
+}
+
+const BASE: &str = r#"
+identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org], sources: [certificate, xfcc]}
+issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
+"#;
+
+#[test]
+fn overlapping_listeners_are_errors() {
+    let yaml = format!(
+        "{BASE}listen: {{grpc: \"0.0.0.0:9191\", admin: \"127.0.0.1:9191\", http: \"127.0.0.1:9191\"}}\n"
+    );
+    let errors = errors_of(&yaml);
+    assert!(
+        errors.contains(&"listen.http: overlaps listen.grpc".to_owned()),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&"listen.admin: overlaps listen.grpc".to_owned()),
+        "{errors:?}"
+    );
+    let ephemeral = format!("{BASE}listen: {{grpc: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\n");
+    assert_eq!(errors_of(&ephemeral), Vec::<String>::new());
+}
+
+#[test]
+fn http_mode_requires_xfcc_in_sources() {
+    let yaml = r#"
+listen: {http: "127.0.0.1:9193"}
+identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
+issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
+"#;
+    let errors = errors_of(yaml);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .starts_with("listen.http: HTTP mode reads the caller from x-forwarded-client-cert")
+    );
+    assert!(errors_of(&format!("{BASE}listen: {{http: \"127.0.0.1:9193\"}}\n")).is_empty());
+}
+
+#[test]
+fn operational_sections_parse_with_defaults() {
+    let dir = scratch_with_jwks();
+    let config = Config::from_yaml(BASE, dir.path()).unwrap();
+    assert_eq!(config.listen.admin, Some("127.0.0.1:9192".parse().unwrap()));
+    assert_eq!(config.listen.http, None);
+    assert_eq!(config.audit, Some(crate::audit::AuditConfig::default()));
+    assert_eq!(config.limits, Limits::default());
+    assert_eq!(config.log_level, None);
+    let yaml = format!(
+        "{BASE}listen: {{admin: \"off\"}}\naudit: {{output: audit.log, sample_allows: 0.25, buffer_lines: 10}}\nlimits: {{max_concurrent_checks: 8, check_timeout: 50ms, drain_timeout: 2s}}\nlog: {{level: debug}}\n"
+    );
+    let config = Config::from_yaml(&yaml, dir.path()).unwrap();
+    assert_eq!(config.listen.admin, None);
+    let audit = config.audit.unwrap();
+    assert_eq!(
+        audit.output,
+        crate::audit::AuditOutput::File(dir.path().join("audit.log"))
+    );
+    assert_eq!(audit.sample_allows, 0.25);
+    assert_eq!(config.limits.max_concurrent_checks, 8);
+    assert_eq!(config.limits.check_timeout, Duration::from_millis(50));
+    assert_eq!(config.log_level, Some(tracing::Level::DEBUG));
+    let off =
+        Config::from_yaml(&format!("{BASE}audit: {{output: \"off\"}}\n"), dir.path()).unwrap();
+    assert_eq!(off.audit, None);
+}
+
+#[test]
+fn operational_errors_name_their_keys() {
+    let yaml = format!(
+        "{BASE}listen: {{admin: nowhere}}\naudit: {{sample_allows: 2, colour: red}}\nlimits: {{max_concurrent_checks: 0, check_timeout: 0s}}\nlog: {{level: loud}}\n"
+    );
+    let errors = errors_of(&yaml);
+    for expected in [
+        "listen.admin: must be IP:PORT",
+        "audit.colour: unknown key",
+        "limits.max_concurrent_checks: must be a whole number from 1",
+        "log.level: must be error, warn, info, debug or trace",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "missing {expected:?} in {errors:?}"
+        );
+    }
 }

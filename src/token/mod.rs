@@ -171,6 +171,17 @@ impl Verifier {
         }
     }
 
+    /// Each trusted issuer with its number of usable keys, sorted by issuer.
+    pub fn issuer_key_counts(&self) -> Vec<(String, usize)> {
+        let mut counts: Vec<_> = self
+            .issuers
+            .values()
+            .map(|issuer| (issuer.issuer.clone(), issuer.keys.len()))
+            .collect();
+        counts.sort();
+        counts
+    }
+
     /// Whether a token verified earlier is still within its lifetime at `now`.
     pub fn is_unexpired(&self, token: &VerifiedToken, now: i64) -> bool {
         now < token.expires_at().saturating_add(self.leeway)

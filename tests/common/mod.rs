@@ -89,7 +89,7 @@ impl Harness {
         jwks["keys"].as_array_mut().unwrap().push(second);
         std::fs::write(scratch.path().join("jwks.json"), jwks.to_string()).unwrap();
         let config = Config::from_yaml(yaml, scratch.path()).unwrap();
-        let listener = Listener::bind(&config.grpc_listen).await.unwrap();
+        let listener = Listener::bind(&config.listen.grpc).await.unwrap();
         let address = listener.describe();
         let authorizer = Arc::new(Authorizer::new(config));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -154,7 +154,7 @@ impl Harness {
 }
 
 /// A gRPC channel over a Unix domain socket, as Envoy dials `unix:` addresses.
-async fn unix_channel(socket: String) -> Channel {
+pub async fn unix_channel(socket: String) -> Channel {
     tonic::transport::Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_| {
             let socket = socket.clone();

@@ -131,6 +131,9 @@ def main():
         (scratch / "config.yaml").write_text(f"""
 listen:
   grpc: unix:{socket_path}
+  admin: "off"
+audit:
+  output: "off"
 identity:
   local: {LOCAL}
   trust_domains: [example.org]

@@ -1,0 +1,98 @@
+//! The admin HTTP listener: `/healthz` (process alive), `/readyz` (ready to decide),
+//! `/metrics` (Prometheus text format).
+//!
+//! Readiness is a latch set by the runtime: ready once every listener is bound and every
+//! issuer has keys, not ready again from the moment shutdown begins.
+
+use crate::authorizer::Authorizer;
+use crate::telemetry;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Why the process is or is not ready.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    listeners_bound: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn mark_listeners_bound(&self) {
+        self.listeners_bound.store(true, Ordering::SeqCst);
+    }
+
+    pub fn mark_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// `Ok` when ready, else the reason.
+    pub fn check(&self, authorizer: &Authorizer) -> Result<(), String> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err("shutting down".into());
+        }
+        if !self.listeners_bound.load(Ordering::SeqCst) {
+            return Err("listeners are not bound yet".into());
+        }
+        let keyless = authorizer.issuers_without_keys();
+        if !keyless.is_empty() {
+            return Err(format!(
+                "no usable keys for issuer(s): {}",
+                keyless.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the admin handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    pub authorizer: Arc<Authorizer>,
+    pub readiness: Arc<Readiness>,
+    pub metrics: PrometheusHandle,
+    /// When the keys were loaded, for `actguard_jwks_age_seconds`.
+    pub keys_loaded_at: Instant,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(render_metrics))
+        .with_state(state)
+}
+
+async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    match state.readiness.check(&state.authorizer) {
+        Ok(()) => (StatusCode::OK, json, r#"{"ready":true}"#.to_owned()),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json,
+            serde_json::json!({ "ready": false, "reason": reason }).to_string(),
+        ),
+    }
+}
+
+async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    // Gauges that are cheaper to read at scrape time than to maintain per request.
+    metrics::gauge!(telemetry::CACHE_ENTRIES).set(state.authorizer.cached_token_count() as f64);
+    let age = state.keys_loaded_at.elapsed().as_secs_f64();
+    for (issuer, keys) in state.authorizer.issuer_key_counts() {
+        metrics::gauge!(telemetry::JWKS_KEYS, "issuer" => issuer.clone()).set(keys as f64);
+        metrics::gauge!(telemetry::JWKS_AGE, "issuer" => issuer).set(age);
+    }
+    let ready = state.readiness.check(&state.authorizer).is_ok();
+    metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

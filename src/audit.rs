@@ -1,0 +1,281 @@
+//! The audit log: one JSON line per decision (every deny; allows sampled), never the token,
+//! a signature or a query string.
+//!
+//! Writing never blocks a check: lines go through a bounded queue to a dedicated writer
+//! thread; when the queue is full the line is dropped and `actguard_audit_lines_dropped_total`
+//! counts it. [`AuditWriter::finish`] queues a stop marker behind every line already
+//! accepted, so shutdown flushes everything that was not dropped.
+
+use crate::telemetry;
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where audit lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    Stdout,
+    /// Appended to; created if missing.
+    File(PathBuf),
+}
+
+/// `audit:` configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditConfig {
+    pub output: AuditOutput,
+    /// Fraction of allows to log, 0.0–1.0 (every Nth allow, N = round(1/rate)); denies are
+    /// always logged.
+    pub sample_allows: f64,
+    /// Lines the queue holds before new ones are dropped.
+    pub buffer_lines: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            output: AuditOutput::Stdout,
+            sample_allows: 1.0,
+            buffer_lines: 4096,
+        }
+    }
+}
+
+enum Message {
+    Line(String),
+    Stop,
+}
+
+struct Sink {
+    sender: SyncSender<Message>,
+    /// Log every `allow_stride`-th allow; 0 logs none.
+    allow_stride: u64,
+    allows_seen: AtomicU64,
+}
+
+/// A cheap, cloneable handle for recording decisions.
+#[derive(Clone, Default)]
+pub struct AuditLog {
+    sink: Option<Arc<Sink>>,
+}
+
+/// Owns the writer thread; [`finish`](Self::finish) flushes and stops it.
+pub struct AuditWriter {
+    sender: SyncSender<Message>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// What one decision contributes to the audit line.
+pub struct AuditRecord<'a> {
+    pub request_id: &'a str,
+    pub caller: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    /// First delegate → current actor.
+    pub chain: Vec<&'a str>,
+    pub route: Option<&'a str>,
+    pub method: &'a str,
+    /// Raw request path; the query is cut before logging.
+    pub path: &'a str,
+    /// `None` for an allow.
+    pub reason: Option<&'static str>,
+    pub jti: Option<&'a str>,
+    pub sid: Option<&'a str>,
+    pub latency: Duration,
+}
+
+impl AuditLog {
+    /// A log that records nothing (tests, or `audit.output: off`).
+    pub fn disabled() -> Self {
+        Self { sink: None }
+    }
+
+    /// Opens the output and starts the writer thread.
+    pub fn start(config: &AuditConfig) -> std::io::Result<(Self, AuditWriter)> {
+        let output: Box<dyn Write + Send> = match &config.output {
+            AuditOutput::Stdout => Box::new(std::io::stdout()),
+            AuditOutput::File(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+        };
+        let (sender, receiver) = sync_channel(config.buffer_lines.max(1));
+        let thread = std::thread::Builder::new()
+            .name("actguard-audit".into())
+            .spawn(move || write_lines(receiver, output))?;
+        let allow_stride = if config.sample_allows <= 0.0 {
+            0
+        } else {
+            (1.0 / config.sample_allows).round().max(1.0) as u64
+        };
+        let log = Self {
+            sink: Some(Arc::new(Sink {
+                sender: sender.clone(),
+                allow_stride,
+                allows_seen: AtomicU64::new(0),
+            })),
+        };
+        Ok((log, AuditWriter { sender, thread }))
+    }
+
+    /// Queues the line for a decision, or drops (and counts) it when the queue is full.
+    pub fn record(&self, record: &AuditRecord<'_>) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        if record.reason.is_none() {
+            let seen = sink.allows_seen.fetch_add(1, Ordering::Relaxed);
+            if sink.allow_stride == 0 || seen % sink.allow_stride != 0 {
+                return;
+            }
+        }
+        match sink.sender.try_send(Message::Line(audit_line(record))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                metrics::counter!(telemetry::AUDIT_DROPPED).increment(1);
+            }
+        }
+    }
+}
+
+impl AuditWriter {
+    /// Writes every queued line, flushes and stops the writer thread.
+    pub fn finish(self) {
+        // A blocking send: the marker waits for room behind the queued lines.
+        if self.sender.send(Message::Stop).is_ok() {
+            let _ = self.thread.join();
+        }
+    }
+}
+
+fn write_lines(receiver: Receiver<Message>, output: Box<dyn Write + Send>) {
+    let mut output = std::io::BufWriter::new(output);
+    while let Ok(message) = receiver.recv() {
+        let mut next = Some(message);
+        // Write what is queued, then flush once: one syscall per burst, not per line.
+        while let Some(message) = next.take() {
+            match message {
+                Message::Line(line) => {
+                    let _ = output.write_all(line.as_bytes());
+                    let _ = output.write_all(b"\n");
+                }
+                Message::Stop => {
+                    let _ = output.flush();
+                    return;
+                }
+            }
+            next = receiver.try_recv().ok();
+        }
+        let _ = output.flush();
+    }
+    let _ = output.flush();
+}
+
+fn audit_line(record: &AuditRecord<'_>) -> String {
+    let path = record.path.split(['?', '#']).next().unwrap_or_default();
+    json!({
+        "time": rfc3339(SystemTime::now()),
+        "request_id": record.request_id,
+        "caller": record.caller,
+        "subject": record.subject,
+        "chain": record.chain,
+        "route": record.route,
+        "method": record.method,
+        "path": path,
+        "decision": if record.reason.is_none() { "allow" } else { "deny" },
+        "reason": record.reason,
+        "jti": record.jti,
+        "sid": record.sid,
+        "latency_us": record.latency.as_micros() as u64,
+    })
+    .to_string()
+}
+
+/// `2026-11-22T14:43:40.123Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339_utc() {
+        let at = |s: u64| rfc3339(UNIX_EPOCH + Duration::from_millis(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(at(1_795_358_620_123), "2026-11-22T14:43:40.123Z");
+    }
+
+    #[test]
+    fn lines_are_json_without_query_and_flushed_on_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let config = AuditConfig {
+            output: AuditOutput::File(path.clone()),
+            sample_allows: 0.5,
+            buffer_lines: 16,
+        };
+        let (log, writer) = AuditLog::start(&config).unwrap();
+        let record = |reason| AuditRecord {
+            request_id: "r1",
+            caller: Some("spiffe://example.org/a"),
+            subject: Some("user:alice"),
+            chain: vec!["spiffe://example.org/a"],
+            route: Some("r"),
+            method: "GET",
+            path: "/calendar?access_token=secret",
+            reason,
+            jti: None,
+            sid: None,
+            latency: Duration::from_micros(7),
+        };
+        for _ in 0..4 {
+            log.record(&record(None));
+        }
+        log.record(&record(Some("actor_mismatch")));
+        writer.finish();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            3,
+            "2 of 4 allows sampled, plus the deny: {text}"
+        );
+        assert_eq!(lines[2]["reason"], "actor_mismatch");
+        assert_eq!(lines[2]["path"], "/calendar");
+        assert!(!text.contains("secret"));
+    }
+}

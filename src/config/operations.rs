@@ -1,0 +1,206 @@
+//! Operational configuration: listeners, audit log, limits, diagnostics.
+
+use super::reader::{Reader, child};
+use crate::audit::{AuditConfig, AuditOutput};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where a listener binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddress {
+    Tcp(SocketAddr),
+    /// `unix:/path.sock`: the usual way a sidecar talks to the Envoy in its pod.
+    Unix(PathBuf),
+}
+
+impl ListenAddress {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.strip_prefix("unix:") {
+            Some(socket) if socket.starts_with('/') => Some(Self::Unix(PathBuf::from(socket))),
+            Some(_) => None,
+            None => text.parse().ok().map(Self::Tcp),
+        }
+    }
+}
+
+/// Every listener of the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listeners {
+    /// ext_authz over gRPC (Envoy `grpc_service`).
+    pub grpc: ListenAddress,
+    /// ext_authz over plain HTTP (Envoy `http_service`, nginx `auth_request`); off by default.
+    pub http: Option<SocketAddr>,
+    /// `/healthz`, `/readyz`, `/metrics`; loopback by default, `off` disables it.
+    pub admin: Option<SocketAddr>,
+}
+
+/// Overload and shutdown behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Checks running at once; one more is rejected at once with RESOURCE_EXHAUSTED.
+    pub max_concurrent_checks: usize,
+    /// A check not answered within this is abandoned with DEADLINE_EXCEEDED (below Envoy's
+    /// 200 ms default ext_authz timeout, so Envoy sees our answer rather than its own).
+    pub check_timeout: Duration,
+    /// How long in-flight checks may take to finish after SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_checks: 1024,
+            check_timeout: Duration::from_millis(100),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn tcp_address(reader: &mut Reader, path: &str, value: &Value) -> Option<SocketAddr> {
+    let text = reader.string(path, value)?;
+    let parsed = text.parse().ok();
+    if parsed.is_none() {
+        reader.error(path, "must be IP:PORT, e.g. 127.0.0.1:9192");
+    }
+    parsed
+}
+
+/// Two TCP listeners collide when they share a non-zero port on the same or a wildcard IP.
+fn collides(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+pub fn read_listen(reader: &mut Reader, value: &Value) -> Option<Listeners> {
+    let map = reader.mapping("listen", value, &["grpc", "grpc_tls", "http", "admin"])?;
+    if map.contains_key("grpc_tls") {
+        reader.error(
+            "listen.grpc_tls",
+            "is not implemented in this version yet (tracked in issue #4); remove it",
+        );
+    }
+    let grpc = match map.get("grpc") {
+        None => Some(ListenAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], 9191)))),
+        Some(value) => {
+            let text = reader.string("listen.grpc", value);
+            let parsed = text.and_then(ListenAddress::parse);
+            if text.is_some() && parsed.is_none() {
+                reader.error(
+                    "listen.grpc",
+                    "must be HOST:PORT with an IP address (e.g. 127.0.0.1:9191) or unix:/absolute/path.sock",
+                );
+            }
+            parsed
+        }
+    };
+    let http = match map.get("http") {
+        None => Some(None),
+        Some(value) => tcp_address(reader, "listen.http", value).map(Some),
+    };
+    let admin = match map.get("admin") {
+        None => Some(Some(SocketAddr::from(([127, 0, 0, 1], 9192)))),
+        Some(Value::String(off)) if off == "off" => Some(None),
+        Some(value) => tcp_address(reader, "listen.admin", value).map(Some),
+    };
+    let (grpc, http, admin) = (grpc?, http?, admin?);
+    let mut named: Vec<(&str, SocketAddr)> = Vec::new();
+    if let ListenAddress::Tcp(address) = &grpc {
+        named.push(("grpc", *address));
+    }
+    named.extend(http.map(|a| ("http", a)));
+    named.extend(admin.map(|a| ("admin", a)));
+    for (index, (name, address)) in named.iter().enumerate() {
+        if let Some((other, _)) = named[..index]
+            .iter()
+            .find(|(_, earlier)| collides(earlier, address))
+        {
+            reader.error(child("listen", name), format!("overlaps listen.{other}"));
+        }
+    }
+    Some(Listeners { grpc, http, admin })
+}
+
+/// `Ok(None)` when the audit log is off.
+pub fn read_audit(
+    reader: &mut Reader,
+    value: Option<&Value>,
+    base_dir: &Path,
+) -> Option<Option<AuditConfig>> {
+    let Some(value) = value else {
+        return Some(Some(AuditConfig::default()));
+    };
+    let map = reader.mapping("audit", value, &["output", "sample_allows", "buffer_lines"])?;
+    let mut config = AuditConfig::default();
+    if let Some(value) = map.get("output") {
+        match reader.string("audit.output", value)? {
+            "off" => return Some(None),
+            "stdout" => {}
+            file => config.output = AuditOutput::File(base_dir.join(file)),
+        }
+    }
+    if let Some(value) = map.get("sample_allows") {
+        match value.as_f64() {
+            Some(rate) if (0.0..=1.0).contains(&rate) => config.sample_allows = rate,
+            _ => {
+                reader.error("audit.sample_allows", "must be a number from 0 to 1");
+                return None;
+            }
+        }
+    }
+    if let Some(value) = map.get("buffer_lines") {
+        config.buffer_lines = reader.integer("audit.buffer_lines", value, 1, 1_000_000)? as usize;
+    }
+    Some(Some(config))
+}
+
+pub fn read_limits(reader: &mut Reader, value: Option<&Value>) -> Option<Limits> {
+    let mut limits = Limits::default();
+    let Some(value) = value else {
+        return Some(limits);
+    };
+    let keys = ["max_concurrent_checks", "check_timeout", "drain_timeout"];
+    let map = reader.mapping("limits", value, &keys)?;
+    let concurrent = map
+        .get("max_concurrent_checks")
+        .map(|v| reader.integer("limits.max_concurrent_checks", v, 1, 1_000_000));
+    let check_timeout = map
+        .get("check_timeout")
+        .map(|v| reader.duration("limits.check_timeout", v, Duration::from_secs(10)));
+    let drain_timeout = map
+        .get("drain_timeout")
+        .map(|v| reader.duration("limits.drain_timeout", v, Duration::from_secs(600)));
+    if let Some(concurrent) = concurrent {
+        limits.max_concurrent_checks = concurrent? as usize;
+    }
+    if let Some(timeout) = check_timeout {
+        limits.check_timeout = timeout?;
+        if limits.check_timeout.is_zero() {
+            reader.error("limits.check_timeout", "must be more than 0");
+        }
+    }
+    if let Some(timeout) = drain_timeout {
+        limits.drain_timeout = timeout?;
+    }
+    Some(limits)
+}
+
+pub fn read_log(reader: &mut Reader, value: Option<&Value>) -> Option<Option<tracing::Level>> {
+    let Some(value) = value else {
+        return Some(None);
+    };
+    let map = reader.mapping("log", value, &["level"])?;
+    let Some(level) = map.get("level") else {
+        return Some(None);
+    };
+    let text = reader.string("log.level", level)?;
+    match text.parse::<tracing::Level>() {
+        Ok(level) => Some(Some(level)),
+        Err(_) => {
+            reader.error("log.level", "must be error, warn, info, debug or trace");
+            None
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! ext_authz over plain HTTP (Envoy `http_service`; also nginx `auth_request`, Traefik
+//! `forwardAuth`): the same decisions as gRPC mode, for the request as it reaches us.
+//!
+//! The checked request is this HTTP request: its method, its path (with query), its `Host`,
+//! its `Authorization`. The caller comes only from `x-forwarded-client-cert` (configuration
+//! refuses HTTP mode unless `identity.sources` lists `xfcc`), which is safe only when the proxy
+//! in front overwrites that header (Envoy `forward_client_cert_details: SANITIZE_SET`).
+//!
+//! Allowed → 200 with the `x-actguard-*` headers (configure the proxy to copy them upstream,
+//! e.g. Envoy `allowed_upstream_headers`). Denied → the same status, `WWW-Authenticate` and JSON
+//! body as gRPC mode. Overloaded → 503, which the proxy treats as an authorization failure.
+
+use crate::authorizer::{Authorizer, RequestFacts};
+use crate::identity::PeerFacts;
+use crate::reason::Fault;
+use crate::response;
+use crate::telemetry;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// Stands in for a non-UTF-8 `Authorization` value; refused as `authorization_invalid`.
+const NOT_UTF8: &str = "Bearer \u{fffd}";
+
+#[derive(Clone)]
+struct HttpState {
+    authorizer: Arc<Authorizer>,
+    admission: Arc<Semaphore>,
+}
+
+pub fn router(authorizer: Arc<Authorizer>, max_concurrent_checks: usize) -> Router {
+    Router::new().fallback(check).with_state(HttpState {
+        authorizer,
+        admission: Arc::new(Semaphore::new(max_concurrent_checks)),
+    })
+}
+
+fn header_values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|value| value.to_str().unwrap_or(NOT_UTF8))
+        .collect()
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response
+}
+
+async fn check(State(state): State<HttpState>, request: Request) -> Response {
+    let Ok(_permit) = state.admission.try_acquire() else {
+        metrics::counter!(telemetry::OVERLOAD_REJECTIONS).increment(1);
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "actguard is overloaded\n");
+    };
+    let headers = request.headers();
+    let path = request.uri().path_and_query().map_or("", |p| p.as_str());
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default();
+    let xfcc = header_values(headers, &HeaderName::from_static("x-forwarded-client-cert"));
+    let xfcc = xfcc.join(",");
+    let facts = RequestFacts {
+        peer: PeerFacts {
+            xfcc: Some(xfcc.as_str()).filter(|value| !value.is_empty()),
+            ..Default::default()
+        },
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default(),
+        method: request.method().as_str(),
+        host,
+        path,
+        authorization: header_values(headers, &header::AUTHORIZATION),
+        prefixed_headers: Vec::new(),
+    };
+    let authorizer = &state.authorizer;
+    let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        authorizer.evaluate_and_record(&facts).outcome
+    }));
+    let built = match evaluated {
+        Ok(Ok(grant)) => allowed(&grant),
+        Ok(Err(denial)) => denied(&denial, authorizer.response_settings()),
+        Err(_) => Err(Fault::Internal("panic in HTTP check".into())),
+    };
+    built.unwrap_or_else(|fault| {
+        tracing::error!(%fault, "HTTP check failed; answering 500 (the proxy denies)");
+        plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "actguard internal fault\n",
+        )
+    })
+}
+
+fn allowed(grant: &crate::policy::Grant) -> Result<Response, Fault> {
+    let mut response = Response::new(Body::empty());
+    for (name, value) in response::identity_headers(grant) {
+        if let Some(value) = value {
+            let value = HeaderValue::from_bytes(value.as_bytes())
+                .map_err(|_| Fault::Internal(format!("{name} is not a valid header value")))?;
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
+fn denied(
+    denial: &crate::reason::Denial,
+    settings: &response::ResponseSettings,
+) -> Result<Response, Fault> {
+    let mut response = Response::new(Body::from(response::denial_body(denial)));
+    *response.status_mut() = StatusCode::from_u16(denial.reason.http_status())
+        .map_err(|_| Fault::Internal("bad status".into()))?;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(challenge) = response::challenge(denial, settings) {
+        let value = HeaderValue::from_str(&challenge)
+            .map_err(|_| Fault::Internal("challenge is not a valid header value".into()))?;
+        headers.insert(header::WWW_AUTHENTICATE, value);
+    }
+    Ok(response)
+}

@@ -1,0 +1,194 @@
+//! The sidecar process: every listener bound before anything is served, readiness and gRPC
+//! health published, and an orderly shutdown.
+//!
+//! Start-up: bind gRPC, admin and HTTP listeners (a bind failure stops start-up with the key
+//! that names the address), start the audit writer, serve, then mark ready (readiness 200,
+//! gRPC health SERVING).
+//! Shutdown ([`Sidecar::shutdown`], on SIGTERM/SIGINT): readiness 503 and gRPC health
+//! NOT_SERVING first, then stop accepting and let in-flight checks finish within
+//! `limits.drain_timeout`, then flush the audit log.
+
+use crate::admin::{self, AdminState, Readiness};
+use crate::audit::{AuditLog, AuditWriter};
+use crate::authorizer::Authorizer;
+use crate::config::Config;
+use crate::http_authz;
+use crate::server::{self, Listener, ServeOptions};
+use crate::telemetry;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::SERVICE_NAME;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic_health::ServingStatus;
+use tonic_health::server::{HealthReporter, HealthService};
+
+/// A running sidecar.
+pub struct Sidecar {
+    /// Where ext_authz gRPC listens (`IP:PORT` or `unix:/path`).
+    pub grpc_address: String,
+    pub admin_address: Option<SocketAddr>,
+    pub http_address: Option<SocketAddr>,
+    pub authorizer: Arc<Authorizer>,
+    pub readiness: Arc<Readiness>,
+    health: HealthReporter,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    audit_writer: Option<AuditWriter>,
+    drain_timeout: Duration,
+}
+
+async fn bind_tcp(key: &str, address: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("{key}: cannot bind {address}: {error}"))
+}
+
+/// Resolves when `stop` turns true.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// Binds every listener and starts serving `config`.
+pub async fn start(config: Config) -> Result<Sidecar, String> {
+    let metrics = telemetry::install()?;
+    telemetry::record_config_load(true);
+    let listen = config.listen.clone();
+    let limits = config.limits;
+    let grpc = Listener::bind(&listen.grpc)
+        .await
+        .map_err(|error| format!("listen.grpc: cannot bind {:?}: {error}", listen.grpc))?;
+    let admin = match listen.admin {
+        Some(address) => Some(bind_tcp("listen.admin", address).await?),
+        None => None,
+    };
+    let http = match listen.http {
+        Some(address) => Some(bind_tcp("listen.http", address).await?),
+        None => None,
+    };
+    let (audit, audit_writer) = match &config.audit {
+        Some(audit_config) => {
+            let (log, writer) = AuditLog::start(audit_config)
+                .map_err(|error| format!("audit.output: cannot open: {error}"))?;
+            (log, Some(writer))
+        }
+        None => (AuditLog::disabled(), None),
+    };
+    let authorizer = Arc::new(Authorizer::with_audit(config, audit));
+    let readiness = Arc::new(Readiness::default());
+    let health = HealthReporter::new();
+    set_health(&health, ServingStatus::NotServing).await;
+    let (stop, _) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let grpc_address = grpc.describe();
+    let options = ServeOptions {
+        max_concurrent_checks: limits.max_concurrent_checks,
+        check_timeout: Some(limits.check_timeout),
+        health: Some(tonic_health::pb::health_server::HealthServer::new(
+            HealthService::from_health_reporter(health.clone()),
+        )),
+    };
+    let grpc_stop = stopped(stop.subscribe());
+    let grpc_authorizer = Arc::clone(&authorizer);
+    tasks.push(tokio::spawn(async move {
+        if let Err(error) = server::run_with(grpc, grpc_authorizer, options, grpc_stop).await {
+            tracing::error!(%error, "ext_authz gRPC listener failed");
+        }
+    }));
+    let mut admin_address = None;
+    if let Some(listener) = admin {
+        admin_address = listener.local_addr().ok();
+        let state = AdminState {
+            authorizer: Arc::clone(&authorizer),
+            readiness: Arc::clone(&readiness),
+            metrics,
+            keys_loaded_at: Instant::now(),
+        };
+        let admin_stop = stopped(stop.subscribe());
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, admin::router(state))
+                .with_graceful_shutdown(admin_stop)
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "admin listener failed");
+            }
+        }));
+    }
+    let mut http_address = None;
+    if let Some(listener) = http {
+        http_address = listener.local_addr().ok();
+        let router = http_authz::router(Arc::clone(&authorizer), limits.max_concurrent_checks);
+        let http_stop = stopped(stop.subscribe());
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(http_stop)
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP ext_authz listener failed");
+            }
+        }));
+    }
+
+    readiness.mark_listeners_bound();
+    if readiness.check(&authorizer).is_ok() {
+        set_health(&health, ServingStatus::Serving).await;
+    }
+    tracing::info!(
+        grpc = %grpc_address,
+        admin = ?admin_address,
+        http = ?http_address,
+        "actguard ready"
+    );
+    Ok(Sidecar {
+        grpc_address,
+        admin_address,
+        http_address,
+        authorizer,
+        readiness,
+        health,
+        stop,
+        tasks,
+        audit_writer,
+        drain_timeout: limits.drain_timeout,
+    })
+}
+
+impl Sidecar {
+    /// Flips readiness to 503 and gRPC health to NOT_SERVING, still answering checks: the
+    /// first step of shutdown, separate so load balancers can be given time to notice.
+    pub async fn begin_drain(&self) {
+        self.readiness.mark_draining();
+        set_health(&self.health, ServingStatus::NotServing).await;
+    }
+
+    /// Not ready, stop accepting, drain in-flight checks (bounded), flush the audit log.
+    /// Returns `Err` when the drain deadline passed with checks still running.
+    pub async fn shutdown(self) -> Result<(), String> {
+        self.begin_drain().await;
+        let _ = self.stop.send(true);
+        let drained = tokio::time::timeout(self.drain_timeout, async {
+            for task in self.tasks {
+                let _ = task.await;
+            }
+        })
+        .await;
+        if let Some(writer) = self.audit_writer {
+            // The writer thread blocks on I/O; do not hold a runtime worker for it.
+            let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
+        }
+        drained.map_err(|_| {
+            format!(
+                "limits.drain_timeout ({}s) passed with checks still in flight",
+                self.drain_timeout.as_secs()
+            )
+        })
+    }
+}

@@ -98,7 +98,12 @@ pub fn spiffe_id_from_certificate(url_encoded_pem: &str) -> Result<SpiffeId, Den
     if !rest.iter().all(u8::is_ascii_whitespace) {
         return Err(invalid("more than one peer certificate was presented"));
     }
-    let (_, certificate) = x509_parser::certificate::X509Certificate::from_der(&pem.contents)
+    spiffe_id_from_der(&pem.contents)
+}
+
+/// The SPIFFE ID of an X509-SVID in DER form (the checks of [`spiffe_id_from_certificate`]).
+pub fn spiffe_id_from_der(der: &[u8]) -> Result<SpiffeId, Denial> {
+    let (_, certificate) = x509_parser::certificate::X509Certificate::from_der(der)
         .map_err(|_| invalid("the peer certificate is not valid X.509"))?;
     let basic_constraints = certificate
         .basic_constraints()

@@ -45,4 +45,5 @@ pub mod runtime;
 pub mod server;
 pub mod spiffe;
 pub mod telemetry;
+pub mod tls;
 pub mod token;

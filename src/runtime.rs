@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::http_authz;
 use crate::server::{self, Listener, ServeOptions};
 use crate::telemetry;
+use crate::tls::TlsGate;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::SERVICE_NAME;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct Sidecar {
     health: HealthReporter,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Re-reads the TLS files; aborted at shutdown.
+    tls_watcher: Option<JoinHandle<()>>,
     audit_writer: Option<AuditWriter>,
     drain_timeout: Duration,
 }
@@ -62,9 +65,18 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
     telemetry::record_config_load(true);
     let listen = config.listen.clone();
     let limits = config.limits;
-    let grpc = Listener::bind(&listen.grpc)
+    let mut grpc = Listener::bind(&listen.grpc)
         .await
         .map_err(|error| format!("listen.grpc: cannot bind {:?}: {error}", listen.grpc))?;
+    let mut tls_watcher = None;
+    if let (Some(settings), Listener::Tcp(_)) = (&listen.grpc_tls, &grpc) {
+        let gate =
+            TlsGate::new(settings.clone()).map_err(|error| format!("listen.grpc_tls: {error}"))?;
+        tls_watcher = Some(tokio::spawn(gate.clone().watch_files()));
+        if let Listener::Tcp(tcp) = grpc {
+            grpc = Listener::Tls(tcp, gate);
+        }
+    }
     let admin = match listen.admin {
         Some(address) => Some(bind_tcp("listen.admin", address).await?),
         None => None,
@@ -156,6 +168,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         health,
         stop,
         tasks,
+        tls_watcher,
         audit_writer,
         drain_timeout: limits.drain_timeout,
     })
@@ -174,6 +187,9 @@ impl Sidecar {
     pub async fn shutdown(self) -> Result<(), String> {
         self.begin_drain().await;
         let _ = self.stop.send(true);
+        if let Some(watcher) = &self.tls_watcher {
+            watcher.abort();
+        }
         let drained = tokio::time::timeout(self.drain_timeout, async {
             for task in self.tasks {
                 let _ = task.await;

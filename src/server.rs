@@ -9,6 +9,7 @@ use crate::authorizer::Authorizer;
 use crate::config::ListenAddress;
 use crate::reason::Fault;
 use crate::telemetry;
+use crate::tls::{TlsConnection, TlsGate};
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
 };
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_server::HealthServer;
@@ -104,6 +105,8 @@ impl<H: CheckHandler> Authorization for AuthorizationService<H> {
 pub enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
+    /// TCP with TLS; connections are admitted by the [`TlsGate`] (client CA + peer allow-list).
+    Tls(TcpListener, TlsGate),
 }
 
 impl Listener {
@@ -128,7 +131,7 @@ impl Listener {
     /// Human-readable address, e.g. `127.0.0.1:9191` or `unix:/run/actguard/authz.sock`.
     pub fn describe(&self) -> String {
         match self {
-            Self::Tcp(listener) => listener
+            Self::Tcp(listener) | Self::Tls(listener, _) => listener
                 .local_addr()
                 .map_or_else(|e| format!("tcp ({e})"), |a| a.to_string()),
             Self::Unix(listener) => listener
@@ -198,5 +201,40 @@ pub async fn run_with<H: CheckHandler>(
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
                 .await
         }
+        Listener::Tls(listener, gate) => {
+            router
+                .serve_with_incoming_shutdown(tls_incoming(listener, gate), shutdown)
+                .await
+        }
     }
+}
+
+/// Accepts TCP connections and hands over those that pass the TLS gate. Each handshake runs in
+/// its own task, so a slow or hostile client cannot hold up the accept loop; the loop ends when
+/// the server drops the stream.
+fn tls_incoming(
+    listener: TcpListener,
+    gate: TlsGate,
+) -> ReceiverStream<Result<TlsConnection, std::io::Error>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = sender.closed() => break,
+            };
+            let Ok((stream, _)) = accepted else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (gate, sender) = (gate.clone(), sender.clone());
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(Duration::from_secs(10), gate.accept(stream));
+                if let Ok(Some(connection)) = handshake.await {
+                    let _ = sender.send(Ok(connection)).await;
+                }
+            });
+        }
+    });
+    ReceiverStream::new(receiver)
 }

@@ -105,7 +105,7 @@ impl Config {
 fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option<Config> {
     let top = reader.mapping("", document, TOP_KEYS)?;
     let empty = Value::Object(Default::default());
-    let listen = operations::read_listen(reader, top.get("listen").unwrap_or(&empty));
+    let listen = operations::read_listen(reader, top.get("listen").unwrap_or(&empty), base_dir);
     let identity = reader
         .required("", top, "identity")
         .and_then(|value| read_identity(reader, value));

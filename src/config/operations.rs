@@ -2,6 +2,8 @@
 
 use super::reader::{Reader, child};
 use crate::audit::{AuditConfig, AuditOutput};
+use crate::spiffe::CallerPattern;
+use crate::tls::TlsSettings;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,8 @@ impl ListenAddress {
 pub struct Listeners {
     /// ext_authz over gRPC (Envoy `grpc_service`).
     pub grpc: ListenAddress,
+    /// TLS with client-certificate verification on the gRPC listener.
+    pub grpc_tls: Option<TlsSettings>,
     /// ext_authz over plain HTTP (Envoy `http_service`, nginx `auth_request`); off by default.
     pub http: Option<SocketAddr>,
     /// `/healthz`, `/readyz`, `/metrics`; loopback by default, `off` disables it.
@@ -74,14 +78,64 @@ fn collides(a: &SocketAddr, b: &SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
-pub fn read_listen(reader: &mut Reader, value: &Value) -> Option<Listeners> {
-    let map = reader.mapping("listen", value, &["grpc", "grpc_tls", "http", "admin"])?;
-    if map.contains_key("grpc_tls") {
+fn read_tls(reader: &mut Reader, value: &Value, base_dir: &Path) -> Option<TlsSettings> {
+    let path = "listen.grpc_tls";
+    let keys = ["cert", "key", "client_ca", "allow_peers", "reload_interval"];
+    let map = reader.mapping(path, value, &keys)?;
+    let mut file = |key: &str| {
+        let value = reader.required(path, map, key)?;
+        reader
+            .string(&child(path, key), value)
+            .map(|text| base_dir.join(text))
+    };
+    let (cert, key, client_ca) = (file("cert"), file("key"), file("client_ca"));
+    let allow_peers = reader.required(path, map, "allow_peers").and_then(|value| {
+        reader.list(
+            &child(path, "allow_peers"),
+            value,
+            |reader, item_path, element| {
+                let text = reader.string(item_path, element)?;
+                CallerPattern::parse(text)
+                    .map_err(|error| reader.error(item_path, format!("SPIFFE ID pattern {error}")))
+                    .ok()
+            },
+        )
+    });
+    if allow_peers.as_ref().is_some_and(Vec::is_empty) {
         reader.error(
-            "listen.grpc_tls",
-            "is not implemented in this version yet (tracked in issue #4); remove it",
+            child(path, "allow_peers"),
+            "must list at least one peer (the local Envoy)",
         );
     }
+    let reload_interval = match map.get("reload_interval") {
+        None => Some(Duration::from_secs(10)),
+        Some(value) => reader.duration(
+            &child(path, "reload_interval"),
+            value,
+            Duration::from_secs(3600),
+        ),
+    };
+    let settings = TlsSettings {
+        cert: cert?,
+        key: key?,
+        client_ca: client_ca?,
+        allow_peers: allow_peers?,
+        reload_interval: reload_interval?.max(Duration::from_secs(1)),
+    };
+    // Load once now, so a bad file is a configuration error, not a start-up surprise.
+    if let Err(error) = crate::tls::server_config(&settings) {
+        reader.error(path, error);
+        return None;
+    }
+    Some(settings)
+}
+
+pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Option<Listeners> {
+    let map = reader.mapping("listen", value, &["grpc", "grpc_tls", "http", "admin"])?;
+    let grpc_tls = match map.get("grpc_tls") {
+        None => Some(None),
+        Some(value) => read_tls(reader, value, base_dir).map(Some),
+    };
     let grpc = match map.get("grpc") {
         None => Some(ListenAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], 9191)))),
         Some(value) => {
@@ -105,7 +159,13 @@ pub fn read_listen(reader: &mut Reader, value: &Value) -> Option<Listeners> {
         Some(Value::String(off)) if off == "off" => Some(None),
         Some(value) => tcp_address(reader, "listen.admin", value).map(Some),
     };
-    let (grpc, http, admin) = (grpc?, http?, admin?);
+    let (grpc, grpc_tls, http, admin) = (grpc?, grpc_tls?, http?, admin?);
+    if grpc_tls.is_some() && !matches!(grpc, ListenAddress::Tcp(_)) {
+        reader.error(
+            "listen.grpc_tls",
+            "needs a TCP listen.grpc (a Unix socket is already local to the pod)",
+        );
+    }
     let mut named: Vec<(&str, SocketAddr)> = Vec::new();
     if let ListenAddress::Tcp(address) = &grpc {
         named.push(("grpc", *address));
@@ -120,7 +180,12 @@ pub fn read_listen(reader: &mut Reader, value: &Value) -> Option<Listeners> {
             reader.error(child("listen", name), format!("overlaps listen.{other}"));
         }
     }
-    Some(Listeners { grpc, http, admin })
+    Some(Listeners {
+        grpc,
+        grpc_tls,
+        http,
+        admin,
+    })
 }
 
 /// `Ok(None)` when the audit log is off.

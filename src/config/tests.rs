@@ -199,15 +199,14 @@ routes:
 }
 
 #[test]
-fn unimplemented_listeners_are_refused_not_ignored() {
+fn unimplemented_keys_are_refused_not_ignored() {
     let yaml = r#"
-listen: {grpc: "127.0.0.1:9191", grpc_tls: {cert: a.pem}}
 identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
-issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
+issuers: [{issuer: "https://sts.example.org", jwks_uri: "https://sts.example.org/jwks", jwks_file: jwks.json}]
 "#;
     let errors = errors_of(yaml);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].starts_with("listen.grpc_tls: is not implemented"));
+    assert!(errors[0].starts_with("issuers[0].jwks_uri: is not implemented"));
 }
 
 #[test]

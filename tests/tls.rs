@@ -1,0 +1,157 @@
+//! TLS on the ext_authz listener: only an allowed peer SPIFFE ID from the client CA may ask,
+//! and a rotated client CA takes effect without a restart.
+
+mod common;
+
+use actguard::config::Config;
+use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, IssuedCertificate};
+use actguard::runtime;
+use common::*;
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use rcgen::{CertificateParams, SanType};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const ENVOY: &str = "spiffe://example.org/envoy/calendar";
+
+fn server_certificate(ca: &DevCa) -> IssuedCertificate {
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.subject_alt_names.push(SanType::URI(
+        "spiffe://example.org/actguard".try_into().unwrap(),
+    ));
+    ca.issue(params).unwrap()
+}
+
+/// A gRPC client over TLS presenting `client` (or no certificate), trusting `server_ca`.
+async fn tls_client(
+    address: &str,
+    server_ca: &str,
+    client: Option<&IssuedCertificate>,
+) -> Result<AuthorizationClient<tonic::transport::Channel>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(server_ca.as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let mut config = match client {
+        Some(client) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(client.cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let address = address.to_owned();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let (connector, address) = (connector.clone(), address.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect(address).await?;
+                let name = ServerName::try_from("localhost").unwrap();
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok(AuthorizationClient::new(channel))
+}
+
+async fn asks(address: &str, server_ca: &str, client: Option<&IssuedCertificate>) -> bool {
+    match tls_client(address, server_ca, client).await {
+        Ok(mut client) => client.check(CheckRequest::default()).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_tls_listener_admits_only_allowed_peers_and_reloads_its_ca() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    let issuer = DevIssuer::generate(ISSUER, "k", DevAlgorithm::Es256).unwrap();
+    write(dir, "jwks.json", &issuer.jwks().to_string());
+    let ca = DevCa::new("example.org").unwrap();
+    let server = server_certificate(&ca);
+    write(dir, "svid.pem", &server.cert_pem);
+    write(dir, "key.pem", &server.key_pem);
+    write(dir, "bundle.pem", ca.bundle_pem());
+    let tls = format!(
+        "\n  admin: \"off\"\n  grpc_tls:\n    cert: svid.pem\n    key: key.pem\n    client_ca: bundle.pem\n    allow_peers: [{ENVOY}]\n    reload_interval: 1s"
+    );
+    let yaml = config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n").replace(
+        "listen:\n  grpc: 127.0.0.1:0",
+        &format!("listen:\n  grpc: 127.0.0.1:0{tls}"),
+    );
+    let sidecar = runtime::start(Config::from_yaml(&yaml, dir).unwrap())
+        .await
+        .unwrap();
+    let address = sidecar.grpc_address.clone();
+    let bundle = ca.bundle_pem().to_owned();
+
+    let envoy = ca.issue_svid(ENVOY).unwrap();
+    let mallory = ca.issue_svid("spiffe://example.org/agent/mallory").unwrap();
+    let other_ca = DevCa::new("example.org").unwrap();
+    let envoy_from_other_ca = other_ca.issue_svid(ENVOY).unwrap();
+    assert!(
+        asks(&address, &bundle, Some(&envoy)).await,
+        "the allowed Envoy is answered"
+    );
+    assert!(
+        !asks(&address, &bundle, Some(&mallory)).await,
+        "a peer not in allow_peers is refused"
+    );
+    assert!(
+        !asks(&address, &bundle, None).await,
+        "a client without a certificate is refused"
+    );
+    assert!(
+        !asks(&address, &bundle, Some(&envoy_from_other_ca)).await,
+        "the right ID from another CA is refused"
+    );
+
+    // Rotate the client CA: the new CA's Envoy gets in, the old one no longer does.
+    write(dir, "bundle.pem", other_ca.bundle_pem());
+    let mut rotated = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if asks(&address, &bundle, Some(&envoy_from_other_ca)).await {
+            rotated = true;
+            break;
+        }
+    }
+    assert!(rotated, "the new client CA was picked up without a restart");
+    assert!(!asks(&address, &bundle, Some(&envoy)).await);
+    sidecar.shutdown().await.unwrap();
+}
+
+#[test]
+fn tls_configuration_errors_name_the_key() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    let issuer = DevIssuer::generate(ISSUER, "k", DevAlgorithm::Es256).unwrap();
+    write(dir, "jwks.json", &issuer.jwks().to_string());
+    write(dir, "svid.pem", "not a certificate");
+    let yaml = config_yaml("  leeway: 30s", "").replace(
+        "listen:\n  grpc: 127.0.0.1:0",
+        "listen:\n  grpc: 127.0.0.1:0\n  grpc_tls: {cert: svid.pem, key: key.pem, client_ca: ca.pem, allow_peers: []}",
+    );
+    let errors = Config::from_yaml(&yaml, dir).unwrap_err().to_string();
+    assert!(
+        errors.contains("listen.grpc_tls.allow_peers: must list at least one peer"),
+        "{errors}"
+    );
+    let yaml = yaml.replace("allow_peers: []", &format!("allow_peers: [{ENVOY}]"));
+    let errors = Config::from_yaml(&yaml, dir).unwrap_err().to_string();
+    assert!(errors.starts_with("listen.grpc_tls: "), "{errors}");
+}

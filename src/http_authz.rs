@@ -1,8 +1,10 @@
 //! ext_authz over plain HTTP (Envoy `http_service`; also nginx `auth_request`, Traefik
 //! `forwardAuth`): the same decisions as gRPC mode, for the request as it reaches us.
 //!
-//! The checked request is this HTTP request: its method, its path (with query), its `Host`,
-//! its `Authorization`. The caller comes only from `x-forwarded-client-cert` (configuration
+//! The checked request is this HTTP request (its method, path with query and `Host`), or with
+//! `listen.http_request: forwarded_headers` the original request the proxy describes in
+//! `X-Forwarded-Method`/`-Uri`/`-Host` or `X-Original-Method`/`-URI`; `Authorization` is always
+//! this request's. The caller comes only from `x-forwarded-client-cert` (configuration
 //! refuses HTTP mode unless `identity.sources` lists `xfcc`), which is safe only when the proxy
 //! in front overwrites that header (Envoy `forward_client_cert_details: SANITIZE_SET`).
 //!
@@ -11,6 +13,7 @@
 //! body as gRPC mode. Overloaded → 503, which the proxy treats as an authorization failure.
 
 use crate::authorizer::{Authorizer, RequestFacts};
+use crate::config::HttpRequestSource;
 use crate::identity::PeerFacts;
 use crate::reason::Fault;
 use crate::response;
@@ -30,13 +33,53 @@ const NOT_UTF8: &str = "Bearer \u{fffd}";
 struct HttpState {
     authorizer: Arc<Authorizer>,
     admission: Arc<Semaphore>,
+    source: HttpRequestSource,
 }
 
-pub fn router(authorizer: Arc<Authorizer>, max_concurrent_checks: usize) -> Router {
+pub fn router(
+    authorizer: Arc<Authorizer>,
+    max_concurrent_checks: usize,
+    source: HttpRequestSource,
+) -> Router {
     Router::new().fallback(check).with_state(HttpState {
         authorizer,
         admission: Arc::new(Semaphore::new(max_concurrent_checks)),
+        source,
     })
+}
+
+/// The first of `names` present in `headers`, as text.
+fn first_header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .map(|value| value.to_str().unwrap_or(NOT_UTF8))
+}
+
+/// Method, path and host of the request to check.
+fn checked_request<'a>(
+    source: HttpRequestSource,
+    request: &'a Request,
+) -> (&'a str, &'a str, &'a str) {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default();
+    match source {
+        HttpRequestSource::AsReceived => (
+            request.method().as_str(),
+            request.uri().path_and_query().map_or("", |p| p.as_str()),
+            host,
+        ),
+        // A missing original URI reads as an empty path and is denied as path_invalid.
+        HttpRequestSource::ForwardedHeaders => (
+            first_header(headers, &["x-forwarded-method", "x-original-method"]).unwrap_or_default(),
+            first_header(headers, &["x-forwarded-uri", "x-original-uri"]).unwrap_or_default(),
+            first_header(headers, &["x-forwarded-host"]).unwrap_or(host),
+        ),
+    }
 }
 
 fn header_values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a str> {
@@ -59,12 +102,7 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "actguard is overloaded\n");
     };
     let headers = request.headers();
-    let path = request.uri().path_and_query().map_or("", |p| p.as_str());
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
-        .unwrap_or_default();
+    let (method, path, host) = checked_request(state.source, &request);
     let xfcc = header_values(headers, &HeaderName::from_static("x-forwarded-client-cert"));
     let xfcc = xfcc.join(",");
     let facts = RequestFacts {
@@ -76,7 +114,7 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
             .get("x-request-id")
             .and_then(|h| h.to_str().ok())
             .unwrap_or_default(),
-        method: request.method().as_str(),
+        method,
         host,
         path,
         authorization: header_values(headers, &header::AUTHORIZATION),

@@ -137,7 +137,11 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
     let mut http_address = None;
     if let Some(listener) = http {
         http_address = listener.local_addr().ok();
-        let router = http_authz::router(Arc::clone(&authorizer), limits.max_concurrent_checks);
+        let router = http_authz::router(
+            Arc::clone(&authorizer),
+            limits.max_concurrent_checks,
+            listen.http_request,
+        );
         let http_stop = stopped(stop.subscribe());
         tasks.push(tokio::spawn(async move {
             let served = axum::serve(listener, router)

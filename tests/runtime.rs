@@ -72,6 +72,10 @@ struct Running {
 }
 
 async fn start_sidecar(extra_identity: &str) -> Running {
+    start_sidecar_with(extra_identity, "").await
+}
+
+async fn start_sidecar_with(extra_identity: &str, extra_listen: &str) -> Running {
     let scratch = tempfile::tempdir().unwrap();
     let issuer = DevIssuer::generate(ISSUER, "key-es256", DevAlgorithm::Es256).unwrap();
     std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
@@ -79,7 +83,7 @@ async fn start_sidecar(extra_identity: &str) -> Running {
     let yaml = config_yaml("  leeway: 30s", "audit:\n  output: audit.log\n")
         .replace(
             "listen:\n  grpc: 127.0.0.1:0",
-            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  http: 127.0.0.1:0",
+            &format!("listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  http: 127.0.0.1:0{extra_listen}"),
         )
         .replace(
             "  trust_domains: [example.org, partner.example]",
@@ -458,4 +462,55 @@ async fn bind_failure_names_the_key() {
     let config = Config::from_yaml(&yaml, scratch.path()).unwrap();
     let error = runtime::start(config).await.err().unwrap();
     assert!(error.starts_with("listen.admin: cannot bind"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_mode_reads_forwarded_headers_for_nginx_and_traefik() {
+    let running =
+        start_sidecar_with("  sources: [xfcc]", "\n  http_request: forwarded_headers").await;
+    let address = running.sidecar.http_address.unwrap();
+    let token = running
+        .issuer
+        .sign(&delegated_claims_for(&[ORCHESTRATOR, SCHEDULER]))
+        .unwrap();
+    let bearer = format!("Bearer {token}");
+    let xfcc = format!("By={LOCAL};URI={SCHEDULER}");
+    let common = [
+        ("x-forwarded-client-cert", xfcc.as_str()),
+        ("authorization", bearer.as_str()),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut headers = common.to_vec();
+        headers.extend_from_slice(extra);
+        headers
+    };
+    // nginx auth_request: a fixed subrequest path, the original in X-Original-*.
+    let nginx = with(&[
+        ("x-original-method", "GET"),
+        ("x-original-uri", "/calendar/events?d=1"),
+    ]);
+    let answer = http(address, "GET", "/auth", &nginx).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        answer.headers.get("x-actguard-actor").map(String::as_str),
+        Some(SCHEDULER)
+    );
+    // Traefik forwardAuth: X-Forwarded-*; the method decides the route.
+    let traefik = with(&[
+        ("x-forwarded-method", "POST"),
+        ("x-forwarded-uri", "/calendar/events"),
+        ("x-forwarded-host", "calendar.example.org"),
+    ]);
+    let answer = http(address, "GET", "/", &traefik).await;
+    assert_eq!(answer.status, 403);
+    assert!(
+        answer.body.contains("insufficient_scope"),
+        "{}",
+        answer.body
+    );
+    // No original URI: refused, never guessed from the subrequest.
+    let answer = http(address, "GET", "/calendar/events", &with(&[])).await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.body.contains("path_invalid"), "{}", answer.body);
+    running.sidecar.shutdown().await.unwrap();
 }

@@ -8,7 +8,7 @@
 mod operations;
 mod reader;
 
-pub use operations::{Limits, ListenAddress, Listeners};
+pub use operations::{HttpRequestSource, Limits, ListenAddress, Listeners};
 pub use reader::{ConfigError, ConfigErrors, parse_duration};
 
 use crate::audit::AuditConfig;

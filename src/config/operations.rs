@@ -27,6 +27,19 @@ impl ListenAddress {
     }
 }
 
+/// Which request HTTP mode checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HttpRequestSource {
+    /// The HTTP request as received: Envoy `http_service` forwards the original method, path and
+    /// host.
+    #[default]
+    AsReceived,
+    /// The original request described by the proxy in `X-Forwarded-Method`/`-Uri`/`-Host`
+    /// (Traefik `forwardAuth`) or `X-Original-Method`/`-URI` (nginx `auth_request`). Only safe
+    /// when the proxy overwrites these headers.
+    ForwardedHeaders,
+}
+
 /// Every listener of the process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listeners {
@@ -36,6 +49,8 @@ pub struct Listeners {
     pub grpc_tls: Option<TlsSettings>,
     /// ext_authz over plain HTTP (Envoy `http_service`, nginx `auth_request`); off by default.
     pub http: Option<SocketAddr>,
+    /// Where HTTP mode reads the checked request from.
+    pub http_request: HttpRequestSource,
     /// `/healthz`, `/readyz`, `/metrics`; loopback by default, `off` disables it.
     pub admin: Option<SocketAddr>,
 }
@@ -131,7 +146,24 @@ fn read_tls(reader: &mut Reader, value: &Value, base_dir: &Path) -> Option<TlsSe
 }
 
 pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Option<Listeners> {
-    let map = reader.mapping("listen", value, &["grpc", "grpc_tls", "http", "admin"])?;
+    let keys = ["grpc", "grpc_tls", "http", "http_request", "admin"];
+    let map = reader.mapping("listen", value, &keys)?;
+    let http_request = match map
+        .get("http_request")
+        .map(|v| reader.string("listen.http_request", v))
+    {
+        None => Some(HttpRequestSource::AsReceived),
+        Some(Some("as_received")) => Some(HttpRequestSource::AsReceived),
+        Some(Some("forwarded_headers")) => Some(HttpRequestSource::ForwardedHeaders),
+        Some(Some(_)) => {
+            reader.error(
+                "listen.http_request",
+                "must be as_received or forwarded_headers",
+            );
+            None
+        }
+        Some(None) => None,
+    };
     let grpc_tls = match map.get("grpc_tls") {
         None => Some(None),
         Some(value) => read_tls(reader, value, base_dir).map(Some),
@@ -159,7 +191,8 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
         Some(Value::String(off)) if off == "off" => Some(None),
         Some(value) => tcp_address(reader, "listen.admin", value).map(Some),
     };
-    let (grpc, grpc_tls, http, admin) = (grpc?, grpc_tls?, http?, admin?);
+    let (grpc, grpc_tls, http, admin, http_request) =
+        (grpc?, grpc_tls?, http?, admin?, http_request?);
     if grpc_tls.is_some() && !matches!(grpc, ListenAddress::Tcp(_)) {
         reader.error(
             "listen.grpc_tls",
@@ -184,6 +217,7 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
         grpc,
         grpc_tls,
         http,
+        http_request,
         admin,
     })
 }

@@ -57,10 +57,7 @@ fn first_header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
 }
 
 /// Method, path and host of the request to check.
-fn checked_request<'a>(
-    source: HttpRequestSource,
-    request: &'a Request,
-) -> (&'a str, &'a str, &'a str) {
+fn checked_request(source: HttpRequestSource, request: &Request) -> (&str, &str, &str) {
     let headers = request.headers();
     let host = headers
         .get(header::HOST)

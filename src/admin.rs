@@ -1,9 +1,12 @@
-//! The admin HTTP listener: `/healthz` (process alive), `/readyz` (ready to decide),
-//! `/metrics` (Prometheus text format).
+//! The admin listener: `/healthz` (process alive), `/readyz` (ready to decide), `/metrics`
+//! (Prometheus text format), and on the same port the revocation gRPC API
+//! (`actguard.admin.v1.Revocations`, HTTP/2). Loopback by default: whoever reaches it can
+//! revoke, and unrevoke.
 //!
 //! Readiness is a latch set by the runtime: ready once every listener is bound and every
 //! issuer has keys, not ready again from the moment shutdown begins.
 
+use crate::admin_api::{self, RevocationService, pb::revocations_server::RevocationsServer};
 use crate::authorizer::Authorizer;
 use crate::telemetry;
 use axum::Router;
@@ -61,12 +64,24 @@ pub struct AdminState {
     pub keys_loaded_at: Instant,
 }
 
-pub fn router(state: AdminState) -> Router {
+/// The admin routes, plus the revocation gRPC API (and reflection when asked) on the same port.
+pub fn router(state: AdminState, reflection: bool) -> Router {
+    let revocations = RevocationsServer::new(RevocationService::new(Arc::clone(
+        state.authorizer.revocations(),
+    )));
+    let mut grpc = tonic::service::Routes::new(revocations);
+    if reflection {
+        match admin_api::reflection() {
+            Ok(service) => grpc = grpc.add_service(service),
+            Err(error) => tracing::error!(%error, "gRPC reflection unavailable"),
+        }
+    }
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
         .with_state(state)
+        .merge(grpc.into_axum_router())
 }
 
 async fn ready(State(state): State<AdminState>) -> impl IntoResponse {

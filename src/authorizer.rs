@@ -17,6 +17,7 @@ use crate::path;
 use crate::policy::{self, DelegationPolicy, Grant};
 use crate::reason::{Denial, DenyReason};
 use crate::response::{self, ResponseSettings};
+use crate::revocation::RevocationList;
 use crate::routes::RouteTable;
 use crate::spiffe::SpiffeId;
 use crate::telemetry;
@@ -154,7 +155,14 @@ pub struct Authorizer {
     /// `None` when `cache.max_entries` is 0.
     token_cache: Option<Cache<Digest, CachedToken>>,
     certificate_cache: Cache<Digest, SpiffeId>,
-    audit: AuditLog,
+    shared: Shared,
+}
+
+/// What outlives a configuration: kept across reloads, handed to each new `Authorizer`.
+#[derive(Clone, Default)]
+pub struct Shared {
+    pub audit: AuditLog,
+    pub revocations: Arc<RevocationList>,
 }
 
 /// Everything known about one decision: the outcome, and what the pipeline had learned by
@@ -168,11 +176,11 @@ pub struct Evaluation {
 
 impl Authorizer {
     pub fn new(config: Config) -> Self {
-        Self::with_audit(config, AuditLog::disabled())
+        Self::with_shared(config, Shared::default())
     }
 
-    /// An authorizer that writes one audit line per decision to `audit`.
-    pub fn with_audit(config: Config, audit: AuditLog) -> Self {
+    /// An authorizer that audits to, and consults the revocations of, `shared`.
+    pub fn with_shared(config: Config, shared: Shared) -> Self {
         let cache = config.cache;
         let token_cache = (cache.max_entries > 0).then(|| {
             // One weigher bounds both: each entry weighs at least max_bytes / max_entries, so
@@ -203,8 +211,13 @@ impl Authorizer {
                 .max_capacity(CERTIFICATE_CACHE_ENTRIES)
                 .time_to_live(MAX_ENTRY_TTL)
                 .build(),
-            audit,
+            shared,
         }
+    }
+
+    /// The process-wide revocation list this authorizer consults.
+    pub fn revocations(&self) -> &Arc<RevocationList> {
+        &self.shared.revocations
     }
 
     /// Trusted issuers and how many keys each has (for readiness and metrics).
@@ -240,7 +253,7 @@ impl Authorizer {
         let reason = evaluation.outcome.as_ref().err().map(|d| d.reason.code());
         telemetry::record_decision(reason, evaluation.route.as_deref(), latency);
         let token = evaluation.token.as_deref();
-        self.audit.record(&AuditRecord {
+        self.shared.audit.record(&AuditRecord {
             request_id: facts.request_id,
             caller: evaluation.caller.as_ref().map(SpiffeId::as_str),
             subject: token.map(VerifiedToken::subject),
@@ -311,6 +324,14 @@ impl Authorizer {
         learned.route = Some(route.name.clone());
         let bearer = token::bearer_token(&facts.authorization)?;
         let verified = learned.token.insert(self.verified_token(bearer, now)?);
+        // Revocation right after verification: a revoked token is 401 even where a later step
+        // would also deny, and a cached verification is cut at once.
+        if self.shared.revocations.matching(verified, now).is_some() {
+            return Err(Denial::new(
+                DenyReason::TokenRevoked,
+                "the token has been revoked",
+            ));
+        }
         policy::authorize(&self.delegation, caller, route, verified)
     }
 

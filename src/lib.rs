@@ -29,6 +29,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_api;
+pub mod admin_client;
 pub mod audit;
 pub mod authorizer;
 pub mod config;
@@ -40,6 +42,7 @@ pub mod path;
 pub mod policy;
 pub mod reason;
 pub mod response;
+pub mod revocation;
 pub mod routes;
 pub mod runtime;
 pub mod server;

@@ -1,7 +1,9 @@
 //! The `actguard` command: thin glue over the library (see `lib.rs` for the tour).
 #![forbid(unsafe_code)]
 
+use actguard::admin_client::{AdminAction, address_from_config};
 use actguard::config::Config;
+use actguard::revocation::RevocationKind;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +32,104 @@ enum Command {
     /// Run the embedded demo: throwaway PKI and issuer, the real server on loopback, and an
     /// agent scenario with the attacks actguard stops.
     Demo,
+    /// Manage revocations on a running actguard (its admin API).
+    Admin {
+        /// The admin listener, IP:PORT.
+        #[arg(
+            long,
+            value_name = "ADDR",
+            conflicts_with = "config",
+            required_unless_present = "config"
+        )]
+        admin: Option<String>,
+        /// The running server's configuration file (its listen.admin is used).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Revoke a token (--jti), a session (--sid), a principal (--sub) or an agent (--actor:
+    /// every chain through it).
+    Revoke {
+        #[command(flatten)]
+        target: Target,
+        /// How long the revocation lasts (e.g. 1h); default: until removed.
+        #[arg(long = "for", value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+    /// Remove a revocation.
+    Unrevoke {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the revocations in force.
+    Revocations,
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Target {
+    #[arg(long)]
+    jti: Option<String>,
+    #[arg(long)]
+    sid: Option<String>,
+    #[arg(long)]
+    sub: Option<String>,
+    #[arg(long, value_name = "SPIFFE_ID")]
+    actor: Option<String>,
+}
+
+impl Target {
+    fn kind_and_value(self) -> (RevocationKind, String) {
+        match (self.jti, self.sid, self.sub, self.actor) {
+            (Some(jti), ..) => (RevocationKind::Jti, jti),
+            (_, Some(sid), ..) => (RevocationKind::Sid, sid),
+            (_, _, Some(sub), _) => (RevocationKind::Sub, sub),
+            (_, _, _, actor) => (RevocationKind::Actor, actor.unwrap_or_default()),
+        }
+    }
+}
+
+fn admin(address: Option<String>, config: Option<PathBuf>, command: AdminCommand) -> ExitCode {
+    let address = match (address, config) {
+        (Some(address), _) => address,
+        (None, Some(file)) => match address_from_config(&file) {
+            Ok(address) => address.to_string(),
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => {
+            eprintln!("actguard admin needs --admin ADDR or --config FILE");
+            return ExitCode::FAILURE;
+        }
+    };
+    let action = match command {
+        AdminCommand::Revoke { target, ttl } => {
+            let (kind, value) = target.kind_and_value();
+            AdminAction::Revoke { kind, value, ttl }
+        }
+        AdminCommand::Unrevoke { target } => {
+            let (kind, value) = target.kind_and_value();
+            AdminAction::Unrevoke { kind, value }
+        }
+        AdminCommand::Revocations => AdminAction::List,
+    };
+    match runtime().block_on(actguard::admin_client::run(&address, action)) {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Diagnostic logs to stderr: the level from `RUST_LOG` when set, else `configured`, else info.
@@ -113,6 +213,11 @@ fn main() -> ExitCode {
             init_logging(config.log_level);
             runtime().block_on(serve(config))
         }
+        Command::Admin {
+            admin: address,
+            config,
+            action,
+        } => admin(address, config, action),
         Command::Demo => match runtime().block_on(actguard::demo::run()) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,

@@ -30,6 +30,7 @@ pub enum DenyReason {
     TokenNotYetValid,
     TokenIssuerUnknown,
     TokenAudienceMismatch,
+    TokenRevoked,
     TokenNotBoundToCaller,
     ActorMismatch,
     MayActMismatch,
@@ -55,7 +56,7 @@ pub enum Challenge {
 
 impl DenyReason {
     /// Every reason, for tables in tests and docs.
-    pub const ALL: [DenyReason; 26] = [
+    pub const ALL: [DenyReason; 27] = [
         Self::CallerIdentityMissing,
         Self::CallerIdentityInvalid,
         Self::CallerTrustDomainDenied,
@@ -73,6 +74,7 @@ impl DenyReason {
         Self::TokenNotYetValid,
         Self::TokenIssuerUnknown,
         Self::TokenAudienceMismatch,
+        Self::TokenRevoked,
         Self::TokenNotBoundToCaller,
         Self::ActorMismatch,
         Self::MayActMismatch,
@@ -104,6 +106,7 @@ impl DenyReason {
             Self::TokenNotYetValid => "token_not_yet_valid",
             Self::TokenIssuerUnknown => "token_issuer_unknown",
             Self::TokenAudienceMismatch => "token_audience_mismatch",
+            Self::TokenRevoked => "token_revoked",
             Self::TokenNotBoundToCaller => "token_not_bound_to_caller",
             Self::ActorMismatch => "actor_mismatch",
             Self::MayActMismatch => "may_act_mismatch",
@@ -130,7 +133,8 @@ impl DenyReason {
             | Self::TokenExpired
             | Self::TokenNotYetValid
             | Self::TokenIssuerUnknown
-            | Self::TokenAudienceMismatch => 401,
+            | Self::TokenAudienceMismatch
+            | Self::TokenRevoked => 401,
             Self::CallerIdentityMissing
             | Self::CallerIdentityInvalid
             | Self::CallerTrustDomainDenied

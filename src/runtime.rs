@@ -10,9 +10,10 @@
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::audit::{AuditLog, AuditWriter};
-use crate::authorizer::Authorizer;
+use crate::authorizer::{Authorizer, Shared};
 use crate::config::Config;
 use crate::http_authz;
+use crate::revocation::RevocationList;
 use crate::server::{self, Listener, ServeOptions};
 use crate::telemetry;
 use crate::tls::TlsGate;
@@ -93,7 +94,17 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         }
         None => (AuditLog::disabled(), None),
     };
-    let authorizer = Arc::new(Authorizer::with_audit(config, audit));
+    let revocations = match &config.revocation_file {
+        Some(file) => {
+            RevocationList::persisted(file).map_err(|error| format!("revocation.file: {error}"))?
+        }
+        None => RevocationList::in_memory(),
+    };
+    let shared = Shared {
+        audit,
+        revocations: Arc::new(revocations),
+    };
+    let authorizer = Arc::new(Authorizer::with_shared(config, shared));
     let readiness = Arc::new(Readiness::default());
     let health = HealthReporter::new();
     set_health(&health, ServingStatus::NotServing).await;
@@ -107,6 +118,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         health: Some(tonic_health::pb::health_server::HealthServer::new(
             HealthService::from_health_reporter(health.clone()),
         )),
+        reflection: listen.reflection,
     };
     let grpc_stop = stopped(stop.subscribe());
     let grpc_authorizer = Arc::clone(&authorizer);
@@ -126,7 +138,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         };
         let admin_stop = stopped(stop.subscribe());
         tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, admin::router(state))
+            let served = axum::serve(listener, admin::router(state, listen.reflection))
                 .with_graceful_shutdown(admin_stop)
                 .await;
             if let Err(error) = served {

@@ -150,6 +150,8 @@ pub struct ServeOptions {
     pub check_timeout: Option<Duration>,
     /// `grpc.health.v1.Health`, served beside ext_authz when set.
     pub health: Option<HealthServer<HealthService>>,
+    /// Serve gRPC reflection (for `grpcurl`).
+    pub reflection: bool,
 }
 
 impl Default for ServeOptions {
@@ -158,6 +160,7 @@ impl Default for ServeOptions {
             max_concurrent_checks: crate::config::Limits::default().max_concurrent_checks,
             check_timeout: None,
             health: None,
+            reflection: false,
         }
     }
 }
@@ -186,9 +189,17 @@ pub async fn run_with<H: CheckHandler>(
     if let Some(timeout) = options.check_timeout {
         builder = builder.timeout(timeout);
     }
+    let reflection = if options.reflection {
+        crate::admin_api::reflection()
+            .map_err(|error| tracing::error!(%error, "gRPC reflection unavailable"))
+            .ok()
+    } else {
+        None
+    };
     let router = builder
         .add_service(service)
-        .add_optional_service(options.health);
+        .add_optional_service(options.health)
+        .add_optional_service(reflection);
     match listener {
         Listener::Tcp(listener) => {
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

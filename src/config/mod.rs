@@ -53,6 +53,8 @@ pub struct Config {
     pub limits: Limits,
     /// `log.level`; `RUST_LOG` wins when set.
     pub log_level: Option<tracing::Level>,
+    /// `revocation.file`: where revocations persist across restarts.
+    pub revocation_file: Option<std::path::PathBuf>,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -67,6 +69,7 @@ const TOP_KEYS: &[&str] = &[
     "audit",
     "limits",
     "log",
+    "revocation",
 ];
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
 /// Far below the strict JSON nesting cap, so the depth rule always decides, not the parser.
@@ -126,6 +129,17 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
     let audit = operations::read_audit(reader, top.get("audit"), base_dir);
     let limits = operations::read_limits(reader, top.get("limits"));
     let log_level = operations::read_log(reader, top.get("log"));
+    let revocation_file = match top.get("revocation") {
+        None => Some(None),
+        Some(value) => reader
+            .mapping("revocation", value, &["file"])
+            .and_then(|map| match map.get("file") {
+                None => Some(None),
+                Some(file) => reader
+                    .string("revocation.file", file)
+                    .map(|file| Some(base_dir.join(file))),
+            }),
+    };
     // Routes are read even when identity or delegation failed, so their errors are reported
     // too; checks that need those values are skipped until they are valid.
     let trust_domains = identity.as_ref().map(|(_, domains, _)| domains);
@@ -167,6 +181,7 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         audit: audit?,
         limits: limits?,
         log_level: log_level?,
+        revocation_file: revocation_file?,
     })
 }
 

@@ -51,8 +51,11 @@ pub struct Listeners {
     pub http: Option<SocketAddr>,
     /// Where HTTP mode reads the checked request from.
     pub http_request: HttpRequestSource,
-    /// `/healthz`, `/readyz`, `/metrics`; loopback by default, `off` disables it.
+    /// `/healthz`, `/readyz`, `/metrics` and the revocation API; loopback by default, `off`
+    /// disables it.
     pub admin: Option<SocketAddr>,
+    /// gRPC reflection on the gRPC and admin listeners (for `grpcurl`); off by default.
+    pub reflection: bool,
 }
 
 /// Overload and shutdown behaviour.
@@ -146,7 +149,14 @@ fn read_tls(reader: &mut Reader, value: &Value, base_dir: &Path) -> Option<TlsSe
 }
 
 pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Option<Listeners> {
-    let keys = ["grpc", "grpc_tls", "http", "http_request", "admin"];
+    let keys = [
+        "grpc",
+        "grpc_tls",
+        "http",
+        "http_request",
+        "admin",
+        "reflection",
+    ];
     let map = reader.mapping("listen", value, &keys)?;
     let http_request = match map
         .get("http_request")
@@ -191,8 +201,12 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
         Some(Value::String(off)) if off == "off" => Some(None),
         Some(value) => tcp_address(reader, "listen.admin", value).map(Some),
     };
-    let (grpc, grpc_tls, http, admin, http_request) =
-        (grpc?, grpc_tls?, http?, admin?, http_request?);
+    let reflection = match map.get("reflection") {
+        None => Some(false),
+        Some(value) => reader.boolean("listen.reflection", value),
+    };
+    let (grpc, grpc_tls, http, admin, http_request, reflection) =
+        (grpc?, grpc_tls?, http?, admin?, http_request?, reflection?);
     if grpc_tls.is_some() && !matches!(grpc, ListenAddress::Tcp(_)) {
         reader.error(
             "listen.grpc_tls",
@@ -219,6 +233,7 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
         http,
         http_request,
         admin,
+        reflection,
     })
 }
 

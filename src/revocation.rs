@@ -1,0 +1,315 @@
+//! Revocations: tokens cut off by `jti`, `sid`, `sub`, or any actor in their chain.
+//!
+//! Guarantees: a revocation applies to the very next decision, cached verifications included
+//! (the check runs on every request, after verification, before the binding rules); expired
+//! revocations stop applying on their own; with `revocation.file` every change is written
+//! atomically (temporary file, fsync, rename) before it is acknowledged, and the file is loaded
+//! at start, so a restart loses nothing. The list is process-wide: a configuration reload
+//! keeps it.
+//!
+//! The hot path takes a read lock only when the list is not empty.
+
+use crate::token::VerifiedToken;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What a revocation matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationKind {
+    Jti,
+    Sid,
+    Sub,
+    Actor,
+}
+
+impl RevocationKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Jti => "jti",
+            Self::Sid => "sid",
+            Self::Sub => "sub",
+            Self::Actor => "actor",
+        }
+    }
+}
+
+/// One revocation as stored and listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub kind: RevocationKind,
+    pub value: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; `None` = until removed.
+    pub expires_at: Option<i64>,
+}
+
+impl Revocation {
+    fn in_force(&self, now: i64) -> bool {
+        self.expires_at.is_none_or(|expires| now < expires)
+    }
+}
+
+/// The process-wide revocation list.
+#[derive(Debug, Default)]
+pub struct RevocationList {
+    entries: RwLock<HashMap<(RevocationKind, String), Revocation>>,
+    /// Lets the hot path skip the lock entirely while nothing is revoked.
+    any: AtomicBool,
+    /// `revocation.file`, when persistence is on.
+    file: Option<PathBuf>,
+}
+
+impl RevocationList {
+    /// An empty, in-memory list.
+    pub fn in_memory() -> Self {
+        Self::default()
+    }
+
+    /// A list persisted in `file`, loaded from it when it exists.
+    pub fn persisted(file: &Path) -> Result<Self, String> {
+        let mut entries = HashMap::new();
+        match std::fs::read(file) {
+            Ok(bytes) => {
+                let stored: Vec<Revocation> = serde_json::from_slice(&bytes).map_err(|error| {
+                    format!("{}: not a revocation list: {error}", file.display())
+                })?;
+                for revocation in stored {
+                    entries.insert((revocation.kind, revocation.value.clone()), revocation);
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(format!("cannot read {}: {error}", file.display())),
+        }
+        Ok(Self {
+            any: AtomicBool::new(!entries.is_empty()),
+            entries: RwLock::new(entries),
+            file: Some(file.to_owned()),
+        })
+    }
+
+    /// The revocation that cuts `token` at `now`, if any.
+    pub fn matching(&self, token: &VerifiedToken, now: i64) -> Option<RevocationKind> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let entries = self.entries.read().ok()?;
+        let revoked = |kind: RevocationKind, value: &str| {
+            entries
+                .get(&(kind, value.to_owned()))
+                .is_some_and(|revocation| revocation.in_force(now))
+        };
+        if token
+            .jti()
+            .is_some_and(|jti| revoked(RevocationKind::Jti, jti))
+        {
+            return Some(RevocationKind::Jti);
+        }
+        if token
+            .sid()
+            .is_some_and(|sid| revoked(RevocationKind::Sid, sid))
+        {
+            return Some(RevocationKind::Sid);
+        }
+        if revoked(RevocationKind::Sub, token.subject()) {
+            return Some(RevocationKind::Sub);
+        }
+        token
+            .actors()
+            .iter()
+            .filter_map(|actor| actor.subject.as_deref())
+            .any(|actor| revoked(RevocationKind::Actor, actor))
+            .then_some(RevocationKind::Actor)
+    }
+
+    /// Adds or replaces a revocation; persisted before it returns.
+    pub fn revoke(&self, revocation: Revocation) -> Result<Revocation, String> {
+        let mut entries = self
+            .entries
+            .write()
+            .map_err(|_| "revocation list poisoned")?;
+        let key = (revocation.kind, revocation.value.clone());
+        let previous = entries.insert(key.clone(), revocation.clone());
+        if let Err(error) = self.persist(&entries) {
+            match previous {
+                Some(previous) => entries.insert(key, previous),
+                None => entries.remove(&key),
+            };
+            return Err(error);
+        }
+        self.any.store(true, Ordering::Release);
+        Ok(revocation)
+    }
+
+    /// Removes a revocation; `Ok(true)` when one existed.
+    pub fn unrevoke(&self, kind: RevocationKind, value: &str) -> Result<bool, String> {
+        let mut entries = self
+            .entries
+            .write()
+            .map_err(|_| "revocation list poisoned")?;
+        let key = (kind, value.to_owned());
+        let Some(removed) = entries.remove(&key) else {
+            return Ok(false);
+        };
+        if let Err(error) = self.persist(&entries) {
+            entries.insert(key, removed);
+            return Err(error);
+        }
+        self.any.store(!entries.is_empty(), Ordering::Release);
+        Ok(true)
+    }
+
+    /// Revocations in force at `now`, sorted by kind and value.
+    pub fn list(&self, now: i64) -> Vec<Revocation> {
+        let mut listed: Vec<Revocation> = self
+            .entries
+            .read()
+            .map(|entries| {
+                entries
+                    .values()
+                    .filter(|r| r.in_force(now))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        listed.sort_by(|a, b| (a.kind, &a.value).cmp(&(b.kind, &b.value)));
+        listed
+    }
+
+    fn persist(
+        &self,
+        entries: &HashMap<(RevocationKind, String), Revocation>,
+    ) -> Result<(), String> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let mut stored: Vec<&Revocation> = entries.values().collect();
+        stored.sort_by(|a, b| (a.kind, &a.value).cmp(&(b.kind, &b.value)));
+        let bytes = serde_json::to_vec_pretty(&stored).map_err(|e| e.to_string())?;
+        let temporary = file.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            let mut out = std::fs::File::create(&temporary)?;
+            out.write_all(&bytes)?;
+            out.sync_all()?;
+            std::fs::rename(&temporary, file)?;
+            if let Some(directory) = file.parent() {
+                std::fs::File::open(directory)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|error| format!("cannot write {}: {error}", file.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn token() -> VerifiedToken {
+        VerifiedToken::from_claims_for_tests(&json!({
+            "sub": "user:alice", "jti": "t1", "sid": "s1",
+            "act": {"sub": "spiffe://example.org/agent/scheduler",
+                    "act": {"sub": "spiffe://example.org/agent/orchestrator"}}
+        }))
+    }
+
+    fn revocation(kind: RevocationKind, value: &str, expires_at: Option<i64>) -> Revocation {
+        Revocation {
+            kind,
+            value: value.into(),
+            created_at: 0,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn each_kind_matches_its_claim() {
+        let cases = [
+            (RevocationKind::Jti, "t1"),
+            (RevocationKind::Sid, "s1"),
+            (RevocationKind::Sub, "user:alice"),
+            (
+                RevocationKind::Actor,
+                "spiffe://example.org/agent/orchestrator",
+            ),
+            (
+                RevocationKind::Actor,
+                "spiffe://example.org/agent/scheduler",
+            ),
+        ];
+        for (kind, value) in cases {
+            let list = RevocationList::in_memory();
+            assert_eq!(list.matching(&token(), 10), None);
+            list.revoke(revocation(kind, value, None)).unwrap();
+            assert_eq!(list.matching(&token(), 10), Some(kind), "{kind:?} {value}");
+            assert!(list.unrevoke(kind, value).unwrap());
+            assert_eq!(list.matching(&token(), 10), None);
+        }
+        let list = RevocationList::in_memory();
+        list.revoke(revocation(
+            RevocationKind::Actor,
+            "spiffe://example.org/agent/planner",
+            None,
+        ))
+        .unwrap();
+        assert_eq!(
+            list.matching(&token(), 10),
+            None,
+            "an actor outside the chain cuts nothing"
+        );
+    }
+
+    #[test]
+    fn expired_revocations_stop_applying() {
+        let list = RevocationList::in_memory();
+        list.revoke(revocation(RevocationKind::Jti, "t1", Some(100)))
+            .unwrap();
+        assert_eq!(list.matching(&token(), 99), Some(RevocationKind::Jti));
+        assert_eq!(list.matching(&token(), 100), None);
+        assert!(list.list(100).is_empty());
+    }
+
+    #[test]
+    fn persisted_list_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("revocations.json");
+        let list = RevocationList::persisted(&file).unwrap();
+        list.revoke(revocation(RevocationKind::Sid, "s1", None))
+            .unwrap();
+        list.revoke(revocation(RevocationKind::Jti, "t9", Some(500)))
+            .unwrap();
+        let reloaded = RevocationList::persisted(&file).unwrap();
+        assert_eq!(reloaded.list(0), list.list(0));
+        assert_eq!(reloaded.matching(&token(), 0), Some(RevocationKind::Sid));
+        reloaded.unrevoke(RevocationKind::Sid, "s1").unwrap();
+        assert_eq!(RevocationList::persisted(&file).unwrap().list(0).len(), 1);
+        assert!(!dir.path().join("revocations.tmp").exists());
+    }
+
+    #[test]
+    fn a_failed_write_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("missing-dir").join("revocations.json");
+        let list = RevocationList::persisted(&file).unwrap();
+        assert!(
+            list.revoke(revocation(RevocationKind::Jti, "t1", None))
+                .is_err()
+        );
+        assert_eq!(list.matching(&token(), 0), None);
+        assert!(list.list(0).is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_not_an_empty_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("revocations.json");
+        std::fs::write(&file, "not json").unwrap();
+        assert!(RevocationList::persisted(&file).is_err());
+    }
+}

@@ -8,6 +8,7 @@
 
 use crate::admin_api::{self, RevocationService, pb::revocations_server::RevocationsServer};
 use crate::authorizer::Authorizer;
+use crate::reload::LiveAuthorizer;
 use crate::telemetry;
 use axum::Router;
 use axum::extract::State;
@@ -17,7 +18,6 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 /// Why the process is or is not ready.
 #[derive(Debug, Default)]
@@ -57,17 +57,16 @@ impl Readiness {
 /// What the admin handlers read.
 #[derive(Clone)]
 pub struct AdminState {
-    pub authorizer: Arc<Authorizer>,
+    /// The authorizer in force (swapped by reloads).
+    pub authorizer: Arc<LiveAuthorizer>,
     pub readiness: Arc<Readiness>,
     pub metrics: PrometheusHandle,
-    /// When the keys were loaded, for `actguard_jwks_age_seconds`.
-    pub keys_loaded_at: Instant,
 }
 
 /// The admin routes, plus the revocation gRPC API (and reflection when asked) on the same port.
 pub fn router(state: AdminState, reflection: bool) -> Router {
     let revocations = RevocationsServer::new(RevocationService::new(Arc::clone(
-        state.authorizer.revocations(),
+        state.authorizer.current().revocations(),
     )));
     let mut grpc = tonic::service::Routes::new(revocations);
     if reflection {
@@ -86,7 +85,7 @@ pub fn router(state: AdminState, reflection: bool) -> Router {
 
 async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
     let json = [(header::CONTENT_TYPE, "application/json")];
-    match state.readiness.check(&state.authorizer) {
+    match state.readiness.check(&state.authorizer.current()) {
         Ok(()) => (StatusCode::OK, json, r#"{"ready":true}"#.to_owned()),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -98,13 +97,14 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
 
 async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
     // Gauges that are cheaper to read at scrape time than to maintain per request.
-    metrics::gauge!(telemetry::CACHE_ENTRIES).set(state.authorizer.cached_token_count() as f64);
-    let age = state.keys_loaded_at.elapsed().as_secs_f64();
-    for (issuer, keys) in state.authorizer.issuer_key_counts() {
+    let authorizer = state.authorizer.current();
+    metrics::gauge!(telemetry::CACHE_ENTRIES).set(authorizer.cached_token_count() as f64);
+    let age = authorizer.created_at().elapsed().as_secs_f64();
+    for (issuer, keys) in authorizer.issuer_key_counts() {
         metrics::gauge!(telemetry::JWKS_KEYS, "issuer" => issuer.clone()).set(keys as f64);
         metrics::gauge!(telemetry::JWKS_AGE, "issuer" => issuer).set(age);
     }
-    let ready = state.readiness.check(&state.authorizer).is_ok();
+    let ready = state.readiness.check(&authorizer).is_ok();
     metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -156,6 +156,8 @@ pub struct Authorizer {
     token_cache: Option<Cache<Digest, CachedToken>>,
     certificate_cache: Cache<Digest, SpiffeId>,
     shared: Shared,
+    /// When this configuration (and its keys) was loaded: the JWKS age metric.
+    created_at: Instant,
 }
 
 /// What outlives a configuration: kept across reloads, handed to each new `Authorizer`.
@@ -212,7 +214,12 @@ impl Authorizer {
                 .time_to_live(MAX_ENTRY_TTL)
                 .build(),
             shared,
+            created_at: Instant::now(),
         }
+    }
+
+    pub fn created_at(&self) -> Instant {
+        self.created_at
     }
 
     /// The process-wide revocation list this authorizer consults.

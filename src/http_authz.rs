@@ -12,10 +12,11 @@
 //! e.g. Envoy `allowed_upstream_headers`). Denied → the same status, `WWW-Authenticate` and JSON
 //! body as gRPC mode. Overloaded → 503, which the proxy treats as an authorization failure.
 
-use crate::authorizer::{Authorizer, RequestFacts};
+use crate::authorizer::RequestFacts;
 use crate::config::HttpRequestSource;
 use crate::identity::PeerFacts;
 use crate::reason::Fault;
+use crate::reload::LiveAuthorizer;
 use crate::response;
 use crate::telemetry;
 use axum::Router;
@@ -31,13 +32,13 @@ const NOT_UTF8: &str = "Bearer \u{fffd}";
 
 #[derive(Clone)]
 struct HttpState {
-    authorizer: Arc<Authorizer>,
+    authorizer: Arc<LiveAuthorizer>,
     admission: Arc<Semaphore>,
     source: HttpRequestSource,
 }
 
 pub fn router(
-    authorizer: Arc<Authorizer>,
+    authorizer: Arc<LiveAuthorizer>,
     max_concurrent_checks: usize,
     source: HttpRequestSource,
 ) -> Router {
@@ -117,7 +118,7 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
         authorization: header_values(headers, &header::AUTHORIZATION),
         prefixed_headers: Vec::new(),
     };
-    let authorizer = &state.authorizer;
+    let authorizer = state.authorizer.current();
     let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         authorizer.evaluate_and_record(&facts).outcome
     }));

@@ -41,6 +41,7 @@ pub mod identity;
 pub mod path;
 pub mod policy;
 pub mod reason;
+pub mod reload;
 pub mod response;
 pub mod revocation;
 pub mod routes;

@@ -158,32 +158,43 @@ fn load(path: &std::path::Path) -> Option<Config> {
     }
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGTERM or SIGINT; reloads the configuration on each SIGHUP meanwhile.
+async fn until_terminated(sidecar: &actguard::runtime::Sidecar, file: &std::path::Path) {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut terminate), Ok(mut interrupt)) => {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = interrupt.recv() => {}
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; running until killed");
+        return std::future::pending::<()>().await;
+    };
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = sidecar.reload(file);
             }
         }
-        _ => std::future::pending::<()>().await,
     }
     tracing::info!("shutting down: draining in-flight checks");
 }
 
-async fn serve(config: Config) -> ExitCode {
-    let sidecar = match actguard::runtime::start(config).await {
+/// How often the configuration and JWKS files are checked for changes.
+const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn serve(config: Config, file: PathBuf) -> ExitCode {
+    let mut sidecar = match actguard::runtime::start(config).await {
         Ok(sidecar) => sidecar,
         Err(error) => {
             eprintln!("{error}");
             return ExitCode::FAILURE;
         }
     };
-    shutdown_signal().await;
+    sidecar.watch_config(file.clone(), CONFIG_POLL);
+    until_terminated(&sidecar, &file).await;
     match sidecar.shutdown().await {
         Ok(()) => {
             tracing::info!("stopped");
@@ -206,12 +217,12 @@ fn main() -> ExitCode {
             }
             None => ExitCode::FAILURE,
         },
-        Command::Serve { config } => {
-            let Some(config) = load(&config) else {
+        Command::Serve { config: file } => {
+            let Some(config) = load(&file) else {
                 return ExitCode::FAILURE;
             };
             init_logging(config.log_level);
-            runtime().block_on(serve(config))
+            runtime().block_on(serve(config, file))
         }
         Command::Admin {
             admin: address,

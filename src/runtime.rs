@@ -12,15 +12,18 @@ use crate::admin::{self, AdminState, Readiness};
 use crate::audit::{AuditLog, AuditWriter};
 use crate::authorizer::{Authorizer, Shared};
 use crate::config::Config;
+use crate::config::ConfigErrors;
 use crate::http_authz;
+use crate::reload::{self, BoundSettings, LiveAuthorizer};
 use crate::revocation::RevocationList;
 use crate::server::{self, Listener, ServeOptions};
 use crate::telemetry;
 use crate::tls::TlsGate;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::SERVICE_NAME;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -33,13 +36,16 @@ pub struct Sidecar {
     pub grpc_address: String,
     pub admin_address: Option<SocketAddr>,
     pub http_address: Option<SocketAddr>,
-    pub authorizer: Arc<Authorizer>,
+    /// The authorizer in force; [`Sidecar::reload`] swaps it.
+    pub authorizer: Arc<LiveAuthorizer>,
+    /// What was bound at start (a reload cannot change it).
+    pub bound: BoundSettings,
     pub readiness: Arc<Readiness>,
     health: HealthReporter,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    /// Re-reads the TLS files; aborted at shutdown.
-    tls_watcher: Option<JoinHandle<()>>,
+    /// Watchers (TLS files, configuration) that run until shutdown aborts them.
+    background: Vec<JoinHandle<()>>,
     audit_writer: Option<AuditWriter>,
     drain_timeout: Duration,
 }
@@ -64,16 +70,17 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 pub async fn start(config: Config) -> Result<Sidecar, String> {
     let metrics = telemetry::install()?;
     telemetry::record_config_load(true);
+    let bound = BoundSettings::of(&config);
     let listen = config.listen.clone();
     let limits = config.limits;
     let mut grpc = Listener::bind(&listen.grpc)
         .await
         .map_err(|error| format!("listen.grpc: cannot bind {:?}: {error}", listen.grpc))?;
-    let mut tls_watcher = None;
+    let mut background = Vec::new();
     if let (Some(settings), Listener::Tcp(_)) = (&listen.grpc_tls, &grpc) {
         let gate =
             TlsGate::new(settings.clone()).map_err(|error| format!("listen.grpc_tls: {error}"))?;
-        tls_watcher = Some(tokio::spawn(gate.clone().watch_files()));
+        background.push(tokio::spawn(gate.clone().watch_files()));
         if let Listener::Tcp(tcp) = grpc {
             grpc = Listener::Tls(tcp, gate);
         }
@@ -104,7 +111,10 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         audit,
         revocations: Arc::new(revocations),
     };
-    let authorizer = Arc::new(Authorizer::with_shared(config, shared));
+    let authorizer = Arc::new(LiveAuthorizer::new(
+        Authorizer::with_shared(config, shared.clone()),
+        shared,
+    ));
     let readiness = Arc::new(Readiness::default());
     let health = HealthReporter::new();
     set_health(&health, ServingStatus::NotServing).await;
@@ -134,7 +144,6 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
             authorizer: Arc::clone(&authorizer),
             readiness: Arc::clone(&readiness),
             metrics,
-            keys_loaded_at: Instant::now(),
         };
         let admin_stop = stopped(stop.subscribe());
         tasks.push(tokio::spawn(async move {
@@ -166,7 +175,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
     }
 
     readiness.mark_listeners_bound();
-    if readiness.check(&authorizer).is_ok() {
+    if readiness.check(&authorizer.current()).is_ok() {
         set_health(&health, ServingStatus::Serving).await;
     }
     tracing::info!(
@@ -180,17 +189,34 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         admin_address,
         http_address,
         authorizer,
+        bound,
         readiness,
         health,
         stop,
         tasks,
-        tls_watcher,
+        background,
         audit_writer,
         drain_timeout: limits.drain_timeout,
     })
 }
 
 impl Sidecar {
+    /// Reloads the configuration from `file` (SIGHUP); on error the running one stays.
+    pub fn reload(&self, file: &Path) -> Result<(), ConfigErrors> {
+        self.authorizer.reload(file, &self.bound)
+    }
+
+    /// Reloads whenever `file` or a JWKS file it names changes (checked every `interval`).
+    pub fn watch_config(&mut self, file: PathBuf, interval: Duration) {
+        let watcher = tokio::spawn(reload::watch(
+            Arc::clone(&self.authorizer),
+            file,
+            self.bound.clone(),
+            interval,
+        ));
+        self.background.push(watcher);
+    }
+
     /// Flips readiness to 503 and gRPC health to NOT_SERVING, still answering checks: the
     /// first step of shutdown, separate so load balancers can be given time to notice.
     pub async fn begin_drain(&self) {
@@ -203,7 +229,7 @@ impl Sidecar {
     pub async fn shutdown(self) -> Result<(), String> {
         self.begin_drain().await;
         let _ = self.stop.send(true);
-        if let Some(watcher) = &self.tls_watcher {
+        for watcher in &self.background {
             watcher.abort();
         }
         let drained = tokio::time::timeout(self.drain_timeout, async {

@@ -55,6 +55,8 @@ pub struct Config {
     pub log_level: Option<tracing::Level>,
     /// `revocation.file`: where revocations persist across restarts.
     pub revocation_file: Option<std::path::PathBuf>,
+    /// Every `issuers[].jwks_file`, resolved: a change to one triggers a reload.
+    pub jwks_files: Vec<std::path::PathBuf>,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -129,6 +131,14 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
     let audit = operations::read_audit(reader, top.get("audit"), base_dir);
     let limits = operations::read_limits(reader, top.get("limits"));
     let log_level = operations::read_log(reader, top.get("log"));
+    let jwks_files = top
+        .get("issuers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|issuer| issuer.get("jwks_file").and_then(Value::as_str))
+        .map(|file| base_dir.join(file))
+        .collect();
     let revocation_file = match top.get("revocation") {
         None => Some(None),
         Some(value) => reader
@@ -182,6 +192,7 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         limits: limits?,
         log_level: log_level?,
         revocation_file: revocation_file?,
+        jwks_files,
     })
 }
 

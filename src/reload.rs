@@ -1,0 +1,148 @@
+//! Hot reload: a new configuration replaces the running one atomically, or not at all.
+//!
+//! Guarantees: a reload parses and validates the whole file (JWKS included) exactly like
+//! `check-config`; an invalid file changes nothing (the old configuration keeps serving; a log
+//! line lists every error and `actguard_config_loads_total{result="failure"}` counts it). A
+//! valid one builds a new [`Authorizer`] with empty caches, so nothing decided under the old
+//! keys or rules is served afterwards; checks already running finish on the old one.
+//! Revocations and the audit log are process-wide and carry over. Listeners, TLS, audit,
+//! limits and `revocation.file` are bound at start: a reload that changes them applies its
+//! decision rules and logs that those keys need a restart.
+//!
+//! Triggers: SIGHUP, and a change to the configuration file or any `jwks_file` it names
+//! (polled).
+
+use crate::audit::AuditConfig;
+use crate::authorizer::{Authorizer, Shared};
+use crate::config::{Config, ConfigErrors, Limits, Listeners};
+use crate::server::CheckHandler;
+use crate::telemetry;
+use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// What is bound at start and needs a restart to change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoundSettings {
+    pub listen: Listeners,
+    pub audit: Option<AuditConfig>,
+    pub limits: Limits,
+    pub revocation_file: Option<PathBuf>,
+}
+
+impl BoundSettings {
+    pub fn of(config: &Config) -> Self {
+        Self {
+            listen: config.listen.clone(),
+            audit: config.audit.clone(),
+            limits: config.limits,
+            revocation_file: config.revocation_file.clone(),
+        }
+    }
+}
+
+/// The authorizer in force, swappable as a whole.
+pub struct LiveAuthorizer {
+    current: ArcSwap<Authorizer>,
+    shared: Shared,
+}
+
+impl LiveAuthorizer {
+    pub fn new(authorizer: Authorizer, shared: Shared) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(authorizer),
+            shared,
+        }
+    }
+
+    /// The authorizer to use for one decision.
+    pub fn current(&self) -> Arc<Authorizer> {
+        self.current.load_full()
+    }
+
+    /// Loads `file` and swaps it in; on error nothing changes.
+    pub fn reload(&self, file: &Path, running: &BoundSettings) -> Result<(), ConfigErrors> {
+        let config = match Config::from_file(file) {
+            Ok(config) => config,
+            Err(errors) => {
+                telemetry::record_config_load(false);
+                tracing::error!(
+                    file = %file.display(),
+                    errors = %errors.to_string().replace('\n', "; "),
+                    "configuration reload rejected; the previous configuration keeps serving"
+                );
+                return Err(errors);
+            }
+        };
+        let next = BoundSettings::of(&config);
+        let restart_only: Vec<&str> = [
+            ("listen", next.listen != running.listen),
+            ("audit", next.audit != running.audit),
+            ("limits", next.limits != running.limits),
+            (
+                "revocation.file",
+                next.revocation_file != running.revocation_file,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect();
+        if !restart_only.is_empty() {
+            tracing::warn!(keys = ?restart_only, "these keys changed but take effect only after a restart");
+        }
+        self.current.store(Arc::new(Authorizer::with_shared(
+            config,
+            self.shared.clone(),
+        )));
+        telemetry::record_config_load(true);
+        tracing::info!(file = %file.display(), "configuration reloaded");
+        Ok(())
+    }
+}
+
+impl CheckHandler for LiveAuthorizer {
+    fn check(&self, request: &CheckRequest) -> CheckResponse {
+        self.current.load().check(request)
+    }
+}
+
+/// Files whose change triggers a reload: the configuration and every JWKS file it names.
+fn watched_files(file: &Path) -> Vec<PathBuf> {
+    let mut files = vec![file.to_owned()];
+    if let Ok(config) = Config::from_file(file) {
+        files.extend(config.jwks_files);
+    }
+    files
+}
+
+fn stamps(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Polls the configuration and its JWKS files every `interval`, reloading on change.
+pub async fn watch(
+    live: Arc<LiveAuthorizer>,
+    file: PathBuf,
+    running: BoundSettings,
+    interval: Duration,
+) {
+    let mut files = watched_files(&file);
+    let mut seen = stamps(&files);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let now = stamps(&files);
+        if now == seen {
+            continue;
+        }
+        let _ = live.reload(&file, &running);
+        files = watched_files(&file);
+        seen = stamps(&files);
+    }
+}

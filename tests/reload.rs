@@ -1,0 +1,241 @@
+//! Hot reload: valid files swap in atomically (cached decisions do not survive), invalid ones
+//! change nothing, a rotated JWKS file takes effect without a restart, SIGHUP reloads the real
+//! binary, and checks under load never fail across reloads.
+
+mod common;
+
+use actguard::config::Config;
+use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
+use actguard::runtime::{self, Sidecar};
+use actguard::token::unix_now;
+use common::*;
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+type Client = AuthorizationClient<tonic::transport::Channel>;
+
+fn yaml(listen: &str, read_scope: &str) -> String {
+    config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n")
+        .replace(
+            "listen:\n  grpc: 127.0.0.1:0",
+            &format!("listen:\n{listen}"),
+        )
+        .replace(
+            "require_scopes: [calendar:read]",
+            &format!("require_scopes: [{read_scope}]"),
+        )
+}
+
+struct Setup {
+    scratch: tempfile::TempDir,
+    issuer: DevIssuer,
+    request: CheckRequest,
+}
+
+fn setup() -> Setup {
+    let scratch = tempfile::tempdir().unwrap();
+    let issuer = DevIssuer::generate(ISSUER, "key-es256", DevAlgorithm::Es256).unwrap();
+    std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
+    let claims = delegated_claims(
+        ISSUER,
+        "user:alice",
+        LOCAL,
+        "calendar:read",
+        &[SCHEDULER],
+        unix_now(),
+        300,
+    );
+    let token = issuer.sign(&claims).unwrap();
+    let certificate = DevCa::new("example.org")
+        .unwrap()
+        .issue_svid(SCHEDULER)
+        .unwrap()
+        .url_encoded();
+    let request = RequestSpec::get("/calendar/events")
+        .certificate(&certificate)
+        .bearer(&token)
+        .build();
+    Setup {
+        scratch,
+        issuer,
+        request,
+    }
+}
+
+fn config_file(setup: &Setup, text: &str) -> PathBuf {
+    let file = setup.scratch.path().join("config.yaml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+async fn start(setup: &Setup, file: &Path) -> (Sidecar, Client) {
+    let sidecar = runtime::start(Config::from_file(file).unwrap())
+        .await
+        .unwrap();
+    let client = AuthorizationClient::connect(format!("http://{}", sidecar.grpc_address))
+        .await
+        .unwrap();
+    let _ = setup;
+    (sidecar, client)
+}
+
+async fn reason(client: &mut Client, request: &CheckRequest) -> String {
+    Answer::from(client.check(request.clone()).await.unwrap().into_inner()).reason
+}
+
+const LOCAL_LISTEN: &str = "  grpc: 127.0.0.1:0\n  admin: \"off\"";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_reload_swaps_rules_and_drops_cached_decisions() {
+    let setup = setup();
+    let file = config_file(&setup, &yaml(LOCAL_LISTEN, "calendar:read"));
+    let (sidecar, mut client) = start(&setup, &file).await;
+    assert_eq!(reason(&mut client, &setup.request).await, "allow");
+    assert_eq!(reason(&mut client, &setup.request).await, "allow", "cached");
+
+    std::fs::write(&file, yaml(LOCAL_LISTEN, "calendar:admin")).unwrap();
+    sidecar.reload(&file).unwrap();
+    assert_eq!(
+        reason(&mut client, &setup.request).await,
+        "insufficient_scope"
+    );
+
+    std::fs::write(&file, "identity: [broken").unwrap();
+    let errors = sidecar.reload(&file).unwrap_err();
+    assert!(errors.to_string().contains("not valid YAML"));
+    assert_eq!(
+        reason(&mut client, &setup.request).await,
+        "insufficient_scope",
+        "old config serves on"
+    );
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_removed_jwks_key_stops_verifying_cached_allows_included() {
+    let setup = setup();
+    let file = config_file(&setup, &yaml(LOCAL_LISTEN, "calendar:read"));
+    let (mut sidecar, mut client) = start(&setup, &file).await;
+    sidecar.watch_config(file.clone(), Duration::from_millis(100));
+    assert_eq!(reason(&mut client, &setup.request).await, "allow");
+    let rotated = DevIssuer::generate(ISSUER, "key-2", DevAlgorithm::Es256).unwrap();
+    std::fs::write(
+        setup.scratch.path().join("jwks.json"),
+        rotated.jwks().to_string(),
+    )
+    .unwrap();
+    let mut answer = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = reason(&mut client, &setup.request).await;
+        if answer != "allow" {
+            break;
+        }
+    }
+    assert_eq!(
+        answer, "token_key_unknown",
+        "the old key is gone, its cached allow too"
+    );
+    let _ = &setup.issuer;
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reloads_under_load_never_fail_a_check() {
+    let setup = setup();
+    let file = config_file(&setup, &yaml(LOCAL_LISTEN, "calendar:read"));
+    let (sidecar, client) = start(&setup, &file).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, unexpected) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (mut client, request) = (client.clone(), setup.request.clone());
+        let (stop, answered, unexpected) = (
+            Arc::clone(&stop),
+            Arc::clone(&answered),
+            Arc::clone(&unexpected),
+        );
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                // Any transport error fails the test through the unwrap.
+                let reason = reason(&mut client, &request).await;
+                answered.fetch_add(1, Ordering::Relaxed);
+                if reason != "allow" && reason != "insufficient_scope" {
+                    unexpected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for round in 0..6 {
+        let scope = if round % 2 == 0 {
+            "calendar:admin"
+        } else {
+            "calendar:read"
+        };
+        std::fs::write(&file, yaml(LOCAL_LISTEN, scope)).unwrap();
+        sidecar.reload(&file).unwrap();
+        std::fs::write(&file, "routes: {").unwrap();
+        assert!(sidecar.reload(&file).is_err());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert!(answered.load(Ordering::Relaxed) > 20);
+    assert_eq!(unexpected.load(Ordering::Relaxed), 0);
+    let mut client = client;
+    assert_eq!(
+        reason(&mut client, &setup.request).await,
+        "allow",
+        "the last valid file allows"
+    );
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_running_binary() {
+    let setup = setup();
+    let socket = setup.scratch.path().join("authz.sock");
+    let listen = format!("  grpc: unix:{}\n  admin: \"off\"", socket.display());
+    let file = config_file(&setup, &yaml(&listen, "calendar:read"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_actguard"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut client = AuthorizationClient::new(unix_channel(socket.display().to_string()).await);
+    assert_eq!(reason(&mut client, &setup.request).await, "allow");
+    // Same modification time granularity is not relied on: SIGHUP reloads regardless.
+    std::fs::write(&file, yaml(&listen, "calendar:admin")).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut answer = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        answer = reason(&mut client, &setup.request).await;
+        if answer != "allow" {
+            break;
+        }
+    }
+    assert_eq!(answer, "insufficient_scope");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}

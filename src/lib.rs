@@ -34,6 +34,7 @@ pub mod admin_client;
 pub mod audit;
 pub mod authorizer;
 pub mod config;
+pub mod delegation;
 pub mod demo;
 pub mod devkit;
 pub mod http_authz;

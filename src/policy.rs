@@ -8,13 +8,17 @@
 //! 2. **Chain.** Every actor has a `sub` that is a canonical SPIFFE ID of an allowed trust
 //!    domain; no actor appears twice; there are no more actors than the route's depth limit
 //!    (the global `max_depth`, lowered by the route's own).
-//! 3. **Route rules.** The caller must match `allow_callers` when set; then every required
+//! 3. **Delegation policy** ([`crate::delegation`]): every hop an allowed edge (when edges are
+//!    configured); the token's scopes within every actor's ceiling.
+//! 4. **Route rules.** `require_session` needs a `sid`; the caller must match `allow_callers`
+//!    when set; then every required
 //!    scope must be an exact token of the top-level `scope` claim. Callers are checked first
 //!    so a caller that is not allowed learns nothing about the route's scopes.
 //!
 //! Prior actors can only restrict, never grant: only the caller is matched against
 //! `allow_callers`, and scopes come only from the top-level claim, never from inside `act`.
 
+use crate::delegation::{Ceiling, Edge, edges_allowed, within_ceilings};
 use crate::reason::{Denial, DenyReason};
 use crate::routes::Route;
 use crate::spiffe::{SpiffeId, TrustDomain};
@@ -22,12 +26,16 @@ use crate::token::{MayAct, VerifiedToken};
 use std::collections::BTreeSet;
 
 /// The delegation rules that are global to a configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DelegationPolicy {
     /// Callers and every actor must belong to one of these.
     pub trust_domains: BTreeSet<TrustDomain>,
     /// Most actors a chain may hold (`delegation.max_depth`).
     pub max_depth: usize,
+    /// `delegation.ceilings`: the most scope a chain through an actor may carry.
+    pub ceilings: Vec<Ceiling>,
+    /// `delegation.edges`: when set, the only allowed delegation hops.
+    pub edges: Option<Vec<Edge>>,
 }
 
 impl DelegationPolicy {
@@ -139,11 +147,52 @@ fn check_chain(
     Ok(())
 }
 
+fn check_delegation_policy(
+    policy: &DelegationPolicy,
+    caller: &SpiffeId,
+    token: &VerifiedToken,
+) -> Result<(), Denial> {
+    // Delegation order: first delegate … current actor (the caller).
+    let delegation: Vec<&str> = token
+        .actors()
+        .iter()
+        .rev()
+        .filter_map(|actor| actor.subject.as_deref())
+        .collect();
+    if let Some(edges) = &policy.edges
+        && !edges_allowed(edges, token.subject(), &delegation)
+    {
+        return Err(deny(
+            DenyReason::DelegationEdgeDenied,
+            "a delegation hop in the chain is not allowed",
+        ));
+    }
+    // A direct call's caller is its only actor.
+    let actors = if delegation.is_empty() {
+        vec![caller.as_str()]
+    } else {
+        delegation
+    };
+    if !within_ceilings(&policy.ceilings, &actors, token.scopes()) {
+        return Err(deny(
+            DenyReason::DelegationCeilingExceeded,
+            "the token carries more scope than an actor in its chain may",
+        ));
+    }
+    Ok(())
+}
+
 fn check_route_rules(
     caller: &SpiffeId,
     route: &Route,
     token: &VerifiedToken,
 ) -> Result<(), Denial> {
+    if route.require_session && token.sid().is_none() {
+        return Err(deny(
+            DenyReason::SessionRequired,
+            "this route requires a token with a session (sid)",
+        ));
+    }
     if let Some(allowed) = &route.allow_callers
         && !allowed.iter().any(|pattern| pattern.matches(caller))
     {
@@ -176,6 +225,7 @@ pub fn authorize(
 ) -> Result<Grant, Denial> {
     check_binding(caller, token)?;
     check_chain(policy, route, token)?;
+    check_delegation_policy(policy, caller, token)?;
     check_route_rules(caller, route, token)?;
     Ok(Grant {
         subject: token.subject().to_owned(),

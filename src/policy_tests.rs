@@ -12,6 +12,7 @@ fn policy(max_depth: usize) -> DelegationPolicy {
     DelegationPolicy {
         trust_domains: [TrustDomain::parse("example.org").unwrap()].into(),
         max_depth,
+        ..Default::default()
     }
 }
 
@@ -25,6 +26,7 @@ fn route() -> Route {
         allow_callers: None,
         max_depth: None,
         forward_token: false,
+        require_session: false,
     }
 }
 
@@ -223,4 +225,82 @@ fn caller_check_comes_before_scopes() {
     let no_scope = VerifiedToken::from_claims_for_tests(&json!({"sub": SCHEDULER}));
     let denied = authorize(&policy(3), &id(SCHEDULER), &admin, &no_scope).map_err(|d| d.reason);
     assert_eq!(denied, Err(DenyReason::CallerNotAllowed));
+}
+
+#[test]
+fn rule_delegation_edges_cover_every_hop_from_the_subject() {
+    use crate::delegation::{Edge, PrincipalPattern};
+    let pattern = |text: &str| PrincipalPattern::parse(text).unwrap();
+    let mut policy = policy(3);
+    policy.edges = Some(vec![
+        Edge {
+            from: pattern("user:*"),
+            to: pattern(ORCHESTRATOR),
+        },
+        Edge {
+            from: pattern(ORCHESTRATOR),
+            to: pattern(SCHEDULER),
+        },
+    ]);
+    let decide = |actors: &[&str], caller: &str| {
+        authorize(
+            &policy,
+            &id(caller),
+            &route(),
+            &delegated(actors, json!({})),
+        )
+        .map_err(|d| d.reason)
+    };
+    assert!(decide(&[ORCHESTRATOR, SCHEDULER], SCHEDULER).is_ok());
+    assert_eq!(
+        decide(&[SCHEDULER], SCHEDULER),
+        Err(DenyReason::DelegationEdgeDenied),
+        "user → scheduler is not an edge"
+    );
+    assert_eq!(
+        decide(&[ORCHESTRATOR, PLANNER, SCHEDULER], SCHEDULER),
+        Err(DenyReason::DelegationEdgeDenied),
+        "orchestrator → planner is not an edge"
+    );
+}
+
+#[test]
+fn rule_delegation_ceilings_restrict_through_every_actor() {
+    use crate::delegation::{Ceiling, PrincipalPattern};
+    let mut policy = policy(3);
+    policy.ceilings = vec![Ceiling {
+        actor: PrincipalPattern::parse(PLANNER).unwrap(),
+        scopes: vec!["calendar:read".into()],
+    }];
+    let claims = json!({"scope": "calendar:read calendar:write"});
+    let through_planner = delegated(&[PLANNER, SCHEDULER], claims.clone());
+    let decided =
+        authorize(&policy, &id(SCHEDULER), &route(), &through_planner).map_err(|d| d.reason);
+    assert_eq!(
+        decided,
+        Err(DenyReason::DelegationCeilingExceeded),
+        "a prior actor's ceiling binds the chain"
+    );
+    let without_planner = delegated(&[ORCHESTRATOR, SCHEDULER], claims.clone());
+    assert!(authorize(&policy, &id(SCHEDULER), &route(), &without_planner).is_ok());
+    let within = delegated(&[PLANNER, SCHEDULER], json!({}));
+    assert!(authorize(&policy, &id(SCHEDULER), &route(), &within).is_ok());
+    // A direct call: the caller is its only actor.
+    let direct = VerifiedToken::from_claims_for_tests(
+        &json!({"sub": PLANNER, "scope": "calendar:read calendar:write"}),
+    );
+    let decided = authorize(&policy, &id(PLANNER), &route(), &direct).map_err(|d| d.reason);
+    assert_eq!(decided, Err(DenyReason::DelegationCeilingExceeded));
+}
+
+#[test]
+fn rule_require_session_needs_a_sid() {
+    let mut session_route = route();
+    session_route.require_session = true;
+    let without = delegated(&[SCHEDULER], json!({}));
+    let decided =
+        authorize(&policy(3), &id(SCHEDULER), &session_route, &without).map_err(|d| d.reason);
+    assert_eq!(decided, Err(DenyReason::SessionRequired));
+    let with = delegated(&[SCHEDULER], json!({"sid": "wf-1"}));
+    assert!(authorize(&policy(3), &id(SCHEDULER), &session_route, &with).is_ok());
 }

@@ -38,6 +38,9 @@ pub enum DenyReason {
     ActorTrustDomainDenied,
     DelegationCycle,
     DelegationTooDeep,
+    DelegationEdgeDenied,
+    DelegationCeilingExceeded,
+    SessionRequired,
     CallerNotAllowed,
     InsufficientScope,
 }
@@ -56,7 +59,7 @@ pub enum Challenge {
 
 impl DenyReason {
     /// Every reason, for tables in tests and docs.
-    pub const ALL: [DenyReason; 27] = [
+    pub const ALL: [DenyReason; 30] = [
         Self::CallerIdentityMissing,
         Self::CallerIdentityInvalid,
         Self::CallerTrustDomainDenied,
@@ -82,6 +85,9 @@ impl DenyReason {
         Self::ActorTrustDomainDenied,
         Self::DelegationCycle,
         Self::DelegationTooDeep,
+        Self::DelegationEdgeDenied,
+        Self::DelegationCeilingExceeded,
+        Self::SessionRequired,
         Self::CallerNotAllowed,
         Self::InsufficientScope,
     ];
@@ -114,6 +120,9 @@ impl DenyReason {
             Self::ActorTrustDomainDenied => "actor_trust_domain_denied",
             Self::DelegationCycle => "delegation_cycle",
             Self::DelegationTooDeep => "delegation_too_deep",
+            Self::DelegationEdgeDenied => "delegation_edge_denied",
+            Self::DelegationCeilingExceeded => "delegation_ceiling_exceeded",
+            Self::SessionRequired => "session_required",
             Self::CallerNotAllowed => "caller_not_allowed",
             Self::InsufficientScope => "insufficient_scope",
         }
@@ -146,6 +155,9 @@ impl DenyReason {
             | Self::ActorTrustDomainDenied
             | Self::DelegationCycle
             | Self::DelegationTooDeep
+            | Self::DelegationEdgeDenied
+            | Self::DelegationCeilingExceeded
+            | Self::SessionRequired
             | Self::CallerNotAllowed
             | Self::InsufficientScope => 403,
         }

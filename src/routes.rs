@@ -27,6 +27,9 @@ pub struct Route {
     pub max_depth: Option<usize>,
     /// Keep the `Authorization` header for the upstream (default: removed).
     pub forward_token: bool,
+    /// A `sid` claim must be present, so every call of a workflow is attributable and
+    /// revocable as a unit.
+    pub require_session: bool,
 }
 
 impl Route {
@@ -98,6 +101,7 @@ mod tests {
             allow_callers: None,
             max_depth: None,
             forward_token: false,
+            require_session: false,
         }
     }
 

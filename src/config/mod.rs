@@ -5,6 +5,7 @@
 //! that loads has usable keys for every issuer. Nothing listens before this succeeds.
 //! Relative file paths are resolved against the configuration file's directory.
 
+mod delegation;
 mod operations;
 mod reader;
 
@@ -19,6 +20,7 @@ use crate::response::ResponseSettings;
 use crate::routes::{Route, RouteTable, normalize_host};
 use crate::spiffe::{CallerPattern, SpiffeId, TrustDomain};
 use crate::token::{KeySet, TrustedIssuer, parse_algorithm};
+use delegation::MAX_DEPTH_LIMIT;
 use reader::{Reader, child, item};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
@@ -74,8 +76,6 @@ const TOP_KEYS: &[&str] = &[
     "revocation",
 ];
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
-/// Far below the strict JSON nesting cap, so the depth rule always decides, not the parser.
-const MAX_DEPTH_LIMIT: u64 = 16;
 
 impl Config {
     /// Reads and validates a configuration file.
@@ -118,7 +118,9 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         .required("", top, "issuers")
         .and_then(|value| read_issuers(reader, value, base_dir));
     let tokens = read_tokens(reader, top.get("tokens").unwrap_or(&empty));
-    let max_depth = read_delegation(reader, top.get("delegation").unwrap_or(&empty));
+    let delegation_rules =
+        delegation::read_delegation(reader, top.get("delegation").unwrap_or(&empty));
+    let max_depth = delegation_rules.as_ref().map(|rules| rules.max_depth);
     if let Some(default) = top.get("default")
         && default.as_str() != Some("deny")
     {
@@ -165,9 +167,12 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
             "HTTP mode reads the caller from x-forwarded-client-cert: add xfcc to identity.sources (only safe behind a proxy that sanitises it)",
         );
     }
+    let rules = delegation_rules?;
     let delegation = DelegationPolicy {
         trust_domains,
-        max_depth: max_depth?,
+        max_depth: rules.max_depth,
+        ceilings: rules.ceilings,
+        edges: rules.edges,
     };
     let routes = routes?;
     let tokens = tokens?;
@@ -399,16 +404,6 @@ fn read_tokens(reader: &mut Reader, value: &Value) -> Option<TokenSettings> {
     })
 }
 
-fn read_delegation(reader: &mut Reader, value: &Value) -> Option<usize> {
-    let map = reader.mapping("delegation", value, &["max_depth"])?;
-    match map.get("max_depth") {
-        None => Some(3),
-        Some(value) => reader
-            .integer("delegation.max_depth", value, 0, MAX_DEPTH_LIMIT)
-            .map(|depth| depth as usize),
-    }
-}
-
 fn read_cache(reader: &mut Reader, value: &Value) -> Option<CacheConfig> {
     let map = reader.mapping("cache", value, &["max_entries", "max_bytes"])?;
     let max_entries = match map.get("max_entries") {
@@ -481,6 +476,7 @@ fn read_route(
         "allow_callers",
         "max_depth",
         "forward_token",
+        "require_session",
     ];
     let map = reader.mapping(path, value, &keys)?;
     let name = reader.required(path, map, "name").and_then(|value| {
@@ -585,6 +581,10 @@ fn read_route(
         None => Some(false),
         Some(value) => reader.boolean(&child(path, "forward_token"), value),
     };
+    let require_session = match map.get("require_session") {
+        None => Some(false),
+        Some(value) => reader.boolean(&child(path, "require_session"), value),
+    };
     Some(Route {
         name: name?,
         methods: methods?,
@@ -594,6 +594,7 @@ fn read_route(
         allow_callers: allow_callers?,
         max_depth: max_depth?,
         forward_token: forward_token?,
+        require_session: require_session?,
     })
 }
 

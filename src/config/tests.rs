@@ -346,3 +346,36 @@ fn operational_errors_name_their_keys() {
         );
     }
 }
+
+#[test]
+fn delegation_policy_parses_and_reports_errors() {
+    let yaml = format!(
+        "{BASE}delegation:\n  max_depth: 2\n  ceilings:\n    - {{actor: \"spiffe://example.org/agent/*\", scopes: [calendar:read]}}\n  edges:\n    - {{from: \"user:*\", to: \"spiffe://example.org/agent/orchestrator\"}}\nroutes:\n  - {{name: s, path_prefix: /s, require_session: true}}\n"
+    );
+    let dir = scratch_with_jwks();
+    let config = Config::from_yaml(&yaml, dir.path()).unwrap();
+    assert_eq!(config.delegation.ceilings.len(), 1);
+    assert_eq!(config.delegation.edges.as_ref().map(Vec::len), Some(1));
+    assert!(
+        config
+            .routes
+            .select("GET", "", "/s")
+            .unwrap()
+            .require_session
+    );
+    let bad = format!(
+        "{BASE}delegation:\n  ceilings:\n    - {{actor: \"a*b*\", scopes: [\"two words\"]}}\n  edges:\n    - {{from: \"\"}}\n"
+    );
+    let errors = errors_of(&bad);
+    for expected in [
+        "delegation.ceilings[0].actor:",
+        "delegation.ceilings[0].scopes[0]: must be one scope token",
+        "delegation.edges[0].from: must not be empty",
+        "delegation.edges[0].to: is required",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "missing {expected:?} in {errors:?}"
+        );
+    }
+}

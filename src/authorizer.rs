@@ -222,6 +222,11 @@ impl Authorizer {
         self.created_at
     }
 
+    /// Where this configuration reads the caller's identity from, in order.
+    pub fn identity_sources(&self) -> &[IdentitySource] {
+        &self.identity_sources
+    }
+
     /// The process-wide revocation list this authorizer consults.
     pub fn revocations(&self) -> &Arc<RevocationList> {
         &self.shared.revocations

@@ -37,6 +37,7 @@ pub mod config;
 pub mod delegation;
 pub mod demo;
 pub mod devkit;
+pub mod explain;
 pub mod http_authz;
 pub mod identity;
 pub mod path;

@@ -32,6 +32,15 @@ enum Command {
     /// Run the embedded demo: throwaway PKI and issuer, the real server on loopback, and an
     /// agent scenario with the attacks actguard stops.
     Demo,
+    /// Show how a configuration decides one request, step by step.
+    Explain {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The request as JSON (see `actguard explain --help`); `-` or absent reads stdin.
+        /// Fields: caller | certificate | principal | xfcc, method, host, path, headers.
+        #[arg(long, value_name = "FILE")]
+        request: Option<PathBuf>,
+    },
     /// Manage revocations on a running actguard (its admin API).
     Admin {
         /// The admin listener, IP:PORT.
@@ -90,6 +99,36 @@ impl Target {
             (_, Some(sid), ..) => (RevocationKind::Sid, sid),
             (_, _, Some(sub), _) => (RevocationKind::Sub, sub),
             (_, _, _, actor) => (RevocationKind::Actor, actor.unwrap_or_default()),
+        }
+    }
+}
+
+fn explain(config: &std::path::Path, request: Option<&std::path::Path>) -> ExitCode {
+    let Some(config) = load(config) else {
+        return ExitCode::FAILURE;
+    };
+    let text = match request {
+        Some(file) if file != std::path::Path::new("-") => std::fs::read_to_string(file),
+        _ => std::io::read_to_string(std::io::stdin()),
+    };
+    let parsed = text
+        .map_err(|error| format!("cannot read the request: {error}"))
+        .and_then(|text| {
+            serde_json::from_str::<actguard::explain::ExplainRequest>(&text)
+                .map_err(|error| format!("the request is not valid: {error}"))
+        });
+    let authorizer = actguard::authorizer::Authorizer::new(config);
+    let explained = parsed.and_then(|request| {
+        actguard::explain::explain(&authorizer, &request, actguard::token::unix_now())
+    });
+    match explained {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -229,6 +268,7 @@ fn main() -> ExitCode {
             config,
             action,
         } => admin(address, config, action),
+        Command::Explain { config, request } => explain(&config, request.as_deref()),
         Command::Demo => match runtime().block_on(actguard::demo::run()) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,

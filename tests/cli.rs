@@ -102,3 +102,92 @@ fn demo_plays_the_scenario_with_expected_answers() {
     }
     assert!(!stdout.contains("UNEXPECTED"));
 }
+
+#[test]
+fn explain_shows_every_step_of_an_allow_and_where_a_deny_stops() {
+    use actguard::devkit::{DevAlgorithm, DevIssuer, delegated_claims};
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = DevIssuer::generate("https://sts.example.org", "k1", DevAlgorithm::Es256).unwrap();
+    std::fs::write(dir.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "identity: {local: \"spiffe://example.org/tool/calendar\", trust_domains: [example.org]}\n\
+         issuers: [{issuer: \"https://sts.example.org\", jwks_file: jwks.json}]\n\
+         routes: [{name: calendar-read, path_prefix: /calendar, require_scopes: [calendar:read]}]\n",
+    )
+    .unwrap();
+    let orchestrator = "spiffe://example.org/agent/orchestrator";
+    let scheduler = "spiffe://example.org/agent/scheduler";
+    let claims = delegated_claims(
+        "https://sts.example.org",
+        "user:alice",
+        "spiffe://example.org/tool/calendar",
+        "calendar:read",
+        &[orchestrator, scheduler],
+        actguard::token::unix_now(),
+        300,
+    );
+    let token = issuer.sign(&claims).unwrap();
+    let explain = |caller: &str| {
+        let request = serde_json::json!({
+            "caller": caller, "method": "GET", "path": "/calendar/events?day=mon",
+            "headers": {"Authorization": format!("Bearer {token}")}
+        });
+        let file = dir.path().join("request.json");
+        std::fs::write(&file, request.to_string()).unwrap();
+        let output = actguard()
+            .args(["explain", "--config"])
+            .arg(&config)
+            .arg("--request")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let allowed = explain(scheduler);
+    assert!(
+        allowed.contains("1. caller identity   ok    spiffe://example.org/agent/scheduler"),
+        "{allowed}"
+    );
+    assert!(
+        allowed.contains("calendar-read (GET - /calendar/events?day=mon -> /calendar/events)"),
+        "{allowed}"
+    );
+    assert!(
+        allowed.contains("sub=user:alice scopes=[calendar:read]"),
+        "{allowed}"
+    );
+    assert!(
+        allowed.contains(&format!("{orchestrator} -> {scheduler} (2 actors")),
+        "{allowed}"
+    );
+    assert!(
+        allowed
+            .trim_end()
+            .ends_with(&format!("x-actguard-chain=\"{orchestrator},{scheduler}\")")),
+        "{allowed}"
+    );
+    let denied = explain(orchestrator);
+    assert!(
+        denied.contains(
+            "5. binding           DENY  actor_mismatch: the token's current actor is not the caller"
+        ),
+        "{denied}"
+    );
+    assert!(
+        denied.contains("6. delegation chain  -     not reached"),
+        "{denied}"
+    );
+    assert!(
+        denied
+            .trim_end()
+            .ends_with("decision: DENY 403 actor_mismatch"),
+        "{denied}"
+    );
+}

@@ -1,0 +1,214 @@
+//! `actguard explain`: run one request through the real pipeline of a configuration and show
+//! every step that led to the decision — the tool for "why was my agent denied?".
+//!
+//! The request is JSON: `{"caller": "spiffe://…"` (or `"certificate": "<PEM>"`, `"principal"`,
+//! `"xfcc"`), `"method"`, `"host"`, `"path"`, `"headers": {"authorization": "Bearer …"}}`. The
+//! decision is the one `serve` would make for it now (revocations excepted: `explain` does not
+//! talk to a running server).
+
+use crate::authorizer::{Authorizer, Evaluation, RequestFacts};
+use crate::devkit::url_encode;
+use crate::identity::{IdentitySource, PeerFacts};
+use crate::path;
+use crate::reason::DenyReason;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// The request to explain.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    /// A SPIFFE ID, presented through whichever of `principal`/`xfcc` the config reads.
+    caller: Option<String>,
+    /// The peer certificate as PEM (not URL-encoded).
+    certificate: Option<String>,
+    principal: Option<String>,
+    xfcc: Option<String>,
+    #[serde(default = "default_method")]
+    method: String,
+    #[serde(default)]
+    host: String,
+    path: String,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+/// The pipeline step a deny reason belongs to (DESIGN.md numbering).
+fn step_of(reason: DenyReason) -> usize {
+    use DenyReason::*;
+    match reason {
+        CallerIdentityMissing | CallerIdentityInvalid | CallerTrustDomainDenied => 1,
+        PathInvalid | NoRoute => 2,
+        TokenMissing | AuthorizationInvalid => 3,
+        TokenMalformed
+        | TokenTooLarge
+        | TokenAlgDenied
+        | TokenCritUnsupported
+        | TokenKeyUnknown
+        | TokenSignatureInvalid
+        | TokenExpired
+        | TokenNotYetValid
+        | TokenIssuerUnknown
+        | TokenAudienceMismatch
+        | TokenRevoked => 4,
+        TokenNotBoundToCaller | ActorMismatch | MayActMismatch => 5,
+        ActorInvalid
+        | ActorTrustDomainDenied
+        | DelegationCycle
+        | DelegationTooDeep
+        | DelegationEdgeDenied
+        | DelegationCeilingExceeded => 6,
+        SessionRequired | CallerNotAllowed | InsufficientScope => 7,
+    }
+}
+
+/// Explains `request` under `authorizer` at `now`; errors describe an unusable request.
+pub fn explain(
+    authorizer: &Authorizer,
+    request: &ExplainRequest,
+    now: i64,
+) -> Result<String, String> {
+    let sources = authorizer.identity_sources();
+    let certificate = request
+        .certificate
+        .as_deref()
+        .map(url_encode)
+        .unwrap_or_default();
+    let mut principal = request.principal.clone().unwrap_or_default();
+    let mut xfcc = request.xfcc.clone();
+    if let Some(caller) = &request.caller {
+        if sources.contains(&IdentitySource::Principal) {
+            principal = caller.clone();
+        } else if sources.contains(&IdentitySource::Xfcc) {
+            xfcc = Some(format!("URI={caller}"));
+        } else {
+            return Err("\"caller\" needs principal or xfcc in identity.sources; give \"certificate\" instead".into());
+        }
+    }
+    let headers: HashMap<String, String> = request
+        .headers
+        .iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+        .collect();
+    let facts = RequestFacts {
+        peer: PeerFacts {
+            certificate: &certificate,
+            principal: &principal,
+            xfcc: xfcc
+                .as_deref()
+                .or(headers.get("x-forwarded-client-cert").map(String::as_str)),
+        },
+        request_id: "explain",
+        method: &request.method,
+        host: &request.host,
+        path: &request.path,
+        authorization: headers
+            .get("authorization")
+            .map(String::as_str)
+            .into_iter()
+            .collect(),
+        prefixed_headers: Vec::new(),
+    };
+    let evaluation = authorizer.evaluate(&facts, now);
+    Ok(render(request, &evaluation, now))
+}
+
+fn render(request: &ExplainRequest, evaluation: &Evaluation, now: i64) -> String {
+    let failed_step = evaluation.outcome.as_ref().err().map(|d| step_of(d.reason));
+    let token = evaluation.token.as_deref();
+    let chain: Vec<&str> = token.map_or_else(Vec::new, |token| {
+        token
+            .actors()
+            .iter()
+            .rev()
+            .filter_map(|a| a.subject.as_deref())
+            .collect()
+    });
+    let details: [(&str, String); 7] = [
+        (
+            "caller identity",
+            evaluation
+                .caller
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "route",
+            format!(
+                "{} ({} {} {} -> {})",
+                evaluation.route.as_deref().unwrap_or("-"),
+                request.method,
+                if request.host.is_empty() {
+                    "-"
+                } else {
+                    &request.host
+                },
+                request.path,
+                path::normalize(&request.path).unwrap_or_else(|e| e.to_string())
+            ),
+        ),
+        ("bearer token", "present".into()),
+        (
+            "token verified",
+            token.map_or_else(String::new, |t| {
+                format!(
+                    "sub={} scopes=[{}] expires in {}s jti={} sid={}; not revoked",
+                    t.subject(),
+                    t.scopes().join(" "),
+                    t.expires_at().saturating_sub(now),
+                    t.jti().unwrap_or("-"),
+                    t.sid().unwrap_or("-")
+                )
+            }),
+        ),
+        ("binding", "the token ends at the caller".into()),
+        (
+            "delegation chain",
+            if chain.is_empty() {
+                "direct call (no act)".into()
+            } else {
+                format!(
+                    "{} ({} actors; edges and ceilings hold)",
+                    chain.join(" -> "),
+                    chain.len()
+                )
+            },
+        ),
+        ("route rules", "session, callers and scopes hold".into()),
+    ];
+    let mut out = String::new();
+    for (index, (name, detail)) in details.iter().enumerate() {
+        let step = index + 1;
+        let line = match failed_step {
+            Some(failed) if step == failed => {
+                let denial = evaluation.outcome.as_ref().err();
+                let code = denial.map_or("", |d| d.reason.code());
+                let description = denial.map_or("", |d| d.description);
+                format!("{step}. {name:<17} DENY  {code}: {description}")
+            }
+            Some(failed) if step > failed => format!("{step}. {name:<17} -     not reached"),
+            _ => format!("{step}. {name:<17} ok    {detail}"),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    match &evaluation.outcome {
+        Ok(grant) => out.push_str(&format!(
+            "decision: ALLOW (route {}; x-actguard-actor={}, x-actguard-chain={:?})\n",
+            grant.route,
+            grant.actor,
+            grant.chain.join(",")
+        )),
+        Err(denial) => out.push_str(&format!(
+            "decision: DENY {} {}\n",
+            denial.reason.http_status(),
+            denial.reason.code()
+        )),
+    }
+    out
+}

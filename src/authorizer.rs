@@ -15,13 +15,13 @@ use crate::config::Config;
 use crate::identity::{self, IdentitySource, PeerFacts};
 use crate::path;
 use crate::policy::{self, DelegationPolicy, Grant};
-use crate::reason::{Denial, DenyReason};
+use crate::reason::{Denial, DenyReason, Fault};
 use crate::response::{self, ResponseSettings};
 use crate::revocation::RevocationList;
 use crate::routes::RouteTable;
 use crate::spiffe::SpiffeId;
 use crate::telemetry;
-use crate::token::{self, VerifiedToken, Verifier};
+use crate::token::{self, RemoteKeys, VerifiedToken, Verifier};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use moka::sync::Cache;
 use std::sync::Arc;
@@ -167,6 +167,14 @@ pub struct Shared {
     pub revocations: Arc<RevocationList>,
 }
 
+/// Why a check has no response yet.
+pub enum CheckError {
+    /// Answer with a gRPC error (Envoy denies).
+    Fault(Fault),
+    /// Await this remote key set's unknown-kid refetch, then check again without retry.
+    RetryAfterRefetch(Arc<RemoteKeys>),
+}
+
 /// Everything known about one decision: the outcome, and what the pipeline had learned by
 /// then (for the audit log and metrics; a deny after verification still names the chain).
 pub struct Evaluation {
@@ -250,17 +258,50 @@ impl Authorizer {
         &self.response
     }
 
-    /// Answers one `CheckRequest`.
-    pub fn check(&self, request: &CheckRequest) -> CheckResponse {
+    /// Answers one `CheckRequest`. With `may_retry`, a token whose `kid` is unknown to a
+    /// remote issuer that may refetch now returns [`CheckError::RetryAfterRefetch`] (nothing is
+    /// recorded): the caller awaits the refetch and asks again without `may_retry`.
+    pub fn check(
+        &self,
+        request: &CheckRequest,
+        may_retry: bool,
+    ) -> Result<CheckResponse, CheckError> {
         let facts = RequestFacts::from_check_request(request);
-        let evaluation = self.evaluate_and_record(&facts);
-        response::check_response(&evaluation.outcome, &facts.prefixed_headers, &self.response)
+        let evaluation = self
+            .evaluate_and_record(&facts, may_retry)
+            .map_err(CheckError::RetryAfterRefetch)?;
+        if let Err(denial) = &evaluation.outcome
+            && denial.reason == DenyReason::IssuerKeysUnavailable
+        {
+            return Err(CheckError::Fault(Fault::KeysUnavailable));
+        }
+        Ok(response::check_response(
+            &evaluation.outcome,
+            &facts.prefixed_headers,
+            &self.response,
+        ))
     }
 
-    /// Decides now, then records the decision in metrics, the audit log and the debug log.
-    pub fn evaluate_and_record(&self, facts: &RequestFacts<'_>) -> Evaluation {
+    /// Decides now and records the decision in metrics, the audit log and the debug log —
+    /// unless (with `may_retry`) an unknown `kid` should first be refetched, in which case the
+    /// remote key set to refetch is returned and nothing is recorded.
+    pub fn evaluate_and_record(
+        &self,
+        facts: &RequestFacts<'_>,
+        may_retry: bool,
+    ) -> Result<Evaluation, Arc<RemoteKeys>> {
         let started = Instant::now();
         let evaluation = self.evaluate(facts, token::unix_now());
+        if may_retry
+            && let Err(denial) = &evaluation.outcome
+            && denial.reason == DenyReason::TokenKeyUnknown
+            && let Some(remote) = token::bearer_token(&facts.authorization)
+                .ok()
+                .and_then(|bearer| self.verifier.remote_issuer_of(bearer))
+            && remote.may_refetch()
+        {
+            return Err(remote);
+        }
         let latency = started.elapsed();
         let reason = evaluation.outcome.as_ref().err().map(|d| d.reason.code());
         telemetry::record_decision(reason, evaluation.route.as_deref(), latency);
@@ -291,7 +332,12 @@ impl Authorizer {
             reason = reason.unwrap_or("allow"),
             "decision"
         );
-        evaluation
+        Ok(evaluation)
+    }
+
+    /// Remote key sets, for the runtime to fetch before readiness and refresh afterwards.
+    pub fn remote_issuers(&self) -> Vec<Arc<RemoteKeys>> {
+        self.verifier.remote_issuers()
     }
 
     /// Runs the pipeline on request facts at time `now` (Unix seconds).
@@ -365,6 +411,11 @@ impl Authorizer {
         let hit = cache.get(&key);
         telemetry::record_cache_lookup(hit.is_some());
         if let Some(hit) = hit {
+            // A key removed from (or replaced in) the issuer's JWKS invalidates at once.
+            if !self.verifier.key_still_published(&hit.token) {
+                cache.invalidate(&key);
+                return self.verify_and_cache(cache, key, bearer, now);
+            }
             if self.verifier.is_unexpired(&hit.token, now) {
                 return Ok(hit.token);
             }
@@ -374,6 +425,16 @@ impl Authorizer {
                 "the token has expired",
             ));
         }
+        self.verify_and_cache(cache, key, bearer, now)
+    }
+
+    fn verify_and_cache(
+        &self,
+        cache: &Cache<Digest, CachedToken>,
+        key: Digest,
+        bearer: &str,
+        now: i64,
+    ) -> Result<Arc<VerifiedToken>, Denial> {
         let token = Arc::new(self.verifier.verify(bearer, now)?);
         let time_to_live =
             Duration::from_secs(self.verifier.remaining_lifetime(&token, now)).min(MAX_ENTRY_TTL);

@@ -54,7 +54,8 @@ fn step_of(reason: DenyReason) -> usize {
         | TokenNotYetValid
         | TokenIssuerUnknown
         | TokenAudienceMismatch
-        | TokenRevoked => 4,
+        | TokenRevoked
+        | IssuerKeysUnavailable => 4,
         TokenNotBoundToCaller | ActorMismatch | MayActMismatch => 5,
         ActorInvalid
         | ActorTrustDomainDenied

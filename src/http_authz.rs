@@ -119,12 +119,22 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
         prefixed_headers: Vec::new(),
     };
     let authorizer = state.authorizer.current();
-    let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        authorizer.evaluate_and_record(&facts).outcome
-    }));
+    let evaluate = |may_retry| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            authorizer.evaluate_and_record(&facts, may_retry)
+        }))
+    };
+    let mut evaluated = evaluate(true);
+    if let Ok(Err(remote)) = evaluated {
+        remote.refetch_for_unknown_kid().await;
+        evaluated = evaluate(false);
+    }
     let built = match evaluated {
-        Ok(Ok(grant)) => allowed(&grant),
-        Ok(Err(denial)) => denied(&denial, authorizer.response_settings()),
+        Ok(Ok(evaluation)) => match evaluation.outcome {
+            Ok(grant) => allowed(&grant),
+            Err(denial) => denied(&denial, authorizer.response_settings()),
+        },
+        Ok(Err(_)) => Err(Fault::KeysUnavailable),
         Err(_) => Err(Fault::Internal("panic in HTTP check".into())),
     };
     built.unwrap_or_else(|fault| {

@@ -214,7 +214,7 @@ async fn until_terminated(sidecar: &actguard::runtime::Sidecar, file: &std::path
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
-                let _ = sidecar.reload(file);
+                let _ = sidecar.reload(file).await;
             }
         }
     }

@@ -31,6 +31,7 @@ pub enum DenyReason {
     TokenIssuerUnknown,
     TokenAudienceMismatch,
     TokenRevoked,
+    IssuerKeysUnavailable,
     TokenNotBoundToCaller,
     ActorMismatch,
     MayActMismatch,
@@ -59,7 +60,7 @@ pub enum Challenge {
 
 impl DenyReason {
     /// Every reason, for tables in tests and docs.
-    pub const ALL: [DenyReason; 30] = [
+    pub const ALL: [DenyReason; 31] = [
         Self::CallerIdentityMissing,
         Self::CallerIdentityInvalid,
         Self::CallerTrustDomainDenied,
@@ -78,6 +79,7 @@ impl DenyReason {
         Self::TokenIssuerUnknown,
         Self::TokenAudienceMismatch,
         Self::TokenRevoked,
+        Self::IssuerKeysUnavailable,
         Self::TokenNotBoundToCaller,
         Self::ActorMismatch,
         Self::MayActMismatch,
@@ -113,6 +115,7 @@ impl DenyReason {
             Self::TokenIssuerUnknown => "token_issuer_unknown",
             Self::TokenAudienceMismatch => "token_audience_mismatch",
             Self::TokenRevoked => "token_revoked",
+            Self::IssuerKeysUnavailable => "issuer_keys_unavailable",
             Self::TokenNotBoundToCaller => "token_not_bound_to_caller",
             Self::ActorMismatch => "actor_mismatch",
             Self::MayActMismatch => "may_act_mismatch",
@@ -131,6 +134,8 @@ impl DenyReason {
     /// The HTTP status Envoy sends to the downstream client.
     pub fn http_status(self) -> u16 {
         match self {
+            // Not the caller's fault: answered as a gRPC UNAVAILABLE fault in gRPC mode.
+            Self::IssuerKeysUnavailable => 503,
             Self::PathInvalid | Self::AuthorizationInvalid => 400,
             Self::TokenMissing
             | Self::TokenMalformed
@@ -168,6 +173,7 @@ impl DenyReason {
         match self.http_status() {
             400 => tonic::Code::InvalidArgument,
             401 => tonic::Code::Unauthenticated,
+            503 => tonic::Code::Unavailable,
             _ => tonic::Code::PermissionDenied,
         }
     }
@@ -215,12 +221,15 @@ impl Denial {
 pub enum Fault {
     /// The decision code panicked; the message is logged, not sent.
     Internal(String),
+    /// An issuer's keys are unavailable (never fetched, or stale beyond `max_stale`).
+    KeysUnavailable,
 }
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Internal(message) => write!(f, "internal fault: {message}"),
+            Self::KeysUnavailable => f.write_str("issuer keys unavailable"),
         }
     }
 }
@@ -229,6 +238,7 @@ impl From<Fault> for tonic::Status {
     fn from(fault: Fault) -> Self {
         match fault {
             Fault::Internal(_) => tonic::Status::internal("actguard internal fault"),
+            Fault::KeysUnavailable => tonic::Status::unavailable("issuer keys unavailable"),
         }
     }
 }

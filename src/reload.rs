@@ -13,15 +13,16 @@
 //! (polled).
 
 use crate::audit::AuditConfig;
-use crate::authorizer::{Authorizer, Shared};
+use crate::authorizer::{Authorizer, CheckError, Shared};
 use crate::config::{Config, ConfigErrors, Limits, Listeners};
 use crate::server::CheckHandler;
 use crate::telemetry;
 use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use tokio::task::JoinHandle;
 
 /// What is bound at start and needs a restart to change.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,13 +48,61 @@ impl BoundSettings {
 pub struct LiveAuthorizer {
     current: ArcSwap<Authorizer>,
     shared: Shared,
+    /// Background refreshes of the current authorizer's remote key sets.
+    refreshers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Fetches every remote key set of `authorizer` once, concurrently; the errors, if any.
+pub async fn fetch_remote_keys(authorizer: &Authorizer) -> Vec<String> {
+    let fetches: Vec<_> = authorizer
+        .remote_issuers()
+        .into_iter()
+        .map(|remote| tokio::spawn(async move { remote.fetch().await }))
+        .collect();
+    let mut errors = Vec::new();
+    for fetch in fetches {
+        match fetch.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => errors.push(error),
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    errors
 }
 
 impl LiveAuthorizer {
     pub fn new(authorizer: Authorizer, shared: Shared) -> Self {
-        Self {
+        let live = Self {
             current: ArcSwap::from_pointee(authorizer),
             shared,
+            refreshers: Mutex::new(Vec::new()),
+        };
+        live.restart_refreshers();
+        live
+    }
+
+    /// Replaces the background refreshes with those of the current authorizer.
+    fn restart_refreshers(&self) {
+        let Ok(mut refreshers) = self.refreshers.lock() else {
+            return;
+        };
+        for old in refreshers.drain(..) {
+            old.abort();
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        for remote in self.current.load().remote_issuers() {
+            refreshers.push(tokio::spawn(remote.refresh_forever()));
+        }
+    }
+
+    /// Stops the background refreshes (shutdown).
+    pub fn stop_refreshers(&self) {
+        if let Ok(mut refreshers) = self.refreshers.lock() {
+            for old in refreshers.drain(..) {
+                old.abort();
+            }
         }
     }
 
@@ -62,8 +111,8 @@ impl LiveAuthorizer {
         self.current.load_full()
     }
 
-    /// Loads `file` and swaps it in; on error nothing changes.
-    pub fn reload(&self, file: &Path, running: &BoundSettings) -> Result<(), ConfigErrors> {
+    /// Loads `file`, fetches its remote keys, and swaps it in; on any error nothing changes.
+    pub async fn reload(&self, file: &Path, running: &BoundSettings) -> Result<(), ConfigErrors> {
         let config = match Config::from_file(file) {
             Ok(config) => config,
             Err(errors) => {
@@ -103,8 +152,8 @@ impl LiveAuthorizer {
 }
 
 impl CheckHandler for LiveAuthorizer {
-    fn check(&self, request: &CheckRequest) -> CheckResponse {
-        self.current.load().check(request)
+    fn check(&self, request: &CheckRequest, may_retry: bool) -> Result<CheckResponse, CheckError> {
+        self.current.load().check(request, may_retry)
     }
 }
 
@@ -141,7 +190,7 @@ pub async fn watch(
         if now == seen {
             continue;
         }
-        let _ = live.reload(&file, &running);
+        let _ = live.reload(&file, &running).await;
         files = watched_files(&file);
         seen = stamps(&files);
     }

@@ -111,10 +111,13 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         audit,
         revocations: Arc::new(revocations),
     };
-    let authorizer = Arc::new(LiveAuthorizer::new(
-        Authorizer::with_shared(config, shared.clone()),
-        shared,
-    ));
+    let initial = Authorizer::with_shared(config, shared.clone());
+    // Remote keys before readiness; a failure leaves the issuer unavailable (readiness false,
+    // its checks fail closed) while the background refresh retries with backoff.
+    for error in reload::fetch_remote_keys(&initial).await {
+        tracing::error!(%error, "initial JWKS fetch failed");
+    }
+    let authorizer = Arc::new(LiveAuthorizer::new(initial, shared));
     let readiness = Arc::new(Readiness::default());
     let health = HealthReporter::new();
     set_health(&health, ServingStatus::NotServing).await;
@@ -175,9 +178,11 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
     }
 
     readiness.mark_listeners_bound();
-    if readiness.check(&authorizer.current()).is_ok() {
-        set_health(&health, ServingStatus::Serving).await;
-    }
+    background.push(tokio::spawn(publish_health(
+        Arc::clone(&readiness),
+        Arc::clone(&authorizer),
+        health.clone(),
+    )));
     tracing::info!(
         grpc = %grpc_address,
         admin = ?admin_address,
@@ -200,10 +205,33 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
     })
 }
 
+/// Keeps gRPC health in step with readiness (keys can become available or stale at any time).
+async fn publish_health(
+    readiness: Arc<Readiness>,
+    authorizer: Arc<LiveAuthorizer>,
+    health: HealthReporter,
+) {
+    let mut published = None;
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        ticker.tick().await;
+        let ready = readiness.check(&authorizer.current()).is_ok();
+        if published != Some(ready) {
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&health, status).await;
+            published = Some(ready);
+        }
+    }
+}
+
 impl Sidecar {
     /// Reloads the configuration from `file` (SIGHUP); on error the running one stays.
-    pub fn reload(&self, file: &Path) -> Result<(), ConfigErrors> {
-        self.authorizer.reload(file, &self.bound)
+    pub async fn reload(&self, file: &Path) -> Result<(), ConfigErrors> {
+        self.authorizer.reload(file, &self.bound).await
     }
 
     /// Reloads whenever `file` or a JWKS file it names changes (checked every `interval`).
@@ -232,6 +260,7 @@ impl Sidecar {
         for watcher in &self.background {
             watcher.abort();
         }
+        self.authorizer.stop_refreshers();
         let drained = tokio::time::timeout(self.drain_timeout, async {
             for task in self.tasks {
                 let _ = task.await;

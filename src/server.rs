@@ -5,7 +5,7 @@
 //! `failure_mode_allow: false` that denies the request. Nothing here can turn a fault into an
 //! allow; the only `OK` comes from [`crate::response`] for a [`crate::policy::Grant`].
 
-use crate::authorizer::Authorizer;
+use crate::authorizer::{Authorizer, CheckError};
 use crate::config::ListenAddress;
 use crate::reason::Fault;
 use crate::telemetry;
@@ -28,14 +28,35 @@ use tonic_health::server::HealthService;
 
 /// Something that answers a `CheckRequest`. [`Authorizer`] is the real one; the seam exists so
 /// a test can prove that a handler which panics yields a gRPC error, never an allow.
+///
+/// `may_retry` is true on the first attempt: a handler may then ask to be called again after
+/// a remote key refetch ([`CheckError::RetryAfterRefetch`]).
 pub trait CheckHandler: Send + Sync + 'static {
-    fn check(&self, request: &CheckRequest) -> CheckResponse;
+    fn check(&self, request: &CheckRequest, may_retry: bool) -> Result<CheckResponse, CheckError>;
 }
 
 impl CheckHandler for Authorizer {
-    fn check(&self, request: &CheckRequest) -> CheckResponse {
-        Authorizer::check(self, request)
+    fn check(&self, request: &CheckRequest, may_retry: bool) -> Result<CheckResponse, CheckError> {
+        Authorizer::check(self, request, may_retry)
     }
+}
+
+/// Runs a synchronous check, turning a panic into a fault.
+fn guarded<H: CheckHandler>(
+    handler: &H,
+    request: &CheckRequest,
+    may_retry: bool,
+) -> Result<CheckResponse, CheckError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| handler.check(request, may_retry))).unwrap_or_else(
+        |panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(CheckError::Fault(Fault::Internal(message)))
+        },
+    )
 }
 
 /// The ext_authz service over one handler.
@@ -83,19 +104,22 @@ impl<H: CheckHandler> Authorization for AuthorizationService<H> {
         };
         let _in_flight = InFlight::enter();
         let request = request.into_inner();
-        let authorizer = &self.authorizer;
-        // The decision is synchronous and CPU-bound (microseconds); no need to leave the task.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| authorizer.check(&request))) {
+        let handler = self.authorizer.as_ref();
+        // The decision is synchronous and CPU-bound (microseconds); only an unknown-kid
+        // refetch is awaited, once, and then the check runs again.
+        let mut outcome = guarded(handler, &request, true);
+        if let Err(CheckError::RetryAfterRefetch(remote)) = outcome {
+            remote.refetch_for_unknown_kid().await;
+            outcome = guarded(handler, &request, false);
+        }
+        match outcome {
             Ok(response) => Ok(Response::new(response)),
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                let fault = Fault::Internal(message);
+            Err(CheckError::Fault(fault)) => {
                 tracing::error!(%fault, "check failed; answering with a gRPC error (Envoy denies)");
                 Err(fault.into())
+            }
+            Err(CheckError::RetryAfterRefetch(_)) => {
+                Err(Status::unavailable("issuer keys are being refreshed"))
             }
         }
     }

@@ -14,6 +14,7 @@ pub const CACHE_MISSES: &str = "actguard_token_cache_misses_total";
 pub const CACHE_ENTRIES: &str = "actguard_token_cache_entries";
 pub const JWKS_KEYS: &str = "actguard_jwks_keys";
 pub const JWKS_AGE: &str = "actguard_jwks_age_seconds";
+pub const JWKS_FETCHES: &str = "actguard_jwks_fetches_total";
 pub const CONFIG_LOADS: &str = "actguard_config_loads_total";
 pub const INFLIGHT: &str = "actguard_checks_in_flight";
 pub const OVERLOAD_REJECTIONS: &str = "actguard_overload_rejections_total";

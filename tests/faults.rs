@@ -1,6 +1,7 @@
 //! Internal faults never allow: a handler that panics yields a gRPC error, which Envoy's
 //! `failure_mode_allow: false` turns into a deny.
 
+use actguard::authorizer::CheckError;
 use actguard::config::ListenAddress;
 use actguard::server::{self, CheckHandler, Listener};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -10,7 +11,11 @@ use std::sync::Arc;
 struct Panicking;
 
 impl CheckHandler for Panicking {
-    fn check(&self, _request: &CheckRequest) -> CheckResponse {
+    fn check(
+        &self,
+        _request: &CheckRequest,
+        _may_retry: bool,
+    ) -> Result<CheckResponse, CheckError> {
         panic!("simulated bug in the decision path")
     }
 }

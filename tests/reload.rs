@@ -99,14 +99,14 @@ async fn rule_reload_swaps_rules_and_drops_cached_decisions() {
     assert_eq!(reason(&mut client, &setup.request).await, "allow", "cached");
 
     std::fs::write(&file, yaml(LOCAL_LISTEN, "calendar:admin")).unwrap();
-    sidecar.reload(&file).unwrap();
+    sidecar.reload(&file).await.unwrap();
     assert_eq!(
         reason(&mut client, &setup.request).await,
         "insufficient_scope"
     );
 
     std::fs::write(&file, "identity: [broken").unwrap();
-    let errors = sidecar.reload(&file).unwrap_err();
+    let errors = sidecar.reload(&file).await.unwrap_err();
     assert!(errors.to_string().contains("not valid YAML"));
     assert_eq!(
         reason(&mut client, &setup.request).await,
@@ -178,9 +178,9 @@ async fn reloads_under_load_never_fail_a_check() {
             "calendar:read"
         };
         std::fs::write(&file, yaml(LOCAL_LISTEN, scope)).unwrap();
-        sidecar.reload(&file).unwrap();
+        sidecar.reload(&file).await.unwrap();
         std::fs::write(&file, "routes: {").unwrap();
-        assert!(sidecar.reload(&file).is_err());
+        assert!(sidecar.reload(&file).await.is_err());
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     stop.store(true, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 
 mod common;
 
+use actguard::authorizer::CheckError;
 use actguard::config::{Config, ListenAddress};
 use actguard::devkit::{DevAlgorithm, DevIssuer};
 use actguard::runtime::{self, Sidecar};
@@ -409,10 +410,14 @@ async fn http_mode_gives_the_same_answers_as_grpc_mode() {
 struct Slow;
 
 impl CheckHandler for Slow {
-    fn check(&self, _request: &CheckRequest) -> CheckResponse {
+    fn check(
+        &self,
+        _request: &CheckRequest,
+        _may_retry: bool,
+    ) -> Result<CheckResponse, CheckError> {
         // block_in_place hands this worker's other tasks (the connection) to another thread.
         tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(300)));
-        CheckResponse::default()
+        Ok(CheckResponse::default())
     }
 }
 

@@ -6,6 +6,7 @@
 //! Relative file paths are resolved against the configuration file's directory.
 
 mod delegation;
+mod issuers;
 mod operations;
 mod reader;
 
@@ -19,7 +20,7 @@ use crate::policy::DelegationPolicy;
 use crate::response::ResponseSettings;
 use crate::routes::{Route, RouteTable, normalize_host};
 use crate::spiffe::{CallerPattern, SpiffeId, TrustDomain};
-use crate::token::{KeySet, TrustedIssuer, parse_algorithm};
+use crate::token::TrustedIssuer;
 use delegation::MAX_DEPTH_LIMIT;
 use reader::{Reader, child, item};
 use serde_json::Value;
@@ -116,7 +117,7 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         .and_then(|value| read_identity(reader, value));
     let issuers = reader
         .required("", top, "issuers")
-        .and_then(|value| read_issuers(reader, value, base_dir));
+        .and_then(|value| issuers::read_issuers(reader, value, base_dir));
     let tokens = read_tokens(reader, top.get("tokens").unwrap_or(&empty));
     let delegation_rules =
         delegation::read_delegation(reader, top.get("delegation").unwrap_or(&empty));
@@ -267,17 +268,6 @@ fn read_sources(reader: &mut Reader, value: &Value) -> Option<Vec<IdentitySource
     Some(sources)
 }
 
-fn read_issuers(reader: &mut Reader, value: &Value, base_dir: &Path) -> Option<Vec<TrustedIssuer>> {
-    let issuers = reader.list("issuers", value, |reader, path, element| {
-        read_issuer(reader, path, element, base_dir)
-    });
-    if value.as_array().is_some_and(Vec::is_empty) {
-        reader.error("issuers", "must list at least one issuer");
-    }
-    report_duplicates(reader, "issuers", value, "issuer", "is configured twice");
-    issuers
-}
-
 /// Flags list elements whose `key` repeats an earlier element's, whether or not the
 /// elements are otherwise valid, so the report is complete.
 fn report_duplicates(reader: &mut Reader, path: &str, list: &Value, key: &str, message: &str) {
@@ -289,73 +279,6 @@ fn report_duplicates(reader: &mut Reader, path: &str, list: &Value, key: &str, m
             reader.error(child(&item(path, index), key), message);
         }
     }
-}
-
-fn read_issuer(
-    reader: &mut Reader,
-    path: &str,
-    value: &Value,
-    base_dir: &Path,
-) -> Option<TrustedIssuer> {
-    let keys = ["issuer", "jwks_file", "jwks_uri", "algorithms"];
-    let map = reader.mapping(path, value, &keys)?;
-    let issuer = reader
-        .required(path, map, "issuer")
-        .and_then(|value| reader.string(&child(path, "issuer"), value));
-    if map.contains_key("jwks_uri") {
-        reader.error(
-            child(path, "jwks_uri"),
-            "is not implemented in this version yet (tracked in issue #3); use jwks_file",
-        );
-    }
-    let keys = reader.required(path, map, "jwks_file").and_then(|value| {
-        let key_path = child(path, "jwks_file");
-        let file = base_dir.join(reader.string(&key_path, value)?);
-        let document = std::fs::read(&file)
-            .map_err(|error| {
-                reader.error(
-                    &key_path,
-                    format!("cannot read {}: {error}", file.display()),
-                )
-            })
-            .ok()?;
-        KeySet::from_jwks(&document)
-            .map_err(|problems| {
-                for problem in problems {
-                    reader.error(&key_path, format!("JWKS {}: {problem}", file.display()));
-                }
-            })
-            .ok()
-    });
-    let algorithms = match map.get("algorithms") {
-        None => Some(vec![
-            jsonwebtoken::Algorithm::ES256,
-            jsonwebtoken::Algorithm::RS256,
-            jsonwebtoken::Algorithm::EdDSA,
-        ]),
-        Some(value) => reader.list(&child(path, "algorithms"), value, |reader, path, element| {
-            let name = reader.string(path, element)?;
-            let algorithm = parse_algorithm(name);
-            if algorithm.is_none() {
-                reader.error(
-                    path,
-                    "must be one of ES256, ES384, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA (none and HS* are refused)",
-                );
-            }
-            algorithm
-        }),
-    };
-    if algorithms.as_ref().is_some_and(Vec::is_empty) {
-        reader.error(
-            child(path, "algorithms"),
-            "must list at least one algorithm",
-        );
-    }
-    Some(TrustedIssuer {
-        issuer: issuer?.to_owned(),
-        algorithms: algorithms?,
-        keys: keys?,
-    })
 }
 
 struct TokenSettings {

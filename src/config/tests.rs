@@ -77,7 +77,7 @@ fn the_documented_example_loads_into_typed_values() {
     assert!(admin.forward_token);
     assert_eq!(admin.max_depth, Some(1));
     assert_eq!(config.response.realm, "spiffe://example.org/tool/calendar");
-    assert_eq!(config.issuers[0].keys.len(), 1);
+    assert_eq!(config.issuers[0].keys.current().map(|k| k.len()), Some(1));
 }
 
 #[test]
@@ -132,7 +132,7 @@ extra: 1
         "issuers[0].jwks_file: cannot read",
         "issuers[0].algorithms[0]: must be one of",
         "issuers[0].algorithms[1]: must be one of",
-        "issuers[1].jwks_uri: is not implemented",
+        "issuers[1]: needs exactly one of jwks_file, jwks_uri, discovery: true",
         "issuers[1].issuer: is configured twice",
         "tokens.leeway: must be a duration",
         "tokens.max_bytes: must be a whole number",
@@ -199,14 +199,63 @@ routes:
 }
 
 #[test]
-fn unimplemented_keys_are_refused_not_ignored() {
-    let yaml = r#"
-identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
-issuers: [{issuer: "https://sts.example.org", jwks_uri: "https://sts.example.org/jwks", jwks_file: jwks.json}]
-"#;
-    let errors = errors_of(yaml);
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].starts_with("issuers[0].jwks_uri: is not implemented"));
+fn issuer_key_sources_are_exclusive_and_https_only() {
+    let issuer = |body: &str| {
+        format!(
+            "identity: {{local: \"spiffe://example.org/tool/calendar\", trust_domains: [example.org]}}\nissuers: [{{issuer: \"https://sts.example.org\", {body}}}]\n"
+        )
+    };
+    let cases = [
+        (
+            "two sources",
+            "jwks_file: jwks.json, jwks_uri: \"https://sts.example.org/jwks\"",
+            "issuers[0]: needs exactly one of",
+        ),
+        (
+            "no source",
+            "algorithms: [ES256]",
+            "issuers[0]: needs exactly one of",
+        ),
+        (
+            "plain http",
+            "jwks_uri: \"http://sts.example.org/jwks\"",
+            "issuers[0].jwks_uri: must be an https:// URL",
+        ),
+        (
+            "discovery false",
+            "discovery: false",
+            "issuers[0].discovery: set it to true",
+        ),
+        (
+            "remote key on a file issuer",
+            "jwks_file: jwks.json, max_stale: 1h",
+            "issuers[0].max_stale: applies only to jwks_uri or discovery",
+        ),
+        (
+            "missing ca file",
+            "jwks_uri: \"https://sts.example.org/jwks\", ca_file: missing.pem",
+            "issuers[0].ca_file: cannot read",
+        ),
+    ];
+    for (name, body, expected) in cases {
+        let errors = errors_of(&issuer(body));
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "case {name}: {errors:?}"
+        );
+    }
+    assert_eq!(
+        errors_of(&issuer(
+            "jwks_uri: \"http://127.0.0.1:8080/jwks\", insecure_http: true"
+        )),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors_of(&issuer(
+            "discovery: true, refresh_interval: 1m, max_stale: 2h"
+        )),
+        Vec::<String>::new()
+    );
 }
 
 #[test]

@@ -42,9 +42,22 @@ pub struct VerifiedToken {
     may_act: Option<MayAct>,
     jti: Option<String>,
     sid: Option<String>,
+    /// The key that verified it: issuer, kid and the key's fingerprint.
+    verified_by: Option<(String, String, [u8; 32])>,
 }
 
 impl VerifiedToken {
+    /// Issuer, kid and key fingerprint of the key that verified the signature.
+    pub fn verified_by(&self) -> Option<(&str, &str, [u8; 32])> {
+        self.verified_by
+            .as_ref()
+            .map(|(issuer, kid, fingerprint)| (issuer.as_str(), kid.as_str(), *fingerprint))
+    }
+
+    pub(super) fn set_verified_by(&mut self, issuer: &str, kid: &str, fingerprint: [u8; 32]) {
+        self.verified_by = Some((issuer.to_owned(), kid.to_owned(), fingerprint));
+    }
+
     pub fn subject(&self) -> &str {
         &self.subject
     }
@@ -189,6 +202,7 @@ pub(super) fn extract(
         client_id: optional_string(claims, "client_id", "the client_id claim is not a string")?,
         authorized_party: optional_string(claims, "azp", "the azp claim is not a string")?,
         may_act: may_act_of(claims),
+        verified_by: None,
         jti: header_safe_string(
             claims,
             "jti",

@@ -29,6 +29,9 @@ const MIN_RSA_MODULUS_BYTES: usize = 256;
 /// One key that may verify signatures.
 pub struct VerificationKey {
     key: DecodingKey,
+    /// SHA-256 of the JWK as published: a cached verification stays valid only while the
+    /// issuer still publishes this very key under its kid.
+    fingerprint: [u8; 32],
     /// Algorithms this key may verify; a token whose `alg` is not listed is refused even when
     /// the issuer allows that algorithm (key/alg agreement, RFC 8725 §3.1).
     algorithms: Vec<Algorithm>,
@@ -41,6 +44,10 @@ impl VerificationKey {
 
     pub fn decoding_key(&self) -> &DecodingKey {
         &self.key
+    }
+
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
     }
 }
 
@@ -167,7 +174,18 @@ fn parse_key(entry: &serde_json::Value) -> Result<Option<(String, VerificationKe
         }
     };
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key: {e}"))?;
-    Ok(Some((kid, VerificationKey { key, algorithms })))
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, entry.to_string().as_bytes());
+    let mut fingerprint = [0u8; 32];
+    fingerprint.copy_from_slice(digest.as_ref());
+    Ok(Some((
+        kid,
+        VerificationKey {
+            key,
+            fingerprint,
+            algorithms,
+        },
+    )))
 }
 
 fn algorithm_of(declared: KeyAlgorithm) -> Option<Algorithm> {

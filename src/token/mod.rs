@@ -18,9 +18,11 @@
 pub mod claims;
 pub mod json;
 pub mod keys;
+pub mod remote;
 
 pub use claims::{Actor, MayAct, VerifiedToken};
 pub use keys::{KeySet, parse_algorithm};
+pub use remote::{JwksLocation, RemoteKeys, RemoteSpec};
 
 use crate::reason::{Denial, DenyReason};
 use base64::Engine as _;
@@ -29,6 +31,7 @@ use json::JsonError;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Default cap on the size of a bearer token, in bytes.
@@ -100,7 +103,26 @@ pub fn unix_now() -> i64 {
 pub struct TrustedIssuer {
     pub issuer: String,
     pub algorithms: Vec<Algorithm>,
-    pub keys: KeySet,
+    pub keys: IssuerKeys,
+}
+
+/// Where an issuer's keys live.
+#[derive(Debug, Clone)]
+pub enum IssuerKeys {
+    /// `jwks_file`, read at (re)load.
+    Static(Arc<KeySet>),
+    /// `jwks_uri` or discovery, refreshed in the background.
+    Remote(Arc<RemoteKeys>),
+}
+
+impl IssuerKeys {
+    /// The usable keys now; `None` when a remote set was never fetched or is too stale.
+    pub fn current(&self) -> Option<Arc<KeySet>> {
+        match self {
+            Self::Static(keys) => Some(Arc::clone(keys)),
+            Self::Remote(remote) => remote.current(),
+        }
+    }
 }
 
 /// Verifies tokens for one workload. Built from configuration; immutable afterwards.
@@ -171,15 +193,52 @@ impl Verifier {
         }
     }
 
-    /// Each trusted issuer with its number of usable keys, sorted by issuer.
+    /// Each trusted issuer with its number of usable keys (0 when unavailable), sorted.
     pub fn issuer_key_counts(&self) -> Vec<(String, usize)> {
         let mut counts: Vec<_> = self
             .issuers
             .values()
-            .map(|issuer| (issuer.issuer.clone(), issuer.keys.len()))
+            .map(|issuer| {
+                let usable = issuer.keys.current().map_or(0, |keys| keys.len());
+                (issuer.issuer.clone(), usable)
+            })
             .collect();
         counts.sort();
         counts
+    }
+
+    /// Issuers whose keys are fetched over HTTPS.
+    pub fn remote_issuers(&self) -> Vec<Arc<RemoteKeys>> {
+        self.issuers
+            .values()
+            .filter_map(|issuer| match &issuer.keys {
+                IssuerKeys::Remote(remote) => Some(Arc::clone(remote)),
+                IssuerKeys::Static(_) => None,
+            })
+            .collect()
+    }
+
+    /// The remote key set of the (unverified) issuer of `token`, for an unknown-kid refetch.
+    pub fn remote_issuer_of(&self, token: &str) -> Option<Arc<RemoteKeys>> {
+        let payload = token.split('.').nth(1)?;
+        let claims = decode_json_part(payload).ok()?;
+        let issuer = self.issuers.get(claims.get("iss")?.as_str()?)?;
+        match &issuer.keys {
+            IssuerKeys::Remote(remote) => Some(Arc::clone(remote)),
+            IssuerKeys::Static(_) => None,
+        }
+    }
+
+    /// Whether the key that verified `token` is still published, unchanged, by its issuer.
+    pub fn key_still_published(&self, token: &VerifiedToken) -> bool {
+        let Some((issuer, kid, fingerprint)) = token.verified_by() else {
+            return false;
+        };
+        self.issuers
+            .get(issuer)
+            .and_then(|issuer| issuer.keys.current())
+            .and_then(|keys| keys.get(kid).map(|key| key.fingerprint() == fingerprint))
+            .unwrap_or(false)
     }
 
     /// Whether a token verified earlier is still within its lifetime at `now`.
@@ -234,8 +293,13 @@ impl Verifier {
         let Some(Value::String(kid)) = header.get("kid") else {
             return Err(denial(TokenKeyUnknown, "the token header has no kid"));
         };
-        let key = issuer
-            .keys
+        let keys = issuer.keys.current().ok_or_else(|| {
+            denial(
+                IssuerKeysUnavailable,
+                "the issuer's keys are unavailable (not fetched, or too stale)",
+            )
+        })?;
+        let key = keys
             .get(kid)
             .ok_or_else(|| denial(TokenKeyUnknown, "the token's kid is not a known key"))?;
         if !key.accepts(algorithm) {
@@ -297,7 +361,9 @@ impl Verifier {
                 "the token's audience does not name this workload",
             ));
         }
-        claims::extract(&claims, expires_at)
+        let mut verified = claims::extract(&claims, expires_at)?;
+        verified.set_verified_by(&issuer.issuer, kid, key.fingerprint());
+        Ok(verified)
     }
 }
 

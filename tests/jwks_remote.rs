@@ -1,0 +1,339 @@
+//! JWKS over HTTPS against a real TLS server with a test CA: rotation, unknown-kid storm,
+//! issuer down (stale keys until max_stale, then fail closed), malformed JWKS ignored, discovery.
+
+mod common;
+
+use actguard::config::Config;
+use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
+use actguard::runtime::{self, Sidecar};
+use actguard::token::unix_now;
+use common::*;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use rcgen::CertificateParams;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What the test issuer serves, and what it was asked.
+#[derive(Default)]
+struct Served {
+    jwks: String,
+    discovery: String,
+    /// Answer 500 to everything.
+    down: bool,
+    jwks_hits: usize,
+}
+
+struct JwksServer {
+    url: String,
+    served: Arc<Mutex<Served>>,
+}
+
+/// An HTTPS server (rustls, certificate from `ca`) answering `/jwks` and discovery.
+async fn jwks_server(ca: &DevCa) -> JwksServer {
+    let certificate = ca
+        .issue(CertificateParams::new(vec!["localhost".to_owned()]).unwrap())
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(certificate.cert_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(certificate.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let served = Arc::new(Mutex::new(Served::default()));
+    let state = Arc::clone(&served);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, state) = (acceptor.clone(), Arc::clone(&state));
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text.split(' ').nth(1).unwrap_or("").to_owned();
+                let (status, body) = {
+                    let mut served = state.lock().unwrap();
+                    if served.down {
+                        ("500 Internal Server Error", String::new())
+                    } else if path == "/jwks" {
+                        served.jwks_hits += 1;
+                        ("200 OK", served.jwks.clone())
+                    } else if path == "/.well-known/openid-configuration" {
+                        ("200 OK", served.discovery.clone())
+                    } else {
+                        ("404 Not Found", String::new())
+                    }
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    JwksServer { url, served }
+}
+
+struct World {
+    ca: DevCa,
+    server: JwksServer,
+    scratch: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let ca = DevCa::new("example.org").unwrap();
+    let server = jwks_server(&ca).await;
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("ca.pem"), ca.bundle_pem()).unwrap();
+    World {
+        ca,
+        server,
+        scratch,
+    }
+}
+
+impl World {
+    fn serve_keys(&self, issuers: &[&DevIssuer]) {
+        let keys: Vec<_> = issuers
+            .iter()
+            .map(|issuer| issuer.jwks()["keys"][0].clone())
+            .collect();
+        self.server.served.lock().unwrap().jwks = serde_json::json!({ "keys": keys }).to_string();
+    }
+
+    async fn start(
+        &self,
+        issuer_settings: &str,
+    ) -> (Sidecar, AuthorizationClient<tonic::transport::Channel>) {
+        let issuer = &self.server.url;
+        let yaml = config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n")
+            .replace(
+                "listen:\n  grpc: 127.0.0.1:0",
+                "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0",
+            )
+            .replace(
+                &format!("  - issuer: {ISSUER}\n    jwks_file: jwks.json"),
+                &format!("  - issuer: {issuer}\n    ca_file: ca.pem\n{issuer_settings}"),
+            );
+        let sidecar = runtime::start(Config::from_yaml(&yaml, self.scratch.path()).unwrap())
+            .await
+            .unwrap();
+        let client = AuthorizationClient::connect(format!("http://{}", sidecar.grpc_address))
+            .await
+            .unwrap();
+        (sidecar, client)
+    }
+
+    fn token(&self, signer: &DevIssuer) -> String {
+        let claims = delegated_claims(
+            &self.server.url,
+            "user:alice",
+            LOCAL,
+            "calendar:read",
+            &[SCHEDULER],
+            unix_now(),
+            300,
+        );
+        signer.sign(&claims).unwrap()
+    }
+
+    /// `Ok(reason)` for an answer, `Err(grpc code)` for a gRPC error.
+    async fn ask(
+        &self,
+        client: &mut AuthorizationClient<tonic::transport::Channel>,
+        token: &str,
+    ) -> Result<String, tonic::Code> {
+        let certificate = self.ca.issue_svid(SCHEDULER).unwrap().url_encoded();
+        let request = RequestSpec::get("/calendar/events")
+            .certificate(&certificate)
+            .bearer(token)
+            .build();
+        match client.check(request).await {
+            Ok(response) => Ok(Answer::from(response.into_inner()).reason),
+            Err(status) => Err(status.code()),
+        }
+    }
+
+    fn jwks_hits(&self) -> usize {
+        self.server.served.lock().unwrap().jwks_hits
+    }
+}
+
+fn jwks_uri_settings(world: &World, extra: &str) -> String {
+    format!("    jwks_uri: {}/jwks\n{extra}", world.server.url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_rotation_accepts_new_kid_and_cuts_removed_key_even_when_cached() {
+    let world = world().await;
+    let (old_key, new_key) = (
+        DevIssuer::generate("x", "k-old", DevAlgorithm::Es256).unwrap(),
+        DevIssuer::generate("x", "k-new", DevAlgorithm::Es256).unwrap(),
+    );
+    world.serve_keys(&[&old_key]);
+    let (sidecar, mut client) = world
+        .start(&jwks_uri_settings(&world, "    unknown_kid_cooldown: 1s\n"))
+        .await;
+    let old_token = world.token(&old_key);
+    assert_eq!(world.ask(&mut client, &old_token).await, Ok("allow".into()));
+    assert_eq!(
+        world.ask(&mut client, &old_token).await,
+        Ok("allow".into()),
+        "cached"
+    );
+    // The issuer rotates: only the new key is published.
+    world.serve_keys(&[&new_key]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let new_token = world.token(&new_key);
+    assert_eq!(
+        world.ask(&mut client, &new_token).await,
+        Ok("allow".into()),
+        "unknown kid → refetch → accepted"
+    );
+    assert_eq!(
+        world.ask(&mut client, &old_token).await,
+        Ok("token_key_unknown".into()),
+        "removed key: the cached allow is gone"
+    );
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rule_unknown_kid_storm_fetches_at_most_once_per_cooldown() {
+    let world = world().await;
+    let key = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();
+    world.serve_keys(&[&key]);
+    let (sidecar, client) = world
+        .start(&jwks_uri_settings(
+            &world,
+            "    unknown_kid_cooldown: 60s\n",
+        ))
+        .await;
+    let hits_before = world.jwks_hits();
+    let mut storm = Vec::new();
+    for index in 0..40 {
+        let random =
+            DevIssuer::generate("x", &format!("random-{index}"), DevAlgorithm::Es256).unwrap();
+        let token = world.token(&random);
+        let mut client = client.clone();
+        let certificate = world.ca.issue_svid(SCHEDULER).unwrap().url_encoded();
+        storm.push(tokio::spawn(async move {
+            let request = RequestSpec::get("/calendar")
+                .certificate(&certificate)
+                .bearer(&token)
+                .build();
+            Answer::from(client.check(request).await.unwrap().into_inner()).reason
+        }));
+    }
+    for answer in storm {
+        assert_eq!(answer.await.unwrap(), "token_key_unknown");
+    }
+    assert!(
+        world.jwks_hits() - hits_before <= 1,
+        "{} fetches for 40 random kids",
+        world.jwks_hits() - hits_before
+    );
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_issuer_down_keeps_keys_until_max_stale_then_fails_closed() {
+    let world = world().await;
+    let key = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();
+    world.serve_keys(&[&key]);
+    let settings = jwks_uri_settings(&world, "    refresh_interval: 1s\n    max_stale: 3s\n");
+    let (sidecar, mut client) = world.start(&settings).await;
+    let token = world.token(&key);
+    assert_eq!(world.ask(&mut client, &token).await, Ok("allow".into()));
+    // A malformed JWKS never replaces good keys.
+    world.server.served.lock().unwrap().jwks = "{\"keys\": \"nope\"}".into();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        world.ask(&mut client, &token).await,
+        Ok("allow".into()),
+        "malformed JWKS ignored"
+    );
+    world.server.served.lock().unwrap().down = true;
+    let admin = sidecar.admin_address.unwrap();
+    let mut answer = world.ask(&mut client, &token).await;
+    for _ in 0..60 {
+        if answer.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = world.ask(&mut client, &token).await;
+    }
+    assert_eq!(
+        answer,
+        Err(tonic::Code::Unavailable),
+        "stale beyond max_stale: fail closed"
+    );
+    let ready = admin_get(admin, "/readyz").await;
+    assert!(
+        ready.starts_with("HTTP/1.1 503") && ready.contains("no usable keys"),
+        "{ready}"
+    );
+    // The issuer comes back: the background refresh restores service.
+    world.server.served.lock().unwrap().down = false;
+    world.serve_keys(&[&key]);
+    let mut recovered = Err(tonic::Code::Unknown);
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        recovered = world.ask(&mut client, &token).await;
+        if recovered.is_ok() {
+            break;
+        }
+    }
+    assert_eq!(recovered, Ok("allow".into()));
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_finds_the_jwks_uri() {
+    let world = world().await;
+    let key = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();
+    world.serve_keys(&[&key]);
+    world.server.served.lock().unwrap().discovery =
+        serde_json::json!({"issuer": world.server.url, "jwks_uri": format!("{}/jwks", world.server.url)}).to_string();
+    let (sidecar, mut client) = world.start("    discovery: true\n").await;
+    assert_eq!(
+        world.ask(&mut client, &world.token(&key)).await,
+        Ok("allow".into())
+    );
+    sidecar.shutdown().await.unwrap();
+}
+
+async fn admin_get(address: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
+}

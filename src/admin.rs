@@ -99,8 +99,15 @@ async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
     // Gauges that are cheaper to read at scrape time than to maintain per request.
     let authorizer = state.authorizer.current();
     metrics::gauge!(telemetry::CACHE_ENTRIES).set(authorizer.cached_token_count() as f64);
-    let age = authorizer.created_at().elapsed().as_secs_f64();
+    // File keys are as old as the configuration; remote keys as old as their last fetch.
+    let config_age = authorizer.created_at().elapsed().as_secs_f64();
+    let fetched_ages: std::collections::HashMap<String, f64> = authorizer
+        .remote_issuers()
+        .iter()
+        .filter_map(|remote| Some((remote.issuer().to_owned(), remote.age()?.as_secs_f64())))
+        .collect();
     for (issuer, keys) in authorizer.issuer_key_counts() {
+        let age = fetched_ages.get(&issuer).copied().unwrap_or(config_age);
         metrics::gauge!(telemetry::JWKS_KEYS, "issuer" => issuer.clone()).set(keys as f64);
         metrics::gauge!(telemetry::JWKS_AGE, "issuer" => issuer).set(age);
     }

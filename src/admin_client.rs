@@ -2,11 +2,11 @@
 
 use crate::admin_api::pb::{self, revocations_client::RevocationsClient};
 use crate::audit::rfc3339;
-use crate::config::{Config, parse_duration};
+use crate::config::{Config, ListenAddress, parse_duration};
 use crate::revocation::RevocationKind;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
+use tonic::transport::{Channel, Endpoint};
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,17 +25,103 @@ pub enum AdminAction {
 }
 
 /// The admin address from a running server's configuration file.
-pub fn address_from_config(file: &Path) -> Result<SocketAddr, String> {
+/// The admin address (`IP:PORT` or `unix:/path`) from a running server's configuration file.
+pub fn address_from_config(file: &Path) -> Result<String, String> {
     let config =
         Config::from_file(file).map_err(|errors| format!("{}: {errors}", file.display()))?;
-    let mut address = config
-        .listen
-        .admin
-        .ok_or_else(|| format!("{}: listen.admin is off", file.display()))?;
-    if address.ip().is_unspecified() {
-        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    match config.listen.admin {
+        None => Err(format!("{}: listen.admin is off", file.display())),
+        Some(ListenAddress::Unix(path)) => Ok(format!("unix:{}", path.display())),
+        Some(ListenAddress::Tcp(mut address)) => {
+            if address.ip().is_unspecified() {
+                address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            Ok(address.to_string())
+        }
     }
-    Ok(address)
+}
+
+/// Client certificate and trust for an admin listener with `listen.admin_tls`.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// The CA that signed the admin listener's certificate.
+    pub ca: std::path::PathBuf,
+    /// The DNS name the admin listener's certificate carries.
+    pub server_name: String,
+}
+
+fn tls_connector(tls: &ClientTls) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(&read(&tls.ca)?) {
+        let certificate = certificate.map_err(|error| format!("{}: {error}", tls.ca.display()))?;
+        roots
+            .add(certificate)
+            .map_err(|error| format!("{}: {error}", tls.ca.display()))?;
+    }
+    let chain = CertificateDer::pem_slice_iter(&read(&tls.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("{}: {error}", tls.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&tls.key)?)
+        .map_err(|error| format!("{}: {error}", tls.key.display()))?;
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|error| format!("client certificate: {error}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
+/// A channel to `IP:PORT` (optionally TLS) or `unix:/path`.
+async fn channel(address: &str, tls: Option<&ClientTls>) -> Result<Channel, String> {
+    let unreachable = |error: tonic::transport::Error| {
+        format!("cannot reach the admin API at {address}: {error}")
+    };
+    if let Some(tls) = tls {
+        let connector = tls_connector(tls)?;
+        let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+            .map_err(|error| format!("--tls-server-name: {error}"))?;
+        let address = address.to_owned();
+        return Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let (connector, name, address) = (connector.clone(), name.clone(), address.clone());
+                async move {
+                    let tcp = tokio::net::TcpStream::connect(address).await?;
+                    let stream = connector.connect(name, tcp).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }))
+            .await
+            .map_err(unreachable);
+    }
+    match address.strip_prefix("unix:") {
+        Some(socket) => {
+            let socket = socket.to_owned();
+            Endpoint::from_static("http://localhost")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let socket = socket.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(socket).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+                .map_err(unreachable)
+        }
+        None => Endpoint::from_shared(format!("http://{address}"))
+            .map_err(unreachable)?
+            .connect()
+            .await
+            .map_err(unreachable),
+    }
 }
 
 fn describe(revocation: &pb::Revocation) -> String {
@@ -57,10 +143,12 @@ fn describe(revocation: &pb::Revocation) -> String {
 }
 
 /// Runs `action` against the admin API at `address`; returns the text to print.
-pub async fn run(address: &str, action: AdminAction) -> Result<String, String> {
-    let mut client = RevocationsClient::connect(format!("http://{address}"))
-        .await
-        .map_err(|error| format!("cannot reach the admin API at {address}: {error}"))?;
+pub async fn run(
+    address: &str,
+    tls: Option<&ClientTls>,
+    action: AdminAction,
+) -> Result<String, String> {
+    let mut client = RevocationsClient::new(channel(address, tls).await?);
     let kind_code = |kind: RevocationKind| pb::RevocationKind::from(kind) as i32;
     let failed = |status: tonic::Status| format!("{}: {}", status.code(), status.message());
     match action {

@@ -17,6 +17,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the ext_authz sidecar.
@@ -43,7 +45,7 @@ enum Command {
     },
     /// Manage revocations on a running actguard (its admin API).
     Admin {
-        /// The admin listener, IP:PORT.
+        /// The admin listener, IP:PORT or unix:/path.sock.
         #[arg(
             long,
             value_name = "ADDR",
@@ -54,6 +56,18 @@ enum Command {
         /// The running server's configuration file (its listen.admin is used).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Client certificate (PEM) for an admin listener with listen.admin_tls.
+        #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+        tls_cert: Option<PathBuf>,
+        /// Client private key (PEM).
+        #[arg(long, value_name = "FILE")]
+        tls_key: Option<PathBuf>,
+        /// CA bundle that signed the admin listener's certificate.
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
+        /// DNS name on the admin listener's certificate.
+        #[arg(long, value_name = "NAME", default_value = "localhost")]
+        tls_server_name: String,
         #[command(subcommand)]
         action: AdminCommand,
     },
@@ -133,11 +147,16 @@ fn explain(config: &std::path::Path, request: Option<&std::path::Path>) -> ExitC
     }
 }
 
-fn admin(address: Option<String>, config: Option<PathBuf>, command: AdminCommand) -> ExitCode {
+fn admin(
+    address: Option<String>,
+    config: Option<PathBuf>,
+    tls: Option<actguard::admin_client::ClientTls>,
+    command: AdminCommand,
+) -> ExitCode {
     let address = match (address, config) {
         (Some(address), _) => address,
         (None, Some(file)) => match address_from_config(&file) {
-            Ok(address) => address.to_string(),
+            Ok(address) => address,
             Err(error) => {
                 eprintln!("{error}");
                 return ExitCode::FAILURE;
@@ -159,7 +178,7 @@ fn admin(address: Option<String>, config: Option<PathBuf>, command: AdminCommand
         }
         AdminCommand::Revocations => AdminAction::List,
     };
-    match runtime().block_on(actguard::admin_client::run(&address, action)) {
+    match runtime().block_on(actguard::admin_client::run(&address, tls.as_ref(), action)) {
         Ok(output) => {
             println!("{output}");
             ExitCode::SUCCESS
@@ -266,8 +285,23 @@ fn main() -> ExitCode {
         Command::Admin {
             admin: address,
             config,
+            tls_cert,
+            tls_key,
+            tls_ca,
+            tls_server_name,
             action,
-        } => admin(address, config, action),
+        } => {
+            let tls = match (tls_cert, tls_key, tls_ca) {
+                (Some(cert), Some(key), Some(ca)) => Some(actguard::admin_client::ClientTls {
+                    cert,
+                    key,
+                    ca,
+                    server_name: tls_server_name,
+                }),
+                _ => None,
+            };
+            admin(address, config, tls, action)
+        }
         Command::Explain { config, request } => explain(&config, request.as_deref()),
         Command::Demo => match runtime().block_on(actguard::demo::run()) {
             Ok(true) => ExitCode::SUCCESS,

@@ -34,7 +34,10 @@ use tonic_health::server::{HealthReporter, HealthService};
 pub struct Sidecar {
     /// Where ext_authz gRPC listens (`IP:PORT` or `unix:/path`).
     pub grpc_address: String,
+    /// The admin listener's TCP address, when it listens on TCP.
     pub admin_address: Option<SocketAddr>,
+    /// The admin listener's socket path, when it listens on a Unix socket.
+    pub admin_socket: Option<PathBuf>,
     pub http_address: Option<SocketAddr>,
     /// The authorizer in force; [`Sidecar::reload`] swaps it.
     pub authorizer: Arc<LiveAuthorizer>,
@@ -85,8 +88,12 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
             grpc = Listener::Tls(tcp, gate);
         }
     }
-    let admin = match listen.admin {
-        Some(address) => Some(bind_tcp("listen.admin", address).await?),
+    let admin = match &listen.admin {
+        Some(address) => Some(
+            Listener::bind(address)
+                .await
+                .map_err(|error| format!("listen.admin: cannot bind {address:?}: {error}"))?,
+        ),
         None => None,
     };
     let http = match listen.http {
@@ -140,20 +147,57 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
             tracing::error!(%error, "ext_authz gRPC listener failed");
         }
     }));
-    let mut admin_address = None;
+    let (mut admin_address, mut admin_socket) = (None, None);
+    let admin = match (admin, &listen.admin_tls) {
+        (Some(Listener::Tcp(tcp)), Some(settings)) => {
+            let gate = TlsGate::new(settings.clone())
+                .map_err(|error| format!("listen.admin_tls: {error}"))?;
+            background.push(tokio::spawn(gate.clone().watch_files()));
+            admin_address = tcp.local_addr().ok();
+            Some(Listener::Tls(tcp, gate))
+        }
+        (admin, _) => admin,
+    };
     if let Some(listener) = admin {
-        admin_address = listener.local_addr().ok();
         let state = AdminState {
             authorizer: Arc::clone(&authorizer),
             readiness: Arc::clone(&readiness),
             metrics,
         };
+        let router = admin::router(state, listen.reflection);
         let admin_stop = stopped(stop.subscribe());
+        let served = match listener {
+            Listener::Tcp(listener) => {
+                admin_address = listener.local_addr().ok();
+                tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(admin_stop)
+                        .await
+                })
+            }
+            Listener::Unix(listener) => {
+                admin_socket = listener
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+                tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(admin_stop)
+                        .await
+                })
+            }
+            Listener::Tls(tcp, gate) => {
+                let listener = server::TlsAxumListener::new(tcp, gate)
+                    .map_err(|error| format!("listen.admin_tls: {error}"))?;
+                tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(admin_stop)
+                        .await
+                })
+            }
+        };
         tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, admin::router(state, listen.reflection))
-                .with_graceful_shutdown(admin_stop)
-                .await;
-            if let Err(error) = served {
+            if let Ok(Err(error)) = served.await {
                 tracing::error!(%error, "admin listener failed");
             }
         }));
@@ -192,6 +236,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
     Ok(Sidecar {
         grpc_address,
         admin_address,
+        admin_socket,
         http_address,
         authorizer,
         bound,

@@ -237,8 +237,9 @@ pub async fn run_with<H: CheckHandler>(
                 .await
         }
         Listener::Tls(listener, gate) => {
+            let incoming = ReceiverStream::new(tls_incoming(listener, gate));
             router
-                .serve_with_incoming_shutdown(tls_incoming(listener, gate), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
     }
@@ -247,10 +248,10 @@ pub async fn run_with<H: CheckHandler>(
 /// Accepts TCP connections and hands over those that pass the TLS gate. Each handshake runs in
 /// its own task, so a slow or hostile client cannot hold up the accept loop; the loop ends when
 /// the server drops the stream.
-fn tls_incoming(
+pub(crate) fn tls_incoming(
     listener: TcpListener,
     gate: TlsGate,
-) -> ReceiverStream<Result<TlsConnection, std::io::Error>> {
+) -> tokio::sync::mpsc::Receiver<Result<TlsConnection, std::io::Error>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -271,5 +272,41 @@ fn tls_incoming(
             });
         }
     });
-    ReceiverStream::new(receiver)
+    receiver
+}
+
+/// The admin listener over TLS, for axum: connections that passed the [`TlsGate`].
+pub struct TlsAxumListener {
+    connections: tokio::sync::mpsc::Receiver<Result<TlsConnection, std::io::Error>>,
+    address: std::net::SocketAddr,
+}
+
+impl TlsAxumListener {
+    pub fn new(listener: TcpListener, gate: TlsGate) -> std::io::Result<Self> {
+        let address = listener.local_addr()?;
+        Ok(Self {
+            connections: tls_incoming(listener, gate),
+            address,
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsAxumListener {
+    type Io = TlsConnection;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.connections.recv().await {
+                Some(Ok(connection)) => return (connection, self.address),
+                Some(Err(_)) => continue,
+                // The accept loop ended: wait for the server's shutdown.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.address)
+    }
 }

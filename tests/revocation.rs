@@ -178,3 +178,44 @@ async fn rule_revocations_cut_the_next_check_and_survive_a_restart() {
     assert!(!output.status.success());
     sidecar.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_over_a_unix_socket_found_from_the_config_file() {
+    let scratch = tempfile::tempdir().unwrap();
+    let issuer = DevIssuer::generate(ISSUER, "key-es256", DevAlgorithm::Es256).unwrap();
+    std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
+    let socket = scratch.path().join("admin.sock");
+    let yaml = config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n").replace(
+        "listen:\n  grpc: 127.0.0.1:0",
+        &format!(
+            "listen:\n  grpc: 127.0.0.1:0\n  admin: unix:{}",
+            socket.display()
+        ),
+    );
+    let file = scratch.path().join("config.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let sidecar = runtime::start(Config::from_file(&file).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(sidecar.admin_socket.as_deref(), Some(socket.as_path()));
+    let cli = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_actguard"))
+            .args(["admin", "--config"])
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).to_string()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (ok, output) = cli(&["revoke", "--actor", PLANNER, "--for", "30m"]);
+    assert!(ok, "{output}");
+    let (ok, listed) = cli(&["revocations"]);
+    assert!(ok && listed.contains(PLANNER), "{listed}");
+    let (ok, output) = cli(&["unrevoke", "--actor", PLANNER]);
+    assert!(ok && output.starts_with("unrevoked"), "{output}");
+    sidecar.shutdown().await.unwrap();
+}

@@ -155,3 +155,53 @@ fn tls_configuration_errors_name_the_key() {
     let errors = Config::from_yaml(&yaml, dir).unwrap_err().to_string();
     assert!(errors.starts_with("listen.grpc_tls: "), "{errors}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_admin_tls_admits_only_allowed_operators() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    let issuer = DevIssuer::generate(ISSUER, "k", DevAlgorithm::Es256).unwrap();
+    write(dir, "jwks.json", &issuer.jwks().to_string());
+    let ca = DevCa::new("example.org").unwrap();
+    let server = server_certificate(&ca);
+    write(dir, "svid.pem", &server.cert_pem);
+    write(dir, "key.pem", &server.key_pem);
+    write(dir, "bundle.pem", ca.bundle_pem());
+    let operator = ca.issue_svid("spiffe://example.org/ops/oncall").unwrap();
+    let mallory = ca.issue_svid("spiffe://example.org/agent/mallory").unwrap();
+    for (name, certificate) in [("operator", &operator), ("mallory", &mallory)] {
+        write(dir, &format!("{name}.pem"), &certificate.cert_pem);
+        write(dir, &format!("{name}-key.pem"), &certificate.key_pem);
+    }
+    let admin_tls = "\n  admin: 127.0.0.1:0\n  admin_tls:\n    cert: svid.pem\n    key: key.pem\n    client_ca: bundle.pem\n    allow_peers: [\"spiffe://example.org/ops/*\"]";
+    let yaml = config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n").replace(
+        "listen:\n  grpc: 127.0.0.1:0",
+        &format!("listen:\n  grpc: 127.0.0.1:0{admin_tls}"),
+    );
+    let sidecar = runtime::start(Config::from_yaml(&yaml, dir).unwrap())
+        .await
+        .unwrap();
+    let address = sidecar.admin_address.unwrap().to_string();
+    let revoke_as = |who: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_actguard"));
+        command.args(["admin", "--admin", &address]);
+        if let Some(who) = who {
+            command
+                .arg("--tls-cert")
+                .arg(dir.join(format!("{who}.pem")))
+                .arg("--tls-key")
+                .arg(dir.join(format!("{who}-key.pem")))
+                .arg("--tls-ca")
+                .arg(dir.join("bundle.pem"));
+        }
+        let output = command.args(["revoke", "--jti", "t1"]).output().unwrap();
+        output.status.success()
+    };
+    assert!(revoke_as(Some("operator")), "an allowed operator revokes");
+    assert!(
+        !revoke_as(Some("mallory")),
+        "a peer outside allow_peers is refused"
+    );
+    assert!(!revoke_as(None), "plaintext is refused");
+    sidecar.shutdown().await.unwrap();
+}

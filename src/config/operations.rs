@@ -53,7 +53,9 @@ pub struct Listeners {
     pub http_request: HttpRequestSource,
     /// `/healthz`, `/readyz`, `/metrics` and the revocation API; loopback by default, `off`
     /// disables it.
-    pub admin: Option<SocketAddr>,
+    pub admin: Option<ListenAddress>,
+    /// TLS with client-certificate verification on a TCP admin listener.
+    pub admin_tls: Option<TlsSettings>,
     /// gRPC reflection on the gRPC and admin listeners (for `grpcurl`); off by default.
     pub reflection: bool,
 }
@@ -96,8 +98,12 @@ fn collides(a: &SocketAddr, b: &SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
-fn read_tls(reader: &mut Reader, value: &Value, base_dir: &Path) -> Option<TlsSettings> {
-    let path = "listen.grpc_tls";
+fn read_tls(
+    reader: &mut Reader,
+    path: &str,
+    value: &Value,
+    base_dir: &Path,
+) -> Option<TlsSettings> {
     let keys = ["cert", "key", "client_ca", "allow_peers", "reload_interval"];
     let map = reader.mapping(path, value, &keys)?;
     let mut file = |key: &str| {
@@ -155,6 +161,7 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
         "http",
         "http_request",
         "admin",
+        "admin_tls",
         "reflection",
     ];
     let map = reader.mapping("listen", value, &keys)?;
@@ -176,7 +183,11 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
     };
     let grpc_tls = match map.get("grpc_tls") {
         None => Some(None),
-        Some(value) => read_tls(reader, value, base_dir).map(Some),
+        Some(value) => read_tls(reader, "listen.grpc_tls", value, base_dir).map(Some),
+    };
+    let admin_tls = match map.get("admin_tls") {
+        None => Some(None),
+        Some(value) => read_tls(reader, "listen.admin_tls", value, base_dir).map(Some),
     };
     let grpc = match map.get("grpc") {
         None => Some(ListenAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], 9191)))),
@@ -197,16 +208,39 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
         Some(value) => tcp_address(reader, "listen.http", value).map(Some),
     };
     let admin = match map.get("admin") {
-        None => Some(Some(SocketAddr::from(([127, 0, 0, 1], 9192)))),
+        None => Some(Some(ListenAddress::Tcp(SocketAddr::from((
+            [127, 0, 0, 1],
+            9192,
+        ))))),
         Some(Value::String(off)) if off == "off" => Some(None),
-        Some(value) => tcp_address(reader, "listen.admin", value).map(Some),
+        Some(value) => {
+            let text = reader.string("listen.admin", value);
+            let parsed = text.and_then(ListenAddress::parse);
+            if text.is_some() && parsed.is_none() {
+                reader.error(
+                    "listen.admin",
+                    "must be IP:PORT (e.g. 127.0.0.1:9192), unix:/absolute/path.sock or off",
+                );
+            }
+            parsed.map(Some)
+        }
     };
     let reflection = match map.get("reflection") {
         None => Some(false),
         Some(value) => reader.boolean("listen.reflection", value),
     };
-    let (grpc, grpc_tls, http, admin, http_request, reflection) =
-        (grpc?, grpc_tls?, http?, admin?, http_request?, reflection?);
+    let (grpc, grpc_tls, http, admin, admin_tls, http_request, reflection) = (
+        grpc?,
+        grpc_tls?,
+        http?,
+        admin?,
+        admin_tls?,
+        http_request?,
+        reflection?,
+    );
+    if admin_tls.is_some() && !matches!(admin, Some(ListenAddress::Tcp(_))) {
+        reader.error("listen.admin_tls", "needs a TCP listen.admin");
+    }
     if grpc_tls.is_some() && !matches!(grpc, ListenAddress::Tcp(_)) {
         reader.error(
             "listen.grpc_tls",
@@ -218,7 +252,15 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
         named.push(("grpc", *address));
     }
     named.extend(http.map(|a| ("http", a)));
-    named.extend(admin.map(|a| ("admin", a)));
+    if let Some(ListenAddress::Tcp(address)) = &admin {
+        named.push(("admin", *address));
+    }
+    if let (ListenAddress::Unix(grpc_socket), Some(ListenAddress::Unix(admin_socket))) =
+        (&grpc, &admin)
+        && grpc_socket == admin_socket
+    {
+        reader.error("listen.admin", "overlaps listen.grpc");
+    }
     for (index, (name, address)) in named.iter().enumerate() {
         if let Some((other, _)) = named[..index]
             .iter()
@@ -233,6 +275,7 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
         http,
         http_request,
         admin,
+        admin_tls,
         reflection,
     })
 }

@@ -353,7 +353,7 @@ issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
 fn operational_sections_parse_with_defaults() {
     let dir = scratch_with_jwks();
     let config = Config::from_yaml(BASE, dir.path()).unwrap();
-    assert_eq!(config.listen.admin, Some("127.0.0.1:9192".parse().unwrap()));
+    assert_eq!(config.listen.admin, ListenAddress::parse("127.0.0.1:9192"));
     assert_eq!(config.listen.http, None);
     assert_eq!(config.audit, Some(crate::audit::AuditConfig::default()));
     assert_eq!(config.limits, Limits::default());

@@ -8,6 +8,7 @@ use crate::authorizer::Authorizer;
 use crate::config::Config;
 use crate::devkit::{DevAlgorithm, DevCa, DevIssuer, IssuedCertificate, delegated_claims};
 use crate::response::CHAIN_HEADER;
+use crate::revocation::{Revocation, RevocationKind};
 use crate::server::{self, Listener};
 use crate::token::unix_now;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
@@ -271,6 +272,41 @@ fn build_steps(issuer: &DevIssuer, now: i64) -> Result<Vec<Step>, Box<dyn Error>
     ])
 }
 
+/// After the orchestrator is revoked: its branch is cut, the scheduler's own work goes on.
+fn revocation_steps(issuer: &DevIssuer, now: i64) -> Result<Vec<Step>, Box<dyn Error>> {
+    let delegated = issuer.sign(&delegated_claims(
+        ISSUER,
+        "user:alice",
+        LOCAL,
+        "calendar:read",
+        &[ORCHESTRATOR, SCHEDULER],
+        now,
+        300,
+    ))?;
+    let mut own = delegated_claims(ISSUER, SCHEDULER, LOCAL, "calendar:read", &[], now, 300);
+    own["client_id"] = json!(SCHEDULER);
+    Ok(vec![
+        Step {
+            title: "REVOKED branch via orchestrator",
+            caller: SCHEDULER,
+            chain: vec![ORCHESTRATOR, SCHEDULER],
+            method: "GET",
+            path: "/calendar/events",
+            token: delegated,
+            expected: "token_revoked",
+        },
+        Step {
+            title: "crew keeps running: scheduler",
+            caller: SCHEDULER,
+            chain: vec![],
+            method: "GET",
+            path: "/calendar/events",
+            token: issuer.sign(&own)?,
+            expected: "allow",
+        },
+    ])
+}
+
 /// Runs the demo; `Ok(true)` when every answer was the expected one.
 pub async fn run() -> Result<bool, Box<dyn Error>> {
     let scratch = ScratchDir(std::env::temp_dir().join(format!(
@@ -288,7 +324,7 @@ pub async fn run() -> Result<bool, Box<dyn Error>> {
     let address = listener.describe();
     let authorizer = Arc::new(Authorizer::new(config));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(listener, authorizer, async {
+    let server = tokio::spawn(server::run(listener, Arc::clone(&authorizer), async {
         let _ = stopped.await;
     }));
 
@@ -299,7 +335,22 @@ pub async fn run() -> Result<bool, Box<dyn Error>> {
     say!();
     let mut client = AuthorizationClient::connect(format!("http://{address}")).await?;
     let mut all_expected = true;
-    for (index, step) in build_steps(&issuer, unix_now())?.iter().enumerate() {
+    let mut steps = build_steps(&issuer, unix_now())?;
+    let revocation_starts = steps.len();
+    steps.extend(revocation_steps(&issuer, unix_now())?);
+    for (index, step) in steps.iter().enumerate() {
+        if index == revocation_starts {
+            // The incident: a runaway orchestrator. Cut every chain through it, nothing else.
+            authorizer.revocations().revoke(Revocation {
+                kind: RevocationKind::Actor,
+                value: ORCHESTRATOR.to_owned(),
+                created_at: unix_now(),
+                expires_at: Some(unix_now() + 3600),
+            })?;
+            say!(
+                "    -- revoke actor /agent/orchestrator for 1h (what `actguard admin revoke --actor … --for 1h` does) --"
+            );
+        }
         let certificate = if step.caller == MALLORY {
             foreign_ca.issue_svid(step.caller)?
         } else {
@@ -343,7 +394,10 @@ pub async fn run() -> Result<bool, Box<dyn Error>> {
     say!();
     if all_expected {
         say!(
-            "every answer was the expected one: delegated calls pass, the attacks are denied with stable reason codes."
+            "every answer was the expected one: delegated calls pass, the attacks are denied with stable reason codes,"
+        );
+        say!(
+            "and revoking one agent cut every chain through it while the rest of the crew kept working."
         );
     } else {
         say!("some answers were not the expected ones (marked UNEXPECTED).");

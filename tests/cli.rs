@@ -97,6 +97,7 @@ fn demo_plays_the_scenario_with_expected_answers() {
         "insufficient_scope",
         "caller_trust_domain_denied",
         "token_expired",
+        "token_revoked",
     ] {
         assert!(stdout.contains(code), "demo output lacks {code}:\n{stdout}");
     }

@@ -2,7 +2,7 @@
 # Everything builds with --locked against the committed Cargo.lock; no system packages needed.
 CARGO ?= cargo
 
-.PHONY: run test lint build bench
+.PHONY: run test lint build bench docker-demo
 
 build:
 	$(CARGO) build --locked --release
@@ -26,3 +26,10 @@ lint:
 bench:
 	@echo "make bench: no benchmarks yet; they arrive with the benchmark issue (#7)." >&2
 	@exit 1
+
+## docker-demo: Envoy + actguard + an echo "tool" in Docker Compose, and the curl scenario
+## (needs a Docker engine with Compose v2; see deploy/docker/README.md)
+COMPOSE = docker compose -f deploy/docker/compose.yaml
+docker-demo:
+	$(COMPOSE) up -d --build
+	$(COMPOSE) run --rm client; status=$$?; $(COMPOSE) down -v; exit $$status

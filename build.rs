@@ -22,6 +22,11 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let envoy_descriptor = match envoy_proto_root() {
         Some(root) => {
+            // Tests validate envoy/*.yaml against these same definitions.
+            println!(
+                "cargo:rustc-env=ACTGUARD_ENVOY_PROTO_ROOT={}",
+                root.display()
+            );
             let includes = [
                 "data-plane-api",
                 "googleapis",

@@ -61,6 +61,8 @@ pub struct DevCa {
     issuer: Issuer<'static, KeyPair>,
     /// The CA certificate, i.e. the trust bundle.
     bundle_pem: String,
+    /// The CA's private key, for `actguard dev ca` to write out.
+    key_pem: String,
 }
 
 impl DevCa {
@@ -78,12 +80,27 @@ impl DevCa {
         let certificate = params.self_signed(&key)?;
         Ok(Self {
             bundle_pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A CA written earlier by [`DevCa::bundle_pem`] and [`DevCa::key_pem`].
+    pub fn from_pem(bundle_pem: &str, key_pem: &str) -> Result<Self, DevError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        Ok(Self {
+            issuer: Issuer::from_ca_cert_pem(bundle_pem, key)?,
+            bundle_pem: bundle_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
         })
     }
 
     pub fn bundle_pem(&self) -> &str {
         &self.bundle_pem
+    }
+
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
     }
 
     /// An X509-SVID: a leaf with exactly one URI SAN, digitalSignature, client and server auth.
@@ -124,15 +141,36 @@ pub struct DevIssuer {
     algorithm: Algorithm,
     signing_key: EncodingKey,
     jwk: Value,
+    /// PKCS#8 PEM of the signing key, for `actguard dev issuer` to write out.
+    key_pem: String,
 }
 
 impl DevIssuer {
     pub fn generate(issuer: &str, kid: &str, algorithm: DevAlgorithm) -> Result<Self, DevError> {
-        let (rcgen_algorithm, jwt_algorithm) = match algorithm {
-            DevAlgorithm::Es256 => (&rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256),
-            DevAlgorithm::EdDsa => (&rcgen::PKCS_ED25519, Algorithm::EdDSA),
+        let rcgen_algorithm = match algorithm {
+            DevAlgorithm::Es256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            DevAlgorithm::EdDsa => &rcgen::PKCS_ED25519,
         };
-        let key = KeyPair::generate_for(rcgen_algorithm)?;
+        Self::from_key(issuer, kid, KeyPair::generate_for(rcgen_algorithm)?)
+    }
+
+    /// An issuer whose signing key was written earlier (PKCS#8 PEM, P-256 or Ed25519).
+    pub fn from_key_pem(issuer: &str, kid: &str, key_pem: &str) -> Result<Self, DevError> {
+        Self::from_key(issuer, kid, KeyPair::from_pem(key_pem)?)
+    }
+
+    fn from_key(issuer: &str, kid: &str, key: KeyPair) -> Result<Self, DevError> {
+        let algorithm = if key.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 {
+            DevAlgorithm::Es256
+        } else if key.algorithm() == &rcgen::PKCS_ED25519 {
+            DevAlgorithm::EdDsa
+        } else {
+            return Err(DevError("the issuer key must be P-256 or Ed25519".into()));
+        };
+        let jwt_algorithm = match algorithm {
+            DevAlgorithm::Es256 => Algorithm::ES256,
+            DevAlgorithm::EdDsa => Algorithm::EdDSA,
+        };
         let public = key.public_key_raw();
         let (signing_key, jwk) = match algorithm {
             DevAlgorithm::Es256 => {
@@ -159,7 +197,16 @@ impl DevIssuer {
             algorithm: jwt_algorithm,
             signing_key,
             jwk,
+            key_pem: key.serialize_pem(),
         })
+    }
+
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
     pub fn issuer(&self) -> &str {

@@ -36,6 +36,7 @@ pub mod authorizer;
 pub mod config;
 pub mod delegation;
 pub mod demo;
+pub mod dev_cli;
 pub mod devkit;
 pub mod explain;
 pub mod http_authz;

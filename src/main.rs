@@ -43,6 +43,11 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         request: Option<PathBuf>,
     },
+    /// Development credentials (CA, SVIDs, issuer, tokens) — never for production keys.
+    Dev {
+        #[command(subcommand)]
+        action: DevCommand,
+    },
     /// Manage revocations on a running actguard (its admin API).
     Admin {
         /// The admin listener, IP:PORT or unix:/path.sock.
@@ -71,6 +76,105 @@ enum Command {
         #[command(subcommand)]
         action: AdminCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// A development CA: OUT/ca.pem (trust bundle) and OUT/ca-key.pem.
+    Ca {
+        #[arg(long)]
+        trust_domain: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// An X509-SVID from that CA: OUT/svid.pem, OUT/svid-key.pem, OUT/bundle.pem.
+    Svid {
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        #[arg(long, value_name = "SPIFFE_ID")]
+        id: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// A token issuer: OUT/issuer-key.pem, OUT/jwks.json, OUT/issuer.json.
+    Issuer {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, value_name = "URL", default_value = "https://sts.example.org")]
+        issuer: String,
+        #[arg(long, default_value = "dev-1")]
+        kid: String,
+    },
+    /// A signed access token (stdout), `act` nested from --act in delegation order.
+    Token {
+        /// The issuer directory written by `dev issuer`.
+        #[arg(long, value_name = "DIR")]
+        issuer: PathBuf,
+        #[arg(long)]
+        sub: String,
+        /// Actors in delegation order, comma-separated: first delegate, …, current actor.
+        #[arg(long, value_delimiter = ',')]
+        act: Vec<String>,
+        #[arg(long)]
+        aud: String,
+        #[arg(long, default_value = "")]
+        scope: String,
+        #[arg(long, default_value = "5m")]
+        ttl: String,
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(long)]
+        jti: Option<String>,
+        #[arg(long)]
+        sid: Option<String>,
+    },
+}
+
+fn dev(command: DevCommand) -> ExitCode {
+    use actguard::dev_cli;
+    let outcome = match command {
+        DevCommand::Ca { trust_domain, out } => dev_cli::ca(&trust_domain, &out),
+        DevCommand::Svid { ca, id, out } => dev_cli::svid(&ca, &id, &out),
+        DevCommand::Issuer { out, issuer, kid } => dev_cli::issuer(&issuer, &kid, &out),
+        DevCommand::Token {
+            issuer,
+            sub,
+            act,
+            aud,
+            scope,
+            ttl,
+            client_id,
+            jti,
+            sid,
+        } => match actguard::config::parse_duration(&ttl).filter(|ttl| !ttl.is_zero()) {
+            None => Err(format!("--ttl {ttl}: expected a duration such as 5m")),
+            Some(ttl) => dev_cli::token(&dev_cli::TokenRequest {
+                issuer_dir: &issuer,
+                subject: &sub,
+                actors: act
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|a| !a.is_empty())
+                    .collect(),
+                audience: &aud,
+                scope: &scope,
+                ttl,
+                client_id: client_id.as_deref(),
+                jti: jti.as_deref(),
+                sid: sid.as_deref(),
+            }),
+        },
+    };
+    match outcome {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -303,6 +407,7 @@ fn main() -> ExitCode {
             admin(address, config, tls, action)
         }
         Command::Explain { config, request } => explain(&config, request.as_deref()),
+        Command::Dev { action } => dev(action),
         Command::Demo => match runtime().block_on(actguard::demo::run()) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,

@@ -192,3 +192,105 @@ fn explain_shows_every_step_of_an_allow_and_where_a_deny_stops() {
         "{denied}"
     );
 }
+
+#[test]
+fn dev_subcommands_mint_credentials_actguard_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let run = |args: &[&str]| {
+        let output = actguard().args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let out = |name: &str| path(name).display().to_string();
+    run(&[
+        "dev",
+        "ca",
+        "--trust-domain",
+        "example.org",
+        "--out",
+        &out("ca"),
+    ]);
+    run(&[
+        "dev",
+        "svid",
+        "--ca",
+        &out("ca"),
+        "--id",
+        "spiffe://example.org/agent/scheduler",
+        "--out",
+        &out("scheduler"),
+    ]);
+    run(&["dev", "issuer", "--out", &out("issuer"), "--kid", "k9"]);
+    let token = run(&[
+        "dev",
+        "token",
+        "--issuer",
+        &out("issuer"),
+        "--sub",
+        "user:alice",
+        "--act",
+        "spiffe://example.org/agent/orchestrator,spiffe://example.org/agent/scheduler",
+        "--aud",
+        "spiffe://example.org/tool/calendar",
+        "--scope",
+        "calendar:read",
+        "--ttl",
+        "5m",
+        "--sid",
+        "wf-1",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path("scheduler/svid-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "private keys are not world-readable");
+    let svid = std::fs::read_to_string(path("scheduler/svid.pem")).unwrap();
+    assert_eq!(
+        actguard::identity::spiffe_id_from_certificate(&actguard::devkit::url_encode(&svid))
+            .unwrap()
+            .as_str(),
+        "spiffe://example.org/agent/scheduler",
+        "the SVID is a valid X509-SVID"
+    );
+    std::fs::write(
+        path("config.yaml"),
+        "identity: {local: \"spiffe://example.org/tool/calendar\", trust_domains: [example.org]}\n\
+         issuers: [{issuer: \"https://sts.example.org\", jwks_file: issuer/jwks.json, algorithms: [ES256]}]\n\
+         routes: [{name: calendar-read, path_prefix: /calendar, require_scopes: [calendar:read]}]\n",
+    )
+    .unwrap();
+    let request = serde_json::json!({
+        "certificate": svid, "path": "/calendar",
+        "headers": {"authorization": format!("Bearer {}", token.trim())}
+    });
+    std::fs::write(path("request.json"), request.to_string()).unwrap();
+    let explained = run(&[
+        "explain",
+        "--config",
+        &out("config.yaml"),
+        "--request",
+        &out("request.json"),
+    ]);
+    assert!(explained.contains("decision: ALLOW"), "{explained}");
+    assert!(explained.contains("sid=wf-1"), "{explained}");
+    let refused = actguard()
+        .args([
+            "dev",
+            "svid",
+            "--ca",
+            &out("ca"),
+            "--id",
+            "spiffe://Example.org/x",
+            "--out",
+            &out("bad"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}

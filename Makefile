@@ -22,10 +22,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-## bench: not implemented yet (issue #7 brings criterion and load benchmarks)
+## bench: criterion microbenchmarks, then the end-to-end load benchmark beside a no-op server,
+## memory and start-up; writes docs/benchmarks.md
 bench:
-	@echo "make bench: no benchmarks yet; they arrive with the benchmark issue (#7)." >&2
-	@exit 1
+	$(CARGO) build --locked --release --bin actguard
+	$(CARGO) bench --locked --bench decision
+	$(CARGO) bench --locked --bench load
 
 ## docker-demo: Envoy + actguard + an echo "tool" in Docker Compose, and the curl scenario
 ## (needs a Docker engine with Compose v2; see deploy/docker/README.md)

@@ -1,0 +1,197 @@
+//! Microbenchmarks of the decision path without gRPC (criterion): cache hit; cold verification
+//! per algorithm; chain depth; route table size; certificate parsing.
+//! Run with `make bench` (which also runs the load benchmark and writes docs/benchmarks.md).
+
+use actguard::authorizer::Authorizer;
+use actguard::config::Config;
+use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims, url_encode};
+use actguard::token::unix_now;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use std::hint::black_box;
+
+const ISSUER: &str = "https://sts.example.org";
+const LOCAL: &str = "spiffe://example.org/tool/calendar";
+const SCHEDULER: &str = "spiffe://example.org/agent/scheduler";
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    authorizer: Authorizer,
+    certificate: String,
+    issuers: Vec<(DevAlgorithm, DevIssuer)>,
+}
+
+fn setup(routes: usize, cache_entries: u64, max_depth: usize) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let issuers: Vec<(DevAlgorithm, DevIssuer)> =
+        [(DevAlgorithm::Es256, "es"), (DevAlgorithm::EdDsa, "ed")]
+            .into_iter()
+            .map(|(algorithm, kid)| {
+                (
+                    algorithm,
+                    DevIssuer::generate(ISSUER, kid, algorithm).unwrap(),
+                )
+            })
+            .collect();
+    let keys: Vec<_> = issuers
+        .iter()
+        .map(|(_, i)| i.jwks()["keys"][0].clone())
+        .collect();
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        serde_json::json!({ "keys": keys }).to_string(),
+    )
+    .unwrap();
+    let mut yaml = format!(
+        "identity: {{local: \"{LOCAL}\", trust_domains: [example.org]}}\n\
+         issuers: [{{issuer: \"{ISSUER}\", jwks_file: jwks.json, algorithms: [ES256, EdDSA]}}]\n\
+         delegation: {{max_depth: {max_depth}}}\ncache: {{max_entries: {cache_entries}}}\nroutes:\n"
+    );
+    // The matching route is last: every request walks the whole table.
+    for index in 1..routes {
+        yaml.push_str(&format!(
+            "  - {{name: r{index}, path_prefix: /service{index}, require_scopes: [s{index}]}}\n"
+        ));
+    }
+    yaml.push_str(
+        "  - {name: calendar-read, path_prefix: /calendar, require_scopes: [calendar:read]}\n",
+    );
+    let config = Config::from_yaml(&yaml, dir.path()).unwrap();
+    let ca = DevCa::new("example.org").unwrap();
+    let certificate = ca.issue_svid(SCHEDULER).unwrap().url_encoded();
+    Setup {
+        _dir: dir,
+        authorizer: Authorizer::new(config),
+        certificate,
+        issuers,
+    }
+}
+
+fn request(certificate: &str, token: &str) -> CheckRequest {
+    let mut headers = std::collections::HashMap::new();
+    headers.insert("authorization".to_owned(), format!("Bearer {token}"));
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                certificate: certificate.to_owned(),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    host: "calendar.example.org".into(),
+                    path: "/calendar/events?day=mon".into(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Actors ending at the scheduler, `depth` of them.
+fn chain(depth: usize) -> Vec<String> {
+    let mut actors: Vec<String> = (1..depth)
+        .map(|i| format!("spiffe://example.org/agent/a{i}"))
+        .collect();
+    actors.push(SCHEDULER.to_owned());
+    actors
+}
+
+fn token(issuer: &DevIssuer, depth: usize, jti: usize) -> String {
+    let actors = chain(depth);
+    let actors: Vec<&str> = actors.iter().map(String::as_str).collect();
+    let mut claims = delegated_claims(
+        ISSUER,
+        "user:alice",
+        LOCAL,
+        "calendar:read",
+        &actors,
+        unix_now(),
+        3600,
+    );
+    claims["jti"] = jti.into();
+    issuer.sign(&claims).unwrap()
+}
+
+fn allowed(authorizer: &Authorizer, request: &CheckRequest) -> bool {
+    matches!(
+        authorizer
+            .check(request, false)
+            .map(|r| r.status.map(|s| s.code)),
+        Ok(Some(0))
+    )
+}
+
+fn benches(c: &mut Criterion) {
+    let cached = setup(1, 100_000, 8);
+    let hit = request(&cached.certificate, &token(&cached.issuers[0].1, 2, 0));
+    assert!(allowed(&cached.authorizer, &hit));
+    c.bench_function("check/cache_hit", |b| {
+        b.iter(|| black_box(cached.authorizer.check(black_box(&hit), false)))
+    });
+
+    let cold = setup(1, 0, 8);
+    for (algorithm, issuer) in &cold.issuers {
+        let requests: Vec<CheckRequest> = (0..256)
+            .map(|jti| request(&cold.certificate, &token(issuer, 2, jti)))
+            .collect();
+        assert!(allowed(&cold.authorizer, &requests[0]));
+        let mut next = 0;
+        c.bench_function(&format!("check/cold_verify/{algorithm:?}"), |b| {
+            b.iter(|| {
+                next = (next + 1) % requests.len();
+                black_box(cold.authorizer.check(&requests[next], false))
+            })
+        });
+    }
+
+    let mut depth_group = c.benchmark_group("check/chain_depth_cache_hit");
+    for depth in [1, 3, 8] {
+        let request = request(
+            &cached.certificate,
+            &token(&cached.issuers[0].1, depth, depth),
+        );
+        assert!(allowed(&cached.authorizer, &request), "depth {depth}");
+        depth_group.bench_with_input(
+            BenchmarkId::from_parameter(depth),
+            &request,
+            |b, request| b.iter(|| black_box(cached.authorizer.check(request, false))),
+        );
+    }
+    depth_group.finish();
+
+    let mut routes_group = c.benchmark_group("check/routes_cache_hit");
+    for routes in [1, 200] {
+        let setup = setup(routes, 100_000, 8);
+        let request = request(&setup.certificate, &token(&setup.issuers[0].1, 2, 7));
+        assert!(allowed(&setup.authorizer, &request), "{routes} routes");
+        routes_group.bench_with_input(
+            BenchmarkId::from_parameter(routes),
+            &request,
+            |b, request| b.iter(|| black_box(setup.authorizer.check(request, false))),
+        );
+    }
+    routes_group.finish();
+
+    let ca = DevCa::new("example.org").unwrap();
+    let pem = ca.issue_svid(SCHEDULER).unwrap().cert_pem;
+    let encoded = url_encode(&pem);
+    c.bench_function("identity/certificate_parse", |b| {
+        b.iter(|| {
+            black_box(actguard::identity::spiffe_id_from_certificate(black_box(
+                &encoded,
+            )))
+        })
+    });
+}
+
+criterion_group! {
+    name = decision;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
+    targets = benches
+}
+criterion_main!(decision);

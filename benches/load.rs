@@ -1,0 +1,549 @@
+//! End-to-end load benchmark over loopback gRPC, with a no-op ext_authz server on the same tonic
+//! stack measured in the same run (the transport's physical limit on this machine), plus memory
+//! and start-up of the real binary. Writes docs/benchmarks.md (with the criterion results of
+//! `benches/decision.rs` when they exist). Run by `make bench`.
+//!
+//! The load generator is a tonic client with a few HTTP/2 connections and many concurrent
+//! streams, as Envoy uses ext_authz. Fixed-rate runs are open-loop and evenly paced by a
+//! dedicated thread; latency counts from each request's scheduled start, so queueing shows.
+
+use actguard::authorizer::CheckError;
+use actguard::config::{Config, ListenAddress};
+use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
+use actguard::runtime;
+use actguard::server::{self, CheckHandler, Listener, ServeOptions};
+use actguard::token::unix_now;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use envoy_types::pb::google::rpc;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+const ISSUER: &str = "https://sts.example.org";
+const LOCAL: &str = "spiffe://example.org/tool/calendar";
+const ORCHESTRATOR: &str = "spiffe://example.org/agent/orchestrator";
+const SCHEDULER: &str = "spiffe://example.org/agent/scheduler";
+const CONNECTIONS: usize = 4;
+const STREAMS: usize = 64;
+const SATURATION_TIME: Duration = Duration::from_secs(3);
+const RATE_TIME: Duration = Duration::from_secs(3);
+
+/// Always answers OK: the physical limit of this transport on this machine.
+struct NoOp;
+
+impl CheckHandler for NoOp {
+    fn check(
+        &self,
+        _request: &CheckRequest,
+        _may_retry: bool,
+    ) -> Result<CheckResponse, CheckError> {
+        Ok(CheckResponse {
+            status: Some(rpc::Status {
+                code: 0,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+fn check_request(certificate: &str, token: &str) -> CheckRequest {
+    let mut headers = std::collections::HashMap::new();
+    headers.insert("authorization".to_owned(), format!("Bearer {token}"));
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                certificate: certificate.to_owned(),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    host: "calendar.example.org".into(),
+                    path: "/calendar/events?day=mon".into(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    issuer: DevIssuer,
+    scheduler: String,
+    orchestrator: String,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = DevIssuer::generate(ISSUER, "k1", DevAlgorithm::Es256).unwrap();
+        std::fs::write(dir.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
+        let ca = DevCa::new("example.org").unwrap();
+        let scheduler = ca.issue_svid(SCHEDULER).unwrap().url_encoded();
+        let orchestrator = ca.issue_svid(ORCHESTRATOR).unwrap().url_encoded();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            format!(
+                "listen: {{grpc: \"127.0.0.1:0\", admin: \"off\"}}\naudit: {{output: \"off\"}}\n\
+                 identity: {{local: \"{LOCAL}\", trust_domains: [example.org]}}\n\
+                 issuers: [{{issuer: \"{ISSUER}\", jwks_file: jwks.json, algorithms: [ES256]}}]\n\
+                 limits: {{max_concurrent_checks: 100000}}\ncache: {{max_entries: 2000000, max_bytes: 4294967296}}\n\
+                 routes: [{{name: calendar-read, path_prefix: /calendar, require_scopes: [calendar:read]}}]\n"
+            ),
+        )
+        .unwrap();
+        Self {
+            dir,
+            issuer,
+            scheduler,
+            orchestrator,
+        }
+    }
+
+    fn token(&self, jti: u64) -> String {
+        let mut claims = delegated_claims(
+            ISSUER,
+            "user:alice",
+            LOCAL,
+            "calendar:read",
+            &[ORCHESTRATOR, SCHEDULER],
+            unix_now(),
+            3600,
+        );
+        claims["jti"] = jti.into();
+        self.issuer.sign(&claims).unwrap()
+    }
+}
+
+async fn channels(address: &str) -> Vec<AuthorizationClient<Channel>> {
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .unwrap();
+        clients.push(AuthorizationClient::new(channel));
+    }
+    clients
+}
+
+/// Requests for one scenario: index → request.
+type Source = Arc<dyn Fn(u64) -> CheckRequest + Send + Sync>;
+
+/// Closed-loop saturation: checks per second with CONNECTIONS × STREAMS in flight.
+async fn saturate(address: &str, source: Source, duration: Duration) -> f64 {
+    let clients = channels(address).await;
+    let done = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for stream in 0..CONNECTIONS * STREAMS {
+        let mut client = clients[stream % CONNECTIONS].clone();
+        let (done, next, stop, source) = (done.clone(), next.clone(), stop.clone(), source.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let request = source(next.fetch_add(1, Ordering::Relaxed));
+                if client.check(request).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // warm-up
+    let start_count = done.load(Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    let count = done.load(Ordering::Relaxed) - start_count;
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    count as f64 / elapsed.as_secs_f64()
+}
+
+struct Percentiles {
+    p50: Duration,
+    p99: Duration,
+    p999: Duration,
+}
+
+fn percentiles(mut latencies: Vec<Duration>) -> Percentiles {
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Percentiles {
+        p50: at(0.50),
+        p99: at(0.99),
+        p999: at(0.999),
+    }
+}
+
+/// Open loop at `rate` per second, evenly paced by a dedicated thread.
+async fn fixed_rate(address: &str, source: Source, rate: u64, duration: Duration) -> Percentiles {
+    let clients = channels(address).await;
+    let total = rate * duration.as_secs();
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let handle = tokio::runtime::Handle::current();
+    let pacer = std::thread::spawn(move || {
+        let period = Duration::from_secs_f64(1.0 / rate as f64);
+        let start = Instant::now();
+        for index in 0..total {
+            let scheduled = start + period * index as u32;
+            while Instant::now() < scheduled {
+                std::hint::spin_loop();
+            }
+            let mut client = clients[index as usize % CONNECTIONS].clone();
+            let request = source(index);
+            let sender = sender.clone();
+            handle.spawn(async move {
+                if client.check(request).await.is_ok() {
+                    let _ = sender.send(scheduled.elapsed());
+                }
+            });
+        }
+    });
+    let mut latencies = Vec::with_capacity(total as usize);
+    while latencies.len() < total as usize {
+        match tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await {
+            Ok(Some(latency)) => latencies.push(latency),
+            _ => break,
+        }
+    }
+    let _ = pacer.join();
+    percentiles(latencies)
+}
+
+/// One stream, one request at a time: p50 latency.
+async fn sequential_p50(address: &str, source: Source, count: u64) -> Duration {
+    let mut client = channels(address).await.remove(0);
+    let mut latencies = Vec::new();
+    for index in 0..count {
+        let started = Instant::now();
+        let _ = client.check(source(index)).await;
+        latencies.push(started.elapsed());
+    }
+    percentiles(latencies).p50
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn micros(duration: Duration) -> String {
+    format!("{:.1}", duration.as_secs_f64() * 1e6)
+}
+
+/// criterion's point estimates, if `benches/decision.rs` ran.
+fn criterion_table() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion");
+    let mut rows = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.ends_with("new") {
+                if let Ok(text) = std::fs::read_to_string(path.join("estimates.json"))
+                    && let Ok(estimates) = serde_json::from_str::<serde_json::Value>(&text)
+                {
+                    let name = dir
+                        .strip_prefix(&root)
+                        .unwrap_or(&dir)
+                        .display()
+                        .to_string();
+                    let ns = estimates["median"]["point_estimate"]
+                        .as_f64()
+                        .unwrap_or(0.0);
+                    rows.push(format!("| `{name}` | {:.2} µs |", ns / 1000.0));
+                }
+            } else if path.is_dir() && !path.ends_with("report") {
+                stack.push(path);
+            }
+        }
+    }
+    rows.sort();
+    if rows.is_empty() {
+        return "(run `make bench` to include the criterion microbenchmarks)\n".into();
+    }
+    format!("| benchmark | median |\n|---|---|\n{}\n", rows.join("\n"))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores ({cpu}); client and servers share the machine")
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is expected.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let fixture = Arc::new(Fixture::new());
+    let config = Config::from_file(&fixture.dir.path().join("config.yaml")).unwrap();
+    let sidecar = runtime::start(config).await.unwrap();
+    let actguard = sidecar.grpc_address.clone();
+    let listener = Listener::bind(&ListenAddress::parse("127.0.0.1:0").unwrap())
+        .await
+        .unwrap();
+    let noop = listener.describe();
+    let options = ServeOptions {
+        max_concurrent_checks: 100_000,
+        ..ServeOptions::default()
+    };
+    tokio::spawn(server::run_with(
+        listener,
+        Arc::new(NoOp),
+        options,
+        std::future::pending(),
+    ));
+
+    eprintln!("minting tokens…");
+    let hot = fixture.token(0);
+    let cold_tokens: Arc<Vec<String>> =
+        Arc::new((1..=100_000).map(|jti| fixture.token(jti)).collect());
+    let hot_set: Arc<Vec<String>> =
+        Arc::new((100_000..100_100).map(|jti| fixture.token(jti)).collect());
+    let allow: Source = {
+        let (certificate, token) = (fixture.scheduler.clone(), hot.clone());
+        Arc::new(move |_| check_request(&certificate, &token))
+    };
+    let deny: Source = {
+        let (certificate, token) = (fixture.orchestrator.clone(), hot.clone());
+        Arc::new(move |_| check_request(&certificate, &token))
+    };
+    let cold: Source = {
+        let (certificate, tokens) = (fixture.scheduler.clone(), cold_tokens.clone());
+        Arc::new(move |index| check_request(&certificate, &tokens[index as usize % tokens.len()]))
+    };
+    let mix: Source = {
+        let (certificate, hot, tokens) = (
+            fixture.scheduler.clone(),
+            hot_set.clone(),
+            cold_tokens.clone(),
+        );
+        Arc::new(move |index| {
+            let token = if index % 20 == 0 {
+                &tokens[(index / 20) as usize % tokens.len()]
+            } else {
+                &hot[index as usize % hot.len()]
+            };
+            check_request(&certificate, token)
+        })
+    };
+    // Warm the caches the scenarios rely on.
+    let _ = saturate(&actguard, allow.clone(), Duration::from_millis(300)).await;
+    let _ = saturate(&actguard, mix.clone(), Duration::from_millis(300)).await;
+
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "# Benchmarks\n\nGenerated by `make bench` (benches/decision.rs, benches/load.rs) on {}.\n",
+        machine()
+    );
+    let _ = writeln!(
+        report,
+        "Method: the real server (`runtime::start`, audit off, admin off) and a no-op ext_authz server \
+        on the same tonic stack run in the same process as the load generator: {CONNECTIONS} HTTP/2 connections × {STREAMS} \
+        concurrent streams for saturation ({}s each after 0.3s warm-up); fixed rates open-loop, evenly paced by a \
+        spinning thread, latency from each request's scheduled start ({}s each). Ratios are to the no-op server in the same run.\n",
+        SATURATION_TIME.as_secs(),
+        RATE_TIME.as_secs()
+    );
+
+    eprintln!("saturation…");
+    let noop_rps = saturate(&noop, allow.clone(), SATURATION_TIME).await;
+    let mut rows = Vec::new();
+    for (name, source) in [
+        ("cache-hit allow", &allow),
+        ("cache-hit deny (actor_mismatch)", &deny),
+        ("cold: every token unique (ES256)", &cold),
+        ("mix: 95% repeat tokens", &mix),
+    ] {
+        let rps = saturate(&actguard, source.clone(), SATURATION_TIME).await;
+        rows.push(format!("| {name} | {rps:.0} | {:.2} |", rps / noop_rps));
+    }
+    let _ = writeln!(
+        report,
+        "## Saturation throughput\n\n| scenario | checks/s | × no-op ({noop_rps:.0}/s) |\n|---|---|---|\n{}\n",
+        rows.join("\n")
+    );
+
+    eprintln!("sequential…");
+    let noop_p50 = sequential_p50(&noop, allow.clone(), 5000).await;
+    let actguard_p50 = sequential_p50(&actguard, allow.clone(), 5000).await;
+    let _ = writeln!(
+        report,
+        "## Per-check overhead of a cache hit (one stream, sequential)\n\n| server | p50 |\n|---|---|\n| no-op | {} µs |\n| actguard | {} µs |\n| overhead | {} µs |\n",
+        micros(noop_p50),
+        micros(actguard_p50),
+        micros(actguard_p50.saturating_sub(noop_p50))
+    );
+
+    eprintln!("fixed rates…");
+    let mut rows = Vec::new();
+    for rate in [1_000u64, 5_000, 10_000] {
+        let base = fixed_rate(&noop, allow.clone(), rate, RATE_TIME).await;
+        for (name, source) in [("cache-hit allow", &allow), ("mix", &mix)] {
+            let measured = fixed_rate(&actguard, source.clone(), rate, RATE_TIME).await;
+            rows.push(format!(
+                "| {rate} | {name} | {} | {} | {} | {} | {:.2} |",
+                micros(measured.p50),
+                micros(measured.p99),
+                micros(measured.p999),
+                micros(base.p99),
+                measured.p99.as_secs_f64() / base.p99.as_secs_f64()
+            ));
+        }
+    }
+    let _ = writeln!(
+        report,
+        "## Latency at fixed offered rates (µs)\n\n| rps | scenario | p50 | p99 | p99.9 | no-op p99 | p99 × no-op |\n|---|---|---|---|---|---|---|\n{}\n",
+        rows.join("\n")
+    );
+
+    eprintln!("invalid-token flood…");
+    let alone = saturate(&actguard, allow.clone(), Duration::from_secs(2)).await;
+    let flood_stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (certificate, stop, address) = (
+            fixture.scheduler.clone(),
+            flood_stop.clone(),
+            actguard.clone(),
+        );
+        let (signed, _) = hot.rsplit_once('.').unwrap();
+        let signed = signed.to_owned();
+        tokio::spawn(async move {
+            let mut client = channels(&address).await.remove(0);
+            let mut index = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                index += 1;
+                let forged = format!("{signed}.{index:0>86}");
+                let _ = client.check(check_request(&certificate, &forged)).await;
+            }
+        })
+    };
+    let flooded = saturate(&actguard, allow.clone(), Duration::from_secs(2)).await;
+    flood_stop.store(true, Ordering::Relaxed);
+    let _ = flood.await;
+    let _ = writeln!(
+        report,
+        "## Valid cached traffic under a flood of unique invalid tokens\n\n| | checks/s |\n|---|---|\n| alone | {alone:.0} |\n| with one stream of forged tokens | {flooded:.0} ({:.2}× slower) |\n",
+        alone / flooded.max(1.0)
+    );
+    sidecar.shutdown().await.unwrap();
+
+    eprintln!("memory and start-up…");
+    let _ = writeln!(
+        report,
+        "{}",
+        memory_and_startup(&fixture, &cold_tokens).await
+    );
+    let _ = writeln!(
+        report,
+        "## Microbenchmarks (criterion, in-process, no gRPC)\n\n{}",
+        criterion_table()
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
+    std::fs::write(&path, &report).unwrap();
+    println!("{report}");
+    eprintln!("wrote {}", path.display());
+}
+
+/// RSS idle and with cached decisions, and exec → first answered Check, for the real binary.
+async fn memory_and_startup(fixture: &Fixture, tokens: &[String]) -> String {
+    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/actguard");
+    if !binary.exists() {
+        return "## Memory and start-up\n\n(build `target/release/actguard` first: `make bench` does)\n".into();
+    }
+    let socket = fixture.dir.path().join("bench.sock");
+    let config = std::fs::read_to_string(fixture.dir.path().join("config.yaml"))
+        .unwrap()
+        .replace(
+            "grpc: \"127.0.0.1:0\"",
+            &format!("grpc: \"unix:{}\"", socket.display()),
+        );
+    std::fs::write(fixture.dir.path().join("bench.yaml"), config).unwrap();
+    let started = Instant::now();
+    let mut child = std::process::Command::new(&binary)
+        .args(["serve", "--config"])
+        .arg(fixture.dir.path().join("bench.yaml"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let request = check_request(&fixture.scheduler, &tokens[0]);
+    let mut client = loop {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return "## Memory and start-up\n\n(the server did not start)\n".into();
+        }
+        if socket.exists() {
+            let path = socket.display().to_string();
+            let channel = tonic::transport::Endpoint::from_static("http://localhost")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await;
+            if let Ok(channel) = channel {
+                let mut client = AuthorizationClient::new(channel);
+                if client.check(request.clone()).await.is_ok() {
+                    break client;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let ready = started.elapsed();
+    let idle = rss_kib(child.id());
+    for token in tokens.iter().take(100_000) {
+        let _ = client.check(check_request(&fixture.scheduler, token)).await;
+    }
+    let cached = tokens.len().min(100_000);
+    let with_cache = rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    format!(
+        "## Memory and start-up (release binary, Unix socket)\n\n| measure | value |\n|---|---|\n| exec → first answered Check | {:.1} ms |\n| RSS idle (after the first check) | {:.1} MiB |\n| RSS with {cached} cached verified tokens | {:.1} MiB |\n",
+        ready.as_secs_f64() * 1e3,
+        idle as f64 / 1024.0,
+        with_cache as f64 / 1024.0
+    )
+}

@@ -119,7 +119,7 @@ impl Fixture {
             unix_now(),
             3600,
         );
-        claims["jti"] = jti.into();
+        claims["jti"] = jti.to_string().into();
         self.issuer.sign(&claims).unwrap()
     }
 }
@@ -364,6 +364,21 @@ async fn run() {
             check_request(&certificate, token)
         })
     };
+    // Each scenario must measure the answer it claims to.
+    let mut probe = channels(&actguard).await.remove(0);
+    for (name, source, expected) in [
+        ("allow", &allow, 0),
+        ("deny", &deny, 7),
+        ("cold", &cold, 0),
+        ("mix", &mix, 0),
+    ] {
+        let response = probe.check(source(1)).await.unwrap().into_inner();
+        let code = response.status.map_or(-1, |status| status.code);
+        assert_eq!(
+            code, expected,
+            "scenario {name} does not get the answer it measures"
+        );
+    }
     // Warm the caches the scenarios rely on.
     let _ = saturate(&actguard, allow.clone(), Duration::from_millis(300)).await;
     let _ = saturate(&actguard, mix.clone(), Duration::from_millis(300)).await;

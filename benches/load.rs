@@ -547,6 +547,7 @@ async fn run() {
         "## Microbenchmarks (criterion, in-process, no gRPC)\n\n{}",
         criterion_table()
     );
+    let _ = writeln!(report, "{NOTES}");
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
     std::fs::write(&path, &report).unwrap();
     println!("{report}");

@@ -7,8 +7,7 @@ use actguard::config::Config;
 use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims, url_encode};
 use actguard::token::unix_now;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use std::hint::black_box;
 
 const ISSUER: &str = "https://sts.example.org";
@@ -69,27 +68,13 @@ fn setup(routes: usize, cache_entries: u64, max_depth: usize) -> Setup {
 }
 
 fn request(certificate: &str, token: &str) -> CheckRequest {
-    let mut headers = std::collections::HashMap::new();
-    headers.insert("authorization".to_owned(), format!("Bearer {token}"));
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(Peer {
-                certificate: certificate.to_owned(),
-                ..Default::default()
-            }),
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    host: "calendar.example.org".into(),
-                    path: "/calendar/events?day=mon".into(),
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    actguard::devkit::envoy_check_request(
+        certificate,
+        "GET",
+        "calendar.example.org",
+        "/calendar/events?day=mon",
+        token,
+    )
 }
 
 /// Actors ending at the scheduler, `depth` of them.

@@ -13,9 +13,8 @@ use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
 use actguard::runtime;
 use actguard::server::{self, CheckHandler, Listener, ServeOptions};
 use actguard::token::unix_now;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -61,27 +60,13 @@ impl CheckHandler for NoOp {
 }
 
 fn check_request(certificate: &str, token: &str) -> CheckRequest {
-    let mut headers = std::collections::HashMap::new();
-    headers.insert("authorization".to_owned(), format!("Bearer {token}"));
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(Peer {
-                certificate: certificate.to_owned(),
-                ..Default::default()
-            }),
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    host: "calendar.example.org".into(),
-                    path: "/calendar/events?day=mon".into(),
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    actguard::devkit::envoy_check_request(
+        certificate,
+        "GET",
+        "calendar.example.org",
+        "/calendar/events?day=mon",
+        token,
+    )
 }
 
 struct Fixture {
@@ -583,16 +568,7 @@ async fn memory_and_startup(fixture: &Fixture, tokens: &[String]) -> String {
             return "## Memory and start-up\n\n(the server did not start)\n".into();
         }
         if socket.exists() {
-            let path = socket.display().to_string();
-            let channel = tonic::transport::Endpoint::from_static("http://localhost")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                    }
-                }))
-                .await;
+            let channel = actguard::admin_client::unix_channel(&socket.display().to_string()).await;
             if let Ok(channel) = channel {
                 let mut client = AuthorizationClient::new(channel);
                 if client.check(request.clone()).await.is_ok() {

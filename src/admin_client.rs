@@ -80,6 +80,20 @@ fn tls_connector(tls: &ClientTls) -> Result<tokio_rustls::TlsConnector, String> 
     )))
 }
 
+/// A gRPC channel over a Unix domain socket (sending a normal `:authority`, as Envoy does).
+pub async fn unix_channel(socket: &str) -> Result<Channel, tonic::transport::Error> {
+    let socket = socket.to_owned();
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+}
+
 /// A channel to `IP:PORT` (optionally TLS) or `unix:/path`.
 async fn channel(address: &str, tls: Option<&ClientTls>) -> Result<Channel, String> {
     let unreachable = |error: tonic::transport::Error| {
@@ -103,19 +117,7 @@ async fn channel(address: &str, tls: Option<&ClientTls>) -> Result<Channel, Stri
             .map_err(unreachable);
     }
     match address.strip_prefix("unix:") {
-        Some(socket) => {
-            let socket = socket.to_owned();
-            Endpoint::from_static("http://localhost")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let socket = socket.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(socket).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                    }
-                }))
-                .await
-                .map_err(unreachable)
-        }
+        Some(socket) => unix_channel(socket).await.map_err(unreachable),
         None => Endpoint::from_shared(format!("http://{address}"))
             .map_err(unreachable)?
             .connect()

@@ -6,15 +6,16 @@
 
 use crate::authorizer::Authorizer;
 use crate::config::Config;
-use crate::devkit::{DevAlgorithm, DevCa, DevIssuer, IssuedCertificate, delegated_claims};
+use crate::devkit::{
+    DevAlgorithm, DevCa, DevIssuer, IssuedCertificate, delegated_claims, envoy_check_request,
+};
 use crate::response::CHAIN_HEADER;
 use crate::revocation::{Revocation, RevocationKind};
 use crate::server::{self, Listener};
 use crate::token::unix_now;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use serde_json::json;
 use std::error::Error;
 use std::io::Write as _;
@@ -84,27 +85,13 @@ impl Drop for ScratchDir {
 }
 
 fn check_request(certificate: &IssuedCertificate, step: &Step) -> CheckRequest {
-    let mut headers = std::collections::HashMap::new();
-    headers.insert("authorization".to_owned(), format!("Bearer {}", step.token));
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(Peer {
-                certificate: certificate.url_encoded(),
-                ..Default::default()
-            }),
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: step.method.to_owned(),
-                    host: "calendar.example.org".to_owned(),
-                    path: step.path.to_owned(),
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    envoy_check_request(
+        &certificate.url_encoded(),
+        step.method,
+        "calendar.example.org",
+        step.path,
+        &step.token,
+    )
 }
 
 /// The decision as the client sees it: `("allow", chain header)` or `(code, status)`.

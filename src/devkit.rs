@@ -282,3 +282,37 @@ pub fn delegated_claims(
     }
     claims
 }
+
+/// A `CheckRequest` shaped like Envoy's for an mTLS caller presenting `bearer` (demo, benches).
+pub fn envoy_check_request(
+    url_encoded_certificate: &str,
+    method: &str,
+    host: &str,
+    path: &str,
+    bearer: &str,
+) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    let headers = [("authorization".to_owned(), format!("Bearer {bearer}"))].into();
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                certificate: url_encoded_certificate.to_owned(),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: method.to_owned(),
+                    host: host.to_owned(),
+                    path: path.to_owned(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}

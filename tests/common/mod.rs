@@ -155,16 +155,7 @@ impl Harness {
 
 /// A gRPC channel over a Unix domain socket, as Envoy dials `unix:` addresses.
 pub async fn unix_channel(socket: String) -> Channel {
-    tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(socket).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .unwrap()
+    actguard::admin_client::unix_channel(&socket).await.unwrap()
 }
 
 impl Drop for Harness {

@@ -384,7 +384,9 @@ impl Authorizer {
         let verified = learned.token.insert(self.verified_token(bearer, now)?);
         // Revocation right after verification: a revoked token is 401 even where a later step
         // would also deny, and a cached verification is cut at once.
-        if self.shared.revocations.matching(verified, now).is_some() {
+        if self.shared.revocations.matching(verified, now).is_some()
+            || self.shared.revocations.caller_revoked(caller.as_str(), now)
+        {
             return Err(Denial::new(
                 DenyReason::TokenRevoked,
                 "the token has been revoked",

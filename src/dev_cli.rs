@@ -27,7 +27,14 @@ fn write(dir: &Path, name: &str, contents: &str, secret: bool) -> Result<(), Str
     }
     options
         .open(&path)
-        .and_then(|mut file| file.write_all(contents.as_bytes()))
+        .and_then(|mut file| {
+            if secret {
+                // Also when the file existed before with wider permissions.
+                use std::os::unix::fs::PermissionsExt;
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            }
+            file.write_all(contents.as_bytes())
+        })
         .map_err(|error| format!("cannot write {}: {error}", path.display()))
 }
 
@@ -54,13 +61,15 @@ pub fn ca(trust_domain: &str, out: &Path) -> Result<String, String> {
     ))
 }
 
-/// `dev svid --ca DIR --id SPIFFE_ID --out DIR`.
-pub fn svid(ca_dir: &Path, id: &str, out: &Path) -> Result<String, String> {
+/// `dev svid --ca DIR --id SPIFFE_ID [--dns NAME]… --out DIR`.
+pub fn svid(ca_dir: &Path, id: &str, dns_names: &[String], out: &Path) -> Result<String, String> {
     let spiffe_id =
         crate::spiffe::SpiffeId::parse(id).map_err(|error| format!("--id: SPIFFE ID {error}"))?;
     let ca = DevCa::from_pem(&read(ca_dir, "ca.pem")?, &read(ca_dir, "ca-key.pem")?)
         .map_err(dev_error)?;
-    let svid = ca.issue_svid(spiffe_id.as_str()).map_err(dev_error)?;
+    let svid = ca
+        .issue_svid_with_dns(spiffe_id.as_str(), dns_names)
+        .map_err(dev_error)?;
     write(out, "svid.pem", &svid.cert_pem, false)?;
     write(out, "svid-key.pem", &svid.key_pem, true)?;
     write(out, "bundle.pem", ca.bundle_pem(), false)?;

@@ -105,8 +105,20 @@ impl DevCa {
 
     /// An X509-SVID: a leaf with exactly one URI SAN, digitalSignature, client and server auth.
     pub fn issue_svid(&self, spiffe_id: &str) -> Result<IssuedCertificate, DevError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
+        self.issue_svid_with_dns(spiffe_id, &[])
+    }
+
+    /// An X509-SVID that also carries DNS names (for a server that clients reach by name,
+    /// such as the demo's Envoy; X509-SVIDs may carry DNS SANs beside their one URI SAN).
+    pub fn issue_svid_with_dns(
+        &self,
+        spiffe_id: &str,
+        dns_names: &[String],
+    ) -> Result<IssuedCertificate, DevError> {
+        let mut params = CertificateParams::new(dns_names.to_vec())?;
+        params
+            .subject_alt_names
+            .push(SanType::URI(spiffe_id.try_into()?));
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ClientAuth,

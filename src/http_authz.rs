@@ -148,12 +148,12 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
 
 fn allowed(grant: &crate::policy::Grant) -> Result<Response, Fault> {
     let mut response = Response::new(Body::empty());
+    // Every identity header, empty when the token has no sid/jti: a proxy copying them upstream
+    // then overwrites whatever the client sent under those names.
     for (name, value) in response::identity_headers(grant) {
-        if let Some(value) = value {
-            let value = HeaderValue::from_bytes(value.as_bytes())
-                .map_err(|_| Fault::Internal(format!("{name} is not a valid header value")))?;
-            response.headers_mut().insert(name, value);
-        }
+        let value = HeaderValue::from_bytes(value.unwrap_or_default().as_bytes())
+            .map_err(|_| Fault::Internal(format!("{name} is not a valid header value")))?;
+        response.headers_mut().insert(name, value);
     }
     Ok(response)
 }

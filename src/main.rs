@@ -93,6 +93,9 @@ enum DevCommand {
         ca: PathBuf,
         #[arg(long, value_name = "SPIFFE_ID")]
         id: String,
+        /// DNS names to add (for a server reached by name), repeatable.
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
@@ -134,7 +137,7 @@ fn dev(command: DevCommand) -> ExitCode {
     use actguard::dev_cli;
     let outcome = match command {
         DevCommand::Ca { trust_domain, out } => dev_cli::ca(&trust_domain, &out),
-        DevCommand::Svid { ca, id, out } => dev_cli::svid(&ca, &id, &out),
+        DevCommand::Svid { ca, id, dns, out } => dev_cli::svid(&ca, &id, &dns, &out),
         DevCommand::Issuer { out, issuer, kid } => dev_cli::issuer(&issuer, &kid, &out),
         DevCommand::Token {
             issuer,

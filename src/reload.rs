@@ -141,10 +141,28 @@ impl LiveAuthorizer {
         if !restart_only.is_empty() {
             tracing::warn!(keys = ?restart_only, "these keys changed but take effect only after a restart");
         }
-        self.current.store(Arc::new(Authorizer::with_shared(
-            config,
-            self.shared.clone(),
-        )));
+        let next = Authorizer::with_shared(config, self.shared.clone());
+        // Remote keys of the new configuration before it serves: never swap in an issuer with
+        // no keys.
+        let fetch_errors = fetch_remote_keys(&next).await;
+        if !fetch_errors.is_empty() {
+            telemetry::record_config_load(false);
+            tracing::error!(
+                errors = %fetch_errors.join("; "),
+                "configuration reload rejected: its issuer keys could not be fetched"
+            );
+            return Err(ConfigErrors(
+                fetch_errors
+                    .into_iter()
+                    .map(|message| crate::config::ConfigError {
+                        path: "issuers".into(),
+                        message,
+                    })
+                    .collect(),
+            ));
+        }
+        self.current.store(Arc::new(next));
+        self.restart_refreshers();
         telemetry::record_config_load(true);
         tracing::info!(file = %file.display(), "configuration reloaded");
         Ok(())

@@ -93,12 +93,31 @@ impl RevocationList {
         })
     }
 
+    /// Whether `caller` is a revoked actor at `now`: a revoked agent's own direct calls are cut
+    /// too, not only the chains that pass through it.
+    pub fn caller_revoked(&self, caller: &str, now: i64) -> bool {
+        if !self.any.load(Ordering::Acquire) {
+            return false;
+        }
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries
+            .get(&(RevocationKind::Actor, caller.to_owned()))
+            .is_some_and(|revocation| revocation.in_force(now))
+    }
+
     /// The revocation that cuts `token` at `now`, if any.
     pub fn matching(&self, token: &VerifiedToken, now: i64) -> Option<RevocationKind> {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
-        let entries = self.entries.read().ok()?;
+        // A poisoned lock still holds the list: read it rather than fail open.
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let revoked = |kind: RevocationKind, value: &str| {
             entries
                 .get(&(kind, value.to_owned()))

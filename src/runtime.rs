@@ -180,6 +180,12 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
                     .local_addr()
                     .ok()
                     .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+                // Whoever can connect can revoke: the admin socket is for its owner only.
+                if let Some(path) = &admin_socket {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|error| format!("listen.admin: {error}"))?;
+                }
                 tokio::spawn(async move {
                     axum::serve(listener, router)
                         .with_graceful_shutdown(admin_stop)

@@ -59,6 +59,9 @@ fn guarded<H: CheckHandler>(
     )
 }
 
+/// Most TLS handshakes in progress on one listener.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
 /// The ext_authz service over one handler.
 pub struct AuthorizationService<H> {
     authorizer: Arc<H>,
@@ -147,7 +150,13 @@ impl Listener {
                 {
                     std::fs::remove_file(path)?;
                 }
-                Ok(Self::Unix(UnixListener::bind(path)?))
+                let listener = UnixListener::bind(path)?;
+                // Envoy runs as another user in the same pod: it must be able to connect.
+                // The socket only answers authorization questions; the directory that holds
+                // it (a pod-local volume) is what limits who can reach it.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+                Ok(Self::Unix(listener))
             }
         }
     }
@@ -253,20 +262,34 @@ pub(crate) fn tls_incoming(
     gate: TlsGate,
 ) -> tokio::sync::mpsc::Receiver<Result<TlsConnection, std::io::Error>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    // Unauthenticated clients may hold at most this many handshakes at once.
+    let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = sender.closed() => break,
             };
-            let Ok((stream, _)) = accepted else {
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+                // Too many handshakes in progress: drop the connection at once.
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let (gate, sender) = (gate.clone(), sender.clone());
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(Duration::from_secs(10), gate.accept(stream));
-                if let Ok(Some(connection)) = handshake.await {
+                let accepted = handshake.await;
+                drop(permit);
+                if let Ok(Some(connection)) = accepted {
                     let _ = sender.send(Ok(connection)).await;
                 }
             });

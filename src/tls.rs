@@ -119,10 +119,10 @@ impl TlsGate {
                     if let Ok(mut current) = self.current.write() {
                         *current = config;
                     }
-                    tracing::info!("listen.grpc_tls: reloaded certificate, key and client CA");
+                    tracing::info!(cert = %self.settings.cert.display(), "TLS: reloaded certificate, key and client CA");
                 }
                 Err(error) => {
-                    tracing::error!(%error, "listen.grpc_tls: reload failed; keeping the previous material");
+                    tracing::error!(%error, "TLS: reload failed; keeping the previous material");
                 }
             }
         }
@@ -149,11 +149,11 @@ impl TlsGate {
                 Some(TlsConnection(tls))
             }
             Some(Ok(id)) => {
-                tracing::warn!(peer = %id, "ext_authz client not in listen.grpc_tls.allow_peers");
+                tracing::warn!(peer = %id, "TLS client not in allow_peers");
                 None
             }
             _ => {
-                tracing::warn!("ext_authz client certificate is not an X509-SVID");
+                tracing::warn!("TLS client certificate is not an X509-SVID");
                 None
             }
         }

@@ -109,6 +109,7 @@ fn mint() -> Minted {
     dev_cli::svid(
         &certs.join("ca"),
         "spiffe://example.org/tool/calendar",
+        &["envoy".to_owned()],
         &certs.join("envoy"),
     )
     .unwrap();
@@ -116,11 +117,24 @@ fn mint() -> Minted {
         dev_cli::svid(
             &certs.join("ca"),
             &format!("spiffe://example.org/agent/{agent}"),
+            &[],
             &certs.join(agent),
         )
         .unwrap();
     }
     dev_cli::issuer("https://sts.example.org", "demo-1", &certs.join("issuer")).unwrap();
+    // curl dials https://envoy:8443: Envoy's SVID must also name that host.
+    let envoy_pem = read(&certs.join("envoy/svid.pem"));
+    let (_, pem) = x509_parser::pem::parse_x509_pem(envoy_pem.as_bytes()).unwrap();
+    let certificate = pem.parse_x509().unwrap();
+    let names = certificate.subject_alternative_name().unwrap().unwrap();
+    assert!(
+        names
+            .value
+            .general_names
+            .iter()
+            .any(|name| matches!(name, x509_parser::extensions::GeneralName::DNSName("envoy")))
+    );
     Minted { _dir: dir, certs }
 }
 

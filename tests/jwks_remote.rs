@@ -311,6 +311,43 @@ async fn rule_issuer_down_keeps_keys_until_max_stale_then_fails_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_reload_fetches_remote_keys_before_it_serves() {
+    let world = world().await;
+    let key = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();
+    world.serve_keys(&[&key]);
+    let (sidecar, mut client) = world.start(&jwks_uri_settings(&world, "")).await;
+    let token = world.token(&key);
+    assert_eq!(world.ask(&mut client, &token).await, Ok("allow".into()));
+    // Reload the same configuration from a file: its fresh remote key set is fetched first.
+    let file = world.scratch.path().join("reloaded.yaml");
+    let yaml = config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n")
+        .replace(
+            "listen:\n  grpc: 127.0.0.1:0",
+            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0",
+        )
+        .replace(
+            &format!("  - issuer: {ISSUER}\n    jwks_file: jwks.json"),
+            &format!(
+                "  - issuer: {}\n    ca_file: ca.pem\n{}",
+                world.server.url,
+                jwks_uri_settings(&world, "")
+            ),
+        );
+    std::fs::write(&file, yaml).unwrap();
+    sidecar.reload(&file).await.unwrap();
+    assert_eq!(
+        world.ask(&mut client, &token).await,
+        Ok("allow".into()),
+        "keys fetched before the swap"
+    );
+    // An unreachable issuer makes the reload fail; the running configuration keeps serving.
+    world.server.served.lock().unwrap().down = true;
+    assert!(sidecar.reload(&file).await.is_err());
+    assert_eq!(world.ask(&mut client, &token).await, Ok("allow".into()));
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_finds_the_jwks_uri() {
     let world = world().await;
     let key = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();

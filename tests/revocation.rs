@@ -144,6 +144,29 @@ async fn rule_revocations_cut_the_next_check_and_survive_a_restart() {
         );
     }
 
+    // A revoked agent's own direct calls are cut too, not only chains through it.
+    let mut direct = delegated_claims(
+        ISSUER,
+        SCHEDULER,
+        LOCAL,
+        "calendar:read",
+        &[],
+        unix_now(),
+        300,
+    );
+    direct["client_id"] = json!(SCHEDULER);
+    let direct = fixture.issuer.sign(&direct).unwrap();
+    assert_eq!(reason(&fixture, &mut client, &direct).await, "allow");
+    let (ok, _) = admin(&sidecar, &["revoke", "--actor", SCHEDULER]);
+    assert!(ok);
+    assert_eq!(
+        reason(&fixture, &mut client, &direct).await,
+        "token_revoked",
+        "the revoked agent calling directly"
+    );
+    let (ok, _) = admin(&sidecar, &["unrevoke", "--actor", SCHEDULER]);
+    assert!(ok);
+
     let (ok, output) = admin(&sidecar, &["revoke", "--actor", "orchestrator"]);
     assert!(!ok && output.contains("canonical SPIFFE ID"), "{output}");
     let (ok, output) = admin(&sidecar, &["revoke", "--jti", "t1", "--for", "soon"]);

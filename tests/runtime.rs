@@ -383,6 +383,18 @@ async fn http_mode_gives_the_same_answers_as_grpc_mode() {
             "case {name}: status"
         );
         if expected == "allow" {
+            // No sid/jti in the token: the HTTP answer still carries them, empty, so a proxy
+            // copying them upstream overwrites whatever the client sent.
+            assert_eq!(
+                over_http.headers.get("x-actguard-sid").map(String::as_str),
+                Some(""),
+                "case {name}"
+            );
+            assert_eq!(
+                over_http.headers.get("x-actguard-jti").map(String::as_str),
+                Some(""),
+                "case {name}"
+            );
             for header in ["x-actguard-subject", "x-actguard-actor", "x-actguard-chain"] {
                 assert_eq!(
                     over_http.headers.get(header).map(String::as_str),

@@ -5,7 +5,8 @@ set -eu
 out=/certs
 if [ -f "$out/.done" ]; then exit 0; fi
 actguard dev ca --trust-domain example.org --out "$out/ca"
-actguard dev svid --ca "$out/ca" --id spiffe://example.org/tool/calendar --out "$out/envoy"
+# Envoy's certificate also names the host the demo's curl dials (https://envoy:8443).
+actguard dev svid --ca "$out/ca" --id spiffe://example.org/tool/calendar --dns envoy --out "$out/envoy"
 for agent in orchestrator scheduler planner; do
   actguard dev svid --ca "$out/ca" --id "spiffe://example.org/agent/$agent" --out "$out/$agent"
 done

@@ -160,6 +160,15 @@ fn read_remote(
             .string(&child(path, "ca_file"), value)
             .map(|file| Some(base_dir.join(file))),
     };
+    if let (Some(refresh), Some(stale)) = (&refresh_interval, &max_stale)
+        && refresh >= stale
+    {
+        reader.error(
+            child(path, "max_stale"),
+            "must be longer than refresh_interval (or good keys would expire between refreshes)",
+        );
+        return None;
+    }
     let spec = RemoteSpec {
         issuer: issuer.to_owned(),
         location,

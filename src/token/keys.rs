@@ -96,6 +96,37 @@ impl KeySet {
         }
     }
 
+    /// For fetched sets: keys actguard cannot use (another curve, a short RSA key, a symmetric
+    /// key) are skipped and reported, and the set fails only when no usable key remains or the
+    /// document itself is malformed. A real IdP's JWKS often carries keys for other purposes.
+    pub fn from_jwks_skipping_unusable(
+        document: &[u8],
+    ) -> Result<(Self, Vec<String>), Vec<String>> {
+        let parsed = super::json::parse_strict(document)
+            .map_err(|_| vec!["is not a JSON document (or repeats a member name)".to_owned()])?;
+        let Some(entries) = parsed.get("keys").and_then(|keys| keys.as_array()) else {
+            return Err(vec!["has no \"keys\" array".to_owned()]);
+        };
+        let mut keys = HashMap::new();
+        let mut skipped = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            match parse_key(entry) {
+                Ok(Some((kid, key))) => {
+                    if keys.insert(kid.clone(), key).is_some() {
+                        return Err(vec![format!("keys[{index}]: kid {kid:?} appears twice")]);
+                    }
+                }
+                Ok(None) => {}
+                Err(problem) => skipped.push(format!("keys[{index}]: {problem}")),
+            }
+        }
+        if keys.is_empty() {
+            skipped.push("has no usable signature keys".to_owned());
+            return Err(skipped);
+        }
+        Ok((Self { keys }, skipped))
+    }
+
     pub fn get(&self, kid: &str) -> Option<&VerificationKey> {
         self.keys.get(kid)
     }
@@ -278,6 +309,19 @@ mod tests {
         assert_eq!(problems, vec!["has no signature keys".to_owned()]);
         assert!(KeySet::from_jwks(b"{}").is_err());
         assert!(KeySet::from_jwks(b"[").is_err());
+    }
+
+    #[test]
+    fn fetched_sets_skip_unusable_keys_but_need_one_usable() {
+        let oct = serde_json::json!({"kty":"oct","k":"c2VjcmV0","kid":"h"});
+        let (set, skipped) =
+            KeySet::from_jwks_skipping_unusable(&jwks(vec![oct.clone(), p256_key("a")])).unwrap();
+        assert!(set.get("a").is_some());
+        assert_eq!(skipped.len(), 1);
+        assert!(KeySet::from_jwks_skipping_unusable(&jwks(vec![oct])).is_err());
+        assert!(
+            KeySet::from_jwks_skipping_unusable(&jwks(vec![p256_key("a"), p256_key("a")])).is_err()
+        );
     }
 
     #[test]

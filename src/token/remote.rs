@@ -190,8 +190,11 @@ impl RemoteKeys {
         let outcome = async {
             let url = self.jwks_url().await?;
             let (body, headers) = self.get(&url).await?;
-            let keys = KeySet::from_jwks(&body)
+            let (keys, skipped) = KeySet::from_jwks_skipping_unusable(&body)
                 .map_err(|problems| format!("{url}: invalid JWKS: {}", problems.join("; ")))?;
+            for problem in skipped {
+                tracing::warn!(issuer = %self.spec.issuer, %problem, "JWKS key skipped");
+            }
             Ok::<_, String>((keys, max_age(&headers)))
         }
         .await;
@@ -232,13 +235,18 @@ impl RemoteKeys {
             return;
         }
         *last = Some(Instant::now());
-        let _ = self.fetch().await;
+        // In its own task: a check abandoned at its deadline must not cancel the fetch that
+        // every later check is waiting for.
+        let fetcher = Arc::clone(&self);
+        let _ = tokio::spawn(async move { fetcher.fetch().await }).await;
     }
 
     /// Refreshes forever: every `refresh_interval` (or `max-age`, if sooner), with exponential
     /// backoff after failures.
     pub async fn refresh_forever(self: Arc<Self>) {
-        let mut failures: u32 = 0;
+        // Nothing loaded yet (the issuer was down at start): retry with backoff, not after a
+        // whole refresh interval.
+        let mut failures: u32 = u32::from(self.loaded.load().is_none());
         loop {
             let interval = self
                 .loaded
@@ -248,7 +256,8 @@ impl RemoteKeys {
                 .map_or(self.spec.refresh_interval, |age| {
                     age.min(self.spec.refresh_interval)
                 })
-                .max(Duration::from_secs(1));
+                // A `max-age=0` issuer is refreshed every 10 s, not in a tight loop.
+                .max(Duration::from_secs(10));
             let wait = if failures == 0 {
                 interval
             } else {

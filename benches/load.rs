@@ -38,7 +38,12 @@ pessimistic, and tails move a lot between runs (compare several runs before conc
 - The server-side p99 is the upper bound of the histogram bucket (5, 10, 20, 50 µs, …) that holds \
 the 99th percentile of the checks made during that scenario.\n\
 - RSS is the real binary's VmRSS, read from /proc after the checks; one cached entry costs the \
-claims and parsed chain of its token, the verifying key reference and moka's bookkeeping.";
+claims and parsed chain of its token, the verifying key reference and moka's bookkeeping.\n\n\
+## History\n\n\
+| change | RSS with 100k cached tokens |\n\
+|---|---|\n\
+| first measurement | 148 MiB |\n\
+| actors store their `sub` once (inside the parsed SPIFFE ID); issuer and kid shared as `Arc<str>` | 123 MiB |";
 
 /// Always answers OK: the physical limit of this transport on this machine.
 struct NoOp;

@@ -315,7 +315,7 @@ impl Authorizer {
                     .actors()
                     .iter()
                     .rev()
-                    .filter_map(|a| a.subject.as_deref())
+                    .filter_map(|a| a.subject())
                     .collect()
             }),
             route: evaluation.route.as_deref(),

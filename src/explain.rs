@@ -126,7 +126,7 @@ fn render(request: &ExplainRequest, evaluation: &Evaluation, now: i64) -> String
             .actors()
             .iter()
             .rev()
-            .filter_map(|a| a.subject.as_deref())
+            .filter_map(|a| a.subject())
             .collect()
     });
     let details: [(&str, String); 7] = [

@@ -68,7 +68,7 @@ fn deny(reason: DenyReason, description: &'static str) -> Denial {
 fn check_binding(caller: &SpiffeId, token: &VerifiedToken) -> Result<(), Denial> {
     let caller = caller.as_str();
     match token.actors().first() {
-        Some(current) => match current.subject.as_deref() {
+        Some(current) => match current.subject() {
             None => return Err(deny(DenyReason::ActorInvalid, "an actor has no sub")),
             Some(actor) if actor != caller => {
                 return Err(deny(
@@ -113,7 +113,7 @@ fn check_chain(
 ) -> Result<(), Denial> {
     let actors = token.actors();
     for (index, actor) in actors.iter().enumerate() {
-        let Some(id) = &actor.spiffe_id else {
+        let Some(id) = actor.spiffe_id() else {
             return Err(deny(
                 DenyReason::ActorInvalid,
                 "an actor's sub is missing or not a canonical SPIFFE ID",
@@ -127,7 +127,7 @@ fn check_chain(
         }
         if actors[..index]
             .iter()
-            .any(|earlier| earlier.spiffe_id.as_ref() == Some(id))
+            .any(|earlier| earlier.spiffe_id() == Some(id))
         {
             return Err(deny(
                 DenyReason::DelegationCycle,
@@ -157,7 +157,7 @@ fn check_delegation_policy(
         .actors()
         .iter()
         .rev()
-        .filter_map(|actor| actor.subject.as_deref())
+        .filter_map(|actor| actor.subject())
         .collect();
     if let Some(edges) = &policy.edges
         && !edges_allowed(edges, token.subject(), &delegation)
@@ -234,7 +234,7 @@ pub fn authorize(
             .actors()
             .iter()
             .rev()
-            .filter_map(|actor| actor.subject.clone())
+            .filter_map(|actor| actor.subject().map(str::to_owned))
             .collect(),
         scopes: token.scopes().to_vec(),
         jti: token.jti().map(str::to_owned),

@@ -141,7 +141,7 @@ impl RevocationList {
         token
             .actors()
             .iter()
-            .filter_map(|actor| actor.subject.as_deref())
+            .filter_map(|actor| actor.subject())
             .any(|actor| revoked(RevocationKind::Actor, actor))
             .then_some(RevocationKind::Actor)
     }

@@ -255,7 +255,7 @@ fn read_issuer(
         );
     }
     Some(TrustedIssuer {
-        issuer: issuer?.to_owned(),
+        issuer: issuer?.into(),
         algorithms: algorithms?,
         keys: keys?,
     })

@@ -9,14 +9,37 @@
 use crate::reason::{Denial, DenyReason};
 use crate::spiffe::SpiffeId;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
-/// One entry of the `act` chain.
+/// One entry of the `act` chain. The `sub` is stored once: inside the parsed SPIFFE ID when it
+/// is one (cached tokens carry many actors; no second copy of the string).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// `act.sub` as written, `None` when the `act` member is not an object or has no string `sub`.
-    pub subject: Option<String>,
-    /// `subject` parsed as a canonical SPIFFE ID, when it is one.
-    pub spiffe_id: Option<SpiffeId>,
+pub enum Actor {
+    /// `act.sub` is a canonical SPIFFE ID.
+    Spiffe(SpiffeId),
+    /// `act.sub` is some other string.
+    Other(String),
+    /// The `act` member is not an object, or has no string `sub`.
+    Missing,
+}
+
+impl Actor {
+    /// `act.sub` as written.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Self::Spiffe(id) => Some(id.as_str()),
+            Self::Other(subject) => Some(subject),
+            Self::Missing => None,
+        }
+    }
+
+    /// `act.sub` as a canonical SPIFFE ID, when it is one.
+    pub fn spiffe_id(&self) -> Option<&SpiffeId> {
+        match self {
+            Self::Spiffe(id) => Some(id),
+            _ => None,
+        }
+    }
 }
 
 /// What `may_act` says, when present.
@@ -42,8 +65,9 @@ pub struct VerifiedToken {
     may_act: Option<MayAct>,
     jti: Option<String>,
     sid: Option<String>,
-    /// The key that verified it: issuer, kid and the key's fingerprint.
-    verified_by: Option<(String, String, [u8; 32])>,
+    /// The key that verified it: issuer, kid (shared with the key set, not copied per token)
+    /// and the key's fingerprint.
+    verified_by: Option<(Arc<str>, Arc<str>, [u8; 32])>,
 }
 
 impl VerifiedToken {
@@ -51,11 +75,16 @@ impl VerifiedToken {
     pub fn verified_by(&self) -> Option<(&str, &str, [u8; 32])> {
         self.verified_by
             .as_ref()
-            .map(|(issuer, kid, fingerprint)| (issuer.as_str(), kid.as_str(), *fingerprint))
+            .map(|(issuer, kid, fingerprint)| (&**issuer, &**kid, *fingerprint))
     }
 
-    pub(super) fn set_verified_by(&mut self, issuer: &str, kid: &str, fingerprint: [u8; 32]) {
-        self.verified_by = Some((issuer.to_owned(), kid.to_owned(), fingerprint));
+    pub(super) fn set_verified_by(
+        &mut self,
+        issuer: Arc<str>,
+        kid: Arc<str>,
+        fingerprint: [u8; 32],
+    ) {
+        self.verified_by = Some((issuer, kid, fingerprint));
     }
 
     pub fn subject(&self) -> &str {
@@ -102,7 +131,7 @@ impl VerifiedToken {
         let actors: usize = self
             .actors
             .iter()
-            .map(|actor| 2 * actor.subject.as_ref().map_or(0, String::len) + 80)
+            .map(|actor| actor.subject().map_or(0, str::len) + 48)
             .sum();
         let scopes: usize = self.scopes.iter().map(|scope| scope.len() + 24).sum();
         std::mem::size_of::<Self>() + self.subject.len() + strings + actors + scopes
@@ -152,10 +181,12 @@ fn actors_of(claims: &Map<String, Value>) -> Vec<Actor> {
         let object = member.as_object();
         let subject = object
             .and_then(|object| object.get("sub"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let spiffe_id = subject.as_deref().and_then(|s| SpiffeId::parse(s).ok());
-        actors.push(Actor { subject, spiffe_id });
+            .and_then(Value::as_str);
+        actors.push(match subject {
+            None => Actor::Missing,
+            Some(subject) => SpiffeId::parse(subject)
+                .map_or_else(|_| Actor::Other(subject.to_owned()), Actor::Spiffe),
+        });
         next = object.and_then(|object| object.get("act"));
     }
     actors

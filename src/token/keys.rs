@@ -11,6 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 const EC_P256: &[Algorithm] = &[Algorithm::ES256];
 const EC_P384: &[Algorithm] = &[Algorithm::ES384];
@@ -28,6 +29,8 @@ const MIN_RSA_MODULUS_BYTES: usize = 256;
 
 /// One key that may verify signatures.
 pub struct VerificationKey {
+    /// Shared with every cached verification this key made.
+    kid: Arc<str>,
     key: DecodingKey,
     /// SHA-256 of the JWK as published: a cached verification stays valid only while the
     /// issuer still publishes this very key under its kid.
@@ -48,6 +51,10 @@ impl VerificationKey {
 
     pub fn fingerprint(&self) -> [u8; 32] {
         self.fingerprint
+    }
+
+    pub fn kid(&self) -> &Arc<str> {
+        &self.kid
     }
 }
 
@@ -209,9 +216,11 @@ fn parse_key(entry: &serde_json::Value) -> Result<Option<(String, VerificationKe
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, entry.to_string().as_bytes());
     let mut fingerprint = [0u8; 32];
     fingerprint.copy_from_slice(digest.as_ref());
+    let shared_kid: Arc<str> = Arc::from(kid.as_str());
     Ok(Some((
         kid,
         VerificationKey {
+            kid: shared_kid,
             key,
             fingerprint,
             algorithms,

@@ -101,7 +101,8 @@ pub fn unix_now() -> i64 {
 /// One trusted issuer: its exact `iss`, the algorithms it may use, and its keys.
 #[derive(Debug)]
 pub struct TrustedIssuer {
-    pub issuer: String,
+    /// Shared with every cached verification of its tokens.
+    pub issuer: Arc<str>,
     pub algorithms: Vec<Algorithm>,
     pub keys: IssuerKeys,
 }
@@ -185,7 +186,7 @@ impl Verifier {
         Self {
             issuers: issuers
                 .into_iter()
-                .map(|issuer| (issuer.issuer.clone(), issuer))
+                .map(|issuer| (issuer.issuer.to_string(), issuer))
                 .collect(),
             audience,
             leeway: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
@@ -200,7 +201,7 @@ impl Verifier {
             .values()
             .map(|issuer| {
                 let usable = issuer.keys.current().map_or(0, |keys| keys.len());
-                (issuer.issuer.clone(), usable)
+                (issuer.issuer.to_string(), usable)
             })
             .collect();
         counts.sort();
@@ -362,7 +363,11 @@ impl Verifier {
             ));
         }
         let mut verified = claims::extract(&claims, expires_at)?;
-        verified.set_verified_by(&issuer.issuer, kid, key.fingerprint());
+        verified.set_verified_by(
+            Arc::clone(&issuer.issuer),
+            Arc::clone(key.kid()),
+            key.fingerprint(),
+        );
         Ok(verified)
     }
 }

@@ -123,17 +123,19 @@ impl AuditLog {
     }
 
     /// Queues the line for a decision, or drops (and counts) it when the queue is full.
-    pub fn record(&self, record: &AuditRecord<'_>) {
+    /// `build` runs only when the line is kept, so a disabled or sampled-out log costs the
+    /// check nothing.
+    pub fn record<'a>(&self, allowed: bool, build: impl FnOnce() -> AuditRecord<'a>) {
         let Some(sink) = &self.sink else {
             return;
         };
-        if record.reason.is_none() {
+        if allowed {
             let seen = sink.allows_seen.fetch_add(1, Ordering::Relaxed);
             if sink.allow_stride == 0 || seen % sink.allow_stride != 0 {
                 return;
             }
         }
-        match sink.sender.try_send(Message::Line(audit_line(record))) {
+        match sink.sender.try_send(Message::Line(audit_line(&build()))) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 metrics::counter!(telemetry::AUDIT_DROPPED).increment(1);
@@ -260,9 +262,9 @@ mod tests {
             latency: Duration::from_micros(7),
         };
         for _ in 0..4 {
-            log.record(&record(None));
+            log.record(true, || record(None));
         }
-        log.record(&record(Some("actor_mismatch")));
+        log.record(false, || record(Some("actor_mismatch")));
         writer.finish();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text

@@ -306,7 +306,8 @@ impl Authorizer {
         let reason = evaluation.outcome.as_ref().err().map(|d| d.reason.code());
         telemetry::record_decision(reason, evaluation.route.as_deref(), latency);
         let token = evaluation.token.as_deref();
-        self.shared.audit.record(&AuditRecord {
+        // The record is built only when the audit log keeps it (on, and not sampled out).
+        self.shared.audit.record(reason.is_none(), || AuditRecord {
             request_id: facts.request_id,
             caller: evaluation.caller.as_ref().map(SpiffeId::as_str),
             subject: token.map(VerifiedToken::subject),
@@ -384,8 +385,11 @@ impl Authorizer {
         let verified = learned.token.insert(self.verified_token(bearer, now)?);
         // Revocation right after verification: a revoked token is 401 even where a later step
         // would also deny, and a cached verification is cut at once.
-        if self.shared.revocations.matching(verified, now).is_some()
-            || self.shared.revocations.caller_revoked(caller.as_str(), now)
+        if self
+            .shared
+            .revocations
+            .matching(verified, caller.as_str(), now)
+            .is_some()
         {
             return Err(Denial::new(
                 DenyReason::TokenRevoked,

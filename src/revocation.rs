@@ -93,23 +93,15 @@ impl RevocationList {
         })
     }
 
-    /// Whether `caller` is a revoked actor at `now`: a revoked agent's own direct calls are cut
-    /// too, not only the chains that pass through it.
-    pub fn caller_revoked(&self, caller: &str, now: i64) -> bool {
-        if !self.any.load(Ordering::Acquire) {
-            return false;
-        }
-        let entries = self
-            .entries
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        entries
-            .get(&(RevocationKind::Actor, caller.to_owned()))
-            .is_some_and(|revocation| revocation.in_force(now))
-    }
-
-    /// The revocation that cuts `token` at `now`, if any.
-    pub fn matching(&self, token: &VerifiedToken, now: i64) -> Option<RevocationKind> {
+    /// The revocation that cuts `token`, presented by `caller`, at `now`, if any. The caller
+    /// counts as an actor: a revoked agent's own direct calls are cut too, not only the chains
+    /// that pass through it.
+    pub fn matching(
+        &self,
+        token: &VerifiedToken,
+        caller: &str,
+        now: i64,
+    ) -> Option<RevocationKind> {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
@@ -142,6 +134,7 @@ impl RevocationList {
             .actors()
             .iter()
             .filter_map(|actor| actor.subject())
+            .chain(std::iter::once(caller))
             .any(|actor| revoked(RevocationKind::Actor, actor))
             .then_some(RevocationKind::Actor)
     }
@@ -230,6 +223,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The token's current actor, presenting it.
+    const CALLER: &str = "spiffe://example.org/agent/scheduler";
+
     fn token() -> VerifiedToken {
         VerifiedToken::from_claims_for_tests(&json!({
             "sub": "user:alice", "jti": "t1", "sid": "s1",
@@ -264,11 +260,15 @@ mod tests {
         ];
         for (kind, value) in cases {
             let list = RevocationList::in_memory();
-            assert_eq!(list.matching(&token(), 10), None);
+            assert_eq!(list.matching(&token(), CALLER, 10), None);
             list.revoke(revocation(kind, value, None)).unwrap();
-            assert_eq!(list.matching(&token(), 10), Some(kind), "{kind:?} {value}");
+            assert_eq!(
+                list.matching(&token(), CALLER, 10),
+                Some(kind),
+                "{kind:?} {value}"
+            );
             assert!(list.unrevoke(kind, value).unwrap());
-            assert_eq!(list.matching(&token(), 10), None);
+            assert_eq!(list.matching(&token(), CALLER, 10), None);
         }
         let list = RevocationList::in_memory();
         list.revoke(revocation(
@@ -278,7 +278,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            list.matching(&token(), 10),
+            list.matching(&token(), CALLER, 10),
             None,
             "an actor outside the chain cuts nothing"
         );
@@ -289,8 +289,11 @@ mod tests {
         let list = RevocationList::in_memory();
         list.revoke(revocation(RevocationKind::Jti, "t1", Some(100)))
             .unwrap();
-        assert_eq!(list.matching(&token(), 99), Some(RevocationKind::Jti));
-        assert_eq!(list.matching(&token(), 100), None);
+        assert_eq!(
+            list.matching(&token(), CALLER, 99),
+            Some(RevocationKind::Jti)
+        );
+        assert_eq!(list.matching(&token(), CALLER, 100), None);
         assert!(list.list(100).is_empty());
     }
 
@@ -305,7 +308,10 @@ mod tests {
             .unwrap();
         let reloaded = RevocationList::persisted(&file).unwrap();
         assert_eq!(reloaded.list(0), list.list(0));
-        assert_eq!(reloaded.matching(&token(), 0), Some(RevocationKind::Sid));
+        assert_eq!(
+            reloaded.matching(&token(), CALLER, 0),
+            Some(RevocationKind::Sid)
+        );
         reloaded.unrevoke(RevocationKind::Sid, "s1").unwrap();
         assert_eq!(RevocationList::persisted(&file).unwrap().list(0).len(), 1);
         assert!(!dir.path().join("revocations.tmp").exists());
@@ -320,7 +326,7 @@ mod tests {
             list.revoke(revocation(RevocationKind::Jti, "t1", None))
                 .is_err()
         );
-        assert_eq!(list.matching(&token(), 0), None);
+        assert_eq!(list.matching(&token(), CALLER, 0), None);
         assert!(list.list(0).is_empty());
     }
 

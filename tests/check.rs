@@ -303,6 +303,14 @@ async fn serves_ext_authz_over_a_unix_socket() {
         &format!("grpc: unix:{}", socket.display()),
     );
     let mut harness = Harness::start_with(&yaml).await;
+    // Envoy runs as another user in the pod: it must be able to connect.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o666,
+        "the ext_authz socket is connectable by Envoy's user"
+    );
     let token = harness.delegated(&[ORCHESTRATOR, SCHEDULER]);
     assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
     assert_eq!(

@@ -221,6 +221,13 @@ async fn admin_api_over_a_unix_socket_found_from_the_config_file() {
         .await
         .unwrap();
     assert_eq!(sidecar.admin_socket.as_deref(), Some(socket.as_path()));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "whoever can connect can revoke: owner only"
+    );
     let cli = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_actguard"))
             .args(["admin", "--config"])

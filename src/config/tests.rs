@@ -232,6 +232,11 @@ fn issuer_key_sources_are_exclusive_and_https_only() {
             "issuers[0].max_stale: applies only to jwks_uri or discovery",
         ),
         (
+            "keys would expire between refreshes",
+            "jwks_uri: \"https://sts.example.org/jwks\", refresh_interval: 2h, max_stale: 1h",
+            "issuers[0].max_stale: must be longer than refresh_interval",
+        ),
+        (
             "missing ca file",
             "jwks_uri: \"https://sts.example.org/jwks\", ca_file: missing.pem",
             "issuers[0].ca_file: cannot read",

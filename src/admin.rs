@@ -63,6 +63,16 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
 }
 
+/// `/healthz`, `/readyz` and `/metrics`: what the probe listener serves, and the admin listener
+/// beside the revocation API. Nothing here changes state.
+pub fn probe_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(render_metrics))
+        .with_state(state)
+}
+
 /// The admin routes, plus the revocation gRPC API (and reflection when asked) on the same port.
 pub fn router(state: AdminState, reflection: bool) -> Router {
     let revocations = RevocationsServer::new(RevocationService::new(Arc::clone(
@@ -75,12 +85,7 @@ pub fn router(state: AdminState, reflection: bool) -> Router {
             Err(error) => tracing::error!(%error, "gRPC reflection unavailable"),
         }
     }
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(render_metrics))
-        .with_state(state)
-        .merge(grpc.into_axum_router())
+    probe_router(state).merge(grpc.into_axum_router())
 }
 
 async fn ready(State(state): State<AdminState>) -> impl IntoResponse {

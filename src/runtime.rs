@@ -39,6 +39,8 @@ pub struct Sidecar {
     /// The admin listener's socket path, when it listens on a Unix socket.
     pub admin_socket: Option<PathBuf>,
     pub http_address: Option<SocketAddr>,
+    /// The probe listener's address (`listen.probes`).
+    pub probes_address: Option<SocketAddr>,
     /// The authorizer in force; [`Sidecar::reload`] swaps it.
     pub authorizer: Arc<LiveAuthorizer>,
     /// What was bound at start (a reload cannot change it).
@@ -100,6 +102,10 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         Some(address) => Some(bind_tcp("listen.http", address).await?),
         None => None,
     };
+    let probes = match listen.probes {
+        Some(address) => Some(bind_tcp("listen.probes", address).await?),
+        None => None,
+    };
     let (audit, audit_writer) = match &config.audit {
         Some(audit_config) => {
             let (log, writer) = AuditLog::start(audit_config)
@@ -158,12 +164,26 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         }
         (admin, _) => admin,
     };
+    let state = AdminState {
+        authorizer: Arc::clone(&authorizer),
+        readiness: Arc::clone(&readiness),
+        metrics,
+    };
+    let mut probes_address = None;
+    if let Some(listener) = probes {
+        probes_address = listener.local_addr().ok();
+        let router = admin::probe_router(state.clone());
+        let probes_stop = stopped(stop.subscribe());
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(probes_stop)
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "probe listener failed");
+            }
+        }));
+    }
     if let Some(listener) = admin {
-        let state = AdminState {
-            authorizer: Arc::clone(&authorizer),
-            readiness: Arc::clone(&readiness),
-            metrics,
-        };
         let router = admin::router(state, listen.reflection);
         let admin_stop = stopped(stop.subscribe());
         let served = match listener {
@@ -237,6 +257,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         grpc = %grpc_address,
         admin = ?admin_address,
         http = ?http_address,
+        probes = ?probes_address,
         "actguard ready"
     );
     Ok(Sidecar {
@@ -244,6 +265,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         admin_address,
         admin_socket,
         http_address,
+        probes_address,
         authorizer,
         bound,
         readiness,

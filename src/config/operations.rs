@@ -56,6 +56,10 @@ pub struct Listeners {
     pub admin: Option<ListenAddress>,
     /// TLS with client-certificate verification on a TCP admin listener.
     pub admin_tls: Option<TlsSettings>,
+    /// `/healthz`, `/readyz` and `/metrics` only, plain HTTP, no revocation API: for kubelet
+    /// probes and Prometheus when the admin listener stays on loopback or a Unix socket. Off by
+    /// default.
+    pub probes: Option<SocketAddr>,
     /// gRPC reflection on the gRPC and admin listeners (for `grpcurl`); off by default.
     pub reflection: bool,
 }
@@ -162,6 +166,7 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
         "http_request",
         "admin",
         "admin_tls",
+        "probes",
         "reflection",
     ];
     let map = reader.mapping("listen", value, &keys)?;
@@ -225,16 +230,21 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
             parsed.map(Some)
         }
     };
+    let probes = match map.get("probes") {
+        None => Some(None),
+        Some(value) => tcp_address(reader, "listen.probes", value).map(Some),
+    };
     let reflection = match map.get("reflection") {
         None => Some(false),
         Some(value) => reader.boolean("listen.reflection", value),
     };
-    let (grpc, grpc_tls, http, admin, admin_tls, http_request, reflection) = (
+    let (grpc, grpc_tls, http, admin, admin_tls, probes, http_request, reflection) = (
         grpc?,
         grpc_tls?,
         http?,
         admin?,
         admin_tls?,
+        probes?,
         http_request?,
         reflection?,
     );
@@ -255,6 +265,7 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
     if let Some(ListenAddress::Tcp(address)) = &admin {
         named.push(("admin", *address));
     }
+    named.extend(probes.map(|a| ("probes", a)));
     if let (ListenAddress::Unix(grpc_socket), Some(ListenAddress::Unix(admin_socket))) =
         (&grpc, &admin)
         && grpc_socket == admin_socket
@@ -276,6 +287,7 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
         http_request,
         admin,
         admin_tls,
+        probes,
         reflection,
     })
 }

@@ -334,6 +334,18 @@ fn overlapping_listeners_are_errors() {
         errors.contains(&"listen.admin: overlaps listen.grpc".to_owned()),
         "{errors:?}"
     );
+    let probes = format!(
+        "{BASE}listen: {{grpc: \"unix:/run/a.sock\", admin: \"127.0.0.1:9192\", probes: \"0.0.0.0:9192\"}}\n"
+    );
+    assert_eq!(
+        errors_of(&probes),
+        vec!["listen.probes: overlaps listen.admin".to_owned()]
+    );
+    let not_tcp = format!("{BASE}listen: {{probes: \"unix:/run/p.sock\"}}\n");
+    assert_eq!(
+        errors_of(&not_tcp),
+        vec!["listen.probes: must be IP:PORT, e.g. 127.0.0.1:9192".to_owned()]
+    );
     let ephemeral = format!("{BASE}listen: {{grpc: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\n");
     assert_eq!(errors_of(&ephemeral), Vec::<String>::new());
 }

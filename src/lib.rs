@@ -41,6 +41,7 @@ pub mod devkit;
 pub mod explain;
 pub mod http_authz;
 pub mod identity;
+pub mod inject;
 pub mod path;
 pub mod policy;
 pub mod reason;

@@ -43,6 +43,22 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         request: Option<PathBuf>,
     },
+    /// Run the Kubernetes sidecar-injection webhook (mutating admission, HTTPS, `POST /mutate`).
+    Inject {
+        /// Where to listen, IP:PORT.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
+        listen: std::net::SocketAddr,
+        /// Serving certificate chain (PEM); re-read when it changes.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// Its private key (PEM).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// What to inject (images, resources, default ConfigMaps, SVID source); defaults
+        /// without it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Development credentials (CA, SVIDs, issuer, tokens) — never for production keys.
     Dev {
         #[command(subcommand)]
@@ -409,6 +425,12 @@ fn main() -> ExitCode {
             };
             admin(address, config, tls, action)
         }
+        Command::Inject {
+            listen,
+            cert,
+            key,
+            config,
+        } => inject(listen, cert, key, config.as_deref()),
         Command::Explain { config, request } => explain(&config, request.as_deref()),
         Command::Dev { action } => dev(action),
         Command::Demo => match runtime().block_on(actguard::demo::run()) {
@@ -420,6 +442,70 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn inject(
+    listen: std::net::SocketAddr,
+    cert: PathBuf,
+    key: PathBuf,
+    config: Option<&std::path::Path>,
+) -> ExitCode {
+    use actguard::inject::config::InjectorConfig;
+    let settings = match config {
+        None => InjectorConfig::default(),
+        Some(file) => match InjectorConfig::from_file(file) {
+            Ok(settings) => settings,
+            Err(errors) => {
+                eprintln!(
+                    "{}: invalid injector configuration:\n{errors}",
+                    file.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let gate =
+        match actguard::tls::TlsGate::server_only(cert, key, std::time::Duration::from_secs(10)) {
+            Ok(gate) => gate,
+            Err(error) => {
+                eprintln!("--cert/--key: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+    init_logging(None);
+    runtime().block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("--listen: cannot bind {listen}: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(address = %listen, "actguard injection webhook ready");
+        let stop = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut terminate), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = terminate.recv() => {},
+                        _ = interrupt.recv() => {},
+                    }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+            tracing::info!("shutting down: finishing in-flight reviews");
+        };
+        match actguard::inject::server::serve(listener, gate, settings, stop).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "webhook failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {

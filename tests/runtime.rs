@@ -116,13 +116,23 @@ fn metric_value(scrape: &str, name: &str, labels: &[&str]) -> f64 {
 async fn probe_listener_serves_health_and_metrics_but_never_the_revocation_api() {
     let sources = "  sources: [certificate, principal, xfcc]";
     let running = start_sidecar_with(sources, "\n  probes: 127.0.0.1:0").await;
-    let probes = running.sidecar.probes_address.expect("probe listener bound");
+    let probes = running
+        .sidecar
+        .probes_address
+        .expect("probe listener bound");
     assert_eq!(http(probes, "GET", "/healthz", &[]).await.status, 200);
     let ready = http(probes, "GET", "/readyz", &[]).await;
-    assert_eq!((ready.status, ready.body.as_str()), (200, r#"{"ready":true}"#));
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (200, r#"{"ready":true}"#)
+    );
     let metrics = http(probes, "GET", "/metrics", &[]).await;
     assert_eq!(metrics.status, 200);
-    assert!(metrics.body.contains("actguard_ready 1"), "{}", metrics.body);
+    assert!(
+        metrics.body.contains("actguard_ready 1"),
+        "{}",
+        metrics.body
+    );
     // The revocation API is on the admin listener only: whoever reaches the probe port (the
     // kubelet, Prometheus, anything on the node) cannot revoke or unrevoke.
     for method in ["Revoke", "Unrevoke", "List"] {
@@ -131,7 +141,10 @@ async fn probe_listener_serves_health_and_metrics_but_never_the_revocation_api()
             probes,
             "POST",
             &path,
-            &[("content-type", "application/grpc"), ("content-length", "0")],
+            &[
+                ("content-type", "application/grpc"),
+                ("content-length", "0"),
+            ],
         )
         .await;
         assert_eq!(answer.status, 404, "{path} on the probe listener");
@@ -141,10 +154,16 @@ async fn probe_listener_serves_health_and_metrics_but_never_the_revocation_api()
         admin,
         "POST",
         "/actguard.admin.v1.Revocations/List",
-        &[("content-type", "application/grpc"), ("content-length", "0")],
+        &[
+            ("content-type", "application/grpc"),
+            ("content-length", "0"),
+        ],
     )
     .await;
-    assert_ne!(answer.status, 404, "the admin listener still serves the API");
+    assert_ne!(
+        answer.status, 404,
+        "the admin listener still serves the API"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

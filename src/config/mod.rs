@@ -8,7 +8,7 @@
 mod delegation;
 mod issuers;
 mod operations;
-mod reader;
+pub(crate) mod reader;
 
 pub use operations::{HttpRequestSource, Limits, ListenAddress, Listeners};
 pub use reader::{ConfigError, ConfigErrors, parse_duration};

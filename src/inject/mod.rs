@@ -1,0 +1,471 @@
+//! `actguard inject`: a mutating admission webhook that adds actguard, and unless the pod has
+//! one, an Envoy, to Pods annotated `actguard.io/inject: "true"`.
+//!
+//! What it adds (all as native sidecars: init containers with `restartPolicy: Always`, placed
+//! before the pod's own init containers, actguard first so ext_authz is ready before Envoy
+//! takes traffic and both before the application starts):
+//! - the `actguard` container, its configuration (ConfigMap from `actguard.io/config`, or the
+//!   injector's default; key `actguard.yaml`), probes on `listen.probes`;
+//! - the `actguard-envoy` container with its configuration (ConfigMap from
+//!   `actguard.io/envoy-config` or the default; key `envoy.yaml`) and its SVID source;
+//! - an `emptyDir` shared by both, where actguard's ext_authz Unix socket lives;
+//! - the annotation `actguard.io/status: injected`.
+//!
+//! Guarantees: a pod that already has an `actguard` container is left alone (idempotent, so
+//! reinvocation is harmless); contradictory or malformed annotations, name clashes and a pod
+//! that claims to be injected without the container are rejected with a message saying what
+//! to change. Pods without the annotation (or with `"false"`) pass unchanged.
+
+pub mod config;
+pub mod server;
+
+use config::{CSI_MOUNT, InjectorConfig, Resources, SECRET_MOUNT, SvidSource};
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation};
+use k8s_openapi::api::core::v1::{
+    CSIVolumeSource, Capabilities, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, HTTPGetAction, Pod, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+pub const ANNOTATION_INJECT: &str = "actguard.io/inject";
+pub const ANNOTATION_CONFIG: &str = "actguard.io/config";
+pub const ANNOTATION_ENVOY: &str = "actguard.io/envoy";
+pub const ANNOTATION_ENVOY_CONFIG: &str = "actguard.io/envoy-config";
+pub const ANNOTATION_STATUS: &str = "actguard.io/status";
+/// Namespaces opt in with this label (`enabled`), matched by the webhook's namespaceSelector.
+pub const NAMESPACE_LABEL: &str = "actguard.io/injection";
+
+pub const ACTGUARD_CONTAINER: &str = "actguard";
+pub const ENVOY_CONTAINER: &str = "actguard-envoy";
+pub const SOCKET_VOLUME: &str = "actguard-socket";
+pub const CONFIG_VOLUME: &str = "actguard-config";
+pub const ENVOY_CONFIG_VOLUME: &str = "actguard-envoy-config";
+pub const SVID_VOLUME: &str = "actguard-svid";
+/// Where the shared socket directory is mounted in both sidecars: actguard listens on
+/// `unix:/var/run/actguard/ext_authz.sock`.
+pub const SOCKET_DIR: &str = "/var/run/actguard";
+pub const CONFIG_DIR: &str = "/etc/actguard";
+pub const ENVOY_CONFIG_DIR: &str = "/etc/envoy";
+/// The distroless `nonroot` user of actguard's image, and the `envoy` user of Envoy's.
+const ACTGUARD_UID: i64 = 65532;
+const ENVOY_UID: i64 = 101;
+
+/// What the webhook answers for one Pod.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// Admit without changes; the reason is logged, and returned as a warning when the user
+    /// asked for something that did not happen.
+    Unchanged {
+        reason: String,
+        warning: Option<String>,
+    },
+    /// Admit with this patch; warnings tell the user what was decided for them.
+    Inject { patch: Patch, warnings: Vec<String> },
+    /// Refuse the Pod: the message says which annotation or name to change.
+    Reject(String),
+}
+
+fn unchanged(reason: impl Into<String>) -> Outcome {
+    Outcome::Unchanged {
+        reason: reason.into(),
+        warning: None,
+    }
+}
+
+/// `"true"`/`"false"` annotations; anything else is an error naming the annotation.
+fn flag(annotations: &BTreeMap<String, String>, name: &str) -> Result<Option<bool>, String> {
+    match annotations.get(name).map(String::as_str) {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(other) => Err(format!(
+            "annotation {name} must be \"true\" or \"false\", not {other:?}"
+        )),
+    }
+}
+
+fn config_map_annotation(
+    annotations: &BTreeMap<String, String>,
+    name: &str,
+    default: &str,
+) -> Result<String, String> {
+    match annotations.get(name) {
+        None => Ok(default.to_owned()),
+        Some(value) if config::is_object_name(value) => Ok(value.clone()),
+        Some(value) => Err(format!(
+            "annotation {name} must name a ConfigMap (lower-case letters, digits, '-' and '.'), not {value:?}"
+        )),
+    }
+}
+
+/// The Envoy the pod already has, if any: a container named like one, an Envoy or Istio proxy
+/// image, or Istio's injection requested on the pod (its sidecar is added by Istio's webhook).
+fn existing_envoy(pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let containers = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter());
+    for container in containers {
+        let image = container.image.as_deref().unwrap_or("");
+        // `registry/path/name:tag@digest` → `name`.
+        let repository = image.split('@').next().unwrap_or("");
+        let last = repository.rsplit('/').next().unwrap_or("");
+        let image_name = last.split(':').next().unwrap_or("");
+        if ["envoy", "istio-proxy", ENVOY_CONTAINER].contains(&container.name.as_str())
+            || ["envoy", "envoy-distroless", "proxyv2"].contains(&image_name)
+        {
+            return Some(format!("container {:?}", container.name));
+        }
+    }
+    let istio = |map: Option<&BTreeMap<String, String>>| {
+        map.and_then(|m| m.get("sidecar.istio.io/inject"))
+            .is_some_and(|value| value == "true")
+    };
+    (istio(pod.metadata.labels.as_ref()) || istio(pod.metadata.annotations.as_ref()))
+        .then(|| "Istio's sidecar (sidecar.istio.io/inject: \"true\")".to_owned())
+}
+
+/// Decides what to do with a Pod being created.
+pub fn decide(pod: &Pod, settings: &InjectorConfig) -> Outcome {
+    let empty = BTreeMap::new();
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    match flag(annotations, ANNOTATION_INJECT) {
+        Err(message) => return Outcome::Reject(message),
+        Ok(None) => return unchanged(format!("no {ANNOTATION_INJECT} annotation")),
+        Ok(Some(false)) => return unchanged(format!("{ANNOTATION_INJECT} is \"false\"")),
+        Ok(Some(true)) => {}
+    }
+    let Some(spec) = pod.spec.as_ref() else {
+        return Outcome::Reject("the Pod has no spec".into());
+    };
+    let all_containers = || {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+    };
+    let has_actguard = all_containers().any(|c| c.name == ACTGUARD_CONTAINER);
+    if has_actguard {
+        return unchanged("already has an actguard container");
+    }
+    if annotations.contains_key(ANNOTATION_STATUS) {
+        return Outcome::Reject(format!(
+            "the Pod carries {ANNOTATION_STATUS} but has no {ACTGUARD_CONTAINER:?} container \
+             (annotation copied from an injected Pod?): remove {ANNOTATION_STATUS}"
+        ));
+    }
+    let envoy_wanted = match flag(annotations, ANNOTATION_ENVOY) {
+        Ok(value) => value,
+        Err(message) => return Outcome::Reject(message),
+    };
+    if envoy_wanted == Some(false) && annotations.contains_key(ANNOTATION_ENVOY_CONFIG) {
+        return Outcome::Reject(format!(
+            "contradictory annotations: {ANNOTATION_ENVOY} is \"false\" but \
+             {ANNOTATION_ENVOY_CONFIG} names an Envoy configuration; remove one of them"
+        ));
+    }
+    let actguard_config = match config_map_annotation(
+        annotations,
+        ANNOTATION_CONFIG,
+        &settings.actguard.config_map,
+    ) {
+        Ok(name) => name,
+        Err(message) => return Outcome::Reject(message),
+    };
+    let envoy_config = match config_map_annotation(
+        annotations,
+        ANNOTATION_ENVOY_CONFIG,
+        &settings.envoy.config_map,
+    ) {
+        Ok(name) => name,
+        Err(message) => return Outcome::Reject(message),
+    };
+    let mut warnings = Vec::new();
+    let existing = existing_envoy(pod);
+    let add_envoy = match (envoy_wanted, &existing) {
+        (Some(true), Some(envoy)) => {
+            return Outcome::Reject(format!(
+                "{ANNOTATION_ENVOY} is \"true\" but the Pod already has an Envoy ({envoy}); \
+                 set it to \"false\" to use that Envoy, or remove it"
+            ));
+        }
+        (None, Some(envoy)) => {
+            if annotations.contains_key(ANNOTATION_ENVOY_CONFIG) {
+                return Outcome::Reject(format!(
+                    "{ANNOTATION_ENVOY_CONFIG} is set but the Pod already has an Envoy \
+                     ({envoy}), so none is injected; remove the annotation"
+                ));
+            }
+            warnings.push(format!(
+                "actguard: Envoy not injected, the Pod already has one ({envoy}); point its \
+                 ext_authz filter at unix:{SOCKET_DIR}/ext_authz.sock"
+            ));
+            false
+        }
+        (Some(false), _) => false,
+        (_, None) => true,
+    };
+    let mut clashes: Vec<String> = Vec::new();
+    let mut names = vec![ACTGUARD_CONTAINER];
+    if add_envoy {
+        names.push(ENVOY_CONTAINER);
+    }
+    for name in names {
+        if all_containers().any(|c| c.name == name) {
+            clashes.push(format!("container {name:?}"));
+        }
+    }
+    let volumes = planned_volumes(settings, &actguard_config, &envoy_config, add_envoy);
+    for volume in &volumes {
+        if spec.volumes.iter().flatten().any(|v| v.name == volume.name) {
+            clashes.push(format!("volume {:?}", volume.name));
+        }
+    }
+    if !clashes.is_empty() {
+        return Outcome::Reject(format!(
+            "the Pod already uses names actguard injects: {}; rename them",
+            clashes.join(", ")
+        ));
+    }
+
+    let mut sidecars = vec![actguard_container(settings)];
+    if add_envoy {
+        sidecars.push(envoy_container(settings));
+    }
+    match patch(spec, &sidecars, &volumes) {
+        Ok(patch) => Outcome::Inject { patch, warnings },
+        // Plain data always serialises; should it not, the Pod is refused, never let through
+        // half-injected.
+        Err(error) => Outcome::Reject(format!("actguard injector internal error: {error}")),
+    }
+}
+
+/// The JSON Patch adding `sidecars` (first, in order, before the Pod's own init containers),
+/// `volumes` and the status annotation.
+fn patch(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    sidecars: &[Container],
+    volumes: &[Volume],
+) -> Result<Patch, serde_json::Error> {
+    let add = |path: PointerBuf, value: serde_json::Value| {
+        PatchOperation::Add(AddOperation { path, value })
+    };
+    let mut operations = Vec::new();
+    if spec.init_containers.as_ref().is_none_or(Vec::is_empty) {
+        operations.push(add(
+            PointerBuf::from_tokens(["spec", "initContainers"]),
+            serde_json::to_value(sidecars)?,
+        ));
+    } else {
+        // Each inserted at 0 in reverse: ours come first, in order, before the Pod's own.
+        for container in sidecars.iter().rev() {
+            operations.push(add(
+                PointerBuf::from_tokens(["spec", "initContainers", "0"]),
+                serde_json::to_value(container)?,
+            ));
+        }
+    }
+    if spec.volumes.as_ref().is_none_or(Vec::is_empty) {
+        operations.push(add(
+            PointerBuf::from_tokens(["spec", "volumes"]),
+            serde_json::to_value(volumes)?,
+        ));
+    } else {
+        for volume in volumes {
+            operations.push(add(
+                PointerBuf::from_tokens(["spec", "volumes", "-"]),
+                serde_json::to_value(volume)?,
+            ));
+        }
+    }
+    // The inject annotation is present, so the annotations map exists.
+    operations.push(add(
+        PointerBuf::from_tokens(["metadata", "annotations", ANNOTATION_STATUS]),
+        serde_json::Value::String("injected".into()),
+    ));
+    Ok(Patch(operations))
+}
+
+fn quantities(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
+    (!map.is_empty()).then(|| {
+        map.iter()
+            .map(|(name, value)| (name.clone(), Quantity(value.clone())))
+            .collect()
+    })
+}
+
+fn resources(resources: &Resources) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: quantities(&resources.requests),
+        limits: quantities(&resources.limits),
+        ..Default::default()
+    }
+}
+
+/// Non-root, read-only root filesystem, no privilege escalation, no capabilities, the
+/// runtime's default seccomp profile.
+fn restricted(uid: i64) -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+fn http_probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(i32::from(port)),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(1),
+        ..Default::default()
+    }
+}
+
+fn actguard_container(settings: &InjectorConfig) -> Container {
+    let sidecar = &settings.actguard;
+    Container {
+        name: ACTGUARD_CONTAINER.into(),
+        image: Some(sidecar.image.clone()),
+        image_pull_policy: Some(sidecar.image_pull_policy.clone()),
+        args: Some(vec![
+            "serve".into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/actguard.yaml"),
+        ]),
+        // Native sidecar: started before the app, stopped after it.
+        restart_policy: Some("Always".into()),
+        ports: Some(vec![ContainerPort {
+            name: Some("ag-probes".into()),
+            container_port: i32::from(sidecar.probes_port),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        // The app starts only once actguard is ready (a native sidecar's startup probe gates
+        // the containers after it); then readiness follows /readyz and liveness /healthz.
+        startup_probe: Some(http_probe("/readyz", sidecar.probes_port, 1, 30)),
+        readiness_probe: Some(http_probe("/readyz", sidecar.probes_port, 5, 2)),
+        liveness_probe: Some(http_probe("/healthz", sidecar.probes_port, 10, 3)),
+        resources: Some(resources(&sidecar.resources)),
+        security_context: Some(restricted(ACTGUARD_UID)),
+        volume_mounts: Some(vec![
+            mount(CONFIG_VOLUME, CONFIG_DIR, true),
+            mount(SOCKET_VOLUME, SOCKET_DIR, false),
+        ]),
+        ..Default::default()
+    }
+}
+
+fn envoy_container(settings: &InjectorConfig) -> Container {
+    let envoy = &settings.envoy;
+    let svid_mount = match envoy.svid {
+        SvidSource::Secret(_) => SECRET_MOUNT,
+        SvidSource::SpiffeCsi => CSI_MOUNT,
+    };
+    Container {
+        name: ENVOY_CONTAINER.into(),
+        image: Some(envoy.image.clone()),
+        image_pull_policy: Some(envoy.image_pull_policy.clone()),
+        command: Some(vec!["envoy".into()]),
+        args: Some(vec![
+            "--config-path".into(),
+            format!("{ENVOY_CONFIG_DIR}/envoy.yaml"),
+            // No hot restart: no shared memory, works with a read-only root filesystem.
+            "--disable-hot-restart".into(),
+        ]),
+        restart_policy: Some("Always".into()),
+        resources: Some(resources(&envoy.resources)),
+        security_context: Some(restricted(ENVOY_UID)),
+        volume_mounts: Some(vec![
+            mount(ENVOY_CONFIG_VOLUME, ENVOY_CONFIG_DIR, true),
+            mount(SOCKET_VOLUME, SOCKET_DIR, false),
+            mount(SVID_VOLUME, svid_mount, true),
+        ]),
+        ..Default::default()
+    }
+}
+
+fn planned_volumes(
+    settings: &InjectorConfig,
+    actguard_config: &str,
+    envoy_config: &str,
+    add_envoy: bool,
+) -> Vec<Volume> {
+    let config_map = |name: &str| ConfigMapVolumeSource {
+        name: name.into(),
+        ..Default::default()
+    };
+    let mut volumes = vec![
+        Volume {
+            name: SOCKET_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity("1Mi".into())),
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: CONFIG_VOLUME.into(),
+            config_map: Some(config_map(actguard_config)),
+            ..Default::default()
+        },
+    ];
+    if add_envoy {
+        volumes.push(Volume {
+            name: ENVOY_CONFIG_VOLUME.into(),
+            config_map: Some(config_map(envoy_config)),
+            ..Default::default()
+        });
+        volumes.push(match &settings.envoy.svid {
+            SvidSource::Secret(secret) => Volume {
+                name: SVID_VOLUME.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            SvidSource::SpiffeCsi => Volume {
+                name: SVID_VOLUME.into(),
+                csi: Some(CSIVolumeSource {
+                    driver: "csi.spiffe.io".into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        });
+    }
+    volumes
+}

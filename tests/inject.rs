@@ -240,6 +240,7 @@ async fn annotated_pod_gets_actguard_and_envoy_as_native_sidecars() {
     assert!(volume("kube-api-access").get("projected").is_some());
     assert_eq!(volume("actguard-socket")["emptyDir"]["medium"], "Memory");
     assert_eq!(volume("actguard-config")["configMap"]["name"], "actguard");
+    assert_eq!(volume("actguard-jwks")["configMap"]["optional"], true);
     assert_eq!(
         volume("actguard-envoy-config")["configMap"]["name"],
         "actguard-envoy"
@@ -298,7 +299,12 @@ async fn pod_with_its_own_envoy_gets_actguard_only() {
     let volumes: Vec<String> = spec.volumes.unwrap().into_iter().map(|v| v.name).collect();
     assert_eq!(
         volumes,
-        ["kube-api-access", "actguard-socket", "actguard-config"]
+        [
+            "kube-api-access",
+            "actguard-socket",
+            "actguard-config",
+            "actguard-jwks"
+        ]
     );
 
     // Istio's sidecar counts as an Envoy too; explicit "false" skips Envoy without a warning.
@@ -332,7 +338,10 @@ async fn own_init_containers_run_after_the_sidecars() {
         .into_iter()
         .filter_map(|v| v.config_map.map(|c| c.name))
         .collect();
-    assert_eq!(config_maps, ["calendar-policy", "calendar-envoy"]);
+    assert_eq!(
+        config_maps,
+        ["calendar-policy", "actguard-jwks", "calendar-envoy"]
+    );
 }
 
 #[tokio::test]

@@ -40,6 +40,8 @@ pub enum SvidSource {
     SpiffeCsi,
 }
 
+/// Where the JWKS ConfigMap is mounted in the actguard container.
+pub const JWKS_MOUNT: &str = "/etc/actguard-jwks";
 /// Where a Secret SVID is mounted in the Envoy container.
 pub const SECRET_MOUNT: &str = "/run/svid";
 /// Where the SPIFFE CSI driver's socket directory is mounted in the Envoy container.
@@ -51,6 +53,9 @@ pub struct ActguardSidecar {
     pub image_pull_policy: String,
     /// ConfigMap (key `actguard.yaml`) used when the pod names none.
     pub config_map: String,
+    /// ConfigMap of the issuers' keys, mounted (when it exists) at [`JWKS_MOUNT`] for
+    /// `issuers[].jwks_file`.
+    pub jwks_config_map: String,
     /// `listen.probes` in that configuration: the kubelet's probes go here.
     pub probes_port: u16,
     pub resources: Resources,
@@ -79,6 +84,7 @@ impl Default for InjectorConfig {
                 image: "ghcr.io/actguard/actguard:0.1.0".into(),
                 image_pull_policy: "IfNotPresent".into(),
                 config_map: "actguard".into(),
+                jwks_config_map: "actguard-jwks".into(),
                 probes_port: 9902,
                 resources: Resources::new(
                     &[("cpu", "50m"), ("memory", "32Mi")],
@@ -233,6 +239,7 @@ fn read_actguard(reader: &mut Reader, value: &Value, target: &mut ActguardSideca
         "image",
         "image_pull_policy",
         "config_map",
+        "jwks_config_map",
         "probes_port",
         "resources",
     ];
@@ -256,6 +263,12 @@ fn read_actguard(reader: &mut Reader, value: &Value, target: &mut ActguardSideca
         "actguard.config_map",
         map.get("config_map"),
         &mut target.config_map,
+    );
+    set_object_name(
+        reader,
+        "actguard.jwks_config_map",
+        map.get("jwks_config_map"),
+        &mut target.jwks_config_map,
     );
     if let Some(port) = map
         .get("probes_port")
@@ -351,6 +364,7 @@ actguard:
   image: registry.example.org/actguard:1.2.3
   image_pull_policy: Always
   config_map: tool-policy
+  jwks_config_map: sts-keys
   probes_port: 19902
   resources: {requests: {cpu: 100m, memory: 48Mi}, limits: {cpu: "1", memory: 96Mi}}
 envoy:
@@ -365,6 +379,7 @@ envoy:
         assert_eq!(config.actguard.image_pull_policy, "Always");
         assert_eq!(config.actguard.config_map, "tool-policy");
         assert_eq!(config.actguard.probes_port, 19902);
+        assert_eq!(config.actguard.jwks_config_map, "sts-keys");
         assert_eq!(config.actguard.resources.limits["cpu"], "1");
         assert_eq!(config.envoy.svid, SvidSource::SpiffeCsi);
         assert_eq!(config.envoy.config_map, "envoy-spire");

@@ -5,7 +5,8 @@
 //! before the pod's own init containers, actguard first so ext_authz is ready before Envoy
 //! takes traffic and both before the application starts):
 //! - the `actguard` container, its configuration (ConfigMap from `actguard.io/config`, or the
-//!   injector's default; key `actguard.yaml`), probes on `listen.probes`;
+//!   injector's default; key `actguard.yaml`), the issuers' JWKS ConfigMap when it exists
+//!   (optional volume at `/etc/actguard-jwks`), probes on `listen.probes`;
 //! - the `actguard-envoy` container with its configuration (ConfigMap from
 //!   `actguard.io/envoy-config` or the default; key `envoy.yaml`) and its SVID source;
 //! - an `emptyDir` shared by both, where actguard's ext_authz Unix socket lives;
@@ -19,7 +20,7 @@
 pub mod config;
 pub mod server;
 
-use config::{CSI_MOUNT, InjectorConfig, Resources, SECRET_MOUNT, SvidSource};
+use config::{CSI_MOUNT, InjectorConfig, JWKS_MOUNT, Resources, SECRET_MOUNT, SvidSource};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
@@ -45,6 +46,7 @@ pub const SOCKET_VOLUME: &str = "actguard-socket";
 pub const CONFIG_VOLUME: &str = "actguard-config";
 pub const ENVOY_CONFIG_VOLUME: &str = "actguard-envoy-config";
 pub const SVID_VOLUME: &str = "actguard-svid";
+pub const JWKS_VOLUME: &str = "actguard-jwks";
 /// Where the shared socket directory is mounted in both sidecars: actguard listens on
 /// `unix:/var/run/actguard/ext_authz.sock`.
 pub const SOCKET_DIR: &str = "/var/run/actguard";
@@ -381,6 +383,7 @@ fn actguard_container(settings: &InjectorConfig) -> Container {
         security_context: Some(restricted(ACTGUARD_UID)),
         volume_mounts: Some(vec![
             mount(CONFIG_VOLUME, CONFIG_DIR, true),
+            mount(JWKS_VOLUME, JWKS_MOUNT, true),
             mount(SOCKET_VOLUME, SOCKET_DIR, false),
         ]),
         ..Default::default()
@@ -438,6 +441,16 @@ fn planned_volumes(
         Volume {
             name: CONFIG_VOLUME.into(),
             config_map: Some(config_map(actguard_config)),
+            ..Default::default()
+        },
+        // Optional: a configuration with jwks_uri or discovery needs no JWKS ConfigMap; one
+        // with jwks_file fails its start-up check naming the missing file.
+        Volume {
+            name: JWKS_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                optional: Some(true),
+                ..config_map(&settings.actguard.jwks_config_map)
+            }),
             ..Default::default()
         },
     ];

@@ -1,0 +1,182 @@
+//! The Kubernetes manifests agree with the code that runs in them: every actguard
+//! configuration in a ConfigMap loads (as `actguard serve` would load it), the injector's
+//! configuration loads, and the names, ports and socket paths the pieces share line up
+//! (Envoy's ext_authz socket is actguard's, probes hit `listen.probes`, the SPIRE socket lives
+//! in the CSI mount, the injector's defaults name the ConfigMaps the base ships).
+//! Schema validation of the manifests and kustomize outputs: tests/kubernetes/validate.py.
+
+use actguard::config::{Config, ListenAddress};
+use actguard::devkit::{DevAlgorithm, DevIssuer};
+use actguard::inject::config::{CSI_MOUNT, InjectorConfig, JWKS_MOUNT};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes")
+}
+
+fn documents(relative: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(root().join(relative)).unwrap();
+    serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+fn config_map_key(relative: &str, name: &str, key: &str) -> String {
+    documents(relative)
+        .into_iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == name)
+        .and_then(|d| d["data"][key].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("{relative}: no ConfigMap {name} with key {key}"))
+}
+
+/// Loads an actguard.yaml from a manifest, with the JWKS mount pointing at a real JWKS file.
+fn load_actguard(relative: &str, scratch: &Path) -> Config {
+    let yaml = config_map_key(relative, "actguard", "actguard.yaml");
+    assert!(
+        yaml.contains(&format!("{JWKS_MOUNT}/jwks.json")),
+        "{relative}: the JWKS is read from the mounted ConfigMap"
+    );
+    let issuer = DevIssuer::generate("https://sts.example.org", "k1", DevAlgorithm::Es256).unwrap();
+    std::fs::write(scratch.join("jwks.json"), issuer.jwks().to_string()).unwrap();
+    let yaml = yaml.replace(JWKS_MOUNT, scratch.to_str().unwrap());
+    Config::from_yaml(&yaml, scratch).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+fn envoy_pipes(envoy_yaml: &str) -> Vec<(String, String)> {
+    let envoy: Value = serde_saphyr::from_str(envoy_yaml).unwrap();
+    envoy["static_resources"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|cluster| {
+            let endpoint = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0];
+            let pipe = endpoint["endpoint"]["address"]["pipe"]["path"].as_str()?;
+            Some((cluster["name"].as_str()?.to_owned(), pipe.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn base_actguard_config_loads_and_envoy_dials_its_socket() {
+    let scratch = tempfile::tempdir().unwrap();
+    let config = load_actguard("base/actguard-config.yaml", scratch.path());
+    let ListenAddress::Unix(socket) = &config.listen.grpc else {
+        panic!("base: ext_authz on a Unix socket")
+    };
+    assert!(socket.starts_with(actguard::inject::SOCKET_DIR));
+    assert!(
+        matches!(&config.listen.admin, Some(ListenAddress::Unix(_))),
+        "the revocation API stays off the network"
+    );
+    let probes = config
+        .listen
+        .probes
+        .expect("kubelet probes need listen.probes");
+    let deployment = documents("base/deployment.yaml").remove(0);
+    let actguard = &deployment["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(actguard["name"], "actguard");
+    assert_eq!(actguard["restartPolicy"], "Always");
+    assert_eq!(
+        actguard["startupProbe"]["httpGet"]["port"],
+        u64::from(probes.port())
+    );
+    let envoy = config_map_key("base/envoy-config.yaml", "actguard-envoy", "envoy.yaml");
+    assert_eq!(
+        envoy_pipes(&envoy),
+        [("actguard".to_owned(), socket.display().to_string())]
+    );
+    assert_eq!(
+        config.local_identity.to_string(),
+        "spiffe://example.org/ns/actguard-demo/sa/calendar"
+    );
+}
+
+#[test]
+fn spire_overlay_reads_the_agent_socket_from_the_csi_mount() {
+    let envoy = config_map_key(
+        "overlays/spire/envoy-sds.yaml",
+        "actguard-envoy",
+        "envoy.yaml",
+    );
+    let pipes = envoy_pipes(&envoy);
+    let agent = pipes
+        .iter()
+        .find(|(name, _)| name == "spire_agent")
+        .expect("an SDS cluster for the SPIRE agent");
+    assert!(agent.1.starts_with(CSI_MOUNT), "{agent:?}");
+    let patch = documents("overlays/spire/deployment-spire.yaml").remove(0);
+    let mounts = patch["spec"]["template"]["spec"]["initContainers"][0]["volumeMounts"].clone();
+    assert!(
+        mounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == CSI_MOUNT),
+        "{mounts}"
+    );
+}
+
+#[test]
+fn istio_overlay_config_takes_the_caller_from_the_principal() {
+    let scratch = tempfile::tempdir().unwrap();
+    let config = load_actguard("overlays/istio/actguard-istio.yaml", scratch.path());
+    assert_eq!(
+        config.local_identity.to_string(),
+        "spiffe://cluster.local/ns/actguard-demo/sa/calendar"
+    );
+    // Istio never sends the peer certificate; its principal is the verified peer's SPIFFE ID.
+    assert_eq!(
+        config.identity_sources,
+        [actguard::identity::IdentitySource::Principal]
+    );
+    let ListenAddress::Tcp(address) = config.listen.grpc else {
+        panic!("istio-proxy reaches actguard over TCP")
+    };
+    assert!(address.ip().is_loopback());
+    let entry = documents("overlays/istio/serviceentry.yaml").remove(0);
+    assert_eq!(entry["spec"]["endpoints"][0]["address"], "127.0.0.1");
+    assert_eq!(
+        entry["spec"]["ports"][0]["number"],
+        u64::from(address.port())
+    );
+    let mesh = documents("overlays/istio/istio-mesh-config.yaml").remove(0);
+    let provider = &mesh["spec"]["meshConfig"]["extensionProviders"][0];
+    assert_eq!(
+        provider["envoyExtAuthzGrpc"]["service"],
+        entry["spec"]["hosts"][0]
+    );
+    assert_eq!(
+        provider["envoyExtAuthzGrpc"]["port"],
+        u64::from(address.port())
+    );
+    assert_eq!(provider["envoyExtAuthzGrpc"]["failOpen"], false);
+    let policy = documents("overlays/istio/authorizationpolicy.yaml").remove(0);
+    assert_eq!(policy["spec"]["action"], "CUSTOM");
+    assert_eq!(policy["spec"]["provider"]["name"], provider["name"]);
+}
+
+#[test]
+fn injector_config_loads_and_names_what_the_base_ships() {
+    let yaml = config_map_key(
+        "injector/injector-config.yaml",
+        "actguard-injector",
+        "inject.yaml",
+    );
+    let settings = InjectorConfig::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(settings.actguard.config_map, "actguard");
+    assert_eq!(settings.actguard.jwks_config_map, "actguard-jwks");
+    assert_eq!(settings.envoy.config_map, "actguard-envoy");
+    let scratch = tempfile::tempdir().unwrap();
+    let base = load_actguard("base/actguard-config.yaml", scratch.path());
+    assert_eq!(
+        base.listen.probes.map(|a| a.port()),
+        Some(settings.actguard.probes_port)
+    );
+    let webhook = documents("injector/mutatingwebhookconfiguration.yaml").remove(0);
+    let hook = &webhook["webhooks"][0];
+    assert_eq!(hook["clientConfig"]["service"]["path"], "/mutate");
+    assert_eq!(
+        hook["namespaceSelector"]["matchLabels"][actguard::inject::NAMESPACE_LABEL],
+        "enabled"
+    );
+    assert_eq!(hook["failurePolicy"], "Fail");
+}

@@ -16,6 +16,7 @@ run: build
 test:
 	$(CARGO) test --locked
 	tests/independent/run.sh
+	tests/kubernetes/run.sh
 
 ## lint: what CI checks besides the tests
 lint:

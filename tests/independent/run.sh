@@ -3,15 +3,8 @@
 # Sets up its own virtualenv under target/ (PyPI only); nothing is installed system-wide.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-command -v python3 >/dev/null || { echo "tests/independent: python3 is required" >&2; exit 1; }
 venv=target/independent-venv
-if [ ! -x "$venv/bin/python" ] && ! python3 -m venv "$venv" 2>/dev/null; then
-  # No venv module (Debian without python3-venv): a virtualenv from PyPI, still under target/.
-  rm -rf "$venv"
-  python3 -m pip install --quiet --disable-pip-version-check --target target/virtualenv-bootstrap virtualenv
-  PYTHONPATH=target/virtualenv-bootstrap python3 -m virtualenv --quiet "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/independent/requirements.txt
+tests/python-venv.sh "$venv" tests/independent/requirements.txt
 # Envoy's own API definitions ship inside the envoy-types crate source.
 proto_root=$(cargo metadata --locked --format-version 1 | "$venv/bin/python" -c '
 import json, os, sys

@@ -12,7 +12,8 @@ run: build
 	./target/release/actguard demo
 
 ## test: unit and end-to-end tests (real server on port 0, real gRPC; the demo runs as a test),
-## then an independent Python ext_authz client (own PKI and tokens) against `actguard serve`
+## then an independent Python ext_authz client (own PKI and tokens) against `actguard serve`,
+## and the offline Kubernetes checks (schemas, CRD models, the webhook driven with AdmissionReviews)
 test:
 	$(CARGO) test --locked
 	tests/independent/run.sh

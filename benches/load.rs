@@ -347,7 +347,26 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // ACTGUARD_BENCH_ONLY=memory: only memory and start-up, printed, docs untouched.
+    // ACTGUARD_BENCH_ENTRIES=N (default 100000, e.g. 1000000): how many tokens to cache.
+    if std::env::var("ACTGUARD_BENCH_ONLY").as_deref() == Ok("memory") {
+        runtime.block_on(async {
+            let fixture = Fixture::new();
+            let entries = cached_entries();
+            eprintln!("minting {entries} tokens…");
+            let tokens: Vec<String> = (1..=entries).map(|jti| fixture.token(jti)).collect();
+            println!("{}", memory_and_startup(&fixture, &tokens).await);
+        });
+        return;
+    }
     runtime.block_on(run());
+}
+
+fn cached_entries() -> u64 {
+    std::env::var("ACTGUARD_BENCH_ENTRIES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000)
 }
 
 async fn run() {
@@ -585,10 +604,10 @@ async fn memory_and_startup(fixture: &Fixture, tokens: &[String]) -> String {
     };
     let ready = started.elapsed();
     let idle = rss_kib(child.id());
-    for token in tokens.iter().take(100_000) {
+    for token in tokens {
         let _ = client.check(check_request(&fixture.scheduler, token)).await;
     }
-    let cached = tokens.len().min(100_000);
+    let cached = tokens.len();
     let with_cache = rss_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();

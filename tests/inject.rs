@@ -224,6 +224,25 @@ async fn annotated_pod_gets_actguard_and_envoy_as_native_sidecars() {
     );
     let startup = actguard.startup_probe.as_ref().unwrap().http_get.as_ref();
     assert_eq!(startup.unwrap().path.as_deref(), Some("/readyz"));
+    // The admin (revocation) socket's volume is actguard's alone.
+    let admin_mounts: Vec<&str> = init
+        .iter()
+        .filter(|c| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "actguard-admin")
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(admin_mounts, ["actguard"]);
+    let envoy = &init[1];
+    let port = envoy.ports.as_ref().unwrap()[0].container_port;
+    assert_eq!(port, 8443);
+    assert!(envoy.readiness_probe.as_ref().unwrap().tcp_socket.is_some());
+    // The app's own port is reachable around Envoy unless it listens on loopback: say so.
+    let warnings = response["warnings"][0].as_str().unwrap();
+    assert!(warnings.contains("containerPort 8080"), "{warnings}");
     let volumes: Vec<(String, Value)> = spec
         .volumes
         .iter()
@@ -302,21 +321,53 @@ async fn pod_with_its_own_envoy_gets_actguard_only() {
         [
             "kube-api-access",
             "actguard-socket",
+            "actguard-admin",
             "actguard-config",
             "actguard-jwks"
         ]
     );
 
-    // Istio's sidecar counts as an Envoy too; explicit "false" skips Envoy without a warning.
+    // Istio's sidecar counts as an Envoy too; explicit "false" skips Envoy.
     for annotations in [
         json!({"actguard.io/inject": "true", "sidecar.istio.io/inject": "true"}),
+        json!({"actguard.io/inject": "true", "istio.io/rev": "stable"}),
         json!({"actguard.io/inject": "true", "actguard.io/envoy": "false"}),
     ] {
+        let istio = annotations.get("actguard.io/envoy").is_none();
         let original = pod(annotations);
         let response = webhook.review(&original).await;
         let patched: Pod = serde_json::from_value(apply(&original, &response)).unwrap();
         assert_eq!(names(&patched.spec.unwrap().init_containers), ["actguard"]);
+        // Under Istio, the kubelet's probes of actguard must bypass istio-proxy.
+        let excluded = patched
+            .metadata
+            .annotations
+            .unwrap()
+            .get("traffic.sidecar.istio.io/excludeInboundPorts")
+            .cloned();
+        assert_eq!(excluded, istio.then(|| "9902".to_owned()));
     }
+}
+
+#[tokio::test]
+async fn svid_secret_annotation_names_the_pods_own_certificate() {
+    let webhook = start(InjectorConfig::default(), Duration::from_secs(10)).await;
+    let original =
+        pod(json!({"actguard.io/inject": "true", "actguard.io/svid-secret": "calendar-svid"}));
+    let patched: Pod =
+        serde_json::from_value(apply(&original, &webhook.review(&original).await)).unwrap();
+    let svid = patched
+        .spec
+        .unwrap()
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "actguard-svid")
+        .unwrap();
+    assert_eq!(
+        svid.secret.unwrap().secret_name.as_deref(),
+        Some("calendar-svid")
+    );
 }
 
 #[tokio::test]
@@ -416,13 +467,19 @@ async fn malformed_reviews_get_400_and_a_reason() {
         let message = review["response"]["status"]["message"].as_str().unwrap();
         assert!(message.contains(expected), "{message:?} lacks {expected:?}");
     }
-    // Other kinds and operations are not ours to change.
+    // Other kinds and operations are not ours to change, whatever their object looks like.
     let mut update = review_of(&pod(json!({"actguard.io/inject": "true"})));
     update["request"]["operation"] = json!("UPDATE");
-    let (status, review) = webhook.post(update.to_string()).await;
-    assert_eq!(status, 200);
-    assert_eq!(review["response"]["allowed"], true);
-    assert!(review["response"].get("patch").is_none());
+    let mut config_map = review_of(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "x", "annotations": {"actguard.io/inject": "true"}}, "data": {"a": "b"}}));
+    config_map["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+    for review in [update, config_map] {
+        let (status, answer) = webhook.post(review.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["response"]["allowed"], true);
+        assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
+        assert!(answer["response"].get("patch").is_none());
+    }
 }
 
 #[tokio::test]

@@ -63,10 +63,11 @@ fn base_actguard_config_loads_and_envoy_dials_its_socket() {
         panic!("base: ext_authz on a Unix socket")
     };
     assert!(socket.starts_with(actguard::inject::SOCKET_DIR));
-    assert!(
-        matches!(&config.listen.admin, Some(ListenAddress::Unix(_))),
-        "the revocation API stays off the network"
-    );
+    let Some(ListenAddress::Unix(admin)) = &config.listen.admin else {
+        panic!("the revocation API stays off the network")
+    };
+    // In the volume only actguard mounts, not in the socket directory Envoy shares.
+    assert!(admin.starts_with(actguard::inject::ADMIN_DIR), "{admin:?}");
     let probes = config
         .listen
         .probes
@@ -104,7 +105,13 @@ fn spire_overlay_reads_the_agent_socket_from_the_csi_mount() {
         .expect("an SDS cluster for the SPIRE agent");
     assert!(agent.1.starts_with(CSI_MOUNT), "{agent:?}");
     let patch = documents("overlays/spire/deployment-spire.yaml").remove(0);
-    let mounts = patch["spec"]["template"]["spec"]["initContainers"][0]["volumeMounts"].clone();
+    let envoy_patch = patch["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "actguard-envoy")
+        .unwrap();
+    let mounts = envoy_patch["volumeMounts"].clone();
     assert!(
         mounts
             .as_array()

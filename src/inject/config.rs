@@ -68,6 +68,8 @@ pub struct EnvoySidecar {
     /// ConfigMap (key `envoy.yaml`) used when the pod names none.
     pub config_map: String,
     pub svid: SvidSource,
+    /// The listener port in that configuration: declared and probed.
+    pub port: u16,
     pub resources: Resources,
 }
 
@@ -96,6 +98,7 @@ impl Default for InjectorConfig {
                 image_pull_policy: "IfNotPresent".into(),
                 config_map: "actguard-envoy".into(),
                 svid: SvidSource::Secret("actguard-svid".into()),
+                port: 8443,
                 resources: Resources::new(
                     &[("cpu", "50m"), ("memory", "64Mi")],
                     &[("memory", "256Mi")],
@@ -287,6 +290,7 @@ fn read_envoy(reader: &mut Reader, value: &Value, target: &mut EnvoySidecar) {
         "image_pull_policy",
         "config_map",
         "svid",
+        "port",
         "resources",
     ];
     let Some(map) = reader.mapping("envoy", value, &keys) else {
@@ -327,6 +331,12 @@ fn read_envoy(reader: &mut Reader, value: &Value, target: &mut EnvoySidecar) {
             (Some(_), _) => reader.error("envoy.svid.source", "must be secret or spiffe_csi"),
             (None, _) => {}
         }
+    }
+    if let Some(port) = map
+        .get("port")
+        .and_then(|value| reader.integer("envoy.port", value, 1, 65535))
+    {
+        target.port = port as u16;
     }
     if let Some(value) = map.get("resources") {
         read_resources(reader, "envoy.resources", value, &mut target.resources);
@@ -371,6 +381,7 @@ envoy:
   image: envoyproxy/envoy:v1.32.1
   config_map: envoy-spire
   svid: {source: spiffe_csi}
+  port: 9443
   resources: {limits: {memory: 1Gi}}
 "#,
         )
@@ -383,6 +394,7 @@ envoy:
         assert_eq!(config.actguard.resources.limits["cpu"], "1");
         assert_eq!(config.envoy.svid, SvidSource::SpiffeCsi);
         assert_eq!(config.envoy.config_map, "envoy-spire");
+        assert_eq!(config.envoy.port, 9443);
         assert_eq!(config.envoy.resources.limits["memory"], "1Gi");
         // Requests not named keep their defaults.
         assert_eq!(config.envoy.resources.requests["memory"], "64Mi");

@@ -9,7 +9,8 @@
 //!   (optional volume at `/etc/actguard-jwks`), probes on `listen.probes`;
 //! - the `actguard-envoy` container with its configuration (ConfigMap from
 //!   `actguard.io/envoy-config` or the default; key `envoy.yaml`) and its SVID source;
-//! - an `emptyDir` shared by both, where actguard's ext_authz Unix socket lives;
+//! - an `emptyDir` shared by both, where actguard's ext_authz Unix socket lives, and one only
+//!   actguard mounts, for its admin (revocation) socket;
 //! - the annotation `actguard.io/status: injected`.
 //!
 //! Guarantees: a pod that already has an `actguard` container is left alone (idempotent, so
@@ -26,7 +27,7 @@ use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
     CSIVolumeSource, Capabilities, ConfigMapVolumeSource, Container, ContainerPort,
     EmptyDirVolumeSource, HTTPGetAction, Pod, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -36,6 +37,7 @@ pub const ANNOTATION_INJECT: &str = "actguard.io/inject";
 pub const ANNOTATION_CONFIG: &str = "actguard.io/config";
 pub const ANNOTATION_ENVOY: &str = "actguard.io/envoy";
 pub const ANNOTATION_ENVOY_CONFIG: &str = "actguard.io/envoy-config";
+pub const ANNOTATION_SVID_SECRET: &str = "actguard.io/svid-secret";
 pub const ANNOTATION_STATUS: &str = "actguard.io/status";
 /// Namespaces opt in with this label (`enabled`), matched by the webhook's namespaceSelector.
 pub const NAMESPACE_LABEL: &str = "actguard.io/injection";
@@ -47,9 +49,13 @@ pub const CONFIG_VOLUME: &str = "actguard-config";
 pub const ENVOY_CONFIG_VOLUME: &str = "actguard-envoy-config";
 pub const SVID_VOLUME: &str = "actguard-svid";
 pub const JWKS_VOLUME: &str = "actguard-jwks";
+pub const ADMIN_VOLUME: &str = "actguard-admin";
 /// Where the shared socket directory is mounted in both sidecars: actguard listens on
 /// `unix:/var/run/actguard/ext_authz.sock`.
 pub const SOCKET_DIR: &str = "/var/run/actguard";
+/// The admin (revocation) socket's directory, mounted by actguard alone:
+/// `listen.admin: unix:/var/run/actguard-admin/admin.sock`.
+pub const ADMIN_DIR: &str = "/var/run/actguard-admin";
 pub const CONFIG_DIR: &str = "/etc/actguard";
 pub const ENVOY_CONFIG_DIR: &str = "/etc/envoy";
 /// The distroless `nonroot` user of actguard's image, and the `envoy` user of Envoy's.
@@ -104,8 +110,31 @@ fn config_map_annotation(
     }
 }
 
+/// Istio's sidecar is (or will be) in the Pod: an `istio-proxy` container, or injection asked
+/// on the Pod (`sidecar.istio.io/inject: "true"`, or an `istio.io/rev` revision label).
+/// Namespace-level injection (`istio-injection=enabled`) is invisible to us: Pods there must
+/// say `actguard.io/envoy: "false"` (see deploy/kubernetes/README.md).
+fn istio(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    let has_proxy = spec.is_some_and(|spec| {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .any(|c| c.name == "istio-proxy")
+    });
+    let asked = |map: Option<&BTreeMap<String, String>>| {
+        map.is_some_and(|m| {
+            m.get("sidecar.istio.io/inject")
+                .is_some_and(|v| v == "true")
+                || m.contains_key("istio.io/rev")
+        })
+    };
+    has_proxy || asked(pod.metadata.labels.as_ref()) || asked(pod.metadata.annotations.as_ref())
+}
+
 /// The Envoy the pod already has, if any: a container named like one, an Envoy or Istio proxy
-/// image, or Istio's injection requested on the pod (its sidecar is added by Istio's webhook).
+/// image, or Istio's sidecar on its way.
 fn existing_envoy(pod: &Pod) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     let containers = spec
@@ -125,12 +154,7 @@ fn existing_envoy(pod: &Pod) -> Option<String> {
             return Some(format!("container {:?}", container.name));
         }
     }
-    let istio = |map: Option<&BTreeMap<String, String>>| {
-        map.and_then(|m| m.get("sidecar.istio.io/inject"))
-            .is_some_and(|value| value == "true")
-    };
-    (istio(pod.metadata.labels.as_ref()) || istio(pod.metadata.annotations.as_ref()))
-        .then(|| "Istio's sidecar (sidecar.istio.io/inject: \"true\")".to_owned())
+    istio(pod).then(|| "Istio's sidecar".to_owned())
 }
 
 /// Decides what to do with a Pod being created.
@@ -152,8 +176,7 @@ pub fn decide(pod: &Pod, settings: &InjectorConfig) -> Outcome {
             .flatten()
             .chain(spec.containers.iter())
     };
-    let has_actguard = all_containers().any(|c| c.name == ACTGUARD_CONTAINER);
-    if has_actguard {
+    if all_containers().any(|c| c.name == ACTGUARD_CONTAINER) {
         return unchanged("already has an actguard container");
     }
     if annotations.contains_key(ANNOTATION_STATUS) {
@@ -162,60 +185,24 @@ pub fn decide(pod: &Pod, settings: &InjectorConfig) -> Outcome {
              (annotation copied from an injected Pod?): remove {ANNOTATION_STATUS}"
         ));
     }
-    let envoy_wanted = match flag(annotations, ANNOTATION_ENVOY) {
-        Ok(value) => value,
-        Err(message) => return Outcome::Reject(message),
-    };
-    if envoy_wanted == Some(false) && annotations.contains_key(ANNOTATION_ENVOY_CONFIG) {
-        return Outcome::Reject(format!(
-            "contradictory annotations: {ANNOTATION_ENVOY} is \"false\" but \
-             {ANNOTATION_ENVOY_CONFIG} names an Envoy configuration; remove one of them"
-        ));
+    if spec.host_network == Some(true) {
+        // On the node's network, the tool's loopback port is the node's: every process and
+        // hostNetwork Pod on the node would reach it around Envoy.
+        return Outcome::Reject(
+            "hostNetwork Pods cannot be protected: the tool's loopback port would be the node's"
+                .into(),
+        );
     }
-    let actguard_config = match config_map_annotation(
-        annotations,
-        ANNOTATION_CONFIG,
-        &settings.actguard.config_map,
-    ) {
-        Ok(name) => name,
+    let plan = match Plan::from_annotations(pod, annotations, settings) {
+        Ok(plan) => plan,
         Err(message) => return Outcome::Reject(message),
     };
-    let envoy_config = match config_map_annotation(
-        annotations,
-        ANNOTATION_ENVOY_CONFIG,
-        &settings.envoy.config_map,
-    ) {
-        Ok(name) => name,
-        Err(message) => return Outcome::Reject(message),
-    };
-    let mut warnings = Vec::new();
-    let existing = existing_envoy(pod);
-    let add_envoy = match (envoy_wanted, &existing) {
-        (Some(true), Some(envoy)) => {
-            return Outcome::Reject(format!(
-                "{ANNOTATION_ENVOY} is \"true\" but the Pod already has an Envoy ({envoy}); \
-                 set it to \"false\" to use that Envoy, or remove it"
-            ));
-        }
-        (None, Some(envoy)) => {
-            if annotations.contains_key(ANNOTATION_ENVOY_CONFIG) {
-                return Outcome::Reject(format!(
-                    "{ANNOTATION_ENVOY_CONFIG} is set but the Pod already has an Envoy \
-                     ({envoy}), so none is injected; remove the annotation"
-                ));
-            }
-            warnings.push(format!(
-                "actguard: Envoy not injected, the Pod already has one ({envoy}); point its \
-                 ext_authz filter at unix:{SOCKET_DIR}/ext_authz.sock"
-            ));
-            false
-        }
-        (Some(false), _) => false,
-        (_, None) => true,
-    };
+    let mut warnings = plan.warnings.clone();
+
+    let volumes = planned_volumes(settings, &plan);
     let mut clashes: Vec<String> = Vec::new();
     let mut names = vec![ACTGUARD_CONTAINER];
-    if add_envoy {
+    if plan.add_envoy {
         names.push(ENVOY_CONTAINER);
     }
     for name in names {
@@ -223,10 +210,24 @@ pub fn decide(pod: &Pod, settings: &InjectorConfig) -> Outcome {
             clashes.push(format!("container {name:?}"));
         }
     }
-    let volumes = planned_volumes(settings, &actguard_config, &envoy_config, add_envoy);
     for volume in &volumes {
         if spec.volumes.iter().flatten().any(|v| v.name == volume.name) {
             clashes.push(format!("volume {:?}", volume.name));
+        }
+        // A container of the Pod mounting a volume we add would get actguard's sockets or
+        // Envoy's private key (the volume is added before the API server validates the Pod).
+        for container in all_containers() {
+            if container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == volume.name)
+            {
+                clashes.push(format!(
+                    "container {:?} mounts {:?}",
+                    container.name, volume.name
+                ));
+            }
         }
     }
     if !clashes.is_empty() {
@@ -235,12 +236,39 @@ pub fn decide(pod: &Pod, settings: &InjectorConfig) -> Outcome {
             clashes.join(", ")
         ));
     }
+    let exposed: Vec<String> = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .map(|p| p.container_port.to_string())
+        .collect();
+    if !exposed.is_empty() {
+        warnings.push(format!(
+            "actguard: the Pod declares containerPort {}; a port open on the Pod IP is reachable \
+             around Envoy: make the app listen on 127.0.0.1 or allow only Envoy's port in a \
+             NetworkPolicy",
+            exposed.join(", ")
+        ));
+    }
 
     let mut sidecars = vec![actguard_container(settings)];
-    if add_envoy {
+    if plan.add_envoy {
         sidecars.push(envoy_container(settings));
     }
-    match patch(spec, &sidecars, &volumes) {
+    let mut extra_annotations = Vec::new();
+    if istio(pod) {
+        // istio-proxy would intercept the kubelet's probes of actguard.
+        let key = "traffic.sidecar.istio.io/excludeInboundPorts";
+        let port = settings.actguard.probes_port.to_string();
+        match annotations.get(key) {
+            None => extra_annotations.push((key, port)),
+            Some(ports) if ports.split(',').any(|p| p.trim() == port) => {}
+            Some(_) => warnings.push(format!(
+                "actguard: add {port} to {key}, or istio-proxy intercepts actguard's probes"
+            )),
+        }
+    }
+    match patch(spec, &sidecars, &volumes, &extra_annotations) {
         Ok(patch) => Outcome::Inject { patch, warnings },
         // Plain data always serialises; should it not, the Pod is refused, never let through
         // half-injected.
@@ -248,12 +276,106 @@ pub fn decide(pod: &Pod, settings: &InjectorConfig) -> Outcome {
     }
 }
 
+/// What the annotations ask for, once they are known to be consistent.
+struct Plan {
+    actguard_config: String,
+    envoy_config: String,
+    add_envoy: bool,
+    svid: SvidSource,
+    warnings: Vec<String>,
+}
+
+impl Plan {
+    fn from_annotations(
+        pod: &Pod,
+        annotations: &BTreeMap<String, String>,
+        settings: &InjectorConfig,
+    ) -> Result<Self, String> {
+        let envoy_wanted = flag(annotations, ANNOTATION_ENVOY)?;
+        let envoy_only = [ANNOTATION_ENVOY_CONFIG, ANNOTATION_SVID_SECRET];
+        if envoy_wanted == Some(false)
+            && let Some(name) = envoy_only.iter().find(|a| annotations.contains_key(**a))
+        {
+            return Err(format!(
+                "contradictory annotations: {ANNOTATION_ENVOY} is \"false\" but {name} \
+                 configures the Envoy; remove one of them"
+            ));
+        }
+        let actguard_config = config_map_annotation(
+            annotations,
+            ANNOTATION_CONFIG,
+            &settings.actguard.config_map,
+        )?;
+        let envoy_config = config_map_annotation(
+            annotations,
+            ANNOTATION_ENVOY_CONFIG,
+            &settings.envoy.config_map,
+        )?;
+        let mut svid = settings.envoy.svid.clone();
+        if let Some(secret) = annotations.get(ANNOTATION_SVID_SECRET) {
+            if !config::is_object_name(secret) {
+                return Err(format!(
+                    "annotation {ANNOTATION_SVID_SECRET} must name a Secret (lower-case letters, \
+                     digits, '-' and '.'), not {secret:?}"
+                ));
+            }
+            if svid == SvidSource::SpiffeCsi {
+                return Err(format!(
+                    "{ANNOTATION_SVID_SECRET} is set but this injector gives Envoy its SVID \
+                     from SPIRE (envoy.svid.source: spiffe_csi); remove the annotation"
+                ));
+            }
+            svid = SvidSource::Secret(secret.clone());
+        }
+        let mut warnings = Vec::new();
+        let add_envoy = match (envoy_wanted, existing_envoy(pod)) {
+            (Some(true), Some(envoy)) => {
+                return Err(format!(
+                    "{ANNOTATION_ENVOY} is \"true\" but the Pod already has an Envoy \
+                     ({envoy}); set it to \"false\" to use that Envoy, or remove it"
+                ));
+            }
+            (None, Some(envoy)) => {
+                if let Some(name) = envoy_only.iter().find(|a| annotations.contains_key(**a)) {
+                    return Err(format!(
+                        "{name} is set but the Pod already has an Envoy ({envoy}), so none is \
+                         injected; remove the annotation"
+                    ));
+                }
+                warnings.push(if istio(pod) {
+                    format!(
+                        "actguard: Envoy not injected, the Pod gets {envoy}; ask actguard from \
+                         Istio with an extension provider (TCP listen.grpc and a ServiceEntry, \
+                         see deploy/kubernetes/README.md)"
+                    )
+                } else {
+                    format!(
+                        "actguard: Envoy not injected, the Pod already has one ({envoy}); point \
+                         its ext_authz filter at unix:{SOCKET_DIR}/ext_authz.sock"
+                    )
+                });
+                false
+            }
+            (Some(false), _) => false,
+            (_, None) => true,
+        };
+        Ok(Self {
+            actguard_config,
+            envoy_config,
+            add_envoy,
+            svid,
+            warnings,
+        })
+    }
+}
+
 /// The JSON Patch adding `sidecars` (first, in order, before the Pod's own init containers),
-/// `volumes` and the status annotation.
+/// `volumes`, the status annotation and `annotations`.
 fn patch(
     spec: &k8s_openapi::api::core::v1::PodSpec,
     sidecars: &[Container],
     volumes: &[Volume],
+    annotations: &[(&str, String)],
 ) -> Result<Patch, serde_json::Error> {
     let add = |path: PointerBuf, value: serde_json::Value| {
         PatchOperation::Add(AddOperation { path, value })
@@ -287,10 +409,13 @@ fn patch(
         }
     }
     // The inject annotation is present, so the annotations map exists.
-    operations.push(add(
-        PointerBuf::from_tokens(["metadata", "annotations", ANNOTATION_STATUS]),
-        serde_json::Value::String("injected".into()),
-    ));
+    let status = [(ANNOTATION_STATUS, "injected".to_owned())];
+    for (key, value) in status.iter().chain(annotations) {
+        operations.push(add(
+            PointerBuf::from_tokens(["metadata", "annotations", key]),
+            serde_json::Value::String(value.clone()),
+        ));
+    }
     Ok(Patch(operations))
 }
 
@@ -385,6 +510,7 @@ fn actguard_container(settings: &InjectorConfig) -> Container {
             mount(CONFIG_VOLUME, CONFIG_DIR, true),
             mount(JWKS_VOLUME, JWKS_MOUNT, true),
             mount(SOCKET_VOLUME, SOCKET_DIR, false),
+            mount(ADMIN_VOLUME, ADMIN_DIR, false),
         ]),
         ..Default::default()
     }
@@ -408,6 +534,21 @@ fn envoy_container(settings: &InjectorConfig) -> Container {
             "--disable-hot-restart".into(),
         ]),
         restart_policy: Some("Always".into()),
+        ports: Some(vec![ContainerPort {
+            name: Some("ag-envoy".into()),
+            container_port: i32::from(envoy.port),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        // Ready once its listener accepts (the Pod is not Ready before Envoy can take traffic).
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(i32::from(envoy.port)),
+                ..Default::default()
+            }),
+            period_seconds: Some(5),
+            ..Default::default()
+        }),
         resources: Some(resources(&envoy.resources)),
         security_context: Some(restricted(ENVOY_UID)),
         volume_mounts: Some(vec![
@@ -419,28 +560,25 @@ fn envoy_container(settings: &InjectorConfig) -> Container {
     }
 }
 
-fn planned_volumes(
-    settings: &InjectorConfig,
-    actguard_config: &str,
-    envoy_config: &str,
-    add_envoy: bool,
-) -> Vec<Volume> {
+fn planned_volumes(settings: &InjectorConfig, plan: &Plan) -> Vec<Volume> {
     let config_map = |name: &str| ConfigMapVolumeSource {
         name: name.into(),
         ..Default::default()
     };
+    let memory = |name: &str| Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: Some(Quantity("1Mi".into())),
+        }),
+        ..Default::default()
+    };
     let mut volumes = vec![
-        Volume {
-            name: SOCKET_VOLUME.into(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                medium: Some("Memory".into()),
-                size_limit: Some(Quantity("1Mi".into())),
-            }),
-            ..Default::default()
-        },
+        memory(SOCKET_VOLUME),
+        memory(ADMIN_VOLUME),
         Volume {
             name: CONFIG_VOLUME.into(),
-            config_map: Some(config_map(actguard_config)),
+            config_map: Some(config_map(&plan.actguard_config)),
             ..Default::default()
         },
         // Optional: a configuration with jwks_uri or discovery needs no JWKS ConfigMap; one
@@ -454,13 +592,13 @@ fn planned_volumes(
             ..Default::default()
         },
     ];
-    if add_envoy {
+    if plan.add_envoy {
         volumes.push(Volume {
             name: ENVOY_CONFIG_VOLUME.into(),
-            config_map: Some(config_map(envoy_config)),
+            config_map: Some(config_map(&plan.envoy_config)),
             ..Default::default()
         });
-        volumes.push(match &settings.envoy.svid {
+        volumes.push(match &plan.svid {
             SvidSource::Secret(secret) => Volume {
                 name: SVID_VOLUME.into(),
                 secret: Some(SecretVolumeSource {

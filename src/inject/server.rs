@@ -20,7 +20,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use k8s_openapi::api::core::v1::Pod;
-use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube_core::DynamicObject;
+use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -38,24 +39,36 @@ pub fn answer(body: &[u8], settings: &InjectorConfig) -> (StatusCode, serde_json
             serde_json::to_value(review).unwrap_or_default(),
         )
     };
-    let review: AdmissionReview<Pod> = match serde_json::from_slice(body) {
-        Ok(review) => review,
+    let document: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(document) => document,
         Err(error) => return invalid(format!("not an AdmissionReview: {error}")),
     };
-    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
+    if document["apiVersion"] != "admission.k8s.io/v1" || document["kind"] != "AdmissionReview" {
         return invalid(format!(
-            "expected apiVersion admission.k8s.io/v1, kind AdmissionReview; got {:?}, {:?}",
-            review.types.api_version, review.types.kind
+            "expected apiVersion admission.k8s.io/v1, kind AdmissionReview; got {}, {}",
+            document["apiVersion"], document["kind"]
         ));
     }
-    let request: AdmissionRequest<Pod> = match review.try_into() {
-        Ok(request) => request,
-        Err(_) => return invalid("the AdmissionReview has no request".into()),
+    let kind = &document["request"]["kind"];
+    let pod_create = kind["group"] == ""
+        && kind["kind"] == "Pod"
+        && document["request"]["operation"] == "CREATE";
+    let response = if pod_create {
+        match request_of::<Pod>(document) {
+            Ok(request) => respond(&request, settings),
+            Err(message) => return invalid(message),
+        }
+    } else {
+        // Not ours to change (the webhook's rules send only Pod CREATE): admitted unchanged,
+        // whatever the object's schema.
+        match request_of::<DynamicObject>(document) {
+            Ok(request) => {
+                tracing::debug!(kind = %request.kind.kind, operation = ?request.operation, "not a Pod CREATE: unchanged");
+                AdmissionResponse::from(&request)
+            }
+            Err(message) => return invalid(message),
+        }
     };
-    if request.uid.is_empty() {
-        return invalid("the AdmissionReview request has no uid".into());
-    }
-    let response = respond(&request, settings);
     let mut review = serde_json::to_value(response.into_review()).unwrap_or_default();
     // kube-core writes the patch as an array of byte values, which Go's JSON decoder also
     // accepts; the API documents `patch` as bytes, i.e. a base64 string, as every Go webhook
@@ -78,6 +91,22 @@ pub fn answer(body: &[u8], settings: &InjectorConfig) -> (StatusCode, serde_json
     (StatusCode::OK, review)
 }
 
+/// The review's request, typed; `Err` says what is missing or malformed.
+fn request_of<K>(document: serde_json::Value) -> Result<AdmissionRequest<K>, String>
+where
+    K: kube_core::Resource + serde::de::DeserializeOwned,
+{
+    let review: AdmissionReview<K> = serde_json::from_value(document)
+        .map_err(|error| format!("not an AdmissionReview: {error}"))?;
+    let request: AdmissionRequest<K> = review
+        .try_into()
+        .map_err(|_| "the AdmissionReview has no request".to_owned())?;
+    if request.uid.is_empty() {
+        return Err("the AdmissionReview request has no uid".into());
+    }
+    Ok(request)
+}
+
 fn respond(request: &AdmissionRequest<Pod>, settings: &InjectorConfig) -> AdmissionResponse {
     let base = AdmissionResponse::from(request);
     let pod_name = || {
@@ -93,11 +122,6 @@ fn respond(request: &AdmissionRequest<Pod>, settings: &InjectorConfig) -> Admiss
             .unwrap_or_default();
         format!("{}/{name}", request.namespace.as_deref().unwrap_or(""))
     };
-    let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
-    if !is_pod || request.operation != Operation::Create {
-        tracing::debug!(kind = %request.kind.kind, operation = ?request.operation, "not a Pod CREATE: unchanged");
-        return base;
-    }
     let Some(pod) = request.object.as_ref() else {
         return base.deny("the Pod CREATE review carries no object");
     };

@@ -268,7 +268,46 @@ def self_test(models):
         del failures[before:]
         if not caught:
             fail(f"self-test: {mutate.__name__} was not caught")
-    print(f"ok   self-test: {len(cases)} broken manifests caught")
+    for what, mutate in [
+        ("policy outside the namespace", lambda docs: docs["AuthorizationPolicy"]["metadata"].pop("namespace")),
+        ("another sidecar before actguard",
+         lambda docs: docs["Deployment"]["spec"]["template"]["spec"]["initContainers"].insert(
+             0, {"name": "actguard-envoy", "image": "envoyproxy/envoy:v1.31-latest"})),
+    ]:
+        broken = copy.deepcopy(documents)
+        mutate(broken)
+        before = len(failures)
+        quiet.append(True)
+        check_rendered("overlays/istio", list(broken.values()))
+        quiet.pop()
+        caught = len(failures) > before
+        del failures[before:]
+        if not caught:
+            fail(f"self-test: {what} was not caught")
+    print(f"ok   self-test: {len(cases) + 2} broken manifests caught")
+
+
+# Kinds that live in a namespace (the rest here are cluster-scoped).
+CLUSTER_SCOPED = {"Namespace", "ClusterSPIFFEID", "MutatingWebhookConfiguration"}
+EXPECTED_NAMESPACE = {
+    "base": "actguard-demo", "overlays/spire": "actguard-demo",
+    "overlays/istio": "actguard-demo", "injector": "actguard-system",
+}
+
+
+def check_rendered(directory, documents):
+    """What schemas cannot see: every namespaced object lands in the overlay's namespace (an
+    AuthorizationPolicy elsewhere selects nothing), and actguard is the first native sidecar."""
+    expected = EXPECTED_NAMESPACE[directory]
+    for document in documents:
+        kind, metadata = document["kind"], document.get("metadata", {})
+        if kind not in CLUSTER_SCOPED and metadata.get("namespace") != expected:
+            fail(f"kustomize {directory}: {kind}/{metadata.get('name')} is in namespace "
+                 f"{metadata.get('namespace')!r}, not {expected!r}")
+        if kind == "Deployment" and directory != "injector":
+            names = [c["name"] for c in document["spec"]["template"]["spec"].get("initContainers", [])]
+            if not names or names[0] != "actguard":
+                fail(f"kustomize {directory}: initContainers {names}: actguard must come first")
 
 
 def check_manifests():
@@ -283,7 +322,9 @@ def check_manifests():
         if rendered.returncode != 0 or not rendered.stdout.strip():
             fail(f"kubectl kustomize {directory}: {rendered.stderr.strip() or 'empty output'}")
             continue
-        for document in load_all(rendered.stdout, f"kustomize {directory}"):
+        documents = load_all(rendered.stdout, f"kustomize {directory}")
+        check_rendered(directory, documents)
+        for document in documents:
             validate_object(document, f"kustomize {directory}:", models)
             count += 1
     for relative in EXTRA:

@@ -67,12 +67,16 @@ pub struct Edge {
 }
 
 /// Whether `scopes` fit under the ceiling of every one of `actors`.
-pub fn within_ceilings(ceilings: &[Ceiling], actors: &[&str], scopes: &[String]) -> bool {
+pub fn within_ceilings(ceilings: &[Ceiling], actors: &[&str], scopes: &[Box<str>]) -> bool {
     actors.iter().all(|actor| {
         ceilings
             .iter()
             .find(|ceiling| ceiling.actor.matches(actor))
-            .is_none_or(|ceiling| scopes.iter().all(|scope| ceiling.scopes.contains(scope)))
+            .is_none_or(|ceiling| {
+                scopes
+                    .iter()
+                    .all(|scope| ceiling.scopes.iter().any(|allowed| **allowed == **scope))
+            })
     })
 }
 
@@ -125,7 +129,7 @@ mod tests {
                 scopes: vec!["calendar:read".into(), "calendar:write".into()],
             },
         ];
-        let write = vec!["calendar:write".to_owned()];
+        let write: Vec<Box<str>> = vec!["calendar:write".into()];
         let scheduler = "spiffe://example.org/agent/scheduler";
         let planner = "spiffe://example.org/agent/planner";
         assert!(within_ceilings(&ceilings, &[scheduler], &write));

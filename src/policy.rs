@@ -97,7 +97,7 @@ fn check_binding(caller: &SpiffeId, token: &VerifiedToken) -> Result<(), Denial>
         }
     }
     match token.may_act() {
-        Some(MayAct::Subject(allowed)) if allowed == caller => Ok(()),
+        Some(MayAct::Subject(allowed)) if **allowed == *caller => Ok(()),
         Some(_) => Err(deny(
             DenyReason::MayActMismatch,
             "the token's may_act does not name the caller",
@@ -205,7 +205,7 @@ fn check_route_rules(
     if !route
         .require_scopes
         .iter()
-        .all(|required| granted.iter().any(|scope| scope == required))
+        .all(|required| granted.iter().any(|scope| **scope == **required))
     {
         return Err(Denial {
             reason: DenyReason::InsufficientScope,
@@ -236,7 +236,11 @@ pub fn authorize(
             .rev()
             .filter_map(|actor| actor.subject().map(str::to_owned))
             .collect(),
-        scopes: token.scopes().to_vec(),
+        scopes: token
+            .scopes()
+            .iter()
+            .map(|scope| scope.to_string())
+            .collect(),
         jti: token.jti().map(str::to_owned),
         sid: token.sid().map(str::to_owned),
         route: route.name.clone(),

@@ -127,10 +127,12 @@ fn validate_path(path: &str) -> Result<(), SpiffeIdError> {
 /// A canonical SPIFFE ID. Built only by [`SpiffeId::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
-    /// The whole ID as received: canonical, so string equality is identity equality.
-    id: String,
-    /// Byte offset where the trust domain ends and the path (possibly empty) starts.
-    trust_domain_end: usize,
+    /// The whole ID as received: canonical, so string equality is identity equality. Boxed
+    /// (no spare capacity): cached tokens hold one per actor.
+    id: Box<str>,
+    /// Byte offset where the trust domain ends and the path (possibly empty) starts
+    /// (IDs are at most `MAX_ID_LEN` bytes).
+    trust_domain_end: u32,
 }
 
 impl SpiffeId {
@@ -148,9 +150,11 @@ impl SpiffeId {
         let trust_domain_len = rest.find('/').unwrap_or(rest.len());
         validate_trust_domain(&rest[..trust_domain_len])?;
         validate_path(&rest[trust_domain_len..])?;
+        let trust_domain_end =
+            u32::try_from(SCHEME.len() + trust_domain_len).map_err(|_| SpiffeIdError::TooLong)?;
         Ok(Self {
-            id: input.to_owned(),
-            trust_domain_end: SCHEME.len() + trust_domain_len,
+            id: input.into(),
+            trust_domain_end,
         })
     }
 
@@ -160,12 +164,12 @@ impl SpiffeId {
 
     /// The trust domain name, e.g. `example.org`.
     pub fn trust_domain(&self) -> &str {
-        &self.id[SCHEME.len()..self.trust_domain_end]
+        &self.id[SCHEME.len()..self.trust_domain_end as usize]
     }
 
     /// The path, empty or starting with `/`.
     pub fn path(&self) -> &str {
-        &self.id[self.trust_domain_end..]
+        &self.id[self.trust_domain_end as usize..]
     }
 }
 

@@ -18,7 +18,7 @@ pub enum Actor {
     /// `act.sub` is a canonical SPIFFE ID.
     Spiffe(SpiffeId),
     /// `act.sub` is some other string.
-    Other(String),
+    Other(Box<str>),
     /// The `act` member is not an object, or has no string `sub`.
     Missing,
 }
@@ -46,45 +46,56 @@ impl Actor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MayAct {
     /// `may_act.sub`.
-    Subject(String),
+    Subject(Box<str>),
     /// `may_act` present but not an object with a string `sub`: nobody satisfies it.
     Unusable,
 }
 
+/// The key that verified a token: its issuer, kid and the JWK's fingerprint. One per key,
+/// shared by every token that key verified (cached tokens hold a pointer, not a copy).
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeyIdentity {
+    pub issuer: Arc<str>,
+    pub kid: Arc<str>,
+    pub fingerprint: [u8; 32],
+}
+
+/// Claims most tokens do not carry, kept out of line so a cached token without them does not
+/// pay for four empty fields.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Uncommon {
+    client_id: Option<Box<str>>,
+    authorized_party: Option<Box<str>>,
+    may_act: Option<MayAct>,
+    sid: Option<Box<str>>,
+}
+
 /// Verified claims. See the module docs for what "verified" covers.
+///
+/// Laid out for the cache, which holds up to `cache.max_entries` of these: boxed strings and
+/// slices (no spare capacity), the rare claims behind one optional pointer, and the verifying
+/// key shared rather than copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedToken {
-    subject: String,
+    subject: Box<str>,
     /// `exp` in whole seconds (fractions rounded down: conservative).
     expires_at: i64,
-    scopes: Vec<String>,
+    scopes: Box<[Box<str>]>,
     /// Outermost (current actor) first, as nested in the token.
-    actors: Vec<Actor>,
-    client_id: Option<String>,
-    authorized_party: Option<String>,
-    may_act: Option<MayAct>,
-    jti: Option<String>,
-    sid: Option<String>,
-    /// The key that verified it: issuer, kid (shared with the key set, not copied per token)
-    /// and the key's fingerprint.
-    verified_by: Option<(Arc<str>, Arc<str>, [u8; 32])>,
+    actors: Box<[Actor]>,
+    jti: Option<Box<str>>,
+    uncommon: Option<Box<Uncommon>>,
+    verified_by: Option<Arc<KeyIdentity>>,
 }
 
 impl VerifiedToken {
-    /// Issuer, kid and key fingerprint of the key that verified the signature.
-    pub fn verified_by(&self) -> Option<(&str, &str, [u8; 32])> {
-        self.verified_by
-            .as_ref()
-            .map(|(issuer, kid, fingerprint)| (&**issuer, &**kid, *fingerprint))
+    /// The key that verified the signature.
+    pub fn verified_by(&self) -> Option<&KeyIdentity> {
+        self.verified_by.as_deref()
     }
 
-    pub(super) fn set_verified_by(
-        &mut self,
-        issuer: Arc<str>,
-        kid: Arc<str>,
-        fingerprint: [u8; 32],
-    ) {
-        self.verified_by = Some((issuer, kid, fingerprint));
+    pub(super) fn set_verified_by(&mut self, key: Arc<KeyIdentity>) {
+        self.verified_by = Some(key);
     }
 
     pub fn subject(&self) -> &str {
@@ -93,7 +104,7 @@ impl VerifiedToken {
     pub fn expires_at(&self) -> i64 {
         self.expires_at
     }
-    pub fn scopes(&self) -> &[String] {
+    pub fn scopes(&self) -> &[Box<str>] {
         &self.scopes
     }
     /// Actors, outermost (current actor) first; empty for a token without `act`.
@@ -101,40 +112,58 @@ impl VerifiedToken {
         &self.actors
     }
     pub fn client_id(&self) -> Option<&str> {
-        self.client_id.as_deref()
+        self.uncommon.as_ref()?.client_id.as_deref()
     }
     pub fn authorized_party(&self) -> Option<&str> {
-        self.authorized_party.as_deref()
+        self.uncommon.as_ref()?.authorized_party.as_deref()
     }
     pub fn may_act(&self) -> Option<&MayAct> {
-        self.may_act.as_ref()
+        self.uncommon.as_ref()?.may_act.as_ref()
     }
     pub fn jti(&self) -> Option<&str> {
         self.jti.as_deref()
     }
     pub fn sid(&self) -> Option<&str> {
-        self.sid.as_deref()
+        self.uncommon.as_ref()?.sid.as_deref()
     }
 
-    /// Rough heap footprint, for the cache's byte budget.
+    /// Rough heap footprint, for the cache's byte budget: the struct, its out-of-line parts,
+    /// and 16 bytes of allocator overhead per allocation.
     pub fn approximate_size(&self) -> usize {
-        let strings = [
-            &self.client_id,
-            &self.authorized_party,
-            &self.jti,
-            &self.sid,
-        ]
-        .into_iter()
-        .flatten()
-        .map(String::len)
-        .sum::<usize>();
+        const PER_ALLOCATION: usize = 16;
+        let boxed = |text: &str| text.len() + PER_ALLOCATION;
+        let uncommon = self.uncommon.as_ref().map_or(0, |extra| {
+            std::mem::size_of::<Uncommon>()
+                + PER_ALLOCATION
+                + [&extra.client_id, &extra.authorized_party, &extra.sid]
+                    .into_iter()
+                    .flatten()
+                    .map(|text| boxed(text))
+                    .sum::<usize>()
+                + match &extra.may_act {
+                    Some(MayAct::Subject(subject)) => boxed(subject),
+                    _ => 0,
+                }
+        });
         let actors: usize = self
             .actors
             .iter()
-            .map(|actor| actor.subject().map_or(0, str::len) + 48)
+            .map(|actor| std::mem::size_of::<Actor>() + actor.subject().map_or(0, &boxed))
             .sum();
-        let scopes: usize = self.scopes.iter().map(|scope| scope.len() + 24).sum();
-        std::mem::size_of::<Self>() + self.subject.len() + strings + actors + scopes
+        let scopes: usize = self
+            .scopes
+            .iter()
+            .map(|scope| std::mem::size_of::<Box<str>>() + boxed(scope))
+            .sum();
+        std::mem::size_of::<Self>()
+            + PER_ALLOCATION
+            + boxed(&self.subject)
+            + self.jti.as_deref().map_or(0, boxed)
+            + uncommon
+            + actors
+            + PER_ALLOCATION
+            + scopes
+            + PER_ALLOCATION
     }
 }
 
@@ -152,10 +181,10 @@ fn optional_string(
     claims: &Map<String, Value>,
     name: &str,
     description: &'static str,
-) -> Result<Option<String>, Denial> {
+) -> Result<Option<Box<str>>, Denial> {
     match claims.get(name) {
         None => Ok(None),
-        Some(Value::String(value)) => Ok(Some(value.clone())),
+        Some(Value::String(value)) => Ok(Some(value.as_str().into())),
         Some(_) => Err(malformed(description)),
     }
 }
@@ -164,7 +193,7 @@ fn header_safe_string(
     claims: &Map<String, Value>,
     name: &str,
     description: &'static str,
-) -> Result<Option<String>, Denial> {
+) -> Result<Option<Box<str>>, Denial> {
     let value = optional_string(claims, name, description)?;
     match value {
         Some(text) if !header_safe(&text) => Err(malformed(description)),
@@ -174,7 +203,7 @@ fn header_safe_string(
 
 /// Walks the nested `act` members, outermost first. Nesting is already bounded by the
 /// strict JSON parser, so this loop is bounded too.
-fn actors_of(claims: &Map<String, Value>) -> Vec<Actor> {
+fn actors_of(claims: &Map<String, Value>) -> Box<[Actor]> {
     let mut actors = Vec::new();
     let mut next = claims.get("act");
     while let Some(member) = next {
@@ -185,17 +214,17 @@ fn actors_of(claims: &Map<String, Value>) -> Vec<Actor> {
         actors.push(match subject {
             None => Actor::Missing,
             Some(subject) => SpiffeId::parse(subject)
-                .map_or_else(|_| Actor::Other(subject.to_owned()), Actor::Spiffe),
+                .map_or_else(|_| Actor::Other(subject.into()), Actor::Spiffe),
         });
         next = object.and_then(|object| object.get("act"));
     }
-    actors
+    actors.into_boxed_slice()
 }
 
 fn may_act_of(claims: &Map<String, Value>) -> Option<MayAct> {
     let member = claims.get("may_act")?;
     Some(match member.get("sub").and_then(Value::as_str) {
-        Some(subject) if member.is_object() => MayAct::Subject(subject.to_owned()),
+        Some(subject) if member.is_object() => MayAct::Subject(subject.into()),
         _ => MayAct::Unusable,
     })
 }
@@ -208,7 +237,7 @@ pub(super) fn extract(
 ) -> Result<VerifiedToken, Denial> {
     let subject = match claims.get("sub") {
         Some(Value::String(subject)) if !subject.is_empty() && header_safe(subject) => {
-            subject.clone()
+            subject.as_str().into()
         }
         _ => {
             return Err(malformed(
@@ -221,29 +250,32 @@ pub(super) fn extract(
             scope
                 .split(' ')
                 .filter(|s| !s.is_empty())
-                .map(str::to_owned)
+                .map(Box::from)
                 .collect()
         })
         .unwrap_or_default();
-    Ok(VerifiedToken {
-        subject,
-        expires_at,
-        scopes,
-        actors: actors_of(claims),
+    let uncommon = Uncommon {
         client_id: optional_string(claims, "client_id", "the client_id claim is not a string")?,
         authorized_party: optional_string(claims, "azp", "the azp claim is not a string")?,
         may_act: may_act_of(claims),
-        verified_by: None,
-        jti: header_safe_string(
-            claims,
-            "jti",
-            "the jti claim is not a string without control characters",
-        )?,
         sid: header_safe_string(
             claims,
             "sid",
             "the sid claim is not a string without control characters",
         )?,
+    };
+    Ok(VerifiedToken {
+        subject,
+        expires_at,
+        scopes,
+        actors: actors_of(claims),
+        jti: header_safe_string(
+            claims,
+            "jti",
+            "the jti claim is not a string without control characters",
+        )?,
+        uncommon: (uncommon != Uncommon::default()).then(|| Box::new(uncommon)),
+        verified_by: None,
     })
 }
 

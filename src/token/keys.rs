@@ -38,6 +38,9 @@ pub struct VerificationKey {
     /// Algorithms this key may verify; a token whose `alg` is not listed is refused even when
     /// the issuer allows that algorithm (key/alg agreement, RFC 8725 §3.1).
     algorithms: Vec<Algorithm>,
+    /// Issuer, kid and fingerprint as verified tokens point to them; made at the first
+    /// verification (the key set does not know its issuer's name).
+    identity: std::sync::OnceLock<Arc<super::claims::KeyIdentity>>,
 }
 
 impl VerificationKey {
@@ -55,6 +58,18 @@ impl VerificationKey {
 
     pub fn kid(&self) -> &Arc<str> {
         &self.kid
+    }
+
+    /// This key's identity for the tokens it verifies for `issuer` (a key set belongs to one
+    /// issuer, so the first call decides for all).
+    pub fn identity(&self, issuer: &Arc<str>) -> Arc<super::claims::KeyIdentity> {
+        Arc::clone(self.identity.get_or_init(|| {
+            Arc::new(super::claims::KeyIdentity {
+                issuer: Arc::clone(issuer),
+                kid: Arc::clone(&self.kid),
+                fingerprint: self.fingerprint,
+            })
+        }))
     }
 }
 
@@ -224,6 +239,7 @@ fn parse_key(entry: &serde_json::Value) -> Result<Option<(String, VerificationKe
             key,
             fingerprint,
             algorithms,
+            identity: std::sync::OnceLock::new(),
         },
     )))
 }

@@ -232,13 +232,16 @@ impl Verifier {
 
     /// Whether the key that verified `token` is still published, unchanged, by its issuer.
     pub fn key_still_published(&self, token: &VerifiedToken) -> bool {
-        let Some((issuer, kid, fingerprint)) = token.verified_by() else {
+        let Some(verified_by) = token.verified_by() else {
             return false;
         };
         self.issuers
-            .get(issuer)
+            .get(&*verified_by.issuer)
             .and_then(|issuer| issuer.keys.current())
-            .and_then(|keys| keys.get(kid).map(|key| key.fingerprint() == fingerprint))
+            .and_then(|keys| {
+                keys.get(&verified_by.kid)
+                    .map(|key| key.fingerprint() == verified_by.fingerprint)
+            })
             .unwrap_or(false)
     }
 
@@ -363,11 +366,7 @@ impl Verifier {
             ));
         }
         let mut verified = claims::extract(&claims, expires_at)?;
-        verified.set_verified_by(
-            Arc::clone(&issuer.issuer),
-            Arc::clone(key.kid()),
-            key.fingerprint(),
-        );
+        verified.set_verified_by(key.identity(&issuer.issuer));
         Ok(verified)
     }
 }

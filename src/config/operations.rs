@@ -217,7 +217,9 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
             [127, 0, 0, 1],
             9192,
         ))))),
+        // `off` unquoted is YAML's boolean false for the parser: both mean off.
         Some(Value::String(off)) if off == "off" => Some(None),
+        Some(Value::Bool(false)) => Some(None),
         Some(value) => {
             let text = reader.string("listen.admin", value);
             let parsed = text.and_then(ListenAddress::parse);
@@ -304,6 +306,10 @@ pub fn read_audit(
     let map = reader.mapping("audit", value, &["output", "sample_allows", "buffer_lines"])?;
     let mut config = AuditConfig::default();
     if let Some(value) = map.get("output") {
+        // `off` unquoted is YAML's boolean false for the parser: both mean off.
+        if value == &Value::Bool(false) {
+            return Some(None);
+        }
         match reader.string("audit.output", value)? {
             "off" => return Some(None),
             "stdout" => {}

@@ -392,6 +392,13 @@ fn operational_sections_parse_with_defaults() {
     let off =
         Config::from_yaml(&format!("{BASE}audit: {{output: \"off\"}}\n"), dir.path()).unwrap();
     assert_eq!(off.audit, None);
+    // Unquoted `off` (a YAML boolean to the parser) means off too, as documented.
+    let unquoted = Config::from_yaml(
+        &format!("{BASE}listen: {{admin: off}}\naudit: {{output: off}}\n"),
+        dir.path(),
+    )
+    .unwrap();
+    assert_eq!((unquoted.audit, unquoted.listen.admin), (None, None));
 }
 
 #[test]

@@ -22,6 +22,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+/// The allocator of the `actguard` binary, so the in-process server runs as it does in
+/// production (the no-op server shares it: ratios stay fair).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ISSUER: &str = "https://sts.example.org";
 const LOCAL: &str = "spiffe://example.org/tool/calendar";
 const ORCHESTRATOR: &str = "spiffe://example.org/agent/orchestrator";
@@ -357,6 +362,7 @@ fn main() {
         .unwrap();
     // ACTGUARD_BENCH_ONLY=memory: only memory and start-up, printed, docs untouched.
     // ACTGUARD_BENCH_ENTRIES=N (default 100000, e.g. 1000000): how many tokens to cache.
+    // ACTGUARD_BENCH_ONLY=saturation: only cache-hit allow/deny vs no-op saturation, printed.
     if std::env::var("ACTGUARD_BENCH_ONLY").as_deref() == Ok("memory") {
         runtime.block_on(async {
             let fixture = Fixture::new();
@@ -448,6 +454,20 @@ async fn run() {
     // Warm the caches the scenarios rely on.
     let _ = saturate(&actguard, allow.clone(), Duration::from_millis(300)).await;
     let _ = saturate(&actguard, mix.clone(), Duration::from_millis(300)).await;
+    if std::env::var("ACTGUARD_BENCH_ONLY").as_deref() == Ok("saturation") {
+        // Quick iteration on the cache-hit path (e.g. under `perf record`): alternating runs.
+        for _ in 0..3 {
+            let noop_rps = saturate(&noop, allow.clone(), SATURATION_TIME).await;
+            let allow_rps = saturate(&actguard, allow.clone(), SATURATION_TIME).await;
+            let deny_rps = saturate(&actguard, deny.clone(), SATURATION_TIME).await;
+            println!(
+                "no-op {noop_rps:.0}/s  allow {allow_rps:.0}/s ({:.2}×)  deny {deny_rps:.0}/s ({:.2}×)",
+                allow_rps / noop_rps,
+                deny_rps / noop_rps
+            );
+        }
+        return;
+    }
 
     let mut report = String::new();
     let _ = writeln!(

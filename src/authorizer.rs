@@ -40,6 +40,54 @@ fn sha256(bytes: &[u8]) -> Digest {
     out
 }
 
+/// The last few peer certificates each worker thread saw, compared byte for byte: a tool is
+/// called by a handful of agents, so most checks find their caller here without hashing the
+/// ~1 KB certificate or touching the shared cache. Safe across reloads and authorizers: the
+/// SPIFFE ID is a pure function of the certificate bytes (only successes are remembered).
+mod recent_callers {
+    use crate::spiffe::SpiffeId;
+    use std::cell::RefCell;
+
+    const SLOTS: usize = 4;
+    /// Larger certificates are not remembered (bounds the memory per thread).
+    const MAX_CERTIFICATE_BYTES: usize = 8 * 1024;
+
+    #[derive(Default)]
+    struct Recent {
+        slots: [Option<(Box<str>, SpiffeId)>; SLOTS],
+        next: usize,
+    }
+
+    thread_local! {
+        static RECENT: RefCell<Recent> = RefCell::new(Recent::default());
+    }
+
+    pub(super) fn get(certificate: &str) -> Option<SpiffeId> {
+        RECENT.with(|recent| {
+            let recent = recent.try_borrow().ok()?;
+            recent
+                .slots
+                .iter()
+                .flatten()
+                .find(|(seen, _)| **seen == *certificate)
+                .map(|(_, id)| id.clone())
+        })
+    }
+
+    pub(super) fn remember(certificate: &str, id: &SpiffeId) {
+        if certificate.len() > MAX_CERTIFICATE_BYTES {
+            return;
+        }
+        RECENT.with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                let slot = recent.next;
+                recent.slots[slot] = Some((certificate.into(), id.clone()));
+                recent.next = (slot + 1) % SLOTS;
+            }
+        });
+    }
+}
+
 /// A cached verification, with how long it may live.
 #[derive(Clone)]
 struct CachedToken {
@@ -400,12 +448,19 @@ impl Authorizer {
     }
 
     fn caller_from_certificate(&self, url_encoded_pem: &str) -> Result<SpiffeId, Denial> {
-        let key = sha256(url_encoded_pem.as_bytes());
-        if let Some(id) = self.certificate_cache.get(&key) {
+        if let Some(id) = recent_callers::get(url_encoded_pem) {
             return Ok(id);
         }
-        let id = identity::spiffe_id_from_certificate(url_encoded_pem)?;
-        self.certificate_cache.insert(key, id.clone());
+        let key = sha256(url_encoded_pem.as_bytes());
+        let id = match self.certificate_cache.get(&key) {
+            Some(id) => id,
+            None => {
+                let id = identity::spiffe_id_from_certificate(url_encoded_pem)?;
+                self.certificate_cache.insert(key, id.clone());
+                id
+            }
+        };
+        recent_callers::remember(url_encoded_pem, &id);
         Ok(id)
     }
 

@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: allocations freed on another thread than they were made
+/// on (the normal case under tokio) contend on glibc's arena locks; see docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Authorizes agent-to-agent calls for Envoy: binds a token's RFC 8693 delegation chain to
 /// the caller's SPIFFE ID.
 #[derive(Parser)]

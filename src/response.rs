@@ -119,7 +119,10 @@ fn allow(grant: &Grant, client_prefixed: &[&str]) -> CheckResponse {
     if !grant.forward_token {
         headers_to_remove.push("authorization".to_owned());
     }
-    let mut metadata = Struct::default();
+    // Sized for every field below: no rehash while filling it.
+    let mut metadata = Struct {
+        fields: std::collections::HashMap::with_capacity(8),
+    };
     let fields = &mut metadata.fields;
     fields.insert("subject".into(), string_value(&grant.subject));
     fields.insert("actor".into(), string_value(&grant.actor));

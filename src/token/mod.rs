@@ -38,8 +38,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
 
 fn is_token68_char(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+    TOKEN68[usize::from(byte)]
 }
+
+/// RFC 9110 `token68` characters (plus `.`, which separates a JWS's parts), as a table: every
+/// byte of every bearer token is checked, on the cache-hit path too.
+const TOKEN68: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
+        byte += 1;
+    }
+    table
+};
 
 /// RFC 9110 `tchar`.
 fn is_token_char(byte: u8) -> bool {

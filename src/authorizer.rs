@@ -228,7 +228,7 @@ pub enum CheckError {
 pub struct Evaluation {
     pub outcome: Result<Grant, Denial>,
     pub caller: Option<SpiffeId>,
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     pub token: Option<Arc<VerifiedToken>>,
 }
 
@@ -428,7 +428,7 @@ impl Authorizer {
             .routes
             .select(facts.method, facts.host, &normalized)
             .ok_or_else(|| Denial::new(DenyReason::NoRoute, "no route matches the request"))?;
-        learned.route = Some(route.name.clone());
+        learned.route = Some(Arc::clone(&route.name));
         let bearer = token::bearer_token(&facts.authorization)?;
         let verified = learned.token.insert(self.verified_token(bearer, now)?);
         // Revocation right after verification: a revoked token is 401 even where a later step

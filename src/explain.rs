@@ -201,9 +201,9 @@ fn render(request: &ExplainRequest, evaluation: &Evaluation, now: i64) -> String
     match &evaluation.outcome {
         Ok(grant) => out.push_str(&format!(
             "decision: ALLOW (route {}; x-actguard-actor={}, x-actguard-chain={:?})\n",
-            grant.route,
-            grant.actor,
-            grant.chain.join(",")
+            grant.route(),
+            grant.actor(),
+            grant.chain().collect::<Vec<_>>().join(",")
         )),
         Err(denial) => out.push_str(&format!(
             "decision: DENY {} {}\n",

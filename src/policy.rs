@@ -24,6 +24,7 @@ use crate::routes::Route;
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::token::{MayAct, VerifiedToken};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// The delegation rules that are global to a configuration.
 #[derive(Debug, Clone, Default)]
@@ -46,19 +47,62 @@ impl DelegationPolicy {
     }
 }
 
-/// What an allow carries to the upstream: identities for headers and metadata.
+/// What an allow carries to the response: read from the verified token (shared with the
+/// cache, not copied), the caller and the route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    pub subject: String,
+    token: Arc<VerifiedToken>,
     /// The current actor, which is the caller.
-    pub actor: String,
+    actor: SpiffeId,
+    route: Arc<str>,
+    forward_token: bool,
+}
+
+impl Grant {
+    pub fn new(
+        token: Arc<VerifiedToken>,
+        actor: SpiffeId,
+        route: Arc<str>,
+        forward_token: bool,
+    ) -> Self {
+        Self {
+            token,
+            actor,
+            route,
+            forward_token,
+        }
+    }
+
+    pub fn subject(&self) -> &str {
+        self.token.subject()
+    }
+    /// The current actor, which is the caller.
+    pub fn actor(&self) -> &str {
+        self.actor.as_str()
+    }
     /// Actors from the first delegate to the current actor; empty for a direct call.
-    pub chain: Vec<String>,
-    pub scopes: Vec<String>,
-    pub jti: Option<String>,
-    pub sid: Option<String>,
-    pub route: String,
-    pub forward_token: bool,
+    pub fn chain(&self) -> impl Iterator<Item = &str> {
+        self.token
+            .actors()
+            .iter()
+            .rev()
+            .filter_map(|actor| actor.subject())
+    }
+    pub fn scopes(&self) -> &[Box<str>] {
+        self.token.scopes()
+    }
+    pub fn jti(&self) -> Option<&str> {
+        self.token.jti()
+    }
+    pub fn sid(&self) -> Option<&str> {
+        self.token.sid()
+    }
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+    pub fn forward_token(&self) -> bool {
+        self.forward_token
+    }
 }
 
 fn deny(reason: DenyReason, description: &'static str) -> Denial {
@@ -221,31 +265,18 @@ pub fn authorize(
     policy: &DelegationPolicy,
     caller: &SpiffeId,
     route: &Route,
-    token: &VerifiedToken,
+    token: &Arc<VerifiedToken>,
 ) -> Result<Grant, Denial> {
     check_binding(caller, token)?;
     check_chain(policy, route, token)?;
     check_delegation_policy(policy, caller, token)?;
     check_route_rules(caller, route, token)?;
-    Ok(Grant {
-        subject: token.subject().to_owned(),
-        actor: caller.as_str().to_owned(),
-        chain: token
-            .actors()
-            .iter()
-            .rev()
-            .filter_map(|actor| actor.subject().map(str::to_owned))
-            .collect(),
-        scopes: token
-            .scopes()
-            .iter()
-            .map(|scope| scope.to_string())
-            .collect(),
-        jti: token.jti().map(str::to_owned),
-        sid: token.sid().map(str::to_owned),
-        route: route.name.clone(),
-        forward_token: route.forward_token,
-    })
+    Ok(Grant::new(
+        Arc::clone(token),
+        caller.clone(),
+        Arc::clone(&route.name),
+        route.forward_token,
+    ))
 }
 
 #[cfg(test)]

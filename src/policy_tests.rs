@@ -3,6 +3,7 @@
 use super::*;
 use crate::spiffe::CallerPattern;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 const ORCHESTRATOR: &str = "spiffe://example.org/agent/orchestrator";
 const SCHEDULER: &str = "spiffe://example.org/agent/scheduler";
@@ -35,7 +36,12 @@ fn id(s: &str) -> SpiffeId {
 }
 
 /// Claims for `sub` delegated through `actors` in delegation order (current actor last).
-fn delegated(actors: &[&str], extra: Value) -> VerifiedToken {
+/// Verified claims as the cache shares them.
+fn verified(claims: &Value) -> Arc<VerifiedToken> {
+    Arc::new(VerifiedToken::from_claims_for_tests(claims))
+}
+
+fn delegated(actors: &[&str], extra: Value) -> Arc<VerifiedToken> {
     let mut claims = json!({ "sub": "user:alice", "scope": "calendar:read" });
     for actor in actors {
         let mut act = json!({ "sub": actor });
@@ -47,20 +53,20 @@ fn delegated(actors: &[&str], extra: Value) -> VerifiedToken {
     for (name, value) in extra.as_object().cloned().unwrap_or_default() {
         claims[name] = value;
     }
-    VerifiedToken::from_claims_for_tests(&claims)
+    verified(&claims)
 }
 
-fn decide(caller: &str, token: &VerifiedToken) -> Result<Grant, DenyReason> {
+fn decide(caller: &str, token: &Arc<VerifiedToken>) -> Result<Grant, DenyReason> {
     authorize(&policy(3), &id(caller), &route(), token).map_err(|d| d.reason)
 }
 
 #[test]
 fn allows_delegation_ending_at_the_caller_and_reports_the_chain_in_order() {
     let grant = decide(SCHEDULER, &delegated(&[ORCHESTRATOR, SCHEDULER], json!({}))).unwrap();
-    assert_eq!(grant.subject, "user:alice");
-    assert_eq!(grant.actor, SCHEDULER);
-    assert_eq!(grant.chain, vec![ORCHESTRATOR, SCHEDULER]);
-    assert_eq!(grant.route, "calendar-read");
+    assert_eq!(grant.subject(), "user:alice");
+    assert_eq!(grant.actor(), SCHEDULER);
+    assert_eq!(grant.chain().collect::<Vec<_>>(), [ORCHESTRATOR, SCHEDULER]);
+    assert_eq!(grant.route(), "calendar-read");
 }
 
 #[test]
@@ -72,15 +78,14 @@ fn rule_current_actor_must_be_the_caller() {
 
 #[test]
 fn rule_current_actor_needs_a_sub() {
-    let token = VerifiedToken::from_claims_for_tests(
-        &json!({"sub": "user:alice", "scope": "calendar:read", "act": {"client": "x"}}),
-    );
+    let token =
+        verified(&json!({"sub": "user:alice", "scope": "calendar:read", "act": {"client": "x"}}));
     assert_eq!(decide(SCHEDULER, &token), Err(DenyReason::ActorInvalid));
 }
 
 #[test]
 fn rule_token_without_act_only_from_its_client() {
-    let direct = |claims: Value| VerifiedToken::from_claims_for_tests(&claims);
+    let direct = |claims: Value| verified(&claims);
     // Forwarded user token: issued to the orchestrator, presented by the scheduler.
     let forwarded =
         direct(json!({"sub": "user:alice", "client_id": ORCHESTRATOR, "scope": "calendar:read"}));
@@ -103,14 +108,13 @@ fn rule_token_without_act_only_from_its_client() {
 #[test]
 fn rule_client_id_decides_over_sub() {
     // sub names the caller, but the token was issued to someone else: not bound.
-    let token = VerifiedToken::from_claims_for_tests(
-        &json!({"sub": SCHEDULER, "client_id": ORCHESTRATOR, "scope": "calendar:read"}),
-    );
+    let token =
+        verified(&json!({"sub": SCHEDULER, "client_id": ORCHESTRATOR, "scope": "calendar:read"}));
     assert_eq!(
         decide(SCHEDULER, &token),
         Err(DenyReason::TokenNotBoundToCaller)
     );
-    let disagreeing = VerifiedToken::from_claims_for_tests(
+    let disagreeing = verified(
         &json!({"sub": "u", "client_id": SCHEDULER, "azp": ORCHESTRATOR, "scope": "calendar:read"}),
     );
     assert_eq!(
@@ -177,21 +181,19 @@ fn rule_depth_limit_is_global_and_routes_only_lower_it() {
 
 #[test]
 fn rule_required_scopes_are_exact_tokens() {
-    let near_miss = VerifiedToken::from_claims_for_tests(
+    let near_miss = verified(
         &json!({"sub": SCHEDULER, "scope": "calendar:readwrite calendar calendar:read:all"}),
     );
     let denial = authorize(&policy(3), &id(SCHEDULER), &route(), &near_miss).unwrap_err();
     assert_eq!(denial.reason, DenyReason::InsufficientScope);
     assert_eq!(denial.required_scope.as_deref(), Some("calendar:read"));
-    let exact = VerifiedToken::from_claims_for_tests(
-        &json!({"sub": SCHEDULER, "scope": "openid  calendar:read"}),
-    );
+    let exact = verified(&json!({"sub": SCHEDULER, "scope": "openid  calendar:read"}));
     assert!(decide(SCHEDULER, &exact).is_ok());
 }
 
 #[test]
 fn rule_scopes_inside_act_do_not_grant() {
-    let token = VerifiedToken::from_claims_for_tests(&json!({
+    let token = verified(&json!({
         "sub": "user:alice",
         "act": {"sub": SCHEDULER, "scope": "calendar:read", "act": {"sub": ORCHESTRATOR, "scope": "calendar:read"}}
     }));
@@ -222,7 +224,7 @@ fn rule_allow_callers_matches_the_caller_not_prior_actors() {
 fn caller_check_comes_before_scopes() {
     let mut admin = route();
     admin.allow_callers = Some(vec![CallerPattern::parse(ORCHESTRATOR).unwrap()]);
-    let no_scope = VerifiedToken::from_claims_for_tests(&json!({"sub": SCHEDULER}));
+    let no_scope = verified(&json!({"sub": SCHEDULER}));
     let denied = authorize(&policy(3), &id(SCHEDULER), &admin, &no_scope).map_err(|d| d.reason);
     assert_eq!(denied, Err(DenyReason::CallerNotAllowed));
 }
@@ -286,9 +288,7 @@ fn rule_delegation_ceilings_restrict_through_every_actor() {
     let within = delegated(&[PLANNER, SCHEDULER], json!({}));
     assert!(authorize(&policy, &id(SCHEDULER), &route(), &within).is_ok());
     // A direct call: the caller is its only actor.
-    let direct = VerifiedToken::from_claims_for_tests(
-        &json!({"sub": PLANNER, "scope": "calendar:read calendar:write"}),
-    );
+    let direct = verified(&json!({"sub": PLANNER, "scope": "calendar:read calendar:write"}));
     let decided = authorize(&policy, &id(PLANNER), &route(), &direct).map_err(|d| d.reason);
     assert_eq!(decided, Err(DenyReason::DelegationCeilingExceeded));
 }

@@ -17,6 +17,7 @@ use envoy_types::pb::envoy::service::auth::v3::{
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
+use std::borrow::Cow;
 
 /// Every header actguard sets starts with this; the client may not send any of its own.
 pub const HEADER_PREFIX: &str = "x-actguard-";
@@ -67,10 +68,10 @@ fn string_value(value: &str) -> Value {
     }
 }
 
-fn list_value(values: &[String]) -> Value {
+fn list_value<'a>(values: impl Iterator<Item = &'a str>) -> Value {
     Value {
         kind: Some(Kind::ListValue(ListValue {
-            values: values.iter().map(|v| string_value(v)).collect(),
+            values: values.map(string_value).collect(),
         })),
     }
 }
@@ -85,13 +86,20 @@ fn status(code: tonic::Code, message: &str) -> Option<rpc::Status> {
 
 /// The `x-actguard-*` headers of an allow, each with its value, or `None` when it must be
 /// removed (no `sid`/`jti` in the token). Shared by the gRPC and HTTP modes.
-pub fn identity_headers(grant: &Grant) -> [(&'static str, Option<String>); 5] {
+pub fn identity_headers(grant: &Grant) -> [(&'static str, Option<Cow<'_, str>>); 5] {
+    let mut chain = String::new();
+    for (index, actor) in grant.chain().enumerate() {
+        if index > 0 {
+            chain.push(',');
+        }
+        chain.push_str(actor);
+    }
     [
-        (SUBJECT_HEADER, Some(grant.subject.clone())),
-        (ACTOR_HEADER, Some(grant.actor.clone())),
-        (CHAIN_HEADER, Some(grant.chain.join(","))),
-        (SID_HEADER, grant.sid.clone()),
-        (JTI_HEADER, grant.jti.clone()),
+        (SUBJECT_HEADER, Some(Cow::Borrowed(grant.subject()))),
+        (ACTOR_HEADER, Some(Cow::Borrowed(grant.actor()))),
+        (CHAIN_HEADER, Some(Cow::Owned(chain))),
+        (SID_HEADER, grant.sid().map(Cow::Borrowed)),
+        (JTI_HEADER, grant.jti().map(Cow::Borrowed)),
     ]
 }
 
@@ -116,7 +124,7 @@ fn allow(grant: &Grant, client_prefixed: &[&str]) -> CheckResponse {
             headers_to_remove.push(name);
         }
     }
-    if !grant.forward_token {
+    if !grant.forward_token() {
         headers_to_remove.push("authorization".to_owned());
     }
     // Sized for every field below: no rehash while filling it.
@@ -124,15 +132,18 @@ fn allow(grant: &Grant, client_prefixed: &[&str]) -> CheckResponse {
         fields: std::collections::HashMap::with_capacity(8),
     };
     let fields = &mut metadata.fields;
-    fields.insert("subject".into(), string_value(&grant.subject));
-    fields.insert("actor".into(), string_value(&grant.actor));
-    fields.insert("chain".into(), list_value(&grant.chain));
-    fields.insert("scopes".into(), list_value(&grant.scopes));
-    fields.insert("route".into(), string_value(&grant.route));
-    if let Some(jti) = &grant.jti {
+    fields.insert("subject".into(), string_value(grant.subject()));
+    fields.insert("actor".into(), string_value(grant.actor()));
+    fields.insert("chain".into(), list_value(grant.chain()));
+    fields.insert(
+        "scopes".into(),
+        list_value(grant.scopes().iter().map(|scope| &**scope)),
+    );
+    fields.insert("route".into(), string_value(grant.route()));
+    if let Some(jti) = grant.jti() {
         fields.insert("jti".into(), string_value(jti));
     }
-    if let Some(sid) = &grant.sid {
+    if let Some(sid) = grant.sid() {
         fields.insert("sid".into(), string_value(sid));
     }
     CheckResponse {
@@ -273,16 +284,16 @@ mod tests {
 
     #[test]
     fn direct_call_overwrites_chain_and_removes_absent_ids() {
-        let grant = Grant {
-            subject: "spiffe://example.org/agent/scheduler".into(),
-            actor: "spiffe://example.org/agent/scheduler".into(),
-            chain: vec![],
-            scopes: vec![],
-            jti: None,
-            sid: Some("s1".into()),
-            route: "r".into(),
-            forward_token: true,
-        };
+        // A direct call: no act, a sid, no jti.
+        let token = crate::token::VerifiedToken::from_claims_for_tests(&serde_json::json!({
+            "sub": "spiffe://example.org/agent/scheduler", "sid": "s1"
+        }));
+        let grant = Grant::new(
+            std::sync::Arc::new(token),
+            crate::spiffe::SpiffeId::parse("spiffe://example.org/agent/scheduler").unwrap(),
+            "r".into(),
+            true,
+        );
         let response = check_response(
             &Ok(grant),
             &["X-Actguard-Route", "x-actguard-sid"],

@@ -12,7 +12,7 @@ use crate::spiffe::CallerPattern;
 #[derive(Debug, Clone)]
 pub struct Route {
     /// Reported in dynamic metadata and logs, so operators can tell which rule decided.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// Upper-case methods; `None` matches any method.
     pub methods: Option<Vec<String>>,
     /// Normalised hosts ([`normalize_host`]); `None` matches any host.
@@ -93,7 +93,7 @@ mod tests {
 
     fn route(name: &str, methods: Option<&[&str]>, hosts: Option<&[&str]>, prefix: &str) -> Route {
         Route {
-            name: name.to_owned(),
+            name: name.into(),
             methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
             hosts: hosts.map(|h| h.iter().map(|s| normalize_host(s)).collect()),
             path_prefix: prefix.to_owned(),
@@ -117,7 +117,7 @@ mod tests {
             route("write", Some(&["POST"]), None, "/calendar"),
             route("admin", None, None, "/admin"),
         ]);
-        let name = |method, host, path| table.select(method, host, path).map(|r| r.name.as_str());
+        let name = |method, host, path| table.select(method, host, path).map(|r| &*r.name);
         assert_eq!(
             name("GET", "calendar.example.org", "/calendar/events"),
             Some("read")

@@ -509,7 +509,7 @@ fn read_route(
         Some(value) => reader.boolean(&child(path, "require_session"), value),
     };
     Some(Route {
-        name: name?,
+        name: name?.into(),
         methods: methods?,
         hosts: hosts?,
         path_prefix: path_prefix?,

@@ -71,7 +71,7 @@ fn the_documented_example_loads_into_typed_values() {
         .routes
         .select("GET", "calendar.example.org", "/calendar/x")
         .unwrap();
-    assert_eq!(read.name, "calendar-read");
+    assert_eq!(&*read.name, "calendar-read");
     assert_eq!(read.path_prefix, "/calendar");
     let admin = config.routes.select("POST", "", "/admin").unwrap();
     assert!(admin.forward_token);

@@ -56,7 +56,16 @@ cached token (claims, two parsed actors, jti) ~290 bytes in 8; glibc adds ~15 by
 allocation. 100k entries therefore cost ~42 MiB for moka alone, on top of ~12 MiB idle: the \
 64 MiB target would leave ~100 bytes per token for its claims and chain. Not reachable with moka \
 and a parsed chain per entry; the next steps would be one allocation for all of a token's strings \
-and sharing identical chains between tokens.";
+and sharing identical chains between tokens.\n\n\
+| change (cache-hit saturation, same machine) | no-op | allow | × no-op |\n\
+|---|---|---|---|\n\
+| glibc malloc | 41–42k/s | 32–34k/s | 0.77–0.81 |\n\
+| mimalloc (perf: glibc's arena locks and malloc/free were ~30 % of all CPU, tokio frees on other threads) | 74–79k/s | 53–57k/s | 0.71–0.74 |\n\
+| + per-thread recent peer certificates (no SHA-256 of the certificate), token68 table, pre-sized metadata, `Grant` borrowing the cached token | 73–77k/s | 52–55k/s | 0.69–0.74 |\n\n\
+The allocator change made both servers much faster and the ratio worse: with the transport cheaper, \
+actguard's own work per allow (≈ 2 µs in-process: two hash-table lookups, SHA-256 of the token, \
+policy) plus building, encoding and (in the client) decoding the larger allow response with its \
+dynamic-metadata `Struct` is a larger share. The response contents are fixed by DESIGN.md.";
 
 /// Always answers OK: the physical limit of this transport on this machine.
 struct NoOp;

@@ -1,5 +1,6 @@
 //! Microbenchmarks of the decision path without gRPC (criterion): cache hit; cold verification
-//! per algorithm; chain depth; route table size; certificate parsing.
+//! per algorithm (ES256, EdDSA, RS256 with a 2048-bit key); chain depth; route table size;
+//! certificate parsing.
 //! Run with `make bench` (which also runs the load benchmark and writes docs/benchmarks.md).
 
 use actguard::authorizer::Authorizer;
@@ -23,16 +24,19 @@ struct Setup {
 
 fn setup(routes: usize, cache_entries: u64, max_depth: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let issuers: Vec<(DevAlgorithm, DevIssuer)> =
-        [(DevAlgorithm::Es256, "es"), (DevAlgorithm::EdDsa, "ed")]
-            .into_iter()
-            .map(|(algorithm, kid)| {
-                (
-                    algorithm,
-                    DevIssuer::generate(ISSUER, kid, algorithm).unwrap(),
-                )
-            })
-            .collect();
+    let issuers: Vec<(DevAlgorithm, DevIssuer)> = [
+        (DevAlgorithm::Es256, "es"),
+        (DevAlgorithm::EdDsa, "ed"),
+        (DevAlgorithm::Rs256, "rs"),
+    ]
+    .into_iter()
+    .map(|(algorithm, kid)| {
+        (
+            algorithm,
+            DevIssuer::generate(ISSUER, kid, algorithm).unwrap(),
+        )
+    })
+    .collect();
     let keys: Vec<_> = issuers
         .iter()
         .map(|(_, i)| i.jwks()["keys"][0].clone())
@@ -44,7 +48,7 @@ fn setup(routes: usize, cache_entries: u64, max_depth: usize) -> Setup {
     .unwrap();
     let mut yaml = format!(
         "identity: {{local: \"{LOCAL}\", trust_domains: [example.org]}}\n\
-         issuers: [{{issuer: \"{ISSUER}\", jwks_file: jwks.json, algorithms: [ES256, EdDSA]}}]\n\
+         issuers: [{{issuer: \"{ISSUER}\", jwks_file: jwks.json, algorithms: [ES256, EdDSA, RS256]}}]\n\
          delegation: {{max_depth: {max_depth}}}\ncache: {{max_entries: {cache_entries}}}\nroutes:\n"
     );
     // The matching route is last: every request walks the whole table.

@@ -144,6 +144,15 @@ impl DevCa {
 pub enum DevAlgorithm {
     Es256,
     EdDsa,
+    /// RSA 2048 with PKCS#1 v1.5 and SHA-256.
+    Rs256,
+}
+
+/// How a development issuer signs: jsonwebtoken's signer for EC and Ed25519; aws-lc-rs for RSA
+/// (jsonwebtoken wants a PKCS#1 key, rcgen writes PKCS#8).
+enum Signer {
+    Jwt(EncodingKey),
+    Rsa(aws_lc_rs::rsa::KeyPair),
 }
 
 /// A development token issuer: one signing key and the JWKS that publishes it.
@@ -151,7 +160,7 @@ pub struct DevIssuer {
     issuer: String,
     kid: String,
     algorithm: Algorithm,
-    signing_key: EncodingKey,
+    signing_key: Signer,
     jwk: Value,
     /// PKCS#8 PEM of the signing key, for `actguard dev issuer` to write out.
     key_pem: String,
@@ -162,11 +171,12 @@ impl DevIssuer {
         let rcgen_algorithm = match algorithm {
             DevAlgorithm::Es256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             DevAlgorithm::EdDsa => &rcgen::PKCS_ED25519,
+            DevAlgorithm::Rs256 => &rcgen::PKCS_RSA_SHA256,
         };
         Self::from_key(issuer, kid, KeyPair::generate_for(rcgen_algorithm)?)
     }
 
-    /// An issuer whose signing key was written earlier (PKCS#8 PEM, P-256 or Ed25519).
+    /// An issuer whose signing key was written earlier (PKCS#8 PEM, P-256, Ed25519 or RSA).
     pub fn from_key_pem(issuer: &str, kid: &str, key_pem: &str) -> Result<Self, DevError> {
         Self::from_key(issuer, kid, KeyPair::from_pem(key_pem)?)
     }
@@ -176,12 +186,17 @@ impl DevIssuer {
             DevAlgorithm::Es256
         } else if key.algorithm() == &rcgen::PKCS_ED25519 {
             DevAlgorithm::EdDsa
+        } else if key.algorithm() == &rcgen::PKCS_RSA_SHA256 {
+            DevAlgorithm::Rs256
         } else {
-            return Err(DevError("the issuer key must be P-256 or Ed25519".into()));
+            return Err(DevError(
+                "the issuer key must be P-256, Ed25519 or RSA".into(),
+            ));
         };
         let jwt_algorithm = match algorithm {
             DevAlgorithm::Es256 => Algorithm::ES256,
             DevAlgorithm::EdDsa => Algorithm::EdDSA,
+            DevAlgorithm::Rs256 => Algorithm::RS256,
         };
         let public = key.public_key_raw();
         let (signing_key, jwk) = match algorithm {
@@ -192,16 +207,29 @@ impl DevIssuer {
                     .zip(public.get(33..65))
                     .ok_or_else(|| DevError("unexpected EC public key length".into()))?;
                 (
-                    EncodingKey::from_ec_der(&key.serialize_der()),
+                    Signer::Jwt(EncodingKey::from_ec_der(&key.serialize_der())),
                     json!({"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(x),
                            "y": URL_SAFE_NO_PAD.encode(y), "kid": kid, "alg": "ES256", "use": "sig"}),
                 )
             }
             DevAlgorithm::EdDsa => (
-                EncodingKey::from_ed_der(&key.serialize_der()),
+                Signer::Jwt(EncodingKey::from_ed_der(&key.serialize_der())),
                 json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(public),
                        "kid": kid, "alg": "EdDSA", "use": "sig"}),
             ),
+            DevAlgorithm::Rs256 => {
+                let pair = aws_lc_rs::rsa::KeyPair::from_pkcs8(&key.serialize_der())
+                    .map_err(|error| DevError(format!("unusable RSA key: {error}")))?;
+                use aws_lc_rs::signature::KeyPair as _;
+                let numbers =
+                    aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+                let (n, e) = (numbers.n, numbers.e);
+                (
+                    Signer::Rsa(pair),
+                    json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(n), "e": URL_SAFE_NO_PAD.encode(e),
+                           "kid": kid, "alg": "RS256", "use": "sig"}),
+                )
+            }
         };
         Ok(Self {
             issuer: issuer.to_owned(),
@@ -254,9 +282,23 @@ impl DevIssuer {
     /// Signs an already-encoded `header.payload` string (for byte-level tests such as
     /// duplicate claim names, which `serde_json::Value` cannot express).
     pub fn sign_input(&self, signing_input: &str) -> Result<String, DevError> {
-        let signature =
-            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &self.signing_key, self.algorithm)
+        let signature = match &self.signing_key {
+            Signer::Jwt(key) => {
+                jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, self.algorithm)
+                    .map_err(|error| DevError(format!("signing failed: {error}")))?
+            }
+            Signer::Rsa(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(
+                    &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                    &aws_lc_rs::rand::SystemRandom::new(),
+                    signing_input.as_bytes(),
+                    &mut signature,
+                )
                 .map_err(|error| DevError(format!("signing failed: {error}")))?;
+                URL_SAFE_NO_PAD.encode(signature)
+            }
+        };
         Ok(format!("{signing_input}.{signature}"))
     }
 }

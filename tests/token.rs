@@ -182,3 +182,51 @@ async fn rule_issuer_algorithm_list_is_enforced() {
     let eddsa = harness.eddsa_issuer.sign(&claims).unwrap();
     assert!(harness.get_calendar(SCHEDULER, &eddsa).await.is_allow());
 }
+
+#[test]
+fn rs256_tokens_from_a_2048_bit_key_verify() {
+    let scratch = tempfile::tempdir().unwrap();
+    let issuer = DevIssuer::generate(ISSUER, "key-rs256", DevAlgorithm::Rs256).unwrap();
+    let jwk = &issuer.jwks()["keys"][0];
+    assert_eq!(
+        (jwk["kty"].as_str(), jwk["alg"].as_str()),
+        (Some("RSA"), Some("RS256"))
+    );
+    // 2048-bit modulus: 256 bytes, 342 base64url characters.
+    assert_eq!(jwk["n"].as_str().unwrap().len(), 342);
+    std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
+    let yaml = config_yaml("  leeway: 30s", "")
+        .replace("algorithms: [ES256, EdDSA]", "algorithms: [RS256]");
+    let config = actguard::config::Config::from_yaml(&yaml, scratch.path()).unwrap();
+    let authorizer = actguard::authorizer::Authorizer::new(config);
+    let ca = actguard::devkit::DevCa::new("example.org").unwrap();
+    let scheduler = ca.issue_svid(SCHEDULER).unwrap().url_encoded();
+    let claims = actguard::devkit::delegated_claims(
+        ISSUER,
+        "user:alice",
+        LOCAL,
+        "calendar:read",
+        &[ORCHESTRATOR, SCHEDULER],
+        unix_now(),
+        300,
+    );
+    let token = issuer.sign(&claims).unwrap();
+    assert!(token.starts_with(&b64(r#"{"alg":"RS256""#)[..10]));
+    let request = RequestSpec::get("/calendar/events")
+        .certificate(&scheduler)
+        .bearer(&token)
+        .build();
+    let answer = Answer::from(authorizer.check(&request, false).ok().unwrap());
+    assert!(answer.is_allow(), "{}", answer.reason);
+    // The same token with its signature bit-flipped is refused.
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut bytes = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    bytes[0] ^= 1;
+    let forged = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(bytes));
+    let request = RequestSpec::get("/calendar/events")
+        .certificate(&scheduler)
+        .bearer(&forged)
+        .build();
+    let answer = Answer::from(authorizer.check(&request, false).ok().unwrap());
+    assert_eq!(answer.reason, "token_signature_invalid");
+}

@@ -88,6 +88,23 @@ async fn cache_is_bounded_by_max_entries() {
 }
 
 #[tokio::test]
+async fn cache_is_bounded_by_max_bytes_counting_its_own_bookkeeping() {
+    // 64 KiB: each entry weighs its claims and chain (~0.3 KB here) plus ~0.4 KB of the cache's
+    // own bookkeeping, so about 90 fit whatever max_entries allows (counting the token alone
+    // would let ~160 in, over the budget in real memory).
+    let cache = "cache:\n  max_entries: 100000\n  max_bytes: 65536";
+    let mut harness = Harness::start_with(&config_yaml("  leeway: 30s", cache)).await;
+    for index in 0..400 {
+        let mut claims = harness.claims(&[SCHEDULER]);
+        claims["jti"] = json!(format!("t-{index}"));
+        let token = harness.sign(&claims);
+        assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
+    }
+    let entries = harness.authorizer.cached_token_count();
+    assert!((40..=110).contains(&entries), "{entries} entries cached");
+}
+
+#[tokio::test]
 async fn disabled_cache_still_decides() {
     let mut harness =
         Harness::start_with(&config_yaml("  leeway: 30s", "cache:\n  max_entries: 0")).await;

@@ -334,7 +334,9 @@ fn read_cache(reader: &mut Reader, value: &Value) -> Option<CacheConfig> {
         Some(value) => reader.integer("cache.max_entries", value, 0, 10_000_000),
     };
     let max_bytes = match map.get("max_bytes") {
-        None => Some(48 << 20),
+        // ~0.75 KB per typical entry (token and the cache's own bookkeeping): room for the
+        // default 100k entries.
+        None => Some(96 << 20),
         Some(value) => reader.integer("cache.max_bytes", value, 1 << 16, 1 << 34),
     };
     Some(CacheConfig {

@@ -63,22 +63,25 @@ mod recent_callers {
     }
 
     pub(super) fn get(certificate: &str) -> Option<SpiffeId> {
-        RECENT.with(|recent| {
-            let recent = recent.try_borrow().ok()?;
-            recent
-                .slots
-                .iter()
-                .flatten()
-                .find(|(seen, _)| **seen == *certificate)
-                .map(|(_, id)| id.clone())
-        })
+        RECENT
+            .try_with(|recent| {
+                let recent = recent.try_borrow().ok()?;
+                recent
+                    .slots
+                    .iter()
+                    .flatten()
+                    .find(|(seen, _)| **seen == *certificate)
+                    .map(|(_, id)| id.clone())
+            })
+            .ok()
+            .flatten()
     }
 
     pub(super) fn remember(certificate: &str, id: &SpiffeId) {
         if certificate.len() > MAX_CERTIFICATE_BYTES {
             return;
         }
-        RECENT.with(|recent| {
+        let _ = RECENT.try_with(|recent| {
             if let Ok(mut recent) = recent.try_borrow_mut() {
                 let slot = recent.next;
                 recent.slots[slot] = Some((certificate.into(), id.clone()));
@@ -248,9 +251,14 @@ impl Authorizer {
         let token_cache = (cache.max_entries > 0).then(|| {
             // One weigher bounds both: each entry weighs at least max_bytes / max_entries, so
             // there can be no more than max_entries, and the weights never sum past max_bytes.
-            let floor = (cache.max_bytes / cache.max_entries).max(1);
+            // Rounded up and kept within a u32 weight, with the capacity trimmed to match, so
+            // neither bound can be exceeded by rounding (max_bytes ≥ 1, max_entries ≥ 1 here).
+            let floor = cache
+                .max_bytes
+                .div_ceil(cache.max_entries)
+                .clamp(1, u64::from(u32::MAX));
             Cache::builder()
-                .max_capacity(cache.max_bytes)
+                .max_capacity(cache.max_bytes.min(floor.saturating_mul(cache.max_entries)))
                 .weigher(move |_key: &Digest, value: &CachedToken| {
                     let estimate = (value.token.approximate_size() + CACHE_ENTRY_OVERHEAD) as u64;
                     u32::try_from(estimate.max(floor)).unwrap_or(u32::MAX)

@@ -86,6 +86,9 @@ pub fn caller_identity(
 }
 
 /// Reads the SPIFFE ID of an X509-SVID given as URL-encoded PEM (see the module docs).
+///
+/// A pure function of the bytes, independent of configuration and time: the authorizer caches
+/// its successes across reloads on that basis. A check that depends on either belongs after it.
 pub fn spiffe_id_from_certificate(url_encoded_pem: &str) -> Result<SpiffeId, Denial> {
     let pem_bytes: Vec<u8> = percent_encoding::percent_decode_str(url_encoded_pem).collect();
     let (rest, pem) = x509_parser::pem::parse_x509_pem(&pem_bytes)

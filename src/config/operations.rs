@@ -305,15 +305,18 @@ pub fn read_audit(
     };
     let map = reader.mapping("audit", value, &["output", "sample_allows", "buffer_lines"])?;
     let mut config = AuditConfig::default();
+    // The other keys are checked even when the log is off: a typo must not hide behind `off`.
+    let mut off = false;
     if let Some(value) = map.get("output") {
         // `off` unquoted is YAML's boolean false for the parser: both mean off.
         if value == &Value::Bool(false) {
-            return Some(None);
-        }
-        match reader.string("audit.output", value)? {
-            "off" => return Some(None),
-            "stdout" => {}
-            file => config.output = AuditOutput::File(base_dir.join(file)),
+            off = true;
+        } else {
+            match reader.string("audit.output", value)? {
+                "off" => off = true,
+                "stdout" => {}
+                file => config.output = AuditOutput::File(base_dir.join(file)),
+            }
         }
     }
     if let Some(value) = map.get("sample_allows") {
@@ -328,7 +331,7 @@ pub fn read_audit(
     if let Some(value) = map.get("buffer_lines") {
         config.buffer_lines = reader.integer("audit.buffer_lines", value, 1, 1_000_000)? as usize;
     }
-    Some(Some(config))
+    Some((!off).then_some(config))
 }
 
 pub fn read_limits(reader: &mut Reader, value: Option<&Value>) -> Option<Limits> {

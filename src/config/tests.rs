@@ -399,6 +399,12 @@ fn operational_sections_parse_with_defaults() {
     )
     .unwrap();
     assert_eq!((unquoted.audit, unquoted.listen.admin), (None, None));
+    // `off` does not hide mistakes in the other audit keys.
+    let errors = errors_of(&format!("{BASE}audit: {{output: off, sample_allows: 7}}\n"));
+    assert_eq!(
+        errors,
+        vec!["audit.sample_allows: must be a number from 0 to 1"]
+    );
 }
 
 #[test]

@@ -63,13 +63,20 @@ impl VerificationKey {
     /// This key's identity for the tokens it verifies for `issuer` (a key set belongs to one
     /// issuer, so the first call decides for all).
     pub fn identity(&self, issuer: &Arc<str>) -> Arc<super::claims::KeyIdentity> {
-        Arc::clone(self.identity.get_or_init(|| {
+        let make = || {
             Arc::new(super::claims::KeyIdentity {
                 issuer: Arc::clone(issuer),
                 kid: Arc::clone(&self.kid),
                 fingerprint: self.fingerprint,
             })
-        }))
+        };
+        let shared = self.identity.get_or_init(make);
+        // Should a key set ever be shared between issuers, each still gets its own name.
+        if *shared.issuer == **issuer {
+            Arc::clone(shared)
+        } else {
+            make()
+        }
     }
 }
 

@@ -81,24 +81,14 @@ const MAX_LEEWAY: Duration = Duration::from_secs(300);
 impl Config {
     /// Reads and validates a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            ConfigErrors(vec![ConfigError {
-                path: "(document)".into(),
-                message: format!("cannot read {}: {error}", path.display()),
-            }])
-        })?;
+        let text = reader::read_text(path)?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         Self::from_yaml(&text, base)
     }
 
     /// Parses and validates YAML text; relative paths are resolved against `base_dir`.
     pub fn from_yaml(text: &str, base_dir: &Path) -> Result<Self, ConfigErrors> {
-        let document: Value = serde_saphyr::from_str(text).map_err(|error| {
-            ConfigErrors(vec![ConfigError {
-                path: "(document)".into(),
-                message: format!("not valid YAML: {error}"),
-            }])
-        })?;
+        let document = reader::parse_yaml(text)?;
         let mut reader = Reader::default();
         let config = read_config(&mut reader, &document, base_dir);
         match config {

@@ -37,6 +37,24 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+fn document_error(message: String) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        path: "(document)".into(),
+        message,
+    }])
+}
+
+/// A configuration file's text; an unreadable file is a `(document)` error naming it.
+pub fn read_text(path: &std::path::Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path)
+        .map_err(|error| document_error(format!("cannot read {}: {error}", path.display())))
+}
+
+/// YAML text as a JSON value (strict keys are checked by [`Reader::mapping`] afterwards).
+pub fn parse_yaml(text: &str) -> Result<Value, ConfigErrors> {
+    serde_saphyr::from_str(text).map_err(|error| document_error(format!("not valid YAML: {error}")))
+}
+
 /// Collects errors while values are read.
 #[derive(Debug, Default)]
 pub struct Reader {

@@ -2,8 +2,8 @@
 //! ConfigMaps, where Envoy gets its SVID). Every key is optional; unknown keys and bad values
 //! are errors naming the key, like the sidecar's own configuration.
 
-use crate::config::reader::{Reader, child};
-use crate::config::{ConfigError, ConfigErrors};
+use crate::config::ConfigErrors;
+use crate::config::reader::{self, Reader, child};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -138,22 +138,11 @@ fn is_quantity(text: &str) -> bool {
 
 impl InjectorConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            ConfigErrors(vec![ConfigError {
-                path: "(document)".into(),
-                message: format!("cannot read {}: {error}", path.display()),
-            }])
-        })?;
-        Self::from_yaml(&text)
+        Self::from_yaml(&reader::read_text(path)?)
     }
 
     pub fn from_yaml(text: &str) -> Result<Self, ConfigErrors> {
-        let document: Value = serde_saphyr::from_str(text).map_err(|error| {
-            ConfigErrors(vec![ConfigError {
-                path: "(document)".into(),
-                message: format!("not valid YAML: {error}"),
-            }])
-        })?;
+        let document = reader::parse_yaml(text)?;
         let mut reader = Reader::default();
         let mut config = Self::default();
         // An empty document is the defaults.

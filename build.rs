@@ -22,11 +22,6 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let envoy_descriptor = match envoy_proto_root() {
         Some(root) => {
-            // Tests validate envoy/*.yaml against these same definitions.
-            println!(
-                "cargo:rustc-env=ACTGUARD_ENVOY_PROTO_ROOT={}",
-                root.display()
-            );
             let includes = [
                 "data-plane-api",
                 "googleapis",
@@ -35,6 +30,11 @@ fn main() -> Result<(), Box<dyn Error>> {
                 "cel-spec/proto",
             ]
             .map(|dir| root.join(dir));
+            // Tests validate Envoy configurations against these same definitions.
+            println!(
+                "cargo:rustc-env=ACTGUARD_ENVOY_PROTO_INCLUDES={}",
+                std::env::join_paths(&includes)?.to_string_lossy()
+            );
             let set = protox::compile(["envoy/service/auth/v3/external_auth.proto"], includes)?;
             prost::Message::encode_to_vec(&set)
         }

@@ -3,17 +3,16 @@
 //! certificate parsing.
 //! Run with `make bench` (which also runs the load benchmark and writes docs/benchmarks.md).
 
+mod common;
+
 use actguard::authorizer::Authorizer;
 use actguard::config::Config;
 use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims, url_encode};
 use actguard::token::unix_now;
+use common::*;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use std::hint::black_box;
-
-const ISSUER: &str = "https://sts.example.org";
-const LOCAL: &str = "spiffe://example.org/tool/calendar";
-const SCHEDULER: &str = "spiffe://example.org/agent/scheduler";
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -71,16 +70,6 @@ fn setup(routes: usize, cache_entries: u64, max_depth: usize) -> Setup {
     }
 }
 
-fn request(certificate: &str, token: &str) -> CheckRequest {
-    actguard::devkit::envoy_check_request(
-        certificate,
-        "GET",
-        "calendar.example.org",
-        "/calendar/events?day=mon",
-        token,
-    )
-}
-
 /// Actors ending at the scheduler, `depth` of them.
 fn chain(depth: usize) -> Vec<String> {
     let mut actors: Vec<String> = (1..depth)
@@ -124,7 +113,7 @@ fn allowed(authorizer: &Authorizer, request: &CheckRequest) -> bool {
 
 fn benches(c: &mut Criterion) {
     let cached = setup(1, 100_000, 8);
-    let hit = request(&cached.certificate, &token(&cached.issuers[0].1, 2, 0));
+    let hit = check_request(&cached.certificate, &token(&cached.issuers[0].1, 2, 0));
     assert!(allowed(&cached.authorizer, &hit));
     c.bench_function("check/cache_hit", |b| {
         b.iter(|| black_box(cached.authorizer.check(black_box(&hit), false)))
@@ -133,7 +122,7 @@ fn benches(c: &mut Criterion) {
     let cold = setup(1, 0, 8);
     for (algorithm, issuer) in &cold.issuers {
         let requests: Vec<CheckRequest> = (0..256)
-            .map(|jti| request(&cold.certificate, &token(issuer, 2, jti)))
+            .map(|jti| check_request(&cold.certificate, &token(issuer, 2, jti)))
             .collect();
         assert!(allowed(&cold.authorizer, &requests[0]));
         let mut next = 0;
@@ -147,7 +136,7 @@ fn benches(c: &mut Criterion) {
 
     let mut depth_group = c.benchmark_group("check/chain_depth_cache_hit");
     for depth in [1, 3, 8] {
-        let request = request(
+        let request = check_request(
             &cached.certificate,
             &token(&cached.issuers[0].1, depth, depth),
         );
@@ -163,7 +152,7 @@ fn benches(c: &mut Criterion) {
     let mut routes_group = c.benchmark_group("check/routes_cache_hit");
     for routes in [1, 200] {
         let setup = setup(routes, 100_000, 8);
-        let request = request(&setup.certificate, &token(&setup.issuers[0].1, 2, 7));
+        let request = check_request(&setup.certificate, &token(&setup.issuers[0].1, 2, 7));
         assert!(allowed(&setup.authorizer, &request), "{routes} routes");
         routes_group.bench_with_input(
             BenchmarkId::from_parameter(routes),

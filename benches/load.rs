@@ -7,12 +7,15 @@
 //! streams, as Envoy uses ext_authz. Fixed-rate runs are open-loop and evenly paced by a
 //! dedicated thread; latency counts from each request's scheduled start, so queueing shows.
 
+mod common;
+
 use actguard::authorizer::CheckError;
 use actguard::config::{Config, ListenAddress};
 use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
 use actguard::runtime;
 use actguard::server::{self, CheckHandler, Listener, ServeOptions};
 use actguard::token::unix_now;
+use common::*;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc;
@@ -27,10 +30,6 @@ use tonic::transport::Channel;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const ISSUER: &str = "https://sts.example.org";
-const LOCAL: &str = "spiffe://example.org/tool/calendar";
-const ORCHESTRATOR: &str = "spiffe://example.org/agent/orchestrator";
-const SCHEDULER: &str = "spiffe://example.org/agent/scheduler";
 const CONNECTIONS: usize = 4;
 const STREAMS: usize = 64;
 const SATURATION_TIME: Duration = Duration::from_secs(3);
@@ -88,16 +87,6 @@ impl CheckHandler for NoOp {
             ..Default::default()
         })
     }
-}
-
-fn check_request(certificate: &str, token: &str) -> CheckRequest {
-    actguard::devkit::envoy_check_request(
-        certificate,
-        "GET",
-        "calendar.example.org",
-        "/calendar/events?day=mon",
-        token,
-    )
 }
 
 struct Fixture {

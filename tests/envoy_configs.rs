@@ -22,20 +22,10 @@ const PROTOS: &[&str] = &[
 fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let root = match option_env!("ACTGUARD_ENVOY_PROTO_ROOT") {
-            Some(root) => PathBuf::from(root),
-            None => {
-                panic!("build.rs did not find the envoy-types proto sources in the Cargo registry")
-            }
+        let Some(includes) = option_env!("ACTGUARD_ENVOY_PROTO_INCLUDES") else {
+            panic!("build.rs did not find the envoy-types proto sources in the Cargo registry")
         };
-        let includes = [
-            "data-plane-api",
-            "googleapis",
-            "protoc-gen-validate",
-            "xds",
-            "cel-spec/proto",
-        ]
-        .map(|dir| root.join(dir));
+        let includes: Vec<PathBuf> = std::env::split_paths(includes).collect();
         let set = protox::compile(PROTOS, includes).expect("Envoy's protos compile");
         DescriptorPool::from_file_descriptor_set(set).expect("descriptor pool")
     })

@@ -297,6 +297,21 @@ mod tests {
     }
 
     #[test]
+    fn a_key_names_the_issuer_it_verified_for() {
+        let set = KeySet::from_jwks(&jwks(vec![p256_key("a")])).unwrap();
+        let key = set.get("a").unwrap();
+        let (first, second): (Arc<str>, Arc<str>) =
+            ("https://a.example".into(), "https://b.example".into());
+        let once = key.identity(&first);
+        // Shared, not copied, for the issuer it was made for...
+        assert!(Arc::ptr_eq(&once, &key.identity(&first)));
+        assert_eq!((&*once.kid, once.fingerprint), ("a", key.fingerprint()));
+        // ...and never another issuer's name, should a key set ever be shared.
+        assert_eq!(&*key.identity(&second).issuer, "https://b.example");
+        assert_eq!(&*key.identity(&first).issuer, "https://a.example");
+    }
+
+    #[test]
     fn loads_keys_and_their_algorithms() {
         let set = KeySet::from_jwks(&jwks(vec![p256_key("a")])).unwrap();
         let key = set.get("a").unwrap();

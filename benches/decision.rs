@@ -1,6 +1,7 @@
 //! Microbenchmarks of the decision path without gRPC (criterion): cache hit; cold verification
 //! per algorithm (ES256, EdDSA, RS256 with a 2048-bit key); chain depth; route table size;
-//! certificate parsing.
+//! encoding an allow; certificate parsing. The checks run `Authorizer::answer`, what the gRPC
+//! server runs (an allow comes back as its grant, encoded when sent).
 //! Run with `make bench` (which also runs the load benchmark and writes docs/benchmarks.md).
 
 mod common;
@@ -12,6 +13,7 @@ use actguard::token::unix_now;
 use common::*;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use prost::Message;
 use std::hint::black_box;
 
 struct Setup {
@@ -116,7 +118,7 @@ fn benches(c: &mut Criterion) {
     let hit = check_request(&cached.certificate, &token(&cached.issuers[0].1, 2, 0));
     assert!(allowed(&cached.authorizer, &hit));
     c.bench_function("check/cache_hit", |b| {
-        b.iter(|| black_box(cached.authorizer.check(black_box(&hit), false)))
+        b.iter(|| black_box(cached.authorizer.answer(black_box(&hit), false)))
     });
 
     let cold = setup(1, 0, 8);
@@ -129,7 +131,7 @@ fn benches(c: &mut Criterion) {
         c.bench_function(&format!("check/cold_verify/{algorithm:?}"), |b| {
             b.iter(|| {
                 next = (next + 1) % requests.len();
-                black_box(cold.authorizer.check(&requests[next], false))
+                black_box(cold.authorizer.answer(&requests[next], false))
             })
         });
     }
@@ -144,7 +146,7 @@ fn benches(c: &mut Criterion) {
         depth_group.bench_with_input(
             BenchmarkId::from_parameter(depth),
             &request,
-            |b, request| b.iter(|| black_box(cached.authorizer.check(request, false))),
+            |b, request| b.iter(|| black_box(cached.authorizer.answer(request, false))),
         );
     }
     depth_group.finish();
@@ -157,10 +159,54 @@ fn benches(c: &mut Criterion) {
         routes_group.bench_with_input(
             BenchmarkId::from_parameter(routes),
             &request,
-            |b, request| b.iter(|| black_box(setup.authorizer.check(request, false))),
+            |b, request| b.iter(|| black_box(setup.authorizer.answer(request, false))),
         );
     }
     routes_group.finish();
+
+    // Encoding an allow: as a built message (what prost needs) vs straight from the grant
+    // (what the server sends); both into a reused buffer, as tonic's encoder does.
+    let answer = cached.authorizer.answer(&hit, false).ok().unwrap();
+    let message = answer.clone().into_response();
+    let mut buffer = Vec::with_capacity(4096);
+    let mut encode_group = c.benchmark_group("response/allow_encode");
+    encode_group.bench_function("built_message", |b| {
+        b.iter(|| {
+            buffer.clear();
+            let message = black_box(message.clone());
+            message.encode(&mut buffer).unwrap();
+        })
+    });
+    encode_group.bench_function("from_grant", |b| {
+        b.iter(|| {
+            buffer.clear();
+            let answer = black_box(answer.clone());
+            answer.encode(&mut buffer).unwrap();
+        })
+    });
+    encode_group.finish();
+
+    // Encoding an allow: as a built message (what prost needs) vs straight from the grant
+    // (what the server sends); both into a reused buffer, as tonic's encoder does.
+    let answer = cached.authorizer.answer(&hit, false).ok().unwrap();
+    let message = answer.clone().into_response();
+    let mut buffer = Vec::with_capacity(4096);
+    let mut encode_group = c.benchmark_group("response/allow_encode");
+    encode_group.bench_function("built_message", |b| {
+        b.iter(|| {
+            buffer.clear();
+            let message = black_box(message.clone());
+            message.encode(&mut buffer).unwrap();
+        })
+    });
+    encode_group.bench_function("from_grant", |b| {
+        b.iter(|| {
+            buffer.clear();
+            let answer = black_box(answer.clone());
+            answer.encode(&mut buffer).unwrap();
+        })
+    });
+    encode_group.finish();
 
     let ca = DevCa::new("example.org").unwrap();
     let pem = ca.issue_svid(SCHEDULER).unwrap().cert_pem;

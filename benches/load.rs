@@ -170,7 +170,10 @@ impl Client {
             .0
             .unary(tonic::Request::new(request), path, codec)
             .await?;
-        Ok(response.into_inner().status.map_or(-1, |status| status.code))
+        Ok(response
+            .into_inner()
+            .status
+            .map_or(-1, |status| status.code))
     }
 }
 

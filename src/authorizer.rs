@@ -9,6 +9,9 @@
 //!   route and method at hand. A new configuration builds a new `Authorizer`, with empty
 //!   caches, so nothing decided under old keys or rules survives a change.
 //! - caller SPIFFE IDs, keyed by the SHA-256 of the URL-encoded certificate.
+//!
+//! In front of each, every worker thread remembers its last few certificates and tokens
+//! ([`recent_callers`], [`recent_tokens`]), so the common case hashes neither.
 
 use crate::audit::{AuditLog, AuditRecord};
 use crate::config::Config;
@@ -16,11 +19,11 @@ use crate::identity::{self, IdentitySource, PeerFacts};
 use crate::path;
 use crate::policy::{self, DelegationPolicy, Grant};
 use crate::reason::{Denial, DenyReason, Fault};
-use crate::response::{self, ResponseSettings};
+use crate::response::{self, Answer, ResponseSettings};
 use crate::revocation::RevocationList;
 use crate::routes::RouteTable;
 use crate::spiffe::SpiffeId;
-use crate::telemetry;
+use crate::telemetry::DecisionMetrics;
 use crate::token::{self, RemoteKeys, VerifiedToken, Verifier};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use moka::sync::Cache;
@@ -91,6 +94,122 @@ mod recent_callers {
     }
 }
 
+/// The last few bearer tokens each worker thread verified or found in the token cache, compared
+/// in constant time: an agent reuses its token for many calls, so most checks find it here
+/// without the SHA-256 of the token or a lookup in the shared cache. An entry belongs to one
+/// [`Authorizer`] (a reload builds a new one, so nothing crosses a configuration) and lives no
+/// longer than its token-cache entry would; a hit is re-checked exactly like a cache hit (key
+/// still published, token unexpired), and revocation and the policy run on every request.
+mod recent_tokens {
+    use crate::token::VerifiedToken;
+    use std::cell::RefCell;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    const SLOTS: usize = 4;
+    /// Larger tokens are not remembered (bounds the memory per thread).
+    const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+    struct Entry {
+        owner: u64,
+        token: Box<[u8]>,
+        verified: Arc<VerifiedToken>,
+        /// When the token-cache entry it came from expires.
+        expires_at: Instant,
+    }
+
+    #[derive(Default)]
+    struct Recent {
+        slots: [Option<Entry>; SLOTS],
+        next: usize,
+    }
+
+    thread_local! {
+        static RECENT: RefCell<Recent> = RefCell::new(Recent::default());
+    }
+
+    /// Equal contents, in time that depends only on the lengths: a cached token is another
+    /// caller's secret, and an early exit would time how much of it a guess got right.
+    fn same(a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
+    pub(super) fn get(owner: u64, token: &str, now: Instant) -> Option<Arc<VerifiedToken>> {
+        RECENT
+            .try_with(|recent| {
+                let recent = recent.try_borrow().ok()?;
+                let mut found = None;
+                for entry in recent.slots.iter().flatten() {
+                    if entry.owner == owner
+                        && same(&entry.token, token.as_bytes())
+                        && now < entry.expires_at
+                    {
+                        found = Some(Arc::clone(&entry.verified));
+                    }
+                }
+                found
+            })
+            .ok()
+            .flatten()
+    }
+
+    pub(super) fn remember(
+        owner: u64,
+        token: &str,
+        verified: &Arc<VerifiedToken>,
+        expires_at: Instant,
+    ) {
+        if token.len() > MAX_TOKEN_BYTES {
+            return;
+        }
+        let _ = RECENT.try_with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                let slot = recent.next;
+                recent.slots[slot] = Some(Entry {
+                    owner,
+                    token: token.as_bytes().into(),
+                    verified: Arc::clone(verified),
+                    expires_at,
+                });
+                recent.next = (slot + 1) % SLOTS;
+            }
+        });
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::time::Duration;
+
+        #[test]
+        fn remembered_tokens_match_only_in_full() {
+            assert!(same(b"header.payload.sig", b"header.payload.sig"));
+            assert!(!same(b"header.payload.sig", b"header.payload.sih"));
+            assert!(!same(b"header.payload.sig", b"header.payload.sig2"));
+            assert!(!same(b"", b"a"));
+        }
+
+        #[test]
+        fn remembered_token_is_forgotten_when_its_cache_entry_expires_and_kept_per_owner() {
+            let verified = Arc::new(VerifiedToken::from_claims_for_tests(
+                &serde_json::json!({ "sub": "user:alice" }),
+            ));
+            let now = Instant::now();
+            remember(u64::MAX, "a.b.c", &verified, now + Duration::from_secs(1));
+            assert!(get(u64::MAX, "a.b.c", now).is_some());
+            assert!(get(u64::MAX, "a.b.c", now + Duration::from_secs(1)).is_none());
+            assert!(
+                get(u64::MAX - 1, "a.b.c", now).is_none(),
+                "another authorizer"
+            );
+            assert!(get(u64::MAX, "a.b.", now).is_none());
+        }
+    }
+}
+
+/// Distinguishes authorizers in the per-thread [`recent_tokens`].
+static NEXT_AUTHORIZER_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// What one entry costs the cache itself beyond the token: moka's bookkeeping for an entry with
 /// per-entry expiry (~300 bytes in 7 allocations, measured with a counting allocator), the key
 /// and the allocator's per-allocation overhead. Counted so `cache.max_bytes` bounds real memory.
@@ -100,7 +219,8 @@ const CACHE_ENTRY_OVERHEAD: usize = 400;
 #[derive(Clone)]
 struct CachedToken {
     token: Arc<VerifiedToken>,
-    time_to_live: Duration,
+    /// When the entry expires: the token's expiry (plus leeway), at most [`MAX_ENTRY_TTL`].
+    expires_at: Instant,
 }
 
 struct UntilTokenExpiry;
@@ -110,9 +230,9 @@ impl moka::Expiry<Digest, CachedToken> for UntilTokenExpiry {
         &self,
         _key: &Digest,
         value: &CachedToken,
-        _now: Instant,
+        now: Instant,
     ) -> Option<Duration> {
-        Some(value.time_to_live)
+        Some(value.expires_at.saturating_duration_since(now))
     }
 }
 
@@ -214,6 +334,9 @@ pub struct Authorizer {
     shared: Shared,
     /// When this configuration (and its keys) was loaded: the JWKS age metric.
     created_at: Instant,
+    metrics: DecisionMetrics,
+    /// Tells this authorizer's entries in the per-thread [`recent_tokens`] from others'.
+    id: u64,
 }
 
 /// What outlives a configuration: kept across reloads, handed to each new `Authorizer`.
@@ -237,6 +360,8 @@ pub struct Evaluation {
     pub outcome: Result<Grant, Denial>,
     pub caller: Option<SpiffeId>,
     pub route: Option<Arc<str>>,
+    /// The route's index in the table (for its metric handles).
+    pub route_index: Option<usize>,
     pub token: Option<Arc<VerifiedToken>>,
 }
 
@@ -266,7 +391,10 @@ impl Authorizer {
                 .expire_after(UntilTokenExpiry)
                 .build()
         });
+        let metrics = DecisionMetrics::new(config.routes.iter().map(|route| &route.name));
         Self {
+            metrics,
+            id: NEXT_AUTHORIZER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             identity_sources: config.identity_sources,
             delegation: config.delegation,
             routes: config.routes,
@@ -327,6 +455,12 @@ impl Authorizer {
         request: &CheckRequest,
         may_retry: bool,
     ) -> Result<CheckResponse, CheckError> {
+        self.answer(request, may_retry).map(Answer::into_response)
+    }
+
+    /// [`Authorizer::check`] as the gRPC server sends it: an allow is encoded straight from
+    /// its grant ([`Answer::Allow`]).
+    pub fn answer(&self, request: &CheckRequest, may_retry: bool) -> Result<Answer, CheckError> {
         let facts = RequestFacts::from_check_request(request);
         let evaluation = self
             .evaluate_and_record(&facts, may_retry)
@@ -336,8 +470,8 @@ impl Authorizer {
         {
             return Err(CheckError::Fault(Fault::KeysUnavailable));
         }
-        Ok(response::check_response(
-            &evaluation.outcome,
+        Ok(response::answer(
+            evaluation.outcome,
             &facts.prefixed_headers,
             &self.response,
         ))
@@ -364,8 +498,10 @@ impl Authorizer {
             return Err(remote);
         }
         let latency = started.elapsed();
-        let reason = evaluation.outcome.as_ref().err().map(|d| d.reason.code());
-        telemetry::record_decision(reason, evaluation.route.as_deref(), latency);
+        let denied = evaluation.outcome.as_ref().err().map(|d| d.reason);
+        self.metrics
+            .record_decision(denied, evaluation.route_index, latency);
+        let reason = denied.map(DenyReason::code);
         let token = evaluation.token.as_deref();
         // The record is built only when the audit log keeps it (on, and not sampled out).
         self.shared.audit.record(reason.is_none(), || AuditRecord {
@@ -413,6 +549,7 @@ impl Authorizer {
             outcome: Err(Denial::new(DenyReason::NoRoute, "")),
             caller: None,
             route: None,
+            route_index: None,
             token: None,
         };
         evaluation.outcome = self.run_pipeline(facts, now, &mut evaluation);
@@ -437,11 +574,13 @@ impl Authorizer {
         }
         let normalized = path::normalize(facts.path)
             .map_err(|error| Denial::new(DenyReason::PathInvalid, error.description()))?;
-        let route = self
+        let (index, route) = self
             .routes
-            .select(facts.method, facts.host, &normalized)
+            .position(facts.method, facts.host, &normalized)
+            .and_then(|index| Some((index, self.routes.get(index)?)))
             .ok_or_else(|| Denial::new(DenyReason::NoRoute, "no route matches the request"))?;
         learned.route = Some(Arc::clone(&route.name));
+        learned.route_index = Some(index);
         let bearer = token::bearer_token(&facts.authorization)?;
         let verified = learned.token.insert(self.verified_token(bearer, now)?);
         // Revocation right after verification: a revoked token is 401 even where a later step
@@ -481,16 +620,26 @@ impl Authorizer {
         let Some(cache) = &self.token_cache else {
             return self.verifier.verify(bearer, now).map(Arc::new);
         };
+        let clock = Instant::now();
+        if let Some(token) = recent_tokens::get(self.id, bearer, clock)
+            && self.verifier.key_still_published(&token)
+            && self.verifier.is_unexpired(&token, now)
+        {
+            self.metrics.record_cache_lookup(true);
+            return Ok(token);
+        }
+        // Otherwise the shared cache decides, as if this thread had never seen the token.
         let key = sha256(bearer.as_bytes());
         let hit = cache.get(&key);
-        telemetry::record_cache_lookup(hit.is_some());
+        self.metrics.record_cache_lookup(hit.is_some());
         if let Some(hit) = hit {
             // A key removed from (or replaced in) the issuer's JWKS invalidates at once.
             if !self.verifier.key_still_published(&hit.token) {
                 cache.invalidate(&key);
-                return self.verify_and_cache(cache, key, bearer, now);
+                return self.verify_and_cache(cache, key, bearer, now, clock);
             }
             if self.verifier.is_unexpired(&hit.token, now) {
+                recent_tokens::remember(self.id, bearer, &hit.token, hit.expires_at);
                 return Ok(hit.token);
             }
             cache.invalidate(&key);
@@ -499,7 +648,7 @@ impl Authorizer {
                 "the token has expired",
             ));
         }
-        self.verify_and_cache(cache, key, bearer, now)
+        self.verify_and_cache(cache, key, bearer, now, clock)
     }
 
     fn verify_and_cache(
@@ -508,17 +657,20 @@ impl Authorizer {
         key: Digest,
         bearer: &str,
         now: i64,
+        clock: Instant,
     ) -> Result<Arc<VerifiedToken>, Denial> {
         let token = Arc::new(self.verifier.verify(bearer, now)?);
         let time_to_live =
             Duration::from_secs(self.verifier.remaining_lifetime(&token, now)).min(MAX_ENTRY_TTL);
+        let expires_at = clock + time_to_live;
         cache.insert(
             key,
             CachedToken {
                 token: Arc::clone(&token),
-                time_to_live,
+                expires_at,
             },
         );
+        recent_tokens::remember(self.id, bearer, &token, expires_at);
         Ok(token)
     }
 

@@ -15,6 +15,7 @@
 use crate::audit::AuditConfig;
 use crate::authorizer::{Authorizer, CheckError, Shared};
 use crate::config::{Config, ConfigErrors, Limits, Listeners};
+use crate::response::Answer;
 use crate::server::CheckHandler;
 use crate::telemetry;
 use arc_swap::ArcSwap;
@@ -172,6 +173,10 @@ impl LiveAuthorizer {
 impl CheckHandler for LiveAuthorizer {
     fn check(&self, request: &CheckRequest, may_retry: bool) -> Result<CheckResponse, CheckError> {
         self.current.load().check(request, may_retry)
+    }
+
+    fn answer(&self, request: &CheckRequest, may_retry: bool) -> Result<Answer, CheckError> {
+        self.current.load().answer(request, may_retry)
     }
 }
 

@@ -58,10 +58,24 @@ impl RouteTable {
 
     /// The first route matching `method`, the raw `host` (normalised here) and the normalised `path`.
     pub fn select(&self, method: &str, host: &str, path: &str) -> Option<&Route> {
+        self.position(method, host, path)
+            .and_then(|index| self.routes.get(index))
+    }
+
+    /// [`RouteTable::select`] as the route's index in the table (see [`RouteTable::get`]).
+    pub fn position(&self, method: &str, host: &str, path: &str) -> Option<usize> {
         let host = normalize_host(host);
         self.routes
             .iter()
-            .find(|route| route.matches(method, &host, path))
+            .position(|route| route.matches(method, &host, path))
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
     }
 
     pub fn len(&self) -> usize {

@@ -8,11 +8,9 @@
 use crate::authorizer::{Authorizer, CheckError};
 use crate::config::ListenAddress;
 use crate::reason::Fault;
+use crate::response::Answer;
 use crate::telemetry;
 use crate::tls::{TlsConnection, TlsGate};
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
-    Authorization, AuthorizationServer,
-};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -21,6 +19,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::codegen::{Body, BoxFuture, StdError, http};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_server::HealthServer;
@@ -33,11 +32,20 @@ use tonic_health::server::HealthService;
 /// a remote key refetch ([`CheckError::RetryAfterRefetch`]).
 pub trait CheckHandler: Send + Sync + 'static {
     fn check(&self, request: &CheckRequest, may_retry: bool) -> Result<CheckResponse, CheckError>;
+
+    /// The answer as the server sends it; by default the message [`CheckHandler::check`] builds.
+    fn answer(&self, request: &CheckRequest, may_retry: bool) -> Result<Answer, CheckError> {
+        self.check(request, may_retry).map(Answer::from)
+    }
 }
 
 impl CheckHandler for Authorizer {
     fn check(&self, request: &CheckRequest, may_retry: bool) -> Result<CheckResponse, CheckError> {
         Authorizer::check(self, request, may_retry)
+    }
+
+    fn answer(&self, request: &CheckRequest, may_retry: bool) -> Result<Answer, CheckError> {
+        Authorizer::answer(self, request, may_retry)
     }
 }
 
@@ -46,17 +54,16 @@ fn guarded<H: CheckHandler>(
     handler: &H,
     request: &CheckRequest,
     may_retry: bool,
-) -> Result<CheckResponse, CheckError> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| handler.check(request, may_retry))).unwrap_or_else(
-        |panic| {
+) -> Result<Answer, CheckError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| handler.answer(request, may_retry)))
+        .unwrap_or_else(|panic| {
             let message = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             Err(CheckError::Fault(Fault::Internal(message)))
-        },
-    )
+        })
 }
 
 /// Most TLS handshakes in progress on one listener.
@@ -68,44 +75,45 @@ pub struct AuthorizationService<H> {
     /// Admission control: a check that finds no permit is rejected at once (RESOURCE_EXHAUSTED,
     /// which Envoy with `failure_mode_allow: false` turns into a deny) instead of queueing.
     admission: Arc<Semaphore>,
+    /// `actguard_checks_in_flight`, taken once (see [`telemetry::DecisionMetrics`]).
+    in_flight: metrics::Gauge,
 }
 
 impl<H: CheckHandler> AuthorizationService<H> {
     pub fn new(authorizer: Arc<H>, max_concurrent_checks: usize) -> Self {
+        // The process recorder, before any handle is taken from it.
+        let _ = telemetry::install();
         Self {
             authorizer,
             admission: Arc::new(Semaphore::new(max_concurrent_checks)),
+            in_flight: metrics::gauge!(telemetry::INFLIGHT),
         }
     }
 }
 
 /// Counts a check in `actguard_checks_in_flight` for as long as it lives.
-struct InFlight;
+struct InFlight<'a>(&'a metrics::Gauge);
 
-impl InFlight {
-    fn enter() -> Self {
-        metrics::gauge!(telemetry::INFLIGHT).increment(1.0);
-        Self
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        metrics::gauge!(telemetry::INFLIGHT).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
-#[tonic::async_trait]
-impl<H: CheckHandler> Authorization for AuthorizationService<H> {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
+impl<H: CheckHandler> AuthorizationService<H> {
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<Answer>, Status> {
         let Ok(_permit) = self.admission.try_acquire() else {
             metrics::counter!(telemetry::OVERLOAD_REJECTIONS).increment(1);
             return Err(Status::resource_exhausted("actguard is overloaded"));
         };
-        let _in_flight = InFlight::enter();
+        let _in_flight = InFlight::enter(&self.in_flight);
         let request = request.into_inner();
         let handler = self.authorizer.as_ref();
         // The decision is synchronous and CPU-bound (microseconds); only an unknown-kid
@@ -116,7 +124,7 @@ impl<H: CheckHandler> Authorization for AuthorizationService<H> {
             outcome = guarded(handler, &request, false);
         }
         match outcome {
-            Ok(response) => Ok(Response::new(response)),
+            Ok(answer) => Ok(Response::new(answer)),
             Err(CheckError::Fault(fault)) => {
                 tracing::error!(%fault, "check failed; answering with a gRPC error (Envoy denies)");
                 Err(fault.into())
@@ -125,6 +133,78 @@ impl<H: CheckHandler> Authorization for AuthorizationService<H> {
                 Err(Status::unavailable("issuer keys are being refreshed"))
             }
         }
+    }
+}
+
+/// The gRPC method path Envoy calls.
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// `envoy.service.auth.v3.Authorization` on tonic's server machinery, like the service
+/// envoy-types generates except for the codec: it writes [`Answer`]s, so an allow goes out
+/// encoded from its grant instead of as a built `CheckResponse`.
+pub struct AuthorizationServer<H> {
+    service: Arc<AuthorizationService<H>>,
+}
+
+impl<H> AuthorizationServer<H> {
+    pub fn new(service: AuthorizationService<H>) -> Self {
+        Self {
+            service: Arc::new(service),
+        }
+    }
+}
+
+impl<H> Clone for AuthorizationServer<H> {
+    fn clone(&self) -> Self {
+        Self {
+            service: Arc::clone(&self.service),
+        }
+    }
+}
+
+impl<H> tonic::server::NamedService for AuthorizationServer<H> {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+/// The one unary method, as tonic's server drives it.
+struct CheckMethod<H>(Arc<AuthorizationService<H>>);
+
+impl<H: CheckHandler> tonic::server::UnaryService<CheckRequest> for CheckMethod<H> {
+    type Response = Answer;
+    type Future = BoxFuture<Response<Answer>, Status>;
+
+    fn call(&mut self, request: Request<CheckRequest>) -> Self::Future {
+        let service = Arc::clone(&self.0);
+        Box::pin(async move { service.check(request).await })
+    }
+}
+
+impl<H, B> tower::Service<http::Request<B>> for AuthorizationServer<H>
+where
+    H: CheckHandler,
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != CHECK_PATH {
+            return Box::pin(async { Ok(Status::unimplemented("unknown method").into_http()) });
+        }
+        let method = CheckMethod(Arc::clone(&self.service));
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<Answer, CheckRequest>::default();
+            Ok(tonic::server::Grpc::new(codec).unary(method, request).await)
+        })
     }
 }
 

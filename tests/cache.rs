@@ -2,7 +2,8 @@
 
 mod common;
 
-use actguard::authorizer::RequestFacts;
+use actguard::authorizer::{Authorizer, RequestFacts};
+use actguard::config::Config;
 use actguard::identity::PeerFacts;
 use actguard::token::unix_now;
 use common::*;
@@ -147,5 +148,43 @@ async fn cache_hit_is_rechecked_against_the_clock() {
         at(now + 60 + 10),
         Err("token_expired"),
         "exp + leeway reached"
+    );
+}
+
+#[tokio::test]
+async fn a_token_remembered_under_one_configuration_is_verified_again_under_another() {
+    // This thread runs the server and the checks below, so it remembers the token it verified.
+    let mut harness = Harness::start().await;
+    let token = harness.delegated(&[SCHEDULER]);
+    assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
+    let certificate = harness.svid(SCHEDULER).url_encoded();
+    let authorization = format!("Bearer {token}");
+    let facts = RequestFacts {
+        peer: PeerFacts {
+            certificate: &certificate,
+            ..Default::default()
+        },
+        method: "GET",
+        host: "calendar.example.org",
+        path: "/calendar",
+        authorization: vec![&authorization],
+        ..Default::default()
+    };
+    assert!(harness.authorizer.decide(&facts, unix_now()).is_ok());
+    // Another workload's configuration: the same issuer and keys, another audience. It must
+    // verify the token itself (and refuse it), not reuse what the first one verified.
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(
+        scratch.path().join("jwks.json"),
+        harness.issuer.jwks().to_string(),
+    )
+    .unwrap();
+    let yaml = config_yaml("  leeway: 30s", "").replace(LOCAL, "spiffe://example.org/tool/mail");
+    let other = Authorizer::new(Config::from_yaml(&yaml, scratch.path()).unwrap());
+    assert_eq!(
+        other
+            .decide(&facts, unix_now())
+            .map_err(|denial| denial.reason.code()),
+        Err("token_audience_mismatch")
     );
 }

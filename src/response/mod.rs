@@ -19,6 +19,8 @@ use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 use std::borrow::Cow;
 
+mod wire;
+
 /// Every header actguard sets starts with this; the client may not send any of its own.
 pub const HEADER_PREFIX: &str = "x-actguard-";
 pub const SUBJECT_HEADER: &str = "x-actguard-subject";
@@ -103,9 +105,31 @@ pub fn identity_headers(grant: &Grant) -> [(&'static str, Option<Cow<'_, str>>);
     ]
 }
 
-/// `client_prefixed`: names of `x-actguard-*` headers in the request; those we do not set are
-/// removed, so no client-chosen value under our prefix reaches the upstream.
-fn allow(grant: &Grant, client_prefixed: &[&str]) -> CheckResponse {
+/// The request's own `x-actguard-*` header names (`client_prefixed`) that the allow must remove
+/// beyond the identity headers (each of which is either overwritten or removed anyway):
+/// lowercased, each once. No client-chosen value under our prefix reaches the upstream.
+pub fn client_removals(client_prefixed: &[&str]) -> Vec<String> {
+    let mut removals: Vec<String> = Vec::new();
+    for name in client_prefixed {
+        let name = name.to_ascii_lowercase();
+        let identity = [
+            SUBJECT_HEADER,
+            ACTOR_HEADER,
+            CHAIN_HEADER,
+            SID_HEADER,
+            JTI_HEADER,
+        ]
+        .contains(&name.as_str());
+        if !identity && !removals.contains(&name) {
+            removals.push(name);
+        }
+    }
+    removals
+}
+
+/// The allow as a message. The server sends the same answer without building it
+/// ([`Answer::Allow`], encoded by `wire`); this is its specification and the tests' reference.
+fn allow(grant: &Grant, client_removals: &[String]) -> CheckResponse {
     let mut headers = Vec::new();
     let mut headers_to_remove = Vec::new();
     for (name, value) in identity_headers(grant) {
@@ -114,16 +138,7 @@ fn allow(grant: &Grant, client_prefixed: &[&str]) -> CheckResponse {
             None => headers_to_remove.push(name.to_owned()),
         }
     }
-    for name in client_prefixed {
-        let name = name.to_ascii_lowercase();
-        let set_by_us = headers
-            .iter()
-            .filter_map(|option| option.header.as_ref())
-            .any(|header| header.key == name);
-        if !set_by_us && !headers_to_remove.contains(&name) {
-            headers_to_remove.push(name);
-        }
-    }
+    headers_to_remove.extend(client_removals.iter().cloned());
     if !grant.forward_token() {
         headers_to_remove.push("authorization".to_owned());
     }
@@ -227,7 +242,7 @@ fn deny(denial: &Denial, settings: &ResponseSettings) -> CheckResponse {
     }
 }
 
-/// Turns a decision into Envoy's answer. `client_prefixed` lists the request's own
+/// Turns a decision into Envoy's answer as a message. `client_prefixed` lists the request's own
 /// `x-actguard-*` header names.
 pub fn check_response(
     outcome: &Result<Grant, Denial>,
@@ -235,8 +250,108 @@ pub fn check_response(
     settings: &ResponseSettings,
 ) -> CheckResponse {
     match outcome {
-        Ok(grant) => allow(grant, client_prefixed),
+        Ok(grant) => allow(grant, &client_removals(client_prefixed)),
         Err(denial) => deny(denial, settings),
+    }
+}
+
+/// Turns a decision into the answer the gRPC server sends: an allow is kept as its grant and
+/// encoded straight to the wire ([`Answer::Allow`]); a denial is built as a message.
+pub fn answer(
+    outcome: Result<Grant, Denial>,
+    client_prefixed: &[&str],
+    settings: &ResponseSettings,
+) -> Answer {
+    match outcome {
+        Ok(grant) => Answer::Allow {
+            client_removals: client_removals(client_prefixed),
+            grant,
+        },
+        Err(denial) => Answer::Message(deny(&denial, settings)),
+    }
+}
+
+/// A `CheckResponse` as the gRPC server sends it: a [`prost::Message`] whose encoding is the
+/// `CheckResponse`'s, so the ext_authz service's codec writes it like any message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// A built message (denials; handlers that only build messages).
+    Message(CheckResponse),
+    /// An allow, written from the grant when encoded: the bytes decode to the message
+    /// [`Answer::into_response`] returns.
+    Allow {
+        grant: Grant,
+        client_removals: Vec<String>,
+    },
+}
+
+impl Answer {
+    /// The answer as a message (for callers that inspect it rather than send it).
+    pub fn into_response(self) -> CheckResponse {
+        match self {
+            Self::Message(response) => response,
+            Self::Allow {
+                grant,
+                client_removals,
+            } => allow(&grant, &client_removals),
+        }
+    }
+}
+
+impl From<CheckResponse> for Answer {
+    fn from(response: CheckResponse) -> Self {
+        Self::Message(response)
+    }
+}
+
+impl Default for Answer {
+    fn default() -> Self {
+        Self::Message(CheckResponse::default())
+    }
+}
+
+impl prost::Message for Answer {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        match self {
+            Self::Message(response) => response.encode_raw(buf),
+            Self::Allow {
+                grant,
+                client_removals,
+            } => wire::encode_allow(&mut wire::Writer(buf), grant, client_removals),
+        }
+    }
+
+    /// Decoding yields the message (an allow is first turned into its message), so an
+    /// `Answer` read back is the `CheckResponse` that was sent.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        let mut response = std::mem::take(self).into_response();
+        let merged = response.merge_field(tag, wire_type, buf, ctx);
+        *self = Self::Message(response);
+        merged
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self {
+            Self::Message(response) => response.encoded_len(),
+            Self::Allow {
+                grant,
+                client_removals,
+            } => {
+                let mut length = wire::Length::default();
+                wire::encode_allow(&mut length, grant, client_removals);
+                length.0
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
     }
 }
 
@@ -311,5 +426,98 @@ mod tests {
             ok.headers_to_remove,
             vec![JTI_HEADER.to_owned(), "x-actguard-route".to_owned()]
         );
+    }
+
+    /// A grant from `claims` for the caller `actor` on `route`.
+    fn grant(claims: serde_json::Value, actor: &str, route: &str, forward: bool) -> Grant {
+        Grant::new(
+            std::sync::Arc::new(crate::token::VerifiedToken::from_claims_for_tests(&claims)),
+            crate::spiffe::SpiffeId::parse(actor).unwrap(),
+            route.into(),
+            forward,
+        )
+    }
+
+    /// A delegation chain of `depth` actors, the last one `actor`, as nested `act` claims.
+    fn chain_claims(depth: usize, actor: &str) -> serde_json::Value {
+        let mut act = serde_json::json!({ "sub": actor });
+        for hop in 1..depth {
+            act = serde_json::json!({ "sub": format!("spiffe://example.org/agent/hop-{hop}"), "act": act });
+        }
+        act
+    }
+
+    #[test]
+    fn allow_sent_from_the_grant_decodes_to_the_allow_message() {
+        use prost::Message;
+        let actor = "spiffe://example.org/agent/scheduler";
+        // A subject long enough for two-byte length prefixes at every nesting level.
+        let long_subject = format!("user:{}", "é".repeat(200));
+        let grants = [
+            // A direct call: no act, no sid, no jti, no scopes; the token is forwarded.
+            grant(serde_json::json!({ "sub": actor }), actor, "r", true),
+            grant(
+                serde_json::json!({
+                    "sub": "user:alice", "act": chain_claims(1, actor),
+                    "scope": "calendar:read calendar:write", "jti": "j-1", "sid": "s-1"
+                }),
+                actor,
+                "calendar-read",
+                false,
+            ),
+            grant(
+                serde_json::json!({
+                    "sub": long_subject, "act": chain_claims(8, actor),
+                    "scope": "a b c d e f g h", "jti": "x".repeat(300)
+                }),
+                actor,
+                &"route-".repeat(40),
+                false,
+            ),
+        ];
+        let client_headers: [&[&str]; 3] = [
+            &[],
+            &[
+                "X-Actguard-Route",
+                "x-actguard-sid",
+                "X-ACTGUARD-ROUTE",
+                "x-actguard-chain",
+            ],
+            &["x-actguard-jti", "x-actguard-extra"],
+        ];
+        for grant in &grants {
+            for client_prefixed in client_headers {
+                let answer = answer(Ok(grant.clone()), client_prefixed, &settings());
+                assert!(matches!(answer, Answer::Allow { .. }));
+                let bytes = answer.encode_to_vec();
+                assert_eq!(bytes.len(), answer.encoded_len());
+                let decoded = CheckResponse::decode(bytes.as_slice()).unwrap();
+                let expected = check_response(&Ok(grant.clone()), client_prefixed, &settings());
+                assert_eq!(decoded, expected, "{client_prefixed:?}");
+                // Read back as an Answer, it is the same message.
+                assert_eq!(
+                    Answer::decode(bytes.as_slice()).unwrap(),
+                    Answer::Message(expected)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn client_prefixed_headers_are_removed_once_unless_ours() {
+        assert_eq!(
+            client_removals(&["X-Actguard-Route", "x-actguard-route", "X-Actguard-Subject"]),
+            vec!["x-actguard-route".to_owned()]
+        );
+    }
+
+    #[test]
+    fn denials_are_sent_as_built() {
+        use prost::Message;
+        let denial = Denial::new(DenyReason::ActorMismatch, "d");
+        let answer = answer(Err(denial.clone()), &[], &settings());
+        let expected = check_response(&Err(denial), &[], &settings());
+        assert_eq!(answer, Answer::Message(expected.clone()));
+        assert_eq!(answer.encode_to_vec(), expected.encode_to_vec());
     }
 }

@@ -581,7 +581,8 @@ impl Authorizer {
             .ok_or_else(|| Denial::new(DenyReason::NoRoute, "no route matches the request"))?;
         learned.route = Some(Arc::clone(&route.name));
         learned.route_index = Some(index);
-        let bearer = token::bearer_token(&facts.authorization)?;
+        // Checked to be token68 unless it is byte for byte a token this thread has seen pass.
+        let bearer = token::bearer_credential(&facts.authorization)?;
         let verified = learned.token.insert(self.verified_token(bearer, now)?);
         // Revocation right after verification: a revoked token is 401 even where a later step
         // would also deny, and a cached verification is cut at once.
@@ -618,6 +619,7 @@ impl Authorizer {
 
     fn verified_token(&self, bearer: &str, now: i64) -> Result<Arc<VerifiedToken>, Denial> {
         let Some(cache) = &self.token_cache else {
+            token::check_token68(bearer)?;
             return self.verifier.verify(bearer, now).map(Arc::new);
         };
         let clock = Instant::now();
@@ -629,6 +631,7 @@ impl Authorizer {
             return Ok(token);
         }
         // Otherwise the shared cache decides, as if this thread had never seen the token.
+        token::check_token68(bearer)?;
         let key = sha256(bearer.as_bytes());
         let hit = cache.get(&key);
         self.metrics.record_cache_lookup(hit.is_some());

@@ -150,7 +150,8 @@ fn render(request: &ExplainRequest, evaluation: &Evaluation, now: i64) -> String
                     &request.host
                 },
                 request.path,
-                path::normalize(&request.path).unwrap_or_else(|e| e.to_string())
+                path::normalize(&request.path)
+                    .map_or_else(|e| e.to_string(), std::borrow::Cow::into_owned)
             ),
         ),
         ("bearer token", "present".into()),

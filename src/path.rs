@@ -10,6 +10,7 @@
 //!
 //! It does not decide which route applies; [`crate::routes`] does, on segment boundaries.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why a path could not be normalised safely (answered with 400 `path_invalid`).
@@ -88,10 +89,46 @@ fn percent_decode_strict(raw: &str) -> Result<String, PathError> {
     String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)
 }
 
-/// Normalises the `:path` of a request (see the module docs).
-pub fn normalize(raw: &str) -> Result<String, PathError> {
+/// Normalises the `:path` of a request (see the module docs). A path already in normal form
+/// (the common case) is returned as it is, without decoding or copying.
+pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
     let raw = &raw[..end];
+    if already_normal(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    normalize_fully(raw).map(Cow::Owned)
+}
+
+/// A path [`normalize_fully`] returns unchanged, recognised conservatively: `/`, or `/`-led
+/// segments that are non-empty, made only of ASCII letters, digits, `-`, `_`, `~` and `.`,
+/// with no segment starting with `.` (so no `.` or `..`), and no trailing `/`. Anything else
+/// (escapes, `;`, other characters) takes the full path; the tests compare both on random paths.
+fn already_normal(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes == b"/" {
+        return true;
+    }
+    if bytes.first() != Some(&b'/') || bytes.last() == Some(&b'/') {
+        return false;
+    }
+    let mut previous = b'/';
+    for &byte in &bytes[1..] {
+        let allowed = match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'~' => true,
+            b'.' | b'/' => previous != b'/',
+            _ => false,
+        };
+        if !allowed {
+            return false;
+        }
+        previous = byte;
+    }
+    true
+}
+
+/// The whole normalisation of a path already cut before its query and fragment.
+fn normalize_fully(raw: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -214,5 +251,59 @@ mod tests {
         assert!(!has_segment_prefix("/calendarx", "/calendar"));
         assert!(!has_segment_prefix("/cal", "/calendar"));
         assert!(has_segment_prefix("/anything", "/"));
+    }
+
+    #[test]
+    fn paths_taken_as_they_are_are_exactly_those_full_normalisation_leaves_unchanged() {
+        // Random paths over an alphabet of everything that matters to normalisation.
+        let alphabet: Vec<char> = "/./a.Z9-_~%2e;?#\\ é".chars().collect();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut fast = 0;
+        for _ in 0..200_000 {
+            let mut path = String::new();
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let length = (state % 12) as usize;
+            for _ in 0..length {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                path.push(alphabet[(state % alphabet.len() as u64) as usize]);
+            }
+            let cut = &path[..path.find(['?', '#']).unwrap_or(path.len())];
+            if already_normal(cut) {
+                fast += 1;
+                assert_eq!(normalize_fully(cut).as_deref(), Ok(cut), "{path:?}");
+            }
+            assert_eq!(
+                normalize(&path).map(Cow::into_owned),
+                normalize_fully(cut),
+                "{path:?}"
+            );
+        }
+        assert!(fast > 1_000, "the fast path was exercised {fast} times");
+        for path in [
+            "/",
+            "/calendar",
+            "/calendar/events",
+            "/a.b/c~d",
+            "/v1/x-y_z",
+        ] {
+            assert!(
+                matches!(normalize(path), Ok(Cow::Borrowed(p)) if p == path),
+                "{path}"
+            );
+        }
+        for path in [
+            "/calendar/",
+            "//calendar",
+            "/./a",
+            "/a/..",
+            "/.well-known",
+            "/%61",
+        ] {
+            assert!(!already_normal(path), "{path}");
+        }
     }
 }

@@ -64,7 +64,7 @@ impl RouteTable {
 
     /// [`RouteTable::select`] as the route's index in the table (see [`RouteTable::get`]).
     pub fn position(&self, method: &str, host: &str, path: &str) -> Option<usize> {
-        let host = normalize_host(host);
+        let host = normalized_host(host);
         self.routes
             .iter()
             .position(|route| route.matches(method, &host, path))
@@ -90,6 +90,19 @@ impl RouteTable {
 /// Lower-cases a host and drops its port and trailing dot: `Calendar.Example.org.:443` →
 /// `calendar.example.org`; `[::1]:8080` → `[::1]`.
 pub fn normalize_host(host: &str) -> String {
+    normalized_host(host).into_owned()
+}
+
+/// [`normalize_host`], borrowing a host already in normal form (no port, no trailing dot, no
+/// upper case): the common case on the check path costs no allocation.
+fn normalized_host(host: &str) -> std::borrow::Cow<'_, str> {
+    if !host
+        .bytes()
+        .any(|byte| byte == b':' || byte.is_ascii_uppercase())
+        && !host.ends_with('.')
+    {
+        return std::borrow::Cow::Borrowed(host);
+    }
     let without_port = if host.starts_with('[') {
         host.find(']').map_or(host, |end| &host[..=end])
     } else {
@@ -98,7 +111,7 @@ pub fn normalize_host(host: &str) -> String {
             _ => host,
         }
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    std::borrow::Cow::Owned(without_port.trim_end_matches('.').to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -155,5 +168,19 @@ mod tests {
         assert_eq!(normalize_host("Example.org:8080"), "example.org");
         assert_eq!(normalize_host("[::1]:8080"), "[::1]");
         assert_eq!(normalize_host("example.org."), "example.org");
+        for host in [
+            "calendar.example.org",
+            "Calendar.example.org",
+            "a:1",
+            "a.",
+            "[::1]",
+            "",
+        ] {
+            let borrowed = matches!(normalized_host(host), std::borrow::Cow::Borrowed(_));
+            // Borrowed only when the full normalisation would not change it.
+            let full = host.trim_end_matches('.').to_ascii_lowercase();
+            assert_eq!(borrowed, full == host && !host.contains(':'), "{host}");
+            assert_eq!(normalized_host(host), normalize_host(host), "{host}");
+        }
     }
 }

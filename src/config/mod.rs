@@ -504,7 +504,7 @@ fn read_route(
         name: name?.into(),
         methods: methods?,
         hosts: hosts?,
-        path_prefix: path_prefix?,
+        path_prefix: path_prefix?.into_owned(),
         require_scopes: require_scopes?,
         allow_callers: allow_callers?,
         max_depth: max_depth?,

@@ -48,7 +48,16 @@ impl<B: BufMut> Sink for Writer<'_, B> {
         self.0.put_slice(bytes);
     }
     fn varint(&mut self, value: u64) {
-        encode_varint(value, self.0);
+        // Most are tags and short lengths: one byte, one call.
+        if value < 0x80 {
+            self.0.put_u8(value as u8);
+        } else {
+            let mut bytes = [0u8; 10];
+            let mut slice = &mut bytes[..];
+            encode_varint(value, &mut slice);
+            let written = 10 - slice.len();
+            self.0.put_slice(&bytes[..written]);
+        }
     }
 }
 

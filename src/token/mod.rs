@@ -67,6 +67,14 @@ fn is_token_char(byte: u8) -> bool {
 /// headers, an empty one, an empty bearer value, or anything but one token68 credential
 /// (a comma-joined second credential included) is `authorization_invalid`.
 pub fn bearer_token<'a>(authorization: &[&'a str]) -> Result<&'a str, Denial> {
+    let credential = bearer_credential(authorization)?;
+    check_token68(credential)?;
+    Ok(credential)
+}
+
+/// [`bearer_token`] without the final check that the credential is token68 ([`check_token68`]),
+/// for a caller that first compares the credential with tokens that passed it.
+pub fn bearer_credential<'a>(authorization: &[&'a str]) -> Result<&'a str, Denial> {
     let invalid = |description| Denial::new(DenyReason::AuthorizationInvalid, description);
     let value = match authorization {
         [] => {
@@ -97,12 +105,20 @@ pub fn bearer_token<'a>(authorization: &[&'a str]) -> Result<&'a str, Denial> {
     if credential.is_empty() {
         return Err(invalid("the bearer token is empty"));
     }
-    if !credential.bytes().all(is_token68_char) {
-        return Err(invalid(
-            "the Authorization header is not exactly one bearer credential",
-        ));
-    }
     Ok(credential)
+}
+
+/// A bearer credential must be one RFC 6750 token68 (a comma-joined second credential or any
+/// other character is `authorization_invalid`).
+pub fn check_token68(credential: &str) -> Result<(), Denial> {
+    if credential.bytes().all(is_token68_char) {
+        Ok(())
+    } else {
+        Err(Denial::new(
+            DenyReason::AuthorizationInvalid,
+            "the Authorization header is not exactly one bearer credential",
+        ))
+    }
 }
 
 /// Seconds since the Unix epoch, the unit of JWT NumericDate.

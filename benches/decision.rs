@@ -186,28 +186,6 @@ fn benches(c: &mut Criterion) {
     });
     encode_group.finish();
 
-    // Encoding an allow: as a built message (what prost needs) vs straight from the grant
-    // (what the server sends); both into a reused buffer, as tonic's encoder does.
-    let answer = cached.authorizer.answer(&hit, false).ok().unwrap();
-    let message = answer.clone().into_response();
-    let mut buffer = Vec::with_capacity(4096);
-    let mut encode_group = c.benchmark_group("response/allow_encode");
-    encode_group.bench_function("built_message", |b| {
-        b.iter(|| {
-            buffer.clear();
-            let message = black_box(message.clone());
-            message.encode(&mut buffer).unwrap();
-        })
-    });
-    encode_group.bench_function("from_grant", |b| {
-        b.iter(|| {
-            buffer.clear();
-            let answer = black_box(answer.clone());
-            answer.encode(&mut buffer).unwrap();
-        })
-    });
-    encode_group.finish();
-
     let ca = DevCa::new("example.org").unwrap();
     let pem = ca.issue_svid(SCHEDULER).unwrap().cert_pem;
     let encoded = url_encode(&pem);

@@ -1,7 +1,8 @@
 //! An allow's `CheckResponse` written straight from its [`Grant`] as protobuf, without building
 //! the message: the message [`super::allow`] builds costs ~30 allocations (every header, every
-//! metadata key and value, a hash map) that are freed again right after encoding; that was
-//! ~10 % of the sidecar's cache-hit throughput (docs/benchmarks.md).
+//! metadata key and value, a hash map) that are freed again right after encoding. Building and
+//! encoding took 1.2 µs in-process, encoding from the grant 0.6 µs (`response/allow_encode` in
+//! docs/benchmarks.md).
 //!
 //! The bytes decode to exactly the message [`super::allow`] builds: the tests decode them with
 //! prost and compare, for every shape of grant. Field numbers are those of Envoy's
@@ -48,16 +49,7 @@ impl<B: BufMut> Sink for Writer<'_, B> {
         self.0.put_slice(bytes);
     }
     fn varint(&mut self, value: u64) {
-        // Most are tags and short lengths: one byte, one call.
-        if value < 0x80 {
-            self.0.put_u8(value as u8);
-        } else {
-            let mut bytes = [0u8; 10];
-            let mut slice = &mut bytes[..];
-            encode_varint(value, &mut slice);
-            let written = 10 - slice.len();
-            self.0.put_slice(&bytes[..written]);
-        }
+        encode_varint(value, self.0);
     }
 }
 

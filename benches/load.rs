@@ -48,17 +48,19 @@ claims and parsed chain of its token, the verifying key reference and moka's boo
 | first measurement | 148 MiB |\n\
 | actors store their `sub` once (inside the parsed SPIFFE ID); issuer and kid shared as `Arc<str>` | 123 MiB |\n\
 | compact cached token: boxed strings and slices, rare claims (`client_id`, `azp`, `may_act`, `sid`) behind one pointer, the verifying key's identity shared per key; SPIFFE IDs boxed | 92 MiB |\n\
-| mimalloc as the allocator (idle 12 → 20–22 MiB) | 94 MiB |\n\n\
+| mimalloc as the allocator (idle 12 → 20–22 MiB) | 94 MiB |\n\
+| mimalloc without transparent huge pages (it asked the kernel for 2 MiB pages for its arenas; idle 22.6 → 13.0 MiB) | 83 MiB |\n\n\
 One million cached tokens (not part of `make bench`: minting and caching them takes ~5 minutes; \
 run `ACTGUARD_BENCH_ONLY=memory ACTGUARD_BENCH_ENTRIES=1000000 cargo bench --bench load`): \
 RSS 732 MiB, ~0.71 KB per entry (2026-11-22, mimalloc).\n\n\
 Where the rest goes (counted with a counting allocator, 20k entries, this token shape): moka's own \
 bookkeeping for one entry of a cache with per-entry expiry is ~300 bytes in 7 allocations; the \
 cached token (claims, two parsed actors, jti) ~290 bytes in 8; glibc adds ~15 bytes per \
-allocation. 100k entries therefore cost ~42 MiB for moka alone, on top of ~12 MiB idle: the \
-64 MiB target would leave ~100 bytes per token for its claims and chain. Not reachable with moka \
+allocation. 100k entries therefore cost ~42 MiB for moka alone, on top of ~13 MiB idle: the \
+64 MiB target would leave ~90 bytes per token for its claims and chain. Not reachable with moka \
 and a parsed chain per entry; the next steps would be one allocation for all of a token's strings \
-and sharing identical chains between tokens.\n\n\
+and sharing identical chains between tokens. Tried and not kept: moka with one time-to-live \
+instead of per-entry expiry (−2.6 MiB at 100k, but expired entries would linger).\n\n\
 | change (cache-hit saturation, same machine) | no-op | allow | × no-op |\n\
 |---|---|---|---|\n\
 | glibc malloc | 41–42k/s | 32–34k/s | 0.77–0.81 |\n\
@@ -633,16 +635,15 @@ async fn run() {
     eprintln!("fixed rates…");
     let mut rows = Vec::new();
     for rate in [1_000u64, 5_000, 10_000] {
-        // RATE_ROUNDS rounds of no-op, allow, mix: medians of each percentile, and the median
-        // of the per-round ratios (tails on a shared 2-core machine move between runs).
+        // RATE_ROUNDS rounds of no-op, allow, mix: medians of each percentile, and the ratio of
+        // the median p99s (tails on a shared 2-core machine move between runs; a per-round
+        // ratio swings with the no-op's own tail).
         let mut noop_p99 = Vec::new();
         let mut measured: [Vec<Percentiles>; 2] = [Vec::new(), Vec::new()];
-        let mut ratios: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         for _ in 0..RATE_ROUNDS {
             let base = fixed_rate(&noop, allow.clone(), rate, RATE_TIME).await;
             for (index, source) in [&allow, &mix].into_iter().enumerate() {
                 let run = fixed_rate(&actguard, source.clone(), rate, RATE_TIME).await;
-                ratios[index].push(run.p99.as_secs_f64() / base.p99.as_secs_f64());
                 measured[index].push(run);
             }
             noop_p99.push(base.p99.as_secs_f64());
@@ -661,13 +662,13 @@ async fn run() {
                 micros(at(|r| r.p99)),
                 micros(at(|r| r.p999)),
                 micros(base_p99),
-                median(ratios[index].clone())
+                at(|r| r.p99).as_secs_f64() / base_p99.as_secs_f64()
             ));
         }
     }
     let _ = writeln!(
         report,
-        "## Latency at fixed offered rates (µs)\n\n{RATE_ROUNDS} rounds per rate, each the no-op then actguard (allow, mix) for {}s; medians of each percentile, and of the per-round ratios.\n\n| rps | scenario | p50 | p99 | p99.9 | no-op p99 | p99 × no-op |\n|---|---|---|---|---|---|---|\n{}\n",
+        "## Latency at fixed offered rates (µs)\n\n{RATE_ROUNDS} rounds per rate, each the no-op then actguard (allow, mix) for {}s; medians of each percentile; the ratio is of the median p99s.\n\n| rps | scenario | p50 | p99 | p99.9 | no-op p99 | p99 × no-op |\n|---|---|---|---|---|---|---|\n{}\n",
         RATE_TIME.as_secs(),
         rows.join("\n")
     );

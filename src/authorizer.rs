@@ -100,6 +100,10 @@ mod recent_callers {
 /// [`Authorizer`] (a reload builds a new one, so nothing crosses a configuration) and lives no
 /// longer than its token-cache entry would; a hit is re-checked exactly like a cache hit (key
 /// still published, token unexpired), and revocation and the policy run on every request.
+///
+/// Outside `cache.max_bytes`: at most 4 tokens of ≤ 8 KiB and their verifications per worker
+/// thread. Hits here do not reach the shared cache, so its eviction policy does not see how hot
+/// these tokens are; one evicted there is still served here until its entry would have expired.
 mod recent_tokens {
     use crate::token::VerifiedToken;
     use std::cell::RefCell;
@@ -128,10 +132,11 @@ mod recent_tokens {
         static RECENT: RefCell<Recent> = RefCell::new(Recent::default());
     }
 
-    /// Equal contents, in time that depends only on the lengths: a cached token is another
-    /// caller's secret, and an early exit would time how much of it a guess got right.
+    /// Equal contents, in time that depends only on the lengths (aws-lc's `CRYPTO_memcmp`): a
+    /// cached token is another caller's secret, and an early exit would time how much of it a
+    /// guess got right.
     fn same(a: &[u8], b: &[u8]) -> bool {
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
     }
 
     pub(super) fn get(owner: u64, token: &str, now: Instant) -> Option<Arc<VerifiedToken>> {
@@ -164,14 +169,22 @@ mod recent_tokens {
         }
         let _ = RECENT.try_with(|recent| {
             if let Ok(mut recent) = recent.try_borrow_mut() {
-                let slot = recent.next;
+                // A free slot, or one of a replaced configuration, before the oldest of ours:
+                // entries of an old configuration are not kept alive longer than needed.
+                let free = recent
+                    .slots
+                    .iter()
+                    .position(|slot| slot.as_ref().is_none_or(|entry| entry.owner != owner));
+                let slot = free.unwrap_or(recent.next);
                 recent.slots[slot] = Some(Entry {
                     owner,
                     token: token.as_bytes().into(),
                     verified: Arc::clone(verified),
                     expires_at,
                 });
-                recent.next = (slot + 1) % SLOTS;
+                if free.is_none() {
+                    recent.next = (slot + 1) % SLOTS;
+                }
             }
         });
     }

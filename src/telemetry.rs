@@ -50,15 +50,18 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 .install_recorder()
                 .map_err(|e| e.to_string())?;
             let upkeep = handle.clone();
-            std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name("actguard-metrics".into())
                 .spawn(move || {
                     loop {
                         std::thread::sleep(UPKEEP_INTERVAL);
                         upkeep.run_upkeep();
                     }
-                })
-                .map_err(|e| format!("cannot start the metrics upkeep thread: {e}"))?;
+                });
+            if let Err(error) = started {
+                // Metrics still work: each scrape of /metrics folds the samples in.
+                tracing::warn!(%error, "metrics upkeep thread not started");
+            }
             Ok(handle)
         })
         .clone()

@@ -49,7 +49,11 @@ claims and parsed chain of its token, the verifying key reference and moka's boo
 | actors store their `sub` once (inside the parsed SPIFFE ID); issuer and kid shared as `Arc<str>` | 123 MiB |\n\
 | compact cached token: boxed strings and slices, rare claims (`client_id`, `azp`, `may_act`, `sid`) behind one pointer, the verifying key's identity shared per key; SPIFFE IDs boxed | 92 MiB |\n\
 | mimalloc as the allocator (idle 12 → 20–22 MiB) | 94 MiB |\n\
-| mimalloc without transparent huge pages (it asked the kernel for 2 MiB pages for its arenas; idle 22.6 → 13.0 MiB) | 83 MiB |\n\n\
+| mimalloc without transparent huge pages (it asked the kernel for 2 MiB pages for its arenas; idle 22.6 → 13.0 MiB) | 83 MiB |\n\
+| equal actor chains and scope lists stored once per configuration (interned when a token is verified, dropped when no token holds them) | 62 MiB |\n\n\
+The benchmark's 100k tokens are what one issuer mints for one user through the same agents: \
+they differ in `jti` only, so all share one chain and one scope list. Tokens whose chains all \
+differ cost what the row before sharing shows (~83 MiB for 100k).\n\n\
 One million cached tokens (not part of `make bench`: minting and caching them takes ~5 minutes; \
 run `ACTGUARD_BENCH_ONLY=memory ACTGUARD_BENCH_ENTRIES=1000000 cargo bench --bench load`): \
 RSS 732 MiB, ~0.71 KB per entry (2026-11-22, mimalloc).\n\n\

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// One entry of the `act` chain. The `sub` is stored once: inside the parsed SPIFFE ID when it
 /// is one (cached tokens carry many actors; no second copy of the string).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Actor {
     /// `act.sub` is a canonical SPIFFE ID.
     Spiffe(SpiffeId),
@@ -80,9 +80,11 @@ pub struct VerifiedToken {
     subject: Box<str>,
     /// `exp` in whole seconds (fractions rounded down: conservative).
     expires_at: i64,
-    scopes: Box<[Box<str>]>,
-    /// Outermost (current actor) first, as nested in the token.
-    actors: Box<[Actor]>,
+    /// Shared with other verified tokens that have the same list ([`super::shared`]).
+    scopes: Arc<[Box<str>]>,
+    /// Outermost (current actor) first, as nested in the token. Shared with other verified
+    /// tokens that have the same chain ([`super::shared`]).
+    actors: Arc<[Actor]>,
     jti: Option<Box<str>>,
     uncommon: Option<Box<Uncommon>>,
     verified_by: Option<Arc<KeyIdentity>>,
@@ -96,6 +98,12 @@ impl VerifiedToken {
 
     pub(super) fn set_verified_by(&mut self, key: Arc<KeyIdentity>) {
         self.verified_by = Some(key);
+    }
+
+    /// Replaces the chain and the scope list by equal ones other tokens already hold.
+    pub(super) fn share_parts(&mut self, parts: &super::shared::SharedParts) {
+        self.actors = parts.chain(std::mem::take(&mut self.actors));
+        self.scopes = parts.scopes(std::mem::take(&mut self.scopes));
     }
 
     pub fn subject(&self) -> &str {
@@ -203,7 +211,7 @@ fn header_safe_string(
 
 /// Walks the nested `act` members, outermost first. Nesting is already bounded by the
 /// strict JSON parser, so this loop is bounded too.
-fn actors_of(claims: &Map<String, Value>) -> Box<[Actor]> {
+fn actors_of(claims: &Map<String, Value>) -> Arc<[Actor]> {
     let mut actors = Vec::new();
     let mut next = claims.get("act");
     while let Some(member) = next {
@@ -218,7 +226,7 @@ fn actors_of(claims: &Map<String, Value>) -> Box<[Actor]> {
         });
         next = object.and_then(|object| object.get("act"));
     }
-    actors.into_boxed_slice()
+    actors.into()
 }
 
 fn may_act_of(claims: &Map<String, Value>) -> Option<MayAct> {

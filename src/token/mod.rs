@@ -19,6 +19,7 @@ pub mod claims;
 pub mod json;
 pub mod keys;
 pub mod remote;
+mod shared;
 
 pub use claims::{Actor, MayAct, VerifiedToken};
 pub use keys::{KeySet, parse_algorithm};
@@ -165,6 +166,8 @@ pub struct Verifier {
     /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
     leeway: i64,
     max_token_bytes: usize,
+    /// Chains and scope lists shared between verified tokens.
+    parts: shared::SharedParts,
 }
 
 fn denial(reason: DenyReason, description: &'static str) -> Denial {
@@ -221,6 +224,7 @@ impl Verifier {
             audience,
             leeway: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
             max_token_bytes,
+            parts: shared::SharedParts::default(),
         }
     }
 
@@ -397,6 +401,7 @@ impl Verifier {
         }
         let mut verified = claims::extract(&claims, expires_at)?;
         verified.set_verified_by(key.identity(&issuer.issuer));
+        verified.share_parts(&self.parts);
         Ok(verified)
     }
 }

@@ -56,7 +56,7 @@ they differ in `jti` only, so all share one chain and one scope list. Tokens who
 differ cost what the row before sharing shows (~83 MiB for 100k).\n\n\
 One million cached tokens (not part of `make bench`: minting and caching them takes ~5 minutes; \
 run `ACTGUARD_BENCH_ONLY=memory ACTGUARD_BENCH_ENTRIES=1000000 cargo bench --bench load`): \
-RSS 732 MiB, ~0.71 KB per entry (2026-11-22, mimalloc).\n\n\
+RSS 493 MiB, ~0.48 KB per entry (2026-11-22, mimalloc without THP, shared chains; 732 MiB before both).\n\n\
 Where the rest goes (counted with a counting allocator, 20k entries, this token shape): moka's own \
 bookkeeping for one entry of a cache with per-entry expiry is ~300 bytes in 7 allocations; the \
 cached token (claims, two parsed actors, jti) ~290 bytes in 8; glibc adds ~15 bytes per \

@@ -10,6 +10,21 @@ use common::*;
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// `GET calendar.example.org/calendar` from the caller with `certificate`, as request facts.
+fn calendar_get<'a>(certificate: &'a str, authorization: &'a str) -> RequestFacts<'a> {
+    RequestFacts {
+        peer: PeerFacts {
+            certificate,
+            ..Default::default()
+        },
+        method: "GET",
+        host: "calendar.example.org",
+        path: "/calendar",
+        authorization: vec![authorization],
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn cached_allow_turns_into_deny_once_the_token_expires() {
     let mut harness = Harness::start_with(&config_yaml("  leeway: 0s", "")).await;
@@ -126,17 +141,7 @@ async fn cache_hit_is_rechecked_against_the_clock() {
     assert_eq!(harness.authorizer.cached_token_count(), 1);
     let certificate = harness.svid(SCHEDULER).url_encoded();
     let authorization = format!("Bearer {token}");
-    let facts = RequestFacts {
-        peer: PeerFacts {
-            certificate: &certificate,
-            ..Default::default()
-        },
-        method: "GET",
-        host: "calendar.example.org",
-        path: "/calendar",
-        authorization: vec![&authorization],
-        ..Default::default()
-    };
+    let facts = calendar_get(&certificate, &authorization);
     let at = |instant| {
         harness
             .authorizer
@@ -159,17 +164,7 @@ async fn a_token_remembered_under_one_configuration_is_verified_again_under_anot
     assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
     let certificate = harness.svid(SCHEDULER).url_encoded();
     let authorization = format!("Bearer {token}");
-    let facts = RequestFacts {
-        peer: PeerFacts {
-            certificate: &certificate,
-            ..Default::default()
-        },
-        method: "GET",
-        host: "calendar.example.org",
-        path: "/calendar",
-        authorization: vec![&authorization],
-        ..Default::default()
-    };
+    let facts = calendar_get(&certificate, &authorization);
     assert!(harness.authorizer.decide(&facts, unix_now()).is_ok());
     // Another workload's configuration: the same issuer and keys, another audience. It must
     // verify the token itself (and refuse it), not reuse what the first one verified.

@@ -38,7 +38,8 @@ pub struct ResponseSettings {
     pub resource_metadata: Option<String>,
 }
 
-fn overwrite(key: &str, value: &str) -> HeaderValueOption {
+/// `key: value`, replacing any value the request has (OVERWRITE_IF_EXISTS_OR_ADD).
+fn header(key: &str, value: &str, keep_empty_value: bool) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue {
             key: key.to_owned(),
@@ -46,22 +47,18 @@ fn overwrite(key: &str, value: &str) -> HeaderValueOption {
             raw_value: Vec::new(),
         }),
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
-        // An empty chain must still replace whatever the client sent.
-        keep_empty_value: true,
+        keep_empty_value,
         ..Default::default()
     }
 }
 
+/// An identity header: an empty chain must still replace whatever the client sent.
+fn overwrite(key: &str, value: &str) -> HeaderValueOption {
+    header(key, value, true)
+}
+
 fn plain_header(key: &str, value: &str) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            raw_value: Vec::new(),
-        }),
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
-        ..Default::default()
-    }
+    header(key, value, false)
 }
 
 fn string_value(value: &str) -> Value {

@@ -589,8 +589,7 @@ impl Authorizer {
             .map_err(|error| Denial::new(DenyReason::PathInvalid, error.description()))?;
         let (index, route) = self
             .routes
-            .position(facts.method, facts.host, &normalized)
-            .and_then(|index| Some((index, self.routes.get(index)?)))
+            .select_indexed(facts.method, facts.host, &normalized)
             .ok_or_else(|| Denial::new(DenyReason::NoRoute, "no route matches the request"))?;
         learned.route = Some(Arc::clone(&route.name));
         learned.route_index = Some(index);

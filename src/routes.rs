@@ -58,20 +58,17 @@ impl RouteTable {
 
     /// The first route matching `method`, the raw `host` (normalised here) and the normalised `path`.
     pub fn select(&self, method: &str, host: &str, path: &str) -> Option<&Route> {
-        self.position(method, host, path)
-            .and_then(|index| self.routes.get(index))
+        self.select_indexed(method, host, path)
+            .map(|(_, route)| route)
     }
 
-    /// [`RouteTable::select`] as the route's index in the table (see [`RouteTable::get`]).
-    pub fn position(&self, method: &str, host: &str, path: &str) -> Option<usize> {
+    /// [`RouteTable::select`] with the route's index in the table (for per-route state).
+    pub fn select_indexed(&self, method: &str, host: &str, path: &str) -> Option<(usize, &Route)> {
         let host = normalized_host(host);
         self.routes
             .iter()
-            .position(|route| route.matches(method, &host, path))
-    }
-
-    pub fn get(&self, index: usize) -> Option<&Route> {
-        self.routes.get(index)
+            .enumerate()
+            .find(|(_, route)| route.matches(method, &host, path))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
@@ -98,7 +95,7 @@ pub fn normalize_host(host: &str) -> String {
 fn normalized_host(host: &str) -> std::borrow::Cow<'_, str> {
     if !host
         .bytes()
-        .any(|byte| byte == b':' || byte.is_ascii_uppercase())
+        .any(|byte| matches!(byte, b':' | b'[') || byte.is_ascii_uppercase())
         && !host.ends_with('.')
     {
         return std::borrow::Cow::Borrowed(host);
@@ -174,13 +171,20 @@ mod tests {
             "a:1",
             "a.",
             "[::1]",
+            "[x]y",
             "",
         ] {
             let borrowed = matches!(normalized_host(host), std::borrow::Cow::Borrowed(_));
-            // Borrowed only when the full normalisation would not change it.
+            // Borrowed only when the full normalisation leaves it alone: no port, no
+            // bracketed literal (cut after `]`), no trailing dot, no capitals.
             let full = host.trim_end_matches('.').to_ascii_lowercase();
-            assert_eq!(borrowed, full == host && !host.contains(':'), "{host}");
-            assert_eq!(normalized_host(host), normalize_host(host), "{host}");
+            assert_eq!(
+                borrowed,
+                full == host && !host.contains([':', '[']),
+                "{host}"
+            );
         }
+        // Text after a bracketed literal is cut: a borrowed `[x]y` would match no `[x]` route.
+        assert_eq!(normalize_host("[x]y"), "[x]");
     }
 }

@@ -11,6 +11,7 @@ use crate::reason::Fault;
 use crate::response::Answer;
 use crate::telemetry;
 use crate::tls::{TlsConnection, TlsGate};
+use envoy_types::pb::envoy::service::auth::v3::authorization_server;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -24,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::codegen::{Body, BoxFuture, StdError, http};
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, TcpIncoming};
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthService;
@@ -167,7 +168,7 @@ impl<H> Clone for AuthorizationServer<H> {
 }
 
 impl<H> tonic::server::NamedService for AuthorizationServer<H> {
-    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+    const NAME: &'static str = authorization_server::SERVICE_NAME;
 }
 
 /// The one unary method, as tonic's server drives it.
@@ -193,11 +194,8 @@ where
     type Error = std::convert::Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
 
-    fn poll_ready(
-        &mut self,
-        _context: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, _context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
@@ -342,21 +340,26 @@ pub async fn run_with<H: CheckHandler>(
     }
 }
 
-/// A plain connection that tells h2 it has no vectored writes, so answers are batched.
+/// A connection as the servers hand it to h2: without vectored writes, so answers are batched.
 ///
 /// h2 writes every DATA frame of 256 bytes or more on a vectored-write connection as its own
 /// chained buffer, and buffers nothing more until that frame is out: each allow (its headers
 /// and dynamic metadata are a few hundred bytes) then costs a write system call of its own,
 /// while smaller frames of concurrent streams share one. Without vectored writes h2 copies
 /// frames up to 1 KiB into its connection buffer instead, and many answers leave in one
-/// write (measured: ~9 % of cache-hit allow throughput; docs/benchmarks.md). TLS connections
-/// ([`TlsConnection`]) already write this way.
-struct BatchedWrites<T>(T);
+/// write (measured: ~9 % of cache-hit allow throughput; docs/benchmarks.md). Plain TCP and
+/// Unix connections and TLS ones ([`TlsConnection`]) all go through it.
+pub struct BatchedWrites<T>(pub(crate) T);
 
-impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
-    for BatchedWrites<T>
-{
-    type ConnectInfo = T::ConnectInfo;
+impl Connected for BatchedWrites<tokio::net::TcpStream> {
+    type ConnectInfo = <tokio::net::TcpStream as Connected>::ConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.connect_info()
+    }
+}
+
+impl Connected for BatchedWrites<tokio::net::UnixStream> {
+    type ConnectInfo = <tokio::net::UnixStream as Connected>::ConnectInfo;
     fn connect_info(&self) -> Self::ConnectInfo {
         self.0.connect_info()
     }

@@ -8,6 +8,7 @@
 //! not load keeps the previous material serving and is logged.
 
 use crate::identity;
+use crate::server::BatchedWrites;
 use crate::spiffe::CallerPattern;
 use rustls::RootCertStore;
 use rustls::ServerConfig;
@@ -15,11 +16,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -212,7 +210,7 @@ impl TlsGate {
             }
         };
         let Mode::Mutual(settings) = &*self.mode else {
-            return Some(TlsConnection(tls));
+            return Some(BatchedWrites(tls));
         };
         let peer = tls
             .get_ref()
@@ -222,7 +220,7 @@ impl TlsGate {
             .map(|leaf| identity::spiffe_id_from_der(leaf.as_ref()));
         match peer {
             Some(Ok(id)) if settings.allow_peers.iter().any(|p| p.matches(&id)) => {
-                Some(TlsConnection(tls))
+                Some(BatchedWrites(tls))
             }
             Some(Ok(id)) => {
                 tracing::warn!(peer = %id, "TLS client not in allow_peers");
@@ -236,44 +234,10 @@ impl TlsGate {
     }
 }
 
-/// An accepted, allowed TLS connection, as tonic serves it.
-pub struct TlsConnection(TlsStream<TcpStream>);
+/// An accepted, allowed TLS connection, as tonic and axum serve it.
+pub type TlsConnection = BatchedWrites<TlsStream<TcpStream>>;
 
 impl tonic::transport::server::Connected for TlsConnection {
     type ConnectInfo = ();
     fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl AsyncRead for TlsConnection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(context, buffer)
-    }
-}
-
-impl AsyncWrite for TlsConnection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(context, data)
-    }
-
-    fn poll_flush(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(context)
-    }
-
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(context)
-    }
 }

@@ -6,10 +6,10 @@
 
 mod common;
 
-use actguard::authorizer::Authorizer;
 use actguard::config::Config;
+use actguard::decision::Authorizer;
+use actguard::decision::token::unix_now;
 use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims, url_encode};
-use actguard::token::unix_now;
 use common::*;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
@@ -66,7 +66,7 @@ fn setup(routes: usize, cache_entries: u64, max_depth: usize) -> Setup {
     let certificate = ca.issue_svid(SCHEDULER).unwrap().url_encoded();
     Setup {
         _dir: dir,
-        authorizer: Authorizer::new(config),
+        authorizer: Authorizer::new(config.decision),
         certificate,
         issuers,
     }
@@ -191,9 +191,9 @@ fn benches(c: &mut Criterion) {
     let encoded = url_encode(&pem);
     c.bench_function("identity/certificate_parse", |b| {
         b.iter(|| {
-            black_box(actguard::identity::spiffe_id_from_certificate(black_box(
-                &encoded,
-            )))
+            black_box(actguard::decision::identity::spiffe_id_from_certificate(
+                black_box(&encoded),
+            ))
         })
     });
 }

@@ -9,12 +9,12 @@
 
 mod common;
 
-use actguard::authorizer::CheckError;
 use actguard::config::{Config, ListenAddress};
+use actguard::decision::CheckError;
+use actguard::decision::token::unix_now;
 use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
-use actguard::runtime;
-use actguard::server::{self, CheckHandler, Listener, ServeOptions};
-use actguard::token::unix_now;
+use actguard::serve::grpc::{self, CheckHandler, Listener, ServeOptions};
+use actguard::serve::runtime;
 use common::*;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc;
@@ -340,7 +340,7 @@ async fn fixed_rate(address: &str, source: Source, rate: u64, duration: Duration
 
 /// Cumulative bucket counts of `actguard_check_duration_seconds` from the process's recorder.
 fn check_duration_buckets() -> Vec<(f64, f64)> {
-    let Ok(handle) = actguard::telemetry::install() else {
+    let Ok(handle) = actguard::decision::telemetry::install() else {
         return Vec::new();
     };
     handle
@@ -506,7 +506,7 @@ async fn run() {
         )),
         ..ServeOptions::default()
     };
-    tokio::spawn(server::run_with(
+    tokio::spawn(grpc::run_with(
         listener,
         Arc::new(NoOp),
         options,
@@ -755,7 +755,7 @@ async fn memory_and_startup(fixture: &Fixture, tokens: &[String]) -> String {
             return "## Memory and start-up\n\n(the server did not start)\n".into();
         }
         if socket.exists() {
-            let channel = actguard::admin_client::unix_channel(&socket.display().to_string()).await;
+            let channel = actguard::cli::admin::unix_channel(&socket.display().to_string()).await;
             if let Ok(channel) = channel {
                 let mut client = Client::new(channel);
                 if client.check(request.clone()).await.is_ok() {

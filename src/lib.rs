@@ -1,57 +1,61 @@
 //! actguard: an Envoy ext_authz v3 sidecar that binds an RFC 8693 delegation chain to the
 //! caller's SPIFFE ID.
 //!
+//! Five folders, one per layer; an arrow only ever points down (`tests/layering.rs` holds it):
+//! `cli` → `serve` → `config` → `decision`, and `inject` beside `serve`.
+//!
 //! A tour of the crate, in the order a request travels through it:
 //!
-//! - [`server`]: the thin gRPC adapter (`envoy.service.auth.v3.Authorization/Check`) and
-//!   `server::run(listener, authorizer, shutdown)`, which takes an already-bound listener so
-//!   tests can bind port 0.
-//! - [`authorizer`]: the decision pipeline. It pulls the raw facts out of a `CheckRequest`,
-//!   runs the steps of DESIGN.md in order (first failure wins) and owns the verified-token
-//!   cache.
-//! - [`identity`]: the caller's [`spiffe::SpiffeId`] from the peer certificate, Envoy's
-//!   principal, or (only when configured) `x-forwarded-client-cert`.
-//! - [`path`] and [`routes`]: request path normalisation and first-match route selection.
-//! - [`token`]: the `Authorization: Bearer` header, then JWS verification into a
-//!   [`token::VerifiedToken`]; nothing else in the crate can read a token's claims.
-//! - [`policy`]: a pure function from (caller, route, verified token) to a grant or a denial:
-//!   the binding rule, the delegation chain rules and the route rules. No protobuf in sight.
-//! - [`reason`]: the one enum of deny reasons, with the stable codes used in responses and
-//!   logs, and the separate [`reason::Fault`] type for internal faults (never an allow).
-//! - [`response`]: the only place that builds a `CheckResponse`.
-//! - [`config`]: YAML configuration parsed once into typed values; every error is collected
-//!   with its key path.
-//! - [`runtime`]: the whole sidecar: listeners bound before serving, readiness and gRPC
-//!   health, orderly shutdown; [`admin`] (`/healthz`, `/readyz`, `/metrics`), [`http_authz`]
-//!   (ext_authz over plain HTTP), [`audit`] (JSON decision log), [`telemetry`] (metrics).
-//! - [`devkit`]: throwaway PKI and token issuer used by `actguard demo` and the tests.
-//! - [`demo`]: the embedded scenario behind `actguard demo`.
+//! - [`serve`]: how decisions are served and operated.
+//!   - [`serve::runtime`]: the whole sidecar: every listener bound before serving, readiness
+//!     and gRPC health, orderly shutdown.
+//!   - [`serve::connection`], [`serve::tls`]: the connections every listener hands to h2;
+//!     mutual TLS on the ext_authz and admin listeners (client CA, peer allow-list, reloads).
+//!   - [`serve::grpc`]: the thin gRPC adapter (`envoy.service.auth.v3.Authorization/Check`):
+//!     admission control, the per-check deadline, `run(listener, authorizer, shutdown)` on an
+//!     already-bound listener so tests bind port 0.
+//!   - [`serve::http_authz`]: ext_authz over plain HTTP (Envoy `http_service`, nginx
+//!     `auth_request`).
+//! - [`decision`]: everything a decision depends on, and nothing about transport.
+//!   - [`decision::facts`]: the raw facts of one request, borrowed from a `CheckRequest`.
+//!   - [`decision::pipeline`]: the steps of DESIGN.md in order (first failure wins), with the
+//!     verified-token and certificate caches of [`decision::cache`] and the per-thread recent
+//!     slots of [`decision::recent`].
+//!   - [`decision::identity`]: the caller's [`decision::spiffe::SpiffeId`] from the peer
+//!     certificate, Envoy's principal, or (only when configured) `x-forwarded-client-cert`;
+//!     [`decision::spiffe`]: SPIFFE IDs, trust domains and caller patterns, parsed once.
+//!   - [`decision::path`] and [`decision::routes`]: path normalisation and first-match route
+//!     selection.
+//!   - [`decision::token`]: the `Authorization: Bearer` header, then JWS verification into a
+//!     [`decision::token::VerifiedToken`]; nothing else in the crate can read a token's claims.
+//!   - [`decision::revocation`]: the revocation list and its matching (consulted right after
+//!     the token verifies).
+//!   - [`decision::policy`] and [`decision::delegation`]: a pure function from (caller, route,
+//!     verified token) to a grant or a denial: the binding rule, the delegation chain rules
+//!     (edges, ceilings) and the route rules.
+//!   - [`decision::reason`]: the one enum of deny reasons with their stable codes, and the
+//!     separate [`decision::reason::Fault`] for internal faults (never an allow).
+//!   - [`decision::response`]: the only place that builds a `CheckResponse`.
+//!   - [`decision::record`]: what a decision tells the audit log, through the narrow
+//!     [`decision::record::DecisionLog`] seam; [`decision::telemetry`]: the metric catalogue
+//!     and the process-wide recorder the pipeline reports into.
+//!   - [`decision::settings`]: the decision half of a configuration.
+//! - [`serve`] again, after the decision: [`serve::audit`] (the JSON decision log's writer),
+//!   [`serve::admin`] (`/healthz`, `/readyz`, `/metrics`), [`serve::admin_api`] (the
+//!   revocation API), [`serve::reload`] (a new configuration swapped in whole, on SIGHUP or a
+//!   file change).
+//! - [`config`]: YAML parsed once into typed values (the [`decision::DecisionSettings`] and
+//!   the operational keys); every error is collected with its key path.
+//! - [`cli`]: the subcommands behind `main.rs` (`serve`, `check-config`, `demo`, `explain`,
+//!   `dev`, `admin`, `inject`).
+//! - [`inject`]: the Kubernetes sidecar-injection webhook.
+//! - [`devkit`]: throwaway PKI and token issuer used by `actguard demo`, the tests and the
+//!   benchmarks.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod admin_api;
-pub mod admin_client;
-pub mod audit;
-pub mod authorizer;
+pub mod cli;
 pub mod config;
-pub mod delegation;
-pub mod demo;
-pub mod dev_cli;
+pub mod decision;
 pub mod devkit;
-pub mod explain;
-pub mod http_authz;
-pub mod identity;
 pub mod inject;
-pub mod path;
-pub mod policy;
-pub mod reason;
-pub mod reload;
-pub mod response;
-pub mod revocation;
-pub mod routes;
-pub mod runtime;
-pub mod server;
-pub mod spiffe;
-pub mod telemetry;
-pub mod tls;
-pub mod token;
+pub mod serve;

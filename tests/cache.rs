@@ -2,10 +2,10 @@
 
 mod common;
 
-use actguard::authorizer::{Authorizer, RequestFacts};
 use actguard::config::Config;
-use actguard::identity::PeerFacts;
-use actguard::token::unix_now;
+use actguard::decision::identity::PeerFacts;
+use actguard::decision::token::unix_now;
+use actguard::decision::{Authorizer, RequestFacts};
 use common::*;
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -175,7 +175,7 @@ async fn a_token_remembered_under_one_configuration_is_verified_again_under_anot
     )
     .unwrap();
     let yaml = config_yaml("  leeway: 30s", "").replace(LOCAL, "spiffe://example.org/tool/mail");
-    let other = Authorizer::new(Config::from_yaml(&yaml, scratch.path()).unwrap());
+    let other = Authorizer::new(Config::from_yaml(&yaml, scratch.path()).unwrap().decision);
     assert_eq!(
         other
             .decide(&facts, unix_now())

@@ -3,8 +3,8 @@
 
 mod common;
 
+use actguard::decision::token::unix_now;
 use actguard::devkit::delegated_claims;
-use actguard::token::unix_now;
 use common::*;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use serde_json::json;

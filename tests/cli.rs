@@ -126,7 +126,7 @@ fn explain_shows_every_step_of_an_allow_and_where_a_deny_stops() {
         "spiffe://example.org/tool/calendar",
         "calendar:read",
         &[orchestrator, scheduler],
-        actguard::token::unix_now(),
+        actguard::decision::token::unix_now(),
         300,
     );
     let token = issuer.sign(&claims).unwrap();
@@ -252,9 +252,11 @@ fn dev_subcommands_mint_credentials_actguard_accepts() {
     assert_eq!(mode & 0o777, 0o600, "private keys are not world-readable");
     let svid = std::fs::read_to_string(path("scheduler/svid.pem")).unwrap();
     assert_eq!(
-        actguard::identity::spiffe_id_from_certificate(&actguard::devkit::url_encode(&svid))
-            .unwrap()
-            .as_str(),
+        actguard::decision::identity::spiffe_id_from_certificate(&actguard::devkit::url_encode(
+            &svid
+        ))
+        .unwrap()
+        .as_str(),
         "spiffe://example.org/agent/scheduler",
         "the SVID is a valid X509-SVID"
     );

@@ -5,10 +5,10 @@
 
 mod common;
 
+use actguard::cli::dev::{self, TokenRequest};
 use actguard::config::Config;
-use actguard::dev_cli::{self, TokenRequest};
 use actguard::devkit::url_encode;
-use actguard::runtime;
+use actguard::serve::runtime;
 use common::{Answer, RequestSpec};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use serde_json::Value;
@@ -105,8 +105,8 @@ struct Minted {
 fn mint() -> Minted {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().to_path_buf();
-    dev_cli::ca("example.org", &certs.join("ca")).unwrap();
-    dev_cli::svid(
+    dev::ca("example.org", &certs.join("ca")).unwrap();
+    dev::svid(
         &certs.join("ca"),
         "spiffe://example.org/tool/calendar",
         &["envoy".to_owned()],
@@ -114,7 +114,7 @@ fn mint() -> Minted {
     )
     .unwrap();
     for agent in ["orchestrator", "scheduler", "planner"] {
-        dev_cli::svid(
+        dev::svid(
             &certs.join("ca"),
             &format!("spiffe://example.org/agent/{agent}"),
             &[],
@@ -122,7 +122,7 @@ fn mint() -> Minted {
         )
         .unwrap();
     }
-    dev_cli::issuer("https://sts.example.org", "demo-1", &certs.join("issuer")).unwrap();
+    dev::issuer("https://sts.example.org", "demo-1", &certs.join("issuer")).unwrap();
     // curl dials https://envoy:8443: Envoy's SVID must also name that host.
     let envoy_pem = read(&certs.join("envoy/svid.pem"));
     let (_, pem) = x509_parser::pem::parse_x509_pem(envoy_pem.as_bytes()).unwrap();
@@ -141,7 +141,7 @@ fn mint() -> Minted {
 fn mint_token(certs: &Path, arguments: &str) -> String {
     let words: Vec<&str> = arguments.split_whitespace().collect();
     let flag = |name: &str| words.iter().position(|w| *w == name).map(|i| words[i + 1]);
-    dev_cli::token(&TokenRequest {
+    dev::token(&TokenRequest {
         issuer_dir: &certs.join("issuer"),
         subject: flag("--sub").unwrap(),
         actors: flag("--act")
@@ -189,8 +189,9 @@ async fn demo_script_promises_hold_against_the_real_server() {
             .find(|(name, _)| name == token)
             .unwrap_or_else(|| panic!("token {token}"))
             .1;
-        let normalized = actguard::path::normalize(path).unwrap();
+        let normalized = actguard::decision::path::normalize(path).unwrap();
         let route = routes_config
+            .decision
             .routes
             .select(method, "envoy:8443", &normalized);
         assert!(

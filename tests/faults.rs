@@ -1,9 +1,9 @@
 //! Internal faults never allow: a handler that panics yields a gRPC error, which Envoy's
 //! `failure_mode_allow: false` turns into a deny.
 
-use actguard::authorizer::CheckError;
 use actguard::config::ListenAddress;
-use actguard::server::{self, CheckHandler, Listener};
+use actguard::decision::CheckError;
+use actguard::serve::grpc::{self, CheckHandler, Listener};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ async fn rule_a_panicking_decision_is_a_grpc_error_not_an_allow() {
         .await
         .unwrap();
     let address = listener.describe();
-    tokio::spawn(server::run(
+    tokio::spawn(grpc::run(
         listener,
         Arc::new(Panicking),
         std::future::pending(),

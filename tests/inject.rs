@@ -5,7 +5,7 @@
 
 use actguard::devkit::DevCa;
 use actguard::inject::config::InjectorConfig;
-use actguard::tls::TlsGate;
+use actguard::serve::tls::TlsGate;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use std::net::SocketAddr;

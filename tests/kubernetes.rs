@@ -86,7 +86,7 @@ fn base_actguard_config_loads_and_envoy_dials_its_socket() {
         [("actguard".to_owned(), socket.display().to_string())]
     );
     assert_eq!(
-        config.local_identity.to_string(),
+        config.decision.local_identity.to_string(),
         "spiffe://example.org/ns/actguard-demo/sa/calendar"
     );
 }
@@ -127,13 +127,13 @@ fn istio_overlay_config_takes_the_caller_from_the_principal() {
     let scratch = tempfile::tempdir().unwrap();
     let config = load_actguard("overlays/istio/actguard-istio.yaml", scratch.path());
     assert_eq!(
-        config.local_identity.to_string(),
+        config.decision.local_identity.to_string(),
         "spiffe://cluster.local/ns/actguard-demo/sa/calendar"
     );
     // Istio never sends the peer certificate; its principal is the verified peer's SPIFFE ID.
     assert_eq!(
-        config.identity_sources,
-        [actguard::identity::IdentitySource::Principal]
+        config.decision.identity_sources,
+        [actguard::decision::identity::IdentitySource::Principal]
     );
     let ListenAddress::Tcp(address) = config.listen.grpc else {
         panic!("istio-proxy reaches actguard over TCP")

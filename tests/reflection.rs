@@ -5,7 +5,7 @@ mod common;
 
 use actguard::config::Config;
 use actguard::devkit::{DevAlgorithm, DevIssuer};
-use actguard::runtime;
+use actguard::serve::runtime;
 use common::*;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;

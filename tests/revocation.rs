@@ -4,9 +4,9 @@
 mod common;
 
 use actguard::config::Config;
+use actguard::decision::token::unix_now;
 use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
-use actguard::runtime::{self, Sidecar};
-use actguard::token::unix_now;
+use actguard::serve::runtime::{self, Sidecar};
 use common::*;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use serde_json::json;

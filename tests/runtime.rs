@@ -3,11 +3,11 @@
 
 mod common;
 
-use actguard::authorizer::CheckError;
 use actguard::config::{Config, ListenAddress};
+use actguard::decision::CheckError;
 use actguard::devkit::{DevAlgorithm, DevIssuer};
-use actguard::runtime::{self, Sidecar};
-use actguard::server::{self, CheckHandler, Listener, ServeOptions};
+use actguard::serve::grpc::{self, CheckHandler, Listener, ServeOptions};
+use actguard::serve::runtime::{self, Sidecar};
 use common::*;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
@@ -321,7 +321,7 @@ fn delegated_claims_for(actors: &[&str]) -> serde_json::Value {
         LOCAL,
         "calendar:read",
         actors,
-        actguard::token::unix_now(),
+        actguard::decision::token::unix_now(),
         300,
     )
 }
@@ -497,7 +497,7 @@ async fn rule_overload_is_rejected_at_once_not_queued() {
         max_concurrent_checks: 1,
         ..ServeOptions::default()
     };
-    tokio::spawn(server::run_with(
+    tokio::spawn(grpc::run_with(
         listener,
         Arc::new(Slow),
         options,

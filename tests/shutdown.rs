@@ -49,7 +49,7 @@ async fn sigterm_during_load_drains_every_in_flight_check() {
         LOCAL,
         "calendar:read",
         &[ORCHESTRATOR, SCHEDULER],
-        actguard::token::unix_now(),
+        actguard::decision::token::unix_now(),
         300,
     );
     let token = issuer.sign(&claims).unwrap();

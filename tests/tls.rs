@@ -5,7 +5,7 @@ mod common;
 
 use actguard::config::Config;
 use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, IssuedCertificate};
-use actguard::runtime;
+use actguard::serve::runtime;
 use common::*;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;

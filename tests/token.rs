@@ -2,8 +2,8 @@
 
 mod common;
 
+use actguard::decision::token::unix_now;
 use actguard::devkit::{DevAlgorithm, DevIssuer};
-use actguard::token::unix_now;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
@@ -198,7 +198,7 @@ fn rs256_tokens_from_a_2048_bit_key_verify() {
     let yaml = config_yaml("  leeway: 30s", "")
         .replace("algorithms: [ES256, EdDSA]", "algorithms: [RS256]");
     let config = actguard::config::Config::from_yaml(&yaml, scratch.path()).unwrap();
-    let authorizer = actguard::authorizer::Authorizer::new(config);
+    let authorizer = actguard::decision::Authorizer::new(config.decision);
     let ca = actguard::devkit::DevCa::new("example.org").unwrap();
     let scheduler = ca.issue_svid(SCHEDULER).unwrap().url_encoded();
     let claims = actguard::devkit::delegated_claims(

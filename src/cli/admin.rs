@@ -1,10 +1,12 @@
 //! `actguard admin …`: a client for the revocation API of a running actguard.
 
-use crate::admin_api::pb::{self, revocations_client::RevocationsClient};
-use crate::audit::rfc3339;
+use super::AdminCommand;
 use crate::config::{Config, ListenAddress, parse_duration};
-use crate::revocation::RevocationKind;
-use std::path::Path;
+use crate::decision::revocation::RevocationKind;
+use crate::serve::admin_api::pb::{self, revocations_client::RevocationsClient};
+use crate::serve::audit::rfc3339;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 use tonic::transport::{Channel, Endpoint};
 
@@ -145,7 +147,7 @@ fn describe(revocation: &pb::Revocation) -> String {
 }
 
 /// Runs `action` against the admin API at `address`; returns the text to print.
-pub async fn run(
+pub async fn run_action(
     address: &str,
     tls: Option<&ClientTls>,
     action: AdminAction,
@@ -204,6 +206,50 @@ pub async fn run(
                 .map(describe)
                 .collect::<Vec<_>>()
                 .join("\n"))
+        }
+    }
+}
+
+/// `actguard admin …`: the address from `--admin` or the configuration, then the action.
+pub fn run(
+    address: Option<String>,
+    config: Option<PathBuf>,
+    tls: Option<ClientTls>,
+    command: AdminCommand,
+) -> ExitCode {
+    let address = match (address, config) {
+        (Some(address), _) => address,
+        (None, Some(file)) => match address_from_config(&file) {
+            Ok(address) => address,
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => {
+            eprintln!("actguard admin needs --admin ADDR or --config FILE");
+            return ExitCode::FAILURE;
+        }
+    };
+    let action = match command {
+        AdminCommand::Revoke { target, ttl } => {
+            let (kind, value) = target.kind_and_value();
+            AdminAction::Revoke { kind, value, ttl }
+        }
+        AdminCommand::Unrevoke { target } => {
+            let (kind, value) = target.kind_and_value();
+            AdminAction::Unrevoke { kind, value }
+        }
+        AdminCommand::Revocations => AdminAction::List,
+    };
+    match super::runtime().block_on(run_action(&address, tls.as_ref(), action)) {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -4,15 +4,15 @@
 //! Each request has an expected answer; the demo fails (non-zero exit) if any answer differs,
 //! so it doubles as a smoke test of the whole binary.
 
-use crate::authorizer::Authorizer;
 use crate::config::Config;
+use crate::decision::Authorizer;
+use crate::decision::response::CHAIN_HEADER;
+use crate::decision::revocation::{Revocation, RevocationKind};
+use crate::decision::token::unix_now;
 use crate::devkit::{
     DevAlgorithm, DevCa, DevIssuer, IssuedCertificate, delegated_claims, envoy_check_request,
 };
-use crate::response::CHAIN_HEADER;
-use crate::revocation::{Revocation, RevocationKind};
-use crate::server::{self, Listener};
-use crate::token::unix_now;
+use crate::serve::grpc::{self, Listener};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
@@ -309,9 +309,9 @@ pub async fn run() -> Result<bool, Box<dyn Error>> {
     let config = Config::from_yaml(CONFIG, &scratch.0)?;
     let listener = Listener::bind(&config.listen.grpc).await?;
     let address = listener.describe();
-    let authorizer = Arc::new(Authorizer::new(config));
+    let authorizer = Arc::new(Authorizer::new(config.decision));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(listener, Arc::clone(&authorizer), async {
+    let server = tokio::spawn(grpc::run(listener, Arc::clone(&authorizer), async {
         let _ = stopped.await;
     }));
 
@@ -390,4 +390,17 @@ pub async fn run() -> Result<bool, Box<dyn Error>> {
         say!("some answers were not the expected ones (marked UNEXPECTED).");
     }
     Ok(all_expected)
+}
+
+/// `actguard demo`: exit 0 when every step of the scenario answered as expected.
+pub fn main() -> std::process::ExitCode {
+    use std::process::ExitCode;
+    match super::runtime().block_on(run()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("demo failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -8,12 +8,14 @@
 //! - `dev issuer` → `issuer-key.pem`, `jwks.json` (give it to actguard) and `issuer.json`;
 //! - `dev token` → a signed access token on stdout, `act` nested from the delegation order given.
 
+use super::DevCommand;
+use crate::decision::token::unix_now;
 use crate::devkit::{DevAlgorithm, DevCa, DevError, DevIssuer, delegated_claims};
-use crate::token::unix_now;
 use serde_json::json;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::Duration;
 
 fn write(dir: &Path, name: &str, contents: &str, secret: bool) -> Result<(), String> {
@@ -50,7 +52,7 @@ fn dev_error(error: DevError) -> String {
 
 /// `dev ca --trust-domain D --out DIR`.
 pub fn ca(trust_domain: &str, out: &Path) -> Result<String, String> {
-    crate::spiffe::TrustDomain::parse(trust_domain)
+    crate::decision::spiffe::TrustDomain::parse(trust_domain)
         .map_err(|error| format!("--trust-domain: trust domain {error}"))?;
     let ca = DevCa::new(trust_domain).map_err(dev_error)?;
     write(out, "ca.pem", ca.bundle_pem(), false)?;
@@ -63,8 +65,8 @@ pub fn ca(trust_domain: &str, out: &Path) -> Result<String, String> {
 
 /// `dev svid --ca DIR --id SPIFFE_ID [--dns NAME]… --out DIR`.
 pub fn svid(ca_dir: &Path, id: &str, dns_names: &[String], out: &Path) -> Result<String, String> {
-    let spiffe_id =
-        crate::spiffe::SpiffeId::parse(id).map_err(|error| format!("--id: SPIFFE ID {error}"))?;
+    let spiffe_id = crate::decision::spiffe::SpiffeId::parse(id)
+        .map_err(|error| format!("--id: SPIFFE ID {error}"))?;
     let ca = DevCa::from_pem(&read(ca_dir, "ca.pem")?, &read(ca_dir, "ca-key.pem")?)
         .map_err(dev_error)?;
     let svid = ca
@@ -138,4 +140,51 @@ pub fn token(request: &TokenRequest<'_>) -> Result<String, String> {
         }
     }
     signer.sign(&claims).map_err(dev_error)
+}
+
+/// `actguard dev …`: prints the file list or token, or the error.
+pub fn run(command: DevCommand) -> ExitCode {
+    let outcome = match command {
+        DevCommand::Ca { trust_domain, out } => ca(&trust_domain, &out),
+        DevCommand::Svid { ca, id, dns, out } => svid(&ca, &id, &dns, &out),
+        DevCommand::Issuer { out, issuer, kid } => self::issuer(&issuer, &kid, &out),
+        DevCommand::Token {
+            issuer,
+            sub,
+            act,
+            aud,
+            scope,
+            ttl,
+            client_id,
+            jti,
+            sid,
+        } => match crate::config::parse_duration(&ttl).filter(|ttl| !ttl.is_zero()) {
+            None => Err(format!("--ttl {ttl}: expected a duration such as 5m")),
+            Some(ttl) => token(&TokenRequest {
+                issuer_dir: &issuer,
+                subject: &sub,
+                actors: act
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|a| !a.is_empty())
+                    .collect(),
+                audience: &aud,
+                scope: &scope,
+                ttl,
+                client_id: client_id.as_deref(),
+                jti: jti.as_deref(),
+                sid: sid.as_deref(),
+            }),
+        },
+    };
+    match outcome {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -6,13 +6,14 @@
 //! decision is the one `serve` would make for it now (revocations excepted: `explain` does not
 //! talk to a running server).
 
-use crate::authorizer::{Authorizer, Evaluation, RequestFacts};
+use crate::decision::identity::{IdentitySource, PeerFacts};
+use crate::decision::path;
+use crate::decision::reason::DenyReason;
+use crate::decision::{Authorizer, Evaluation, RequestFacts};
 use crate::devkit::url_encode;
-use crate::identity::{IdentitySource, PeerFacts};
-use crate::path;
-use crate::reason::DenyReason;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::process::ExitCode;
 
 /// The request to explain.
 #[derive(Debug, Deserialize)]
@@ -213,4 +214,34 @@ fn render(request: &ExplainRequest, evaluation: &Evaluation, now: i64) -> String
         )),
     }
     out
+}
+
+/// `actguard explain`: prints the steps, or why the request could not be read.
+pub fn run(config: &std::path::Path, request: Option<&std::path::Path>) -> ExitCode {
+    let Some(config) = super::load(config) else {
+        return ExitCode::FAILURE;
+    };
+    let text = match request {
+        Some(file) if file != std::path::Path::new("-") => std::fs::read_to_string(file),
+        _ => std::io::read_to_string(std::io::stdin()),
+    };
+    let parsed = text
+        .map_err(|error| format!("cannot read the request: {error}"))
+        .and_then(|text| {
+            serde_json::from_str::<ExplainRequest>(&text)
+                .map_err(|error| format!("the request is not valid: {error}"))
+        });
+    let authorizer = crate::decision::Authorizer::new(config.decision);
+    let explained = parsed
+        .and_then(|request| explain(&authorizer, &request, crate::decision::token::unix_now()));
+    match explained {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! `delegation:`: depth limit, scope ceilings per actor, allowed delegation edges.
 
 use super::reader::{Reader, child};
-use crate::delegation::{Ceiling, Edge, PrincipalPattern};
+use crate::decision::delegation::{Ceiling, Edge, PrincipalPattern};
 use serde_json::Value;
 
 /// Far below the strict JSON nesting cap, so the depth rule always decides, not the parser.

@@ -3,7 +3,7 @@
 
 use super::reader::{Reader, child};
 use super::report_duplicates;
-use crate::token::{
+use crate::decision::token::{
     IssuerKeys, JwksLocation, KeySet, RemoteKeys, RemoteSpec, TrustedIssuer, parse_algorithm,
 };
 use serde_json::Value;

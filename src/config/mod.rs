@@ -9,18 +9,20 @@ mod delegation;
 mod issuers;
 mod operations;
 pub(crate) mod reader;
+pub mod tls;
 
-pub use operations::{HttpRequestSource, Limits, ListenAddress, Listeners};
+pub use operations::{
+    AuditConfig, AuditOutput, HttpRequestSource, Limits, ListenAddress, Listeners,
+};
 pub use reader::{ConfigError, ConfigErrors, parse_duration};
 
-use crate::audit::AuditConfig;
-use crate::identity::IdentitySource;
-use crate::path;
-use crate::policy::DelegationPolicy;
-use crate::response::ResponseSettings;
-use crate::routes::{Route, RouteTable, normalize_host};
-use crate::spiffe::{CallerPattern, SpiffeId, TrustDomain};
-use crate::token::TrustedIssuer;
+use crate::decision::identity::IdentitySource;
+use crate::decision::path;
+use crate::decision::policy::DelegationPolicy;
+use crate::decision::response::ResponseSettings;
+use crate::decision::routes::{Route, RouteTable, normalize_host};
+use crate::decision::spiffe::{CallerPattern, SpiffeId, TrustDomain};
+use crate::decision::{CacheConfig, DecisionSettings};
 use delegation::MAX_DEPTH_LIMIT;
 use reader::{Reader, child, item};
 use serde_json::Value;
@@ -28,29 +30,12 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-/// The verified-token cache bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheConfig {
-    /// At most this many cached tokens; 0 disables the cache.
-    pub max_entries: u64,
-    /// At most this many bytes of cached claims (approximate, per-entry estimate).
-    pub max_bytes: u64,
-}
-
 /// A whole, validated configuration.
 #[derive(Debug)]
 pub struct Config {
     pub listen: Listeners,
-    /// This workload: the `aud` tokens must carry.
-    pub local_identity: SpiffeId,
-    pub identity_sources: Vec<IdentitySource>,
-    pub delegation: DelegationPolicy,
-    pub issuers: Vec<TrustedIssuer>,
-    pub leeway: Duration,
-    pub max_token_bytes: usize,
-    pub routes: RouteTable,
-    pub cache: CacheConfig,
-    pub response: ResponseSettings,
+    /// Everything a decision depends on; the pipeline is built from this alone.
+    pub decision: DecisionSettings,
     /// `None` when `audit.output: off`.
     pub audit: Option<AuditConfig>,
     pub limits: Limits,
@@ -172,17 +157,19 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         .unwrap_or_else(|| local_identity.as_str().to_owned());
     Some(Config {
         listen,
-        local_identity,
-        identity_sources,
-        delegation,
-        issuers: issuers?,
-        leeway: tokens.leeway,
-        max_token_bytes: tokens.max_bytes,
-        routes: RouteTable::new(routes),
-        cache: cache?,
-        response: ResponseSettings {
-            realm,
-            resource_metadata: tokens.resource_metadata,
+        decision: DecisionSettings {
+            local_identity,
+            identity_sources,
+            delegation,
+            issuers: issuers?,
+            leeway: tokens.leeway,
+            max_token_bytes: tokens.max_bytes,
+            routes: RouteTable::new(routes),
+            cache: cache?,
+            response: ResponseSettings {
+                realm,
+                resource_metadata: tokens.resource_metadata,
+            },
         },
         audit: audit?,
         limits: limits?,
@@ -286,7 +273,7 @@ fn read_tokens(reader: &mut Reader, value: &Value) -> Option<TokenSettings> {
         Some(value) => reader.duration("tokens.leeway", value, MAX_LEEWAY),
     };
     let max_bytes = match map.get("max_bytes") {
-        None => Some(crate::token::DEFAULT_MAX_TOKEN_BYTES as u64),
+        None => Some(crate::decision::token::DEFAULT_MAX_TOKEN_BYTES as u64),
         Some(value) => reader.integer("tokens.max_bytes", value, 512, 65536),
     };
     let mut quoted_text = |key: &str| -> Option<Option<String>> {

@@ -1,9 +1,8 @@
 //! Operational configuration: listeners, audit log, limits, diagnostics.
 
 use super::reader::{Reader, child};
-use crate::audit::{AuditConfig, AuditOutput};
-use crate::spiffe::CallerPattern;
-use crate::tls::TlsSettings;
+use super::tls::TlsSettings;
+use crate::decision::spiffe::CallerPattern;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -151,7 +150,7 @@ fn read_tls(
         reload_interval: reload_interval?.max(Duration::from_secs(1)),
     };
     // Load once now, so a bad file is a configuration error, not a start-up surprise.
-    if let Err(error) = crate::tls::server_config(&settings) {
+    if let Err(error) = super::tls::server_config(&settings) {
         reader.error(path, error);
         return None;
     }
@@ -379,6 +378,35 @@ pub fn read_log(reader: &mut Reader, value: Option<&Value>) -> Option<Option<tra
         Err(_) => {
             reader.error("log.level", "must be error, warn, info, debug or trace");
             None
+        }
+    }
+}
+
+/// Where audit lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    Stdout,
+    /// Appended to; created if missing.
+    File(PathBuf),
+}
+
+/// `audit:` configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditConfig {
+    pub output: AuditOutput,
+    /// Fraction of allows to log, 0.0–1.0 (every Nth allow, N = round(1/rate)); denies are
+    /// always logged.
+    pub sample_allows: f64,
+    /// Lines the queue holds before new ones are dropped.
+    pub buffer_lines: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            output: AuditOutput::Stdout,
+            sample_allows: 1.0,
+            buffer_lines: 4096,
         }
     }
 }

@@ -61,23 +61,30 @@ fn the_documented_example_loads_into_typed_values() {
         ListenAddress::Tcp("0.0.0.0:9191".parse().unwrap())
     );
     assert_eq!(
-        config.local_identity.as_str(),
+        config.decision.local_identity.as_str(),
         "spiffe://example.org/tool/calendar"
     );
-    assert_eq!(config.leeway, Duration::from_secs(30));
-    assert_eq!(config.delegation.max_depth, 3);
-    assert_eq!(config.routes.len(), 2);
+    assert_eq!(config.decision.leeway, Duration::from_secs(30));
+    assert_eq!(config.decision.delegation.max_depth, 3);
+    assert_eq!(config.decision.routes.len(), 2);
     let read = config
+        .decision
         .routes
         .select("GET", "calendar.example.org", "/calendar/x")
         .unwrap();
     assert_eq!(&*read.name, "calendar-read");
     assert_eq!(read.path_prefix, "/calendar");
-    let admin = config.routes.select("POST", "", "/admin").unwrap();
+    let admin = config.decision.routes.select("POST", "", "/admin").unwrap();
     assert!(admin.forward_token);
     assert_eq!(admin.max_depth, Some(1));
-    assert_eq!(config.response.realm, "spiffe://example.org/tool/calendar");
-    assert_eq!(config.issuers[0].keys.current().map(|k| k.len()), Some(1));
+    assert_eq!(
+        config.decision.response.realm,
+        "spiffe://example.org/tool/calendar"
+    );
+    assert_eq!(
+        config.decision.issuers[0].keys.current().map(|k| k.len()),
+        Some(1)
+    );
 }
 
 #[test]
@@ -92,9 +99,12 @@ issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
         config.listen.grpc,
         ListenAddress::Tcp("127.0.0.1:9191".parse().unwrap())
     );
-    assert!(config.routes.is_empty(), "no routes: everything is denied");
+    assert!(
+        config.decision.routes.is_empty(),
+        "no routes: everything is denied"
+    );
     assert_eq!(
-        config.identity_sources,
+        config.decision.identity_sources,
         vec![IdentitySource::Certificate, IdentitySource::Principal]
     );
 }
@@ -372,7 +382,7 @@ fn operational_sections_parse_with_defaults() {
     let config = Config::from_yaml(BASE, dir.path()).unwrap();
     assert_eq!(config.listen.admin, ListenAddress::parse("127.0.0.1:9192"));
     assert_eq!(config.listen.http, None);
-    assert_eq!(config.audit, Some(crate::audit::AuditConfig::default()));
+    assert_eq!(config.audit, Some(crate::config::AuditConfig::default()));
     assert_eq!(config.limits, Limits::default());
     assert_eq!(config.log_level, None);
     let yaml = format!(
@@ -383,7 +393,7 @@ fn operational_sections_parse_with_defaults() {
     let audit = config.audit.unwrap();
     assert_eq!(
         audit.output,
-        crate::audit::AuditOutput::File(dir.path().join("audit.log"))
+        crate::config::AuditOutput::File(dir.path().join("audit.log"))
     );
     assert_eq!(audit.sample_allows, 0.25);
     assert_eq!(config.limits.max_concurrent_checks, 8);
@@ -433,10 +443,14 @@ fn delegation_policy_parses_and_reports_errors() {
     );
     let dir = scratch_with_jwks();
     let config = Config::from_yaml(&yaml, dir.path()).unwrap();
-    assert_eq!(config.delegation.ceilings.len(), 1);
-    assert_eq!(config.delegation.edges.as_ref().map(Vec::len), Some(1));
+    assert_eq!(config.decision.delegation.ceilings.len(), 1);
+    assert_eq!(
+        config.decision.delegation.edges.as_ref().map(Vec::len),
+        Some(1)
+    );
     assert!(
         config
+            .decision
             .routes
             .select("GET", "", "/s")
             .unwrap()

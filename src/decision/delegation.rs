@@ -8,7 +8,7 @@
 //! - **Edges** (`delegation.edges`, optional): when set, every hop of the chain — subject →
 //!   first delegate → … → current actor — must match an allowed `from` → `to` pair.
 
-use crate::spiffe::{CallerPattern, SpiffeId};
+use crate::decision::spiffe::{CallerPattern, SpiffeId};
 
 /// A pattern over subjects and actors: `*` (anything), `spiffe://td/path/*` (IDs under that
 /// path, segment-aware), `prefix*` (string prefix, e.g. `user:*`), or an exact string.

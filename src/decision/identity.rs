@@ -11,8 +11,8 @@
 //! Envoy validated the peer's chain during the TLS handshake before it asked us.
 //! It does not check the trust domain; the authorizer does.
 
-use crate::reason::{Denial, DenyReason};
-use crate::spiffe::SpiffeId;
+use crate::decision::reason::{Denial, DenyReason};
+use crate::decision::spiffe::SpiffeId;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 

@@ -8,7 +8,7 @@
 //! characters, malformed escapes, `..;`-style dot segments with parameters, and `..` above the
 //! root.
 //!
-//! It does not decide which route applies; [`crate::routes`] does, on segment boundaries.
+//! It does not decide which route applies; [`crate::decision::routes`] does, on segment boundaries.
 
 use std::borrow::Cow;
 use std::fmt;

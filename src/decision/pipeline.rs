@@ -13,18 +13,18 @@
 //! In front of each, every worker thread remembers its last few certificates and tokens
 //! ([`recent_callers`], [`recent_tokens`]), so the common case hashes neither.
 
-use crate::audit::{AuditLog, AuditRecord};
-use crate::config::Config;
-use crate::identity::{self, IdentitySource, PeerFacts};
-use crate::path;
-use crate::policy::{self, DelegationPolicy, Grant};
-use crate::reason::{Denial, DenyReason, Fault};
-use crate::response::{self, Answer, ResponseSettings};
-use crate::revocation::RevocationList;
-use crate::routes::RouteTable;
-use crate::spiffe::SpiffeId;
-use crate::telemetry::DecisionMetrics;
-use crate::token::{self, RemoteKeys, VerifiedToken, Verifier};
+use crate::decision::identity::{self, IdentitySource, PeerFacts};
+use crate::decision::path;
+use crate::decision::policy::{self, DelegationPolicy, Grant};
+use crate::decision::reason::{Denial, DenyReason, Fault};
+use crate::decision::record::{AuditRecord, DecisionLog, NoDecisionLog};
+use crate::decision::response::{self, Answer, ResponseSettings};
+use crate::decision::revocation::RevocationList;
+use crate::decision::routes::RouteTable;
+use crate::decision::settings::DecisionSettings;
+use crate::decision::spiffe::SpiffeId;
+use crate::decision::telemetry::DecisionMetrics;
+use crate::decision::token::{self, RemoteKeys, VerifiedToken, Verifier};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use moka::sync::Cache;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ fn sha256(bytes: &[u8]) -> Digest {
 /// ~1 KB certificate or touching the shared cache. Safe across reloads and authorizers: the
 /// SPIFFE ID is a pure function of the certificate bytes (only successes are remembered).
 mod recent_callers {
-    use crate::spiffe::SpiffeId;
+    use crate::decision::spiffe::SpiffeId;
     use std::cell::RefCell;
 
     const SLOTS: usize = 4;
@@ -105,7 +105,7 @@ mod recent_callers {
 /// thread. Hits here do not reach the shared cache, so its eviction policy does not see how hot
 /// these tokens are; one evicted there is still served here until its entry would have expired.
 mod recent_tokens {
-    use crate::token::VerifiedToken;
+    use crate::decision::token::VerifiedToken;
     use std::cell::RefCell;
     use std::sync::Arc;
     use std::time::Instant;
@@ -353,10 +353,20 @@ pub struct Authorizer {
 }
 
 /// What outlives a configuration: kept across reloads, handed to each new `Authorizer`.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Shared {
-    pub audit: AuditLog,
+    pub audit: Arc<dyn DecisionLog>,
     pub revocations: Arc<RevocationList>,
+}
+
+impl Default for Shared {
+    /// No audit log, an empty revocation list.
+    fn default() -> Self {
+        Self {
+            audit: Arc::new(NoDecisionLog),
+            revocations: Arc::default(),
+        }
+    }
 }
 
 /// Why a check has no response yet.
@@ -379,12 +389,12 @@ pub struct Evaluation {
 }
 
 impl Authorizer {
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: DecisionSettings) -> Self {
         Self::with_shared(config, Shared::default())
     }
 
     /// An authorizer that audits to, and consults the revocations of, `shared`.
-    pub fn with_shared(config: Config, shared: Shared) -> Self {
+    pub fn with_shared(config: DecisionSettings, shared: Shared) -> Self {
         let cache = config.cache;
         let token_cache = (cache.max_entries > 0).then(|| {
             // One weigher bounds both: each entry weighs at least max_bytes / max_entries, so
@@ -517,26 +527,29 @@ impl Authorizer {
         let reason = denied.map(DenyReason::code);
         let token = evaluation.token.as_deref();
         // The record is built only when the audit log keeps it (on, and not sampled out).
-        self.shared.audit.record(reason.is_none(), || AuditRecord {
-            request_id: facts.request_id,
-            caller: evaluation.caller.as_ref().map(SpiffeId::as_str),
-            subject: token.map(VerifiedToken::subject),
-            chain: token.map_or_else(Vec::new, |token| {
-                token
-                    .actors()
-                    .iter()
-                    .rev()
-                    .filter_map(|a| a.subject())
-                    .collect()
-            }),
-            route: evaluation.route.as_deref(),
-            method: facts.method,
-            path: facts.path,
-            reason,
-            jti: token.and_then(VerifiedToken::jti),
-            sid: token.and_then(VerifiedToken::sid),
-            latency,
-        });
+        let audit = &self.shared.audit;
+        if audit.keeps(reason.is_none()) {
+            audit.write(&AuditRecord {
+                request_id: facts.request_id,
+                caller: evaluation.caller.as_ref().map(SpiffeId::as_str),
+                subject: token.map(VerifiedToken::subject),
+                chain: token.map_or_else(Vec::new, |token| {
+                    token
+                        .actors()
+                        .iter()
+                        .rev()
+                        .filter_map(|a| a.subject())
+                        .collect()
+                }),
+                route: evaluation.route.as_deref(),
+                method: facts.method,
+                path: facts.path,
+                reason,
+                jti: token.and_then(VerifiedToken::jti),
+                sid: token.and_then(VerifiedToken::sid),
+                latency,
+            });
+        }
         tracing::debug!(
             caller = evaluation.caller.as_ref().map(SpiffeId::as_str),
             route = evaluation.route.as_deref(),

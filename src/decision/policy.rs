@@ -8,7 +8,7 @@
 //! 2. **Chain.** Every actor has a `sub` that is a canonical SPIFFE ID of an allowed trust
 //!    domain; no actor appears twice; there are no more actors than the route's depth limit
 //!    (the global `max_depth`, lowered by the route's own).
-//! 3. **Delegation policy** ([`crate::delegation`]): every hop an allowed edge (when edges are
+//! 3. **Delegation policy** ([`crate::decision::delegation`]): every hop an allowed edge (when edges are
 //!    configured); the token's scopes within every actor's ceiling.
 //! 4. **Route rules.** `require_session` needs a `sid`; the caller must match `allow_callers`
 //!    when set; then every required
@@ -18,11 +18,11 @@
 //! Prior actors can only restrict, never grant: only the caller is matched against
 //! `allow_callers`, and scopes come only from the top-level claim, never from inside `act`.
 
-use crate::delegation::{Ceiling, Edge, edges_allowed, within_ceilings};
-use crate::reason::{Denial, DenyReason};
-use crate::routes::Route;
-use crate::spiffe::{SpiffeId, TrustDomain};
-use crate::token::{MayAct, VerifiedToken};
+use crate::decision::delegation::{Ceiling, Edge, edges_allowed, within_ceilings};
+use crate::decision::reason::{Denial, DenyReason};
+use crate::decision::routes::Route;
+use crate::decision::spiffe::{SpiffeId, TrustDomain};
+use crate::decision::token::{MayAct, VerifiedToken};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! One named test per binding, chain and route rule; each fails if its rule is removed.
 
 use super::*;
-use crate::spiffe::CallerPattern;
+use crate::decision::spiffe::CallerPattern;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -231,7 +231,7 @@ fn caller_check_comes_before_scopes() {
 
 #[test]
 fn rule_delegation_edges_cover_every_hop_from_the_subject() {
-    use crate::delegation::{Edge, PrincipalPattern};
+    use crate::decision::delegation::{Edge, PrincipalPattern};
     let pattern = |text: &str| PrincipalPattern::parse(text).unwrap();
     let mut policy = policy(3);
     policy.edges = Some(vec![
@@ -268,7 +268,7 @@ fn rule_delegation_edges_cover_every_hop_from_the_subject() {
 
 #[test]
 fn rule_delegation_ceilings_restrict_through_every_actor() {
-    use crate::delegation::{Ceiling, PrincipalPattern};
+    use crate::decision::delegation::{Ceiling, PrincipalPattern};
     let mut policy = policy(3);
     policy.ceilings = vec![Ceiling {
         actor: PrincipalPattern::parse(PLANNER).unwrap(),

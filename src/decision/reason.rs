@@ -8,6 +8,7 @@
 //! the gRPC service answers it with a gRPC error, which Envoy's `failure_mode_allow: false`
 //! turns into a deny.
 
+pub use envoy_types::pb::google::rpc::Code;
 use std::fmt;
 
 /// Why a request was denied.
@@ -169,12 +170,12 @@ impl DenyReason {
     }
 
     /// The gRPC status code of the `CheckResponse.status` (any non-OK code denies).
-    pub fn grpc_code(self) -> tonic::Code {
+    pub fn grpc_code(self) -> Code {
         match self.http_status() {
-            400 => tonic::Code::InvalidArgument,
-            401 => tonic::Code::Unauthenticated,
-            503 => tonic::Code::Unavailable,
-            _ => tonic::Code::PermissionDenied,
+            400 => Code::InvalidArgument,
+            401 => Code::Unauthenticated,
+            503 => Code::Unavailable,
+            _ => Code::PermissionDenied,
         }
     }
 
@@ -234,15 +235,6 @@ impl fmt::Display for Fault {
     }
 }
 
-impl From<Fault> for tonic::Status {
-    fn from(fault: Fault) -> Self {
-        match fault {
-            Fault::Internal(_) => tonic::Status::internal("actguard internal fault"),
-            Fault::KeysUnavailable => tonic::Status::unavailable("issuer keys unavailable"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,7 +263,7 @@ mod tests {
         assert_eq!(DenyReason::PathInvalid.http_status(), 400);
         assert_eq!(
             DenyReason::ActorMismatch.grpc_code(),
-            tonic::Code::PermissionDenied
+            Code::PermissionDenied
         );
         assert_eq!(DenyReason::ActorMismatch.challenge(), Challenge::None);
         assert_eq!(

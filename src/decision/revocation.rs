@@ -9,7 +9,7 @@
 //!
 //! The hot path takes a read lock only when the list is not empty.
 
-use crate::token::VerifiedToken;
+use crate::decision::token::VerifiedToken;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;

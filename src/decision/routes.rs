@@ -2,11 +2,11 @@
 //!
 //! Guarantees: routes are tried in configuration order and the first match wins; a route
 //! without `methods` or `hosts` matches any; `path_prefix` matches on whole segments
-//! ([`crate::path::has_segment_prefix`]); hosts compare case-insensitively without port or
+//! ([`crate::decision::path::has_segment_prefix`]); hosts compare case-insensitively without port or
 //! trailing dot. No match means the configured default, which is always deny.
 
-use crate::path::has_segment_prefix;
-use crate::spiffe::CallerPattern;
+use crate::decision::path::has_segment_prefix;
+use crate::decision::spiffe::CallerPattern;
 
 /// One configured route, with its values already parsed.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! The recorder is process-wide (installed once); every server in the process (tests start
 //! many) reports into it. Names and labels are public contract, listed in the README.
 
-use crate::reason::DenyReason;
+use crate::decision::reason::DenyReason;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};

@@ -11,8 +11,8 @@
 
 use super::config::InjectorConfig;
 use super::{Outcome, decide};
-use crate::server::TlsAxumListener;
-use crate::tls::TlsGate;
+use crate::serve::tls::TlsAxumListener;
+use crate::serve::tls::TlsGate;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};

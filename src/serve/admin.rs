@@ -6,10 +6,10 @@
 //! Readiness is a latch set by the runtime: ready once every listener is bound and every
 //! issuer has keys, not ready again from the moment shutdown begins.
 
-use crate::admin_api::{self, RevocationService, pb::revocations_server::RevocationsServer};
-use crate::authorizer::Authorizer;
-use crate::reload::LiveAuthorizer;
-use crate::telemetry;
+use crate::decision::Authorizer;
+use crate::decision::telemetry;
+use crate::serve::admin_api::{self, RevocationService, pb::revocations_server::RevocationsServer};
+use crate::serve::reload::LiveAuthorizer;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

@@ -4,9 +4,9 @@
 //! Refuses what would silently revoke nothing: an unspecified kind, an empty value, an
 //! `ACTOR` that is not a canonical SPIFFE ID.
 
-use crate::revocation::{Revocation, RevocationKind, RevocationList};
-use crate::spiffe::SpiffeId;
-use crate::token::unix_now;
+use crate::decision::revocation::{Revocation, RevocationKind, RevocationList};
+use crate::decision::spiffe::SpiffeId;
+use crate::decision::token::unix_now;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};

@@ -6,43 +6,15 @@
 //! counts it. [`AuditWriter::finish`] queues a stop marker behind every line already
 //! accepted, so shutdown flushes everything that was not dropped.
 
-use crate::telemetry;
+use crate::config::{AuditConfig, AuditOutput};
+use crate::decision::record::{AuditRecord, DecisionLog};
+use crate::decision::telemetry;
 use serde_json::json;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Where audit lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditOutput {
-    Stdout,
-    /// Appended to; created if missing.
-    File(PathBuf),
-}
-
-/// `audit:` configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditConfig {
-    pub output: AuditOutput,
-    /// Fraction of allows to log, 0.0–1.0 (every Nth allow, N = round(1/rate)); denies are
-    /// always logged.
-    pub sample_allows: f64,
-    /// Lines the queue holds before new ones are dropped.
-    pub buffer_lines: usize,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self {
-            output: AuditOutput::Stdout,
-            sample_allows: 1.0,
-            buffer_lines: 4096,
-        }
-    }
-}
+use std::time::{SystemTime, UNIX_EPOCH};
 
 enum Message {
     Line(String),
@@ -66,24 +38,6 @@ pub struct AuditLog {
 pub struct AuditWriter {
     sender: SyncSender<Message>,
     thread: std::thread::JoinHandle<()>,
-}
-
-/// What one decision contributes to the audit line.
-pub struct AuditRecord<'a> {
-    pub request_id: &'a str,
-    pub caller: Option<&'a str>,
-    pub subject: Option<&'a str>,
-    /// First delegate → current actor.
-    pub chain: Vec<&'a str>,
-    pub route: Option<&'a str>,
-    pub method: &'a str,
-    /// Raw request path; the query is cut before logging.
-    pub path: &'a str,
-    /// `None` for an allow.
-    pub reason: Option<&'static str>,
-    pub jti: Option<&'a str>,
-    pub sid: Option<&'a str>,
-    pub latency: Duration,
 }
 
 impl AuditLog {
@@ -126,16 +80,31 @@ impl AuditLog {
     /// `build` runs only when the line is kept, so a disabled or sampled-out log costs the
     /// check nothing.
     pub fn record<'a>(&self, allowed: bool, build: impl FnOnce() -> AuditRecord<'a>) {
+        if self.keeps(allowed) {
+            self.write(&build());
+        }
+    }
+}
+
+impl DecisionLog for AuditLog {
+    fn keeps(&self, allowed: bool) -> bool {
         let Some(sink) = &self.sink else {
-            return;
+            return false;
         };
         if allowed {
             let seen = sink.allows_seen.fetch_add(1, Ordering::Relaxed);
             if sink.allow_stride == 0 || seen % sink.allow_stride != 0 {
-                return;
+                return false;
             }
         }
-        match sink.sender.try_send(Message::Line(audit_line(&build()))) {
+        true
+    }
+
+    fn write(&self, record: &AuditRecord<'_>) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        match sink.sender.try_send(Message::Line(audit_line(record))) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 metrics::counter!(telemetry::AUDIT_DROPPED).increment(1);
@@ -229,6 +198,7 @@ pub fn rfc3339(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn formats_rfc3339_utc() {

@@ -3,29 +3,28 @@
 //!
 //! A panic while deciding is caught and answered with gRPC `INTERNAL`: with Envoy's
 //! `failure_mode_allow: false` that denies the request. Nothing here can turn a fault into an
-//! allow; the only `OK` comes from [`crate::response`] for a [`crate::policy::Grant`].
+//! allow; the only `OK` comes from [`crate::decision::response`] for a [`crate::decision::policy::Grant`].
 
-use crate::authorizer::{Authorizer, CheckError};
 use crate::config::ListenAddress;
-use crate::reason::Fault;
-use crate::response::Answer;
-use crate::telemetry;
-use crate::tls::{TlsConnection, TlsGate};
+use crate::decision::reason::Fault;
+use crate::decision::response::Answer;
+use crate::decision::telemetry;
+use crate::decision::{Authorizer, CheckError};
+use crate::serve::connection::BatchedWrites;
+use crate::serve::tls::{TlsGate, tls_incoming};
 use envoy_types::pb::envoy::service::auth::v3::authorization_server;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::codegen::{Body, BoxFuture, StdError, http};
-use tonic::transport::server::{Connected, TcpIncoming};
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthService;
@@ -70,9 +69,6 @@ fn guarded<H: CheckHandler>(
             Err(CheckError::Fault(Fault::Internal(message)))
         })
 }
-
-/// Most TLS handshakes in progress on one listener.
-const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// The ext_authz service over one handler.
 pub struct AuthorizationService<H> {
@@ -305,7 +301,7 @@ pub async fn run_with<H: CheckHandler>(
         builder = builder.timeout(timeout);
     }
     let reflection = if options.reflection {
-        crate::admin_api::reflection()
+        crate::serve::admin_api::reflection()
             .map_err(|error| tracing::error!(%error, "gRPC reflection unavailable"))
             .ok()
     } else {
@@ -340,159 +336,12 @@ pub async fn run_with<H: CheckHandler>(
     }
 }
 
-/// A connection as the servers hand it to h2: without vectored writes, so answers are batched.
-///
-/// h2 writes every DATA frame of 256 bytes or more on a vectored-write connection as its own
-/// chained buffer, and buffers nothing more until that frame is out: each allow (its headers
-/// and dynamic metadata are a few hundred bytes) then costs a write system call of its own,
-/// while smaller frames of concurrent streams share one. Without vectored writes h2 copies
-/// frames up to 1 KiB into its connection buffer instead, and many answers leave in one
-/// write (measured: ~9 % of cache-hit allow throughput; docs/benchmarks.md). Plain TCP and
-/// Unix connections and TLS ones ([`TlsConnection`]) all go through it.
-pub struct BatchedWrites<T>(pub(crate) T);
-
-impl Connected for BatchedWrites<tokio::net::TcpStream> {
-    type ConnectInfo = <tokio::net::TcpStream as Connected>::ConnectInfo;
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.connect_info()
-    }
-}
-
-impl Connected for BatchedWrites<tokio::net::UnixStream> {
-    type ConnectInfo = <tokio::net::UnixStream as Connected>::ConnectInfo;
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.connect_info()
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for BatchedWrites<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(context, buffer)
-    }
-}
-
-/// `is_write_vectored` keeps its default, `false` (the point of the type).
-impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(context, data)
-    }
-
-    fn poll_flush(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(context)
-    }
-
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(context)
-    }
-}
-
-/// Accepts TCP connections and hands over those that pass the TLS gate. Each handshake runs in
-/// its own task, so a slow or hostile client cannot hold up the accept loop; the loop ends when
-/// the server drops the stream.
-pub(crate) fn tls_incoming(
-    listener: TcpListener,
-    gate: TlsGate,
-) -> tokio::sync::mpsc::Receiver<Result<TlsConnection, std::io::Error>> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(64);
-    // Unauthenticated clients may hold at most this many handshakes at once.
-    let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = sender.closed() => break,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
-                // Too many handshakes in progress: drop the connection at once.
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let (gate, sender) = (gate.clone(), sender.clone());
-            tokio::spawn(async move {
-                let handshake = tokio::time::timeout(Duration::from_secs(10), gate.accept(stream));
-                let accepted = handshake.await;
-                drop(permit);
-                if let Ok(Some(connection)) = accepted {
-                    let _ = sender.send(Ok(connection)).await;
-                }
-            });
+/// A fault is a gRPC error, so Envoy (`failure_mode_allow: false`) denies.
+impl From<Fault> for Status {
+    fn from(fault: Fault) -> Self {
+        match fault {
+            Fault::Internal(_) => Status::internal("actguard internal fault"),
+            Fault::KeysUnavailable => Status::unavailable("issuer keys unavailable"),
         }
-    });
-    receiver
-}
-
-/// The admin listener over TLS, for axum: connections that passed the [`TlsGate`].
-pub struct TlsAxumListener {
-    connections: tokio::sync::mpsc::Receiver<Result<TlsConnection, std::io::Error>>,
-    address: std::net::SocketAddr,
-}
-
-impl TlsAxumListener {
-    pub fn new(listener: TcpListener, gate: TlsGate) -> std::io::Result<Self> {
-        let address = listener.local_addr()?;
-        Ok(Self {
-            connections: tls_incoming(listener, gate),
-            address,
-        })
-    }
-}
-
-impl axum::serve::Listener for TlsAxumListener {
-    type Io = TlsConnection;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.connections.recv().await {
-                Some(Ok(connection)) => return (connection, self.address),
-                Some(Err(_)) => continue,
-                // The accept loop ended: wait for the server's shutdown.
-                None => std::future::pending::<()>().await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.address)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn plain_connections_are_offered_to_h2_without_vectored_writes() {
-        // The socket itself writes vectored; the wrapper must hide it, or h2 goes back to one
-        // write system call per allow (see `BatchedWrites`).
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        assert!(stream.is_write_vectored());
-        assert!(!BatchedWrites(stream).is_write_vectored());
     }
 }

@@ -12,13 +12,13 @@
 //! e.g. Envoy `allowed_upstream_headers`). Denied → the same status, `WWW-Authenticate` and JSON
 //! body as gRPC mode. Overloaded → 503, which the proxy treats as an authorization failure.
 
-use crate::authorizer::RequestFacts;
 use crate::config::HttpRequestSource;
-use crate::identity::PeerFacts;
-use crate::reason::Fault;
-use crate::reload::LiveAuthorizer;
-use crate::response;
-use crate::telemetry;
+use crate::decision::RequestFacts;
+use crate::decision::identity::PeerFacts;
+use crate::decision::reason::Fault;
+use crate::decision::response;
+use crate::decision::telemetry;
+use crate::serve::reload::LiveAuthorizer;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -146,7 +146,7 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
     })
 }
 
-fn allowed(grant: &crate::policy::Grant) -> Result<Response, Fault> {
+fn allowed(grant: &crate::decision::policy::Grant) -> Result<Response, Fault> {
     let mut response = Response::new(Body::empty());
     // Every identity header, empty when the token has no sid/jti: a proxy copying them upstream
     // then overwrites whatever the client sent under those names.
@@ -159,7 +159,7 @@ fn allowed(grant: &crate::policy::Grant) -> Result<Response, Fault> {
 }
 
 fn denied(
-    denial: &crate::reason::Denial,
+    denial: &crate::decision::reason::Denial,
     settings: &response::ResponseSettings,
 ) -> Result<Response, Fault> {
     let mut response = Response::new(Body::from(response::denial_body(denial)));

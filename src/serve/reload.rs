@@ -12,12 +12,12 @@
 //! Triggers: SIGHUP, and a change to the configuration file or any `jwks_file` it names
 //! (polled).
 
-use crate::audit::AuditConfig;
-use crate::authorizer::{Authorizer, CheckError, Shared};
+use crate::config::AuditConfig;
 use crate::config::{Config, ConfigErrors, Limits, Listeners};
-use crate::response::Answer;
-use crate::server::CheckHandler;
-use crate::telemetry;
+use crate::decision::response::Answer;
+use crate::decision::telemetry;
+use crate::decision::{Authorizer, CheckError, Shared};
+use crate::serve::grpc::CheckHandler;
 use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use std::path::{Path, PathBuf};
@@ -142,7 +142,7 @@ impl LiveAuthorizer {
         if !restart_only.is_empty() {
             tracing::warn!(keys = ?restart_only, "these keys changed but take effect only after a restart");
         }
-        let next = Authorizer::with_shared(config, self.shared.clone());
+        let next = Authorizer::with_shared(config.decision, self.shared.clone());
         // Remote keys of the new configuration before it serves: never swap in an issuer with
         // no keys.
         let fetch_errors = fetch_remote_keys(&next).await;

@@ -8,17 +8,17 @@
 //! NOT_SERVING first, then stop accepting and let in-flight checks finish within
 //! `limits.drain_timeout`, then flush the audit log.
 
-use crate::admin::{self, AdminState, Readiness};
-use crate::audit::{AuditLog, AuditWriter};
-use crate::authorizer::{Authorizer, Shared};
 use crate::config::Config;
 use crate::config::ConfigErrors;
-use crate::http_authz;
-use crate::reload::{self, BoundSettings, LiveAuthorizer};
-use crate::revocation::RevocationList;
-use crate::server::{self, Listener, ServeOptions};
-use crate::telemetry;
-use crate::tls::TlsGate;
+use crate::decision::revocation::RevocationList;
+use crate::decision::telemetry;
+use crate::decision::{Authorizer, Shared};
+use crate::serve::admin::{self, AdminState, Readiness};
+use crate::serve::audit::{AuditLog, AuditWriter};
+use crate::serve::grpc::{self, Listener, ServeOptions};
+use crate::serve::http_authz;
+use crate::serve::reload::{self, BoundSettings, LiveAuthorizer};
+use crate::serve::tls::TlsGate;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::SERVICE_NAME;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -121,10 +121,10 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         None => RevocationList::in_memory(),
     };
     let shared = Shared {
-        audit,
+        audit: Arc::new(audit),
         revocations: Arc::new(revocations),
     };
-    let initial = Authorizer::with_shared(config, shared.clone());
+    let initial = Authorizer::with_shared(config.decision, shared.clone());
     // Remote keys before readiness; a failure leaves the issuer unavailable (readiness false,
     // its checks fail closed) while the background refresh retries with backoff.
     for error in reload::fetch_remote_keys(&initial).await {
@@ -149,7 +149,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
     let grpc_stop = stopped(stop.subscribe());
     let grpc_authorizer = Arc::clone(&authorizer);
     tasks.push(tokio::spawn(async move {
-        if let Err(error) = server::run_with(grpc, grpc_authorizer, options, grpc_stop).await {
+        if let Err(error) = grpc::run_with(grpc, grpc_authorizer, options, grpc_stop).await {
             tracing::error!(%error, "ext_authz gRPC listener failed");
         }
     }));
@@ -213,7 +213,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
                 })
             }
             Listener::Tls(tcp, gate) => {
-                let listener = server::TlsAxumListener::new(tcp, gate)
+                let listener = crate::serve::tls::TlsAxumListener::new(tcp, gate)
                     .map_err(|error| format!("listen.admin_tls: {error}"))?;
                 tokio::spawn(async move {
                     axum::serve(listener, router)

@@ -7,93 +7,17 @@
 //! and client CA are re-read when their files change (SVIDs rotate hourly); a change that does
 //! not load keeps the previous material serving and is logged.
 
-use crate::identity;
-use crate::server::BatchedWrites;
-use crate::spiffe::CallerPattern;
-use rustls::RootCertStore;
+use crate::config::tls::{TlsSettings, server_config, server_only_config};
+use crate::decision::identity;
+use crate::serve::connection::BatchedWrites;
 use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-
-/// `listen.grpc_tls`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// Client certificates must chain to one of these.
-    pub client_ca: PathBuf,
-    /// The peer's SPIFFE ID must match one entry (exact or `/*`).
-    pub allow_peers: Vec<CallerPattern>,
-    /// How often the files are checked for changes.
-    pub reload_interval: Duration,
-}
-
-fn read(path: &PathBuf) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))
-}
-
-/// The certificate chain and private key of a server.
-fn certified_key(
-    cert: &PathBuf,
-    key: &PathBuf,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
-        .collect::<Result<_, _>>()
-        .map_err(|error| format!("{}: not a PEM certificate chain: {error}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{}: no certificate", cert.display()));
-    }
-    let key = PrivateKeyDer::from_pem_slice(&read(key)?)
-        .map_err(|error| format!("{}: not a PEM private key: {error}", key.display()))?;
-    Ok((chain, key))
-}
-
-/// Server-only TLS (no client certificate asked), HTTP/1.1 and h2: the Kubernetes API server
-/// calling an admission webhook.
-pub fn server_only_config(cert: &PathBuf, key: &PathBuf) -> Result<Arc<ServerConfig>, String> {
-    let (chain, key) = certified_key(cert, key)?;
-    let mut config = ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|error| format!("certificate and key do not match: {error}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Builds the rustls configuration from the files (h2 only, client certificates required).
-pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
-    let (chain, key) = certified_key(&settings.cert, &settings.key)?;
-    let mut roots = RootCertStore::empty();
-    for certificate in CertificateDer::pem_slice_iter(&read(&settings.client_ca)?) {
-        let certificate = certificate
-            .map_err(|error| format!("{}: not PEM: {error}", settings.client_ca.display()))?;
-        roots
-            .add(certificate)
-            .map_err(|error| format!("{}: unusable CA: {error}", settings.client_ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "{}: no CA certificate",
-            settings.client_ca.display()
-        ));
-    }
-    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
-        .build()
-        .map_err(|error| format!("client CA: {error}"))?;
-    let mut config = ServerConfig::builder()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|error| format!("certificate and key do not match: {error}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
-}
 
 /// What a gate's TLS material is and how peers are checked.
 enum Mode {
@@ -240,4 +164,87 @@ pub type TlsConnection = BatchedWrites<TlsStream<TcpStream>>;
 impl tonic::transport::server::Connected for TlsConnection {
     type ConnectInfo = ();
     fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+/// Most TLS handshakes in progress on one listener.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
+/// Accepts TCP connections and hands over those that pass the TLS gate. Each handshake runs in
+/// its own task, so a slow or hostile client cannot hold up the accept loop; the loop ends when
+/// the server drops the stream.
+pub(crate) fn tls_incoming(
+    listener: TcpListener,
+    gate: TlsGate,
+) -> tokio::sync::mpsc::Receiver<Result<TlsConnection, std::io::Error>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    // Unauthenticated clients may hold at most this many handshakes at once.
+    let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = sender.closed() => break,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+                // Too many handshakes in progress: drop the connection at once.
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (gate, sender) = (gate.clone(), sender.clone());
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(Duration::from_secs(10), gate.accept(stream));
+                let accepted = handshake.await;
+                drop(permit);
+                if let Ok(Some(connection)) = accepted {
+                    let _ = sender.send(Ok(connection)).await;
+                }
+            });
+        }
+    });
+    receiver
+}
+
+/// The admin listener over TLS, for axum: connections that passed the [`TlsGate`].
+pub struct TlsAxumListener {
+    connections: tokio::sync::mpsc::Receiver<Result<TlsConnection, std::io::Error>>,
+    address: std::net::SocketAddr,
+}
+
+impl TlsAxumListener {
+    pub fn new(listener: TcpListener, gate: TlsGate) -> std::io::Result<Self> {
+        let address = listener.local_addr()?;
+        Ok(Self {
+            connections: tls_incoming(listener, gate),
+            address,
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsAxumListener {
+    type Io = TlsConnection;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.connections.recv().await {
+                Some(Ok(connection)) => return (connection, self.address),
+                Some(Err(_)) => continue,
+                // The accept loop ended: wait for the server's shutdown.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.address)
+    }
 }

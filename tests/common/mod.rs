@@ -1,11 +1,11 @@
 //! Test harness: a fresh PKI and issuer, the real server on port 0, a tonic client.
 #![allow(dead_code)]
 
-use actguard::authorizer::Authorizer;
 use actguard::config::Config;
+use actguard::decision::Authorizer;
+use actguard::decision::token::unix_now;
 use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, IssuedCertificate, delegated_claims};
-use actguard::server::{self, Listener};
-use actguard::token::unix_now;
+use actguard::serve::grpc::{self, Listener};
 use envoy_types::pb::envoy::config::core::v3::HeaderValueOption;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -91,9 +91,9 @@ impl Harness {
         let config = Config::from_yaml(yaml, scratch.path()).unwrap();
         let listener = Listener::bind(&config.listen.grpc).await.unwrap();
         let address = listener.describe();
-        let authorizer = Arc::new(Authorizer::new(config));
+        let authorizer = Arc::new(Authorizer::new(config.decision));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(server::run(listener, Arc::clone(&authorizer), async {
+        tokio::spawn(grpc::run(listener, Arc::clone(&authorizer), async {
             let _ = stopped.await;
         }));
         let client = match address.strip_prefix("unix:") {
@@ -155,7 +155,7 @@ impl Harness {
 
 /// A gRPC channel over a Unix domain socket, as Envoy dials `unix:` addresses.
 pub async fn unix_channel(socket: String) -> Channel {
-    actguard::admin_client::unix_channel(&socket).await.unwrap()
+    actguard::cli::admin::unix_channel(&socket).await.unwrap()
 }
 
 impl Drop for Harness {

@@ -6,8 +6,8 @@
 //! Deny: the reason's gRPC code, and a `DeniedHttpResponse` with the HTTP status, an RFC 6750
 //! `WWW-Authenticate` where one applies, and a JSON body `{"error", "error_description"}`.
 
-use crate::policy::Grant;
-use crate::reason::{Challenge, Denial};
+use crate::decision::policy::Grant;
+use crate::decision::reason::{Challenge, Denial};
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
 };
@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::auth::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
-use envoy_types::pb::google::rpc;
+use envoy_types::pb::google::rpc::{self, Code};
 use std::borrow::Cow;
 
 mod wire;
@@ -75,7 +75,7 @@ fn list_value<'a>(values: impl Iterator<Item = &'a str>) -> Value {
     }
 }
 
-fn status(code: tonic::Code, message: &str) -> Option<rpc::Status> {
+fn status(code: Code, message: &str) -> Option<rpc::Status> {
     Some(rpc::Status {
         code: code as i32,
         message: message.to_owned(),
@@ -159,7 +159,7 @@ fn allow(grant: &Grant, client_removals: &[String]) -> CheckResponse {
         fields.insert("sid".into(), string_value(sid));
     }
     CheckResponse {
-        status: status(tonic::Code::Ok, ""),
+        status: status(Code::Ok, ""),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers,
             headers_to_remove,
@@ -355,7 +355,7 @@ impl prost::Message for Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reason::DenyReason;
+    use crate::decision::reason::DenyReason;
 
     fn settings() -> ResponseSettings {
         ResponseSettings {
@@ -397,12 +397,14 @@ mod tests {
     #[test]
     fn direct_call_overwrites_chain_and_removes_absent_ids() {
         // A direct call: no act, a sid, no jti.
-        let token = crate::token::VerifiedToken::from_claims_for_tests(&serde_json::json!({
-            "sub": "spiffe://example.org/agent/scheduler", "sid": "s1"
-        }));
+        let token =
+            crate::decision::token::VerifiedToken::from_claims_for_tests(&serde_json::json!({
+                "sub": "spiffe://example.org/agent/scheduler", "sid": "s1"
+            }));
         let grant = Grant::new(
             std::sync::Arc::new(token),
-            crate::spiffe::SpiffeId::parse("spiffe://example.org/agent/scheduler").unwrap(),
+            crate::decision::spiffe::SpiffeId::parse("spiffe://example.org/agent/scheduler")
+                .unwrap(),
             "r".into(),
             true,
         );
@@ -428,8 +430,10 @@ mod tests {
     /// A grant from `claims` for the caller `actor` on `route`.
     fn grant(claims: serde_json::Value, actor: &str, route: &str, forward: bool) -> Grant {
         Grant::new(
-            std::sync::Arc::new(crate::token::VerifiedToken::from_claims_for_tests(&claims)),
-            crate::spiffe::SpiffeId::parse(actor).unwrap(),
+            std::sync::Arc::new(
+                crate::decision::token::VerifiedToken::from_claims_for_tests(&claims),
+            ),
+            crate::decision::spiffe::SpiffeId::parse(actor).unwrap(),
             route.into(),
             forward,
         )

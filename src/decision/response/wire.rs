@@ -10,7 +10,7 @@
 //! `google.protobuf.Struct`.
 
 use super::{ACTOR_HEADER, CHAIN_HEADER, JTI_HEADER, SID_HEADER, SUBJECT_HEADER};
-use crate::policy::Grant;
+use crate::decision::policy::Grant;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use prost::bytes::BufMut;
 use prost::encoding::{WireType, encode_varint, encoded_len_varint};

@@ -3,11 +3,11 @@
 //! A [`VerifiedToken`] is built only inside [`super::Verifier::verify`]; its fields are private
 //! and read through accessors, so code that holds one knows the claims are authentic. It does
 //! not say whether the token is *bound to the caller*, nor whether its chain is acceptable:
-//! that is [`crate::policy`]'s job, run for every request, because the same token may arrive
+//! that is [`crate::decision::policy`]'s job, run for every request, because the same token may arrive
 //! from different callers.
 
-use crate::reason::{Denial, DenyReason};
-use crate::spiffe::SpiffeId;
+use crate::decision::reason::{Denial, DenyReason};
+use crate::decision::spiffe::SpiffeId;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 

@@ -13,7 +13,7 @@
 //! keys come only from configuration. Reading `iss` before the signature is checked is only
 //! to choose the issuer's keys; nothing else is read from an unverified token.
 //!
-//! It does not check the binding to the caller or the delegation chain ([`crate::policy`]).
+//! It does not check the binding to the caller or the delegation chain ([`crate::decision::policy`]).
 
 pub mod claims;
 pub mod json;
@@ -25,7 +25,7 @@ pub use claims::{Actor, MayAct, VerifiedToken};
 pub use keys::{KeySet, parse_algorithm};
 pub use remote::{JwksLocation, RemoteKeys, RemoteSpec};
 
-use crate::reason::{Denial, DenyReason};
+use crate::decision::reason::{Denial, DenyReason};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use json::JsonError;

@@ -14,7 +14,7 @@
 //!   requests wait for that one fetch instead of starting their own.
 
 use super::keys::KeySet;
-use crate::telemetry;
+use crate::decision::telemetry;
 use arc_swap::ArcSwapOption;
 use std::path::PathBuf;
 use std::sync::Arc;

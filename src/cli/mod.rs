@@ -1,0 +1,248 @@
+//! The command line: one module per subcommand behind `main.rs`, which only parses and
+//! dispatches. Each `run` prints its result or its errors and returns the process exit code.
+//!
+//! - [`serve`]: `serve` (the sidecar until SIGTERM, reloading on SIGHUP and file changes) and
+//!   `check-config`.
+//! - [`demo`]: the embedded scenario behind `actguard demo`.
+//! - [`explain`]: how a configuration decides one request, step by step.
+//! - [`dev`]: development credentials (CA, SVIDs, issuer, tokens).
+//! - [`admin`]: the revocation client of a running sidecar's admin API.
+//! - [`inject`]: the Kubernetes sidecar-injection webhook.
+
+pub mod admin;
+pub mod demo;
+pub mod dev;
+pub mod explain;
+pub mod inject;
+pub mod serve;
+
+use crate::config::Config;
+use crate::decision::revocation::RevocationKind;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Authorizes agent-to-agent calls for Envoy: binds a token's RFC 8693 delegation chain to
+/// the caller's SPIFFE ID.
+#[derive(Parser)]
+#[command(name = "actguard", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once per process; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the ext_authz sidecar.
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file, print every problem, exit 0 (valid) or 1.
+    CheckConfig {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the embedded demo: throwaway PKI and issuer, the real server on loopback, and an
+    /// agent scenario with the attacks actguard stops.
+    Demo,
+    /// Show how a configuration decides one request, step by step.
+    Explain {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The request as JSON (see `actguard explain --help`); `-` or absent reads stdin.
+        /// Fields: caller | certificate | principal | xfcc, method, host, path, headers.
+        #[arg(long, value_name = "FILE")]
+        request: Option<PathBuf>,
+    },
+    /// Run the Kubernetes sidecar-injection webhook (mutating admission, HTTPS, `POST /mutate`).
+    Inject {
+        /// Where to listen, IP:PORT.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
+        listen: std::net::SocketAddr,
+        /// Serving certificate chain (PEM); re-read when it changes.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// Its private key (PEM).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// What to inject (images, resources, default ConfigMaps, SVID source); defaults
+        /// without it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Development credentials (CA, SVIDs, issuer, tokens) — never for production keys.
+    Dev {
+        #[command(subcommand)]
+        action: DevCommand,
+    },
+    /// Manage revocations on a running actguard (its admin API).
+    Admin {
+        /// The admin listener, IP:PORT or unix:/path.sock.
+        #[arg(
+            long,
+            value_name = "ADDR",
+            conflicts_with = "config",
+            required_unless_present = "config"
+        )]
+        admin: Option<String>,
+        /// The running server's configuration file (its listen.admin is used).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Client certificate (PEM) for an admin listener with listen.admin_tls.
+        #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+        tls_cert: Option<PathBuf>,
+        /// Client private key (PEM).
+        #[arg(long, value_name = "FILE")]
+        tls_key: Option<PathBuf>,
+        /// CA bundle that signed the admin listener's certificate.
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
+        /// DNS name on the admin listener's certificate.
+        #[arg(long, value_name = "NAME", default_value = "localhost")]
+        tls_server_name: String,
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DevCommand {
+    /// A development CA: OUT/ca.pem (trust bundle) and OUT/ca-key.pem.
+    Ca {
+        #[arg(long)]
+        trust_domain: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// An X509-SVID from that CA: OUT/svid.pem, OUT/svid-key.pem, OUT/bundle.pem.
+    Svid {
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        #[arg(long, value_name = "SPIFFE_ID")]
+        id: String,
+        /// DNS names to add (for a server reached by name), repeatable.
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// A token issuer: OUT/issuer-key.pem, OUT/jwks.json, OUT/issuer.json.
+    Issuer {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, value_name = "URL", default_value = "https://sts.example.org")]
+        issuer: String,
+        #[arg(long, default_value = "dev-1")]
+        kid: String,
+    },
+    /// A signed access token (stdout), `act` nested from --act in delegation order.
+    Token {
+        /// The issuer directory written by `dev issuer`.
+        #[arg(long, value_name = "DIR")]
+        issuer: PathBuf,
+        #[arg(long)]
+        sub: String,
+        /// Actors in delegation order, comma-separated: first delegate, …, current actor.
+        #[arg(long, value_delimiter = ',')]
+        act: Vec<String>,
+        #[arg(long)]
+        aud: String,
+        #[arg(long, default_value = "")]
+        scope: String,
+        #[arg(long, default_value = "5m")]
+        ttl: String,
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(long)]
+        jti: Option<String>,
+        #[arg(long)]
+        sid: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Revoke a token (--jti), a session (--sid), a principal (--sub) or an agent (--actor:
+    /// every chain through it).
+    Revoke {
+        #[command(flatten)]
+        target: Target,
+        /// How long the revocation lasts (e.g. 1h); default: until removed.
+        #[arg(long = "for", value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+    /// Remove a revocation.
+    Unrevoke {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the revocations in force.
+    Revocations,
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    #[arg(long)]
+    pub jti: Option<String>,
+    #[arg(long)]
+    pub sid: Option<String>,
+    #[arg(long)]
+    pub sub: Option<String>,
+    #[arg(long, value_name = "SPIFFE_ID")]
+    pub actor: Option<String>,
+}
+
+impl Target {
+    pub fn kind_and_value(self) -> (RevocationKind, String) {
+        match (self.jti, self.sid, self.sub, self.actor) {
+            (Some(jti), ..) => (RevocationKind::Jti, jti),
+            (_, Some(sid), ..) => (RevocationKind::Sid, sid),
+            (_, _, Some(sub), _) => (RevocationKind::Sub, sub),
+            (_, _, _, actor) => (RevocationKind::Actor, actor.unwrap_or_default()),
+        }
+    }
+}
+
+/// Diagnostic logs to stderr: the level from `RUST_LOG` when set, else `configured`, else info.
+pub(crate) fn init_logging(configured: Option<tracing::Level>) {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|value| value.parse::<tracing::Level>().ok())
+        .or(configured)
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Loads a configuration, or prints every error in it (and returns `None`).
+pub(crate) fn load(path: &std::path::Path) -> Option<Config> {
+    match Config::from_file(path) {
+        Ok(config) => Some(config),
+        Err(errors) => {
+            eprintln!("{}: invalid configuration:", path.display());
+            for error in &errors.0 {
+                eprintln!("  {error}");
+            }
+            None
+        }
+    }
+}
+
+/// The multi-threaded runtime of the async subcommands.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            std::process::exit(1);
+        }
+    }
+}

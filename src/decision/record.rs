@@ -1,0 +1,43 @@
+//! What a decision tells the audit log, and the narrow seam it tells it through: the pipeline
+//! builds an [`AuditRecord`] only when the [`DecisionLog`] keeps it, and never learns where
+//! the line goes (the serving side's writer, `serve::audit`, or nothing).
+
+use std::time::Duration;
+
+/// What one decision contributes to the audit line.
+pub struct AuditRecord<'a> {
+    pub request_id: &'a str,
+    pub caller: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    /// First delegate → current actor.
+    pub chain: Vec<&'a str>,
+    pub route: Option<&'a str>,
+    pub method: &'a str,
+    /// Raw request path; the query is cut before logging.
+    pub path: &'a str,
+    /// `None` for an allow.
+    pub reason: Option<&'static str>,
+    pub jti: Option<&'a str>,
+    pub sid: Option<&'a str>,
+    pub latency: Duration,
+}
+
+/// Where decisions are recorded. `keeps` is asked first so that a disabled or sampled-out log
+/// costs a check nothing; `write` must never block the check.
+pub trait DecisionLog: Send + Sync {
+    /// Whether the record of this decision would be kept (allows may be sampled).
+    fn keeps(&self, allowed: bool) -> bool;
+    /// Records one decision (or drops it, counted, when the writer cannot keep up).
+    fn write(&self, record: &AuditRecord<'_>);
+}
+
+/// Records nothing: tests, and configurations without an audit log.
+pub struct NoDecisionLog;
+
+impl DecisionLog for NoDecisionLog {
+    fn keeps(&self, _allowed: bool) -> bool {
+        false
+    }
+
+    fn write(&self, _record: &AuditRecord<'_>) {}
+}

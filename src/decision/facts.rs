@@ -1,0 +1,91 @@
+//! The raw facts of one request, borrowed from Envoy's `CheckRequest` (or built by the HTTP
+//! mode and `explain` from their inputs). Nothing here is checked: the pipeline decides.
+
+use crate::decision::identity::PeerFacts;
+use crate::decision::response;
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+
+/// Stands in for a header value that is not UTF-8: a `Bearer` credential with a character no
+/// token may contain, so it is refused as `authorization_invalid`.
+const NOT_UTF8: &str = "Bearer \u{fffd}";
+
+/// The facts of one request, borrowed from the `CheckRequest`.
+#[derive(Debug, Default, Clone)]
+pub struct RequestFacts<'a> {
+    pub peer: PeerFacts<'a>,
+    /// Envoy's request id (`x-request-id`), for the audit log.
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub host: &'a str,
+    /// `:path` as received, query included.
+    pub path: &'a str,
+    /// Every `Authorization` header value.
+    pub authorization: Vec<&'a str>,
+    /// Names of request headers starting with `x-actguard-` (whatever the client sent under
+    /// our prefix), so the allow response can remove those it does not set.
+    pub prefixed_headers: Vec<&'a str>,
+}
+
+fn has_actguard_prefix(name: &str) -> bool {
+    name.get(..response::HEADER_PREFIX.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(response::HEADER_PREFIX))
+}
+
+impl<'a> RequestFacts<'a> {
+    /// Reads the facts Envoy sends. Missing parts read as empty and are denied downstream.
+    pub fn from_check_request(request: &'a CheckRequest) -> Self {
+        let attributes = request.attributes.as_ref();
+        let source = attributes.and_then(|a| a.source.as_ref());
+        let http = attributes
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        let mut facts = RequestFacts {
+            peer: PeerFacts {
+                certificate: source.map_or("", |s| s.certificate.as_str()),
+                principal: source.map_or("", |s| s.principal.as_str()),
+                xfcc: None,
+            },
+            ..Default::default()
+        };
+        let Some(http) = http else {
+            return facts;
+        };
+        facts.request_id = &http.id;
+        facts.method = &http.method;
+        facts.host = &http.host;
+        facts.path = &http.path;
+        if let Some(value) = http.headers.get("authorization") {
+            facts.authorization.push(value);
+        }
+        facts.peer.xfcc = http
+            .headers
+            .get("x-forwarded-client-cert")
+            .map(String::as_str);
+        facts.prefixed_headers = http
+            .headers
+            .keys()
+            .map(String::as_str)
+            .filter(|name| has_actguard_prefix(name))
+            .collect();
+        // With `encode_raw_headers`, Envoy sends `header_map` instead of `headers`.
+        if let Some(header_map) = &http.header_map {
+            for header in &header_map.headers {
+                // A value that is not UTF-8 cannot be a valid credential or XFCC; the
+                // replacement keeps it present so it is denied as malformed, not as missing.
+                let value = if header.raw_value.is_empty() {
+                    header.value.as_str()
+                } else {
+                    std::str::from_utf8(&header.raw_value).unwrap_or(NOT_UTF8)
+                };
+                if header.key.eq_ignore_ascii_case("authorization") {
+                    facts.authorization.push(value);
+                } else if header.key.eq_ignore_ascii_case("x-forwarded-client-cert") {
+                    facts.peer.xfcc = Some(value);
+                } else if has_actguard_prefix(&header.key) {
+                    facts.prefixed_headers.push(&header.key);
+                }
+            }
+        }
+        facts
+    }
+}

@@ -1,0 +1,163 @@
+use super::*;
+use crate::decision::reason::DenyReason;
+
+fn settings() -> ResponseSettings {
+    ResponseSettings {
+        realm: "spiffe://example.org/tool/calendar".into(),
+        resource_metadata: None,
+    }
+}
+
+#[test]
+fn challenges_follow_rfc_6750() {
+    let missing = Denial::new(DenyReason::TokenMissing, "x");
+    assert_eq!(
+        challenge(&missing, &settings()).as_deref(),
+        Some("Bearer realm=\"spiffe://example.org/tool/calendar\"")
+    );
+    let expired = Denial::new(DenyReason::TokenExpired, "the token has expired");
+    assert!(
+        challenge(&expired, &settings())
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
+    let scope = Denial {
+        reason: DenyReason::InsufficientScope,
+        description: "d",
+        required_scope: Some("calendar:read admin".into()),
+    };
+    let value = challenge(&scope, &settings()).unwrap();
+    assert!(value.contains("error=\"insufficient_scope\""), "{value}");
+    assert!(value.ends_with("scope=\"calendar:read admin\""), "{value}");
+    let mismatch = Denial::new(DenyReason::ActorMismatch, "d");
+    assert_eq!(challenge(&mismatch, &settings()), None);
+}
+
+#[test]
+fn quoted_strings_escape_quotes_and_backslashes() {
+    assert_eq!(quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
+}
+
+#[test]
+fn direct_call_overwrites_chain_and_removes_absent_ids() {
+    // A direct call: no act, a sid, no jti.
+    let token = crate::decision::token::VerifiedToken::from_claims_for_tests(&serde_json::json!({
+        "sub": "spiffe://example.org/agent/scheduler", "sid": "s1"
+    }));
+    let grant = Grant::new(
+        std::sync::Arc::new(token),
+        crate::decision::spiffe::SpiffeId::parse("spiffe://example.org/agent/scheduler").unwrap(),
+        "r".into(),
+        true,
+    );
+    let response = check_response(
+        &Ok(grant),
+        &["X-Actguard-Route", "x-actguard-sid"],
+        &settings(),
+    );
+    let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
+        panic!("not an ok response")
+    };
+    let chain = ok
+        .headers
+        .iter()
+        .find(|h| h.header.as_ref().unwrap().key == CHAIN_HEADER);
+    assert!(chain.unwrap().keep_empty_value);
+    assert_eq!(
+        ok.headers_to_remove,
+        vec![JTI_HEADER.to_owned(), "x-actguard-route".to_owned()]
+    );
+}
+
+/// A grant from `claims` for the caller `actor` on `route`.
+fn grant(claims: serde_json::Value, actor: &str, route: &str, forward: bool) -> Grant {
+    Grant::new(
+        std::sync::Arc::new(crate::decision::token::VerifiedToken::from_claims_for_tests(&claims)),
+        crate::decision::spiffe::SpiffeId::parse(actor).unwrap(),
+        route.into(),
+        forward,
+    )
+}
+
+/// A delegation chain of `depth` actors, the last one `actor`, as nested `act` claims.
+fn chain_claims(depth: usize, actor: &str) -> serde_json::Value {
+    let mut act = serde_json::json!({ "sub": actor });
+    for hop in 1..depth {
+        act = serde_json::json!({ "sub": format!("spiffe://example.org/agent/hop-{hop}"), "act": act });
+    }
+    act
+}
+
+#[test]
+fn allow_sent_from_the_grant_decodes_to_the_allow_message() {
+    use prost::Message;
+    let actor = "spiffe://example.org/agent/scheduler";
+    // A subject long enough for two-byte length prefixes at every nesting level.
+    let long_subject = format!("user:{}", "é".repeat(200));
+    let grants = [
+        // A direct call: no act, no sid, no jti, no scopes; the token is forwarded.
+        grant(serde_json::json!({ "sub": actor }), actor, "r", true),
+        grant(
+            serde_json::json!({
+                "sub": "user:alice", "act": chain_claims(1, actor),
+                "scope": "calendar:read calendar:write", "jti": "j-1", "sid": "s-1"
+            }),
+            actor,
+            "calendar-read",
+            false,
+        ),
+        grant(
+            serde_json::json!({
+                "sub": long_subject, "act": chain_claims(8, actor),
+                "scope": "a b c d e f g h", "jti": "x".repeat(300)
+            }),
+            actor,
+            &"route-".repeat(40),
+            false,
+        ),
+    ];
+    let client_headers: [&[&str]; 3] = [
+        &[],
+        &[
+            "X-Actguard-Route",
+            "x-actguard-sid",
+            "X-ACTGUARD-ROUTE",
+            "x-actguard-chain",
+        ],
+        &["x-actguard-jti", "x-actguard-extra"],
+    ];
+    for grant in &grants {
+        for client_prefixed in client_headers {
+            let answer = answer(Ok(grant.clone()), client_prefixed, &settings());
+            assert!(matches!(answer, Answer::Allow { .. }));
+            let bytes = answer.encode_to_vec();
+            assert_eq!(bytes.len(), answer.encoded_len());
+            let decoded = CheckResponse::decode(bytes.as_slice()).unwrap();
+            let expected = check_response(&Ok(grant.clone()), client_prefixed, &settings());
+            assert_eq!(decoded, expected, "{client_prefixed:?}");
+            // Read back as an Answer, it is the same message.
+            assert_eq!(
+                Answer::decode(bytes.as_slice()).unwrap(),
+                Answer::Message(expected)
+            );
+        }
+    }
+}
+
+#[test]
+fn client_prefixed_headers_are_removed_once_unless_ours() {
+    assert_eq!(
+        client_removals(&["X-Actguard-Route", "x-actguard-route", "X-Actguard-Subject"]),
+        vec!["x-actguard-route".to_owned()]
+    );
+}
+
+#[test]
+fn denials_are_sent_as_built() {
+    use prost::Message;
+    let denial = Denial::new(DenyReason::ActorMismatch, "d");
+    let answer = answer(Err(denial.clone()), &[], &settings());
+    let expected = check_response(&Err(denial), &[], &settings());
+    assert_eq!(answer, Answer::Message(expected.clone()));
+    assert_eq!(answer.encode_to_vec(), expected.encode_to_vec());
+}

@@ -3,7 +3,7 @@
 //!
 //! - Verified tokens, keyed by the SHA-256 of the token bytes, bounded in entries and bytes
 //!   (`cache.max_entries`, `cache.max_bytes`), each entry expiring when its token does (plus
-//!   leeway, at most [`MAX_ENTRY_TTL`]).
+//!   leeway, at most an hour).
 //! - Caller SPIFFE IDs, keyed by the SHA-256 of the URL-encoded certificate.
 
 use crate::decision::settings::CacheConfig;

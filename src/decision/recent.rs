@@ -6,7 +6,7 @@
 /// called by a handful of agents, so most checks find their caller here without hashing the
 /// ~1 KB certificate or touching the shared cache. Safe across reloads and authorizers: the
 /// SPIFFE ID is a pure function of the certificate bytes (only successes are remembered).
-pub(super) mod callers {
+pub mod callers {
     use crate::decision::spiffe::SpiffeId;
     use std::cell::RefCell;
 
@@ -56,14 +56,14 @@ pub(super) mod callers {
 /// The last few bearer tokens each worker thread verified or found in the token cache, compared
 /// in constant time: an agent reuses its token for many calls, so most checks find it here
 /// without the SHA-256 of the token or a lookup in the shared cache. An entry belongs to one
-/// [`Authorizer`] (a reload builds a new one, so nothing crosses a configuration) and lives no
+/// [`crate::decision::Authorizer`] (a reload builds a new one, so nothing crosses a configuration) and lives no
 /// longer than its token-cache entry would; a hit is re-checked exactly like a cache hit (key
 /// still published, token unexpired), and revocation and the policy run on every request.
 ///
 /// Outside `cache.max_bytes`: at most 4 tokens of ≤ 8 KiB and their verifications per worker
 /// thread. Hits here do not reach the shared cache, so its eviction policy does not see how hot
 /// these tokens are; one evicted there is still served here until its entry would have expired.
-pub(super) mod tokens {
+pub mod tokens {
     use crate::decision::token::VerifiedToken;
     use std::cell::RefCell;
     use std::sync::Arc;

@@ -13,7 +13,7 @@ use tonic::transport::server::Connected;
 /// while smaller frames of concurrent streams share one. Without vectored writes h2 copies
 /// frames up to 1 KiB into its connection buffer instead, and many answers leave in one
 /// write (measured: ~9 % of cache-hit allow throughput; docs/benchmarks.md). Plain TCP and
-/// Unix connections and TLS ones ([`TlsConnection`]) all go through it.
+/// Unix connections and TLS ones ([`crate::serve::tls::TlsConnection`]) all go through it.
 pub struct BatchedWrites<T>(pub(crate) T);
 
 impl Connected for BatchedWrites<tokio::net::TcpStream> {

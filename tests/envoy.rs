@@ -676,3 +676,166 @@ async fn an_overloaded_authorizer_means_envoy_denies_at_once() {
         statuses.iter().filter(|s| **s == 200).count()
     );
 }
+
+/// A TLS handshake with Envoy's listener as `caller` offering `alpn`: the leaf certificate
+/// Envoy presented (DER) and the protocol it chose.
+async fn handshake(
+    world: &World,
+    port: u16,
+    caller: &str,
+    alpn: &[&str],
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(world.ca.bundle_pem().as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let svid = world.ca.issue_svid(caller).unwrap();
+    let chain = vec![CertificateDer::from_pem_slice(svid.cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(svid.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = connector
+        .connect(ServerName::try_from(HOST).unwrap(), stream)
+        .await
+        .unwrap();
+    let (_, connection) = tls.get_ref();
+    let leaf = connection.peer_certificates().unwrap()[0].to_vec();
+    (leaf, connection.alpn_protocol().map(<[u8]>::to_vec))
+}
+
+fn der_of(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+/// Waits until a new handshake presents `expected` (Envoy applies a new secret asynchronously).
+async fn until_presented(world: &World, port: u16, expected: &[u8], what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (leaf, _) = handshake(world, port, SCHEDULER, &["http/1.1"]).await;
+        if leaf == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: the new SVID never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbound_listener_offers_h2_and_http1() {
+    let stack = Stack::start().await;
+    let port = stack.envoy.listen_port;
+    let (_, h2) = handshake(&stack.world, port, SCHEDULER, &["h2", "http/1.1"]).await;
+    assert_eq!(
+        h2.as_deref(),
+        Some(&b"h2"[..]),
+        "agents speaking HTTP/2 or gRPC"
+    );
+    let (_, h1) = handshake(&stack.world, port, SCHEDULER, &["http/1.1"]).await;
+    assert_eq!(h1.as_deref(), Some(&b"http/1.1"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spire_sds_serves_the_svid_and_a_pushed_rotation_without_restart() {
+    let world = World::new();
+    let grpc = format!("unix:{}", world.path().join("authz.sock").display());
+    let sidecar = world.actguard(&grpc, "").await;
+    let tool = Tool::start().await;
+    let sds = Sds::start(
+        world.path(),
+        "example.org",
+        sds_material(&world, &world.envoy_svid, 1),
+    )
+    .await;
+    // The shipped SDS bootstrap; its own certificate files do not exist here: only SDS serves.
+    std::fs::remove_file(world.path().join("svid.pem")).unwrap();
+    let envoy = start_envoy(
+        &world,
+        envoy::shipped("envoy/sidecar-sds.yaml"),
+        &sidecar,
+        &tool,
+        Some(&sds),
+        &[],
+        "envoy/sidecar-sds.yaml",
+    )
+    .await;
+    let port = envoy.listen_port;
+    until_presented(
+        &world,
+        port,
+        &der_of(&world.envoy_svid.cert_pem),
+        "first SVID",
+    )
+    .await;
+    allow_and_deny(&world, &envoy, &tool, "sds").await;
+    let rotated = world
+        .ca
+        .issue_svid_with_dns(LOCAL, &[HOST.to_owned()])
+        .unwrap();
+    sds.rotate(rotated.cert_pem.clone(), rotated.key_pem.clone());
+    until_presented(&world, port, &der_of(&rotated.cert_pem), "rotated SVID").await;
+    allow_and_deny(&world, &envoy, &tool, "sds after rotation").await;
+    drop(envoy);
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_base_picks_up_an_svid_rotated_on_disk() {
+    let base = envoy::kubernetes_bootstraps()
+        .into_iter()
+        .find(|shipped| shipped.file == "deploy/kubernetes/base/envoy-config.yaml")
+        .expect("the base ConfigMap");
+    let world = World::new();
+    let grpc = format!("unix:{}", world.path().join("authz.sock").display());
+    let sidecar = world.actguard(&grpc, "").await;
+    let tool = Tool::start().await;
+    let envoy = start_envoy(
+        &world,
+        base.bootstrap,
+        &sidecar,
+        &tool,
+        None,
+        &base.other_files,
+        &base.file,
+    )
+    .await;
+    let port = envoy.listen_port;
+    until_presented(
+        &world,
+        port,
+        &der_of(&world.envoy_svid.cert_pem),
+        "first SVID",
+    )
+    .await;
+    // As the kubelet updates a Secret volume: new files moved into the watched directory.
+    let rotated = world
+        .ca
+        .issue_svid_with_dns(LOCAL, &[HOST.to_owned()])
+        .unwrap();
+    world.write_envoy_files(&rotated);
+    until_presented(
+        &world,
+        port,
+        &der_of(&rotated.cert_pem),
+        "rotated SVID on disk",
+    )
+    .await;
+    allow_and_deny(&world, &envoy, &tool, "after rotation on disk").await;
+    drop(envoy);
+    sidecar.shutdown().await.unwrap();
+}

@@ -165,7 +165,11 @@ async fn demo_script_promises_hold_against_the_real_server() {
     let yaml = read(&docker_dir().join("actguard.yaml"))
         .replace("/certs/", &format!("{certs}/"))
         .replace("0.0.0.0:9191", "127.0.0.1:0")
-        .replace("admin: 0.0.0.0:9192", "admin: \"off\"")
+        .replace(
+            "unix:/tmp/actguard-admin.sock",
+            &format!("unix:{certs}/admin.sock"),
+        )
+        .replace("0.0.0.0:9194", "127.0.0.1:0")
         + "audit:\n  output: \"off\"\n";
     let config = Config::from_yaml(&yaml, &minted.certs).unwrap();
     let routes_config = Config::from_yaml(&yaml, &minted.certs).unwrap();
@@ -227,4 +231,20 @@ fn demo_scripts_parse() {
             .unwrap();
         assert!(status.success(), "{script} has a syntax error");
     }
+}
+
+#[test]
+fn the_demo_keeps_the_revocation_api_off_the_compose_network() {
+    // Every container on the compose network could otherwise lift a revocation.
+    let config: Value = serde_saphyr::from_str(&read(&docker_dir().join("actguard.yaml"))).unwrap();
+    let admin = config["listen"]["admin"].as_str().unwrap();
+    assert!(admin.starts_with("unix:"), "listen.admin is {admin}");
+    // The demo waits for actguard's readiness on the probes listener, which serves no API.
+    let script = read(&docker_dir().join("demo.sh"));
+    let probes = config["listen"]["probes"].as_str().unwrap();
+    let port = probes.rsplit(':').next().unwrap();
+    assert!(
+        script.contains(&format!("http://actguard:{port}/readyz")),
+        "demo.sh waits on /readyz"
+    );
 }

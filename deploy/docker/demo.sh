@@ -36,7 +36,11 @@ token_for() {
   done
 }
 
-# Wait for Envoy (and the credentials) to be up.
+# Wait for actguard's own readiness (keys loaded, listeners bound), then for Envoy.
+for _ in $(seq 60); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' http://actguard:9194/readyz)" = 200 ] && break
+  sleep 1
+done
 for _ in $(seq 60); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$CERTS/ca/ca.pem" \
         --cert "$CERTS/scheduler/svid.pem" --key "$CERTS/scheduler/svid-key.pem" "$ENVOY/")" != 000 ] && break

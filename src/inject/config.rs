@@ -94,7 +94,7 @@ impl Default for InjectorConfig {
                 ),
             },
             envoy: EnvoySidecar {
-                image: "envoyproxy/envoy:v1.31-latest".into(),
+                image: "envoyproxy/envoy:v1.40.0".into(),
                 image_pull_policy: "IfNotPresent".into(),
                 config_map: "actguard-envoy".into(),
                 svid: SvidSource::Secret("actguard-svid".into()),

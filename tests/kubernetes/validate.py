@@ -272,7 +272,7 @@ def self_test(models):
         ("policy outside the namespace", lambda docs: docs["AuthorizationPolicy"]["metadata"].pop("namespace")),
         ("another sidecar before actguard",
          lambda docs: docs["Deployment"]["spec"]["template"]["spec"]["initContainers"].insert(
-             0, {"name": "actguard-envoy", "image": "envoyproxy/envoy:v1.31-latest"})),
+             0, {"name": "actguard-envoy", "image": "envoyproxy/envoy:v1.40.0"})),
     ]:
         broken = copy.deepcopy(documents)
         mutate(broken)

@@ -338,14 +338,15 @@ async fn pod_with_its_own_envoy_gets_actguard_only() {
         let response = webhook.review(&original).await;
         let patched: Pod = serde_json::from_value(apply(&original, &response)).unwrap();
         assert_eq!(names(&patched.spec.unwrap().init_containers), ["actguard"]);
-        // Under Istio, the kubelet's probes of actguard must bypass istio-proxy.
-        let excluded = patched
-            .metadata
-            .annotations
-            .unwrap()
+        // Under Istio, the kubelet's probes of actguard must bypass istio-proxy, and Istio must
+        // not rewrite them to istio-proxy's port (a deadlock when it is not a native sidecar).
+        let added = patched.metadata.annotations.unwrap();
+        let excluded = added
             .get("traffic.sidecar.istio.io/excludeInboundPorts")
             .cloned();
         assert_eq!(excluded, istio.then(|| "9902".to_owned()));
+        let rewrite = added.get("sidecar.istio.io/rewriteAppHTTPProbers").cloned();
+        assert_eq!(rewrite, istio.then(|| "false".to_owned()));
     }
 }
 

@@ -187,3 +187,33 @@ fn injector_config_loads_and_names_what_the_base_ships() {
     );
     assert_eq!(hook["failurePolicy"], "Fail");
 }
+
+#[test]
+fn services_target_native_sidecar_ports_by_number() {
+    // A named targetPort resolves only against regular containers before Kubernetes 1.32, and
+    // Envoy is a native sidecar (an init container): the Service would get no endpoints.
+    let service = documents("base/service.yaml")
+        .into_iter()
+        .find(|d| d["kind"] == "Service")
+        .unwrap();
+    for port in service["spec"]["ports"].as_array().unwrap() {
+        assert!(
+            port["targetPort"].is_u64(),
+            "targetPort {} is not a number",
+            port["targetPort"]
+        );
+    }
+}
+
+#[test]
+fn cluster_spiffe_ids_name_the_class_the_spire_charts_controller_watches() {
+    let ids: Vec<Value> = documents("overlays/spire/clusterspiffeids.yaml");
+    assert!(!ids.is_empty());
+    for id in ids {
+        assert_eq!(
+            id["spec"]["className"], "spire-server-spire",
+            "{}: a classless ClusterSPIFFEID is ignored by the charts' default controller",
+            id["metadata"]["name"]
+        );
+    }
+}

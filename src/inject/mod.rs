@@ -269,6 +269,17 @@ pub fn decide(pod: &Pod, settings: &InjectorConfig) -> Outcome {
                 "actguard: add {port} to {key}, or istio-proxy intercepts actguard's probes"
             )),
         }
+        // Istio rewrites HTTP probes, init containers' too, to istio-proxy's port: when
+        // istio-proxy is not a native sidecar it starts after actguard, whose startup probe
+        // then never passes.
+        let key = "sidecar.istio.io/rewriteAppHTTPProbers";
+        match annotations.get(key).map(String::as_str) {
+            None => extra_annotations.push((key, "false".to_owned())),
+            Some("false") => {}
+            Some(_) => warnings.push(format!(
+                "actguard: set {key}: \"false\", or Istio redirects actguard's probes to istio-proxy"
+            )),
+        }
     }
     match patch(spec, &sidecars, &volumes, &extra_annotations) {
         Ok(patch) => Outcome::Inject { patch, warnings },

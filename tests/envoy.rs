@@ -70,16 +70,37 @@ impl World {
         }
     }
 
-    /// actguard on `grpc` (e.g. `127.0.0.1:0`, `unix:/…`), with `extra` top-level YAML.
-    async fn actguard(&self, grpc: &str, extra: &str) -> Sidecar {
+    /// actguard listening as `mode` says, with `extra` top-level YAML.
+    async fn actguard(&self, mode: Mode, extra: &str) -> Sidecar {
+        let socket = self.path().join("authz.sock");
+        let (listen, sources) = match mode {
+            Mode::Tcp => ("grpc: 127.0.0.1:0".to_owned(), "[certificate]"),
+            Mode::Unix => (
+                format!("grpc: \"unix:{}\"", socket.display()),
+                "[certificate]",
+            ),
+            // actguard serves with the workload's SVID (it shares the pod with Envoy) and admits
+            // only that Envoy.
+            Mode::GrpcTls => (
+                format!(
+                    "grpc: 127.0.0.1:0\n  grpc_tls:\n    cert: svid.pem\n    key: svid-key.pem\n    client_ca: bundle.pem\n    allow_peers: [{LOCAL}]"
+                ),
+                "[certificate]",
+            ),
+            Mode::Http => (
+                "grpc: 127.0.0.1:0\n  http: 127.0.0.1:0".to_owned(),
+                "[xfcc]",
+            ),
+        };
         let yaml = format!(
             r#"
 listen:
-  grpc: "{grpc}"
+  {listen}
   admin: off
 identity:
   local: {LOCAL}
   trust_domains: [example.org]
+  sources: {sources}
 issuers:
   - issuer: {ISSUER}
     jwks_file: jwks.json
@@ -136,7 +157,39 @@ fn url(port: u16, path: &str) -> String {
     format!("https://{HOST}:{port}{path}")
 }
 
+/// How actguard listens for Envoy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Tcp,
+    Unix,
+    GrpcTls,
+    Http,
+}
+
+impl Mode {
+    /// What a shipped bootstrap expects of actguard: HTTP mode for `http_service`, mutual TLS
+    /// when the actguard cluster has a transport socket, a Unix socket for a `pipe` endpoint.
+    fn of(bootstrap: &Value) -> Mode {
+        let clusters = bootstrap["static_resources"]["clusters"]
+            .as_array()
+            .unwrap();
+        let actguard = clusters.iter().find(|c| c["name"] == "actguard").unwrap();
+        if bootstrap.to_string().contains("\"http_service\"") {
+            Mode::Http
+        } else if actguard.get("transport_socket").is_some() {
+            Mode::GrpcTls
+        } else if actguard["load_assignment"].to_string().contains("\"pipe\"") {
+            Mode::Unix
+        } else {
+            Mode::Tcp
+        }
+    }
+}
+
 fn upstream_of(sidecar: &Sidecar) -> Upstream {
+    if let Some(http) = sidecar.http_address {
+        return Upstream::Tcp(http.port());
+    }
     match sidecar.grpc_address.strip_prefix("unix:") {
         Some(path) => Upstream::Unix(path.into()),
         None => Upstream::Tcp(
@@ -230,6 +283,11 @@ async fn allow_and_deny(world: &World, envoy: &Envoy, tool: &Tool, label: &str) 
         Some(SCHEDULER),
         "{label}"
     );
+    assert_eq!(
+        received[0].header("authorization"),
+        None,
+        "{label}: the token went upstream"
+    );
     let orchestrator = world.client(Some(ORCHESTRATOR), envoy.listen_port);
     let forged = get(
         &orchestrator,
@@ -247,17 +305,17 @@ async fn allow_and_deny(world: &World, envoy: &Envoy, tool: &Tool, label: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shipped_bootstrap_validates_starts_and_decides() {
-    let mut bootstraps: Vec<ConfigMapBootstrap> = ["envoy/sidecar.yaml", "envoy/sidecar-sds.yaml"]
+    let mut bootstraps: Vec<ConfigMapBootstrap> = envoy::shipped_files()
         .into_iter()
         .map(|file| ConfigMapBootstrap {
-            file: file.to_owned(),
-            bootstrap: envoy::shipped(file),
+            bootstrap: envoy::shipped(&file),
+            file,
             other_files: Vec::new(),
         })
         .collect();
     bootstraps.extend(envoy::kubernetes_bootstraps());
-    // envoy/ (2) + the Kubernetes base and the SPIRE overlay: a walk that finds fewer is wrong.
-    assert!(bootstraps.len() >= 4, "found {}", bootstraps.len());
+    // envoy/ (4) + the Kubernetes base and the SPIRE overlay: a walk that finds fewer is wrong.
+    assert!(bootstraps.len() >= 6, "found {}", bootstraps.len());
     for ConfigMapBootstrap {
         file,
         bootstrap,
@@ -265,21 +323,7 @@ async fn every_shipped_bootstrap_validates_starts_and_decides() {
     } in bootstraps
     {
         let world = World::new();
-        // The shipped bootstrap decides whether actguard is on TCP or a Unix socket.
-        let on_unix = bootstrap.to_string().contains(".sock\"}")
-            && bootstrap["static_resources"]["clusters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|c| {
-                    c["name"] == "actguard" && c["load_assignment"].to_string().contains("pipe")
-                });
-        let grpc = if on_unix {
-            format!("unix:{}", world.path().join("authz.sock").display())
-        } else {
-            "127.0.0.1:0".to_owned()
-        };
-        let sidecar = world.actguard(&grpc, "").await;
+        let sidecar = world.actguard(Mode::of(&bootstrap), "").await;
         let tool = Tool::start().await;
         let needs_sds = bootstrap.to_string().contains("api_config_source");
         let sds = if needs_sds {
@@ -320,19 +364,16 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Stack {
+        Self::start_with("envoy/sidecar.yaml").await
+    }
+
+    /// `file` (one of `envoy/`, without SDS) in front of the tool, actguard as it expects.
+    async fn start_with(file: &str) -> Stack {
         let world = World::new();
-        let sidecar = world.actguard("127.0.0.1:0", "").await;
+        let bootstrap = envoy::shipped(file);
+        let sidecar = world.actguard(Mode::of(&bootstrap), "").await;
         let tool = Tool::start().await;
-        let envoy = start_envoy(
-            &world,
-            envoy::shipped("envoy/sidecar.yaml"),
-            &sidecar,
-            &tool,
-            None,
-            &[],
-            "envoy/sidecar.yaml",
-        )
-        .await;
+        let envoy = start_envoy(&world, bootstrap, &sidecar, &tool, None, &[], file).await;
         Stack {
             world,
             sidecar: Some(sidecar),
@@ -352,7 +393,13 @@ impl Stack {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_allow_reaches_the_tool_with_actguards_headers_only() {
-    let stack = Stack::start().await;
+    // gRPC ext_authz and Envoy's http_service against actguard's HTTP mode.
+    for file in ["envoy/sidecar.yaml", "envoy/sidecar-http.yaml"] {
+        allow_reaches_the_tool(&Stack::start_with(file).await, file).await;
+    }
+}
+
+async fn allow_reaches_the_tool(stack: &Stack, file: &str) {
     let token = stack
         .world
         .token(&[ORCHESTRATOR, SCHEDULER], "calendar:read");
@@ -371,9 +418,9 @@ async fn an_allow_reaches_the_tool_with_actguards_headers_only() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(response.status(), 200, "{file}");
     let received = stack.tool.take();
-    assert_eq!(received.len(), 1);
+    assert_eq!(received.len(), 1, "{file}");
     let request = &received[0];
     assert_eq!(request.target, "/calendar/events?day=mon");
     assert_eq!(request.headers_named("x-actguard-subject"), ["user:alice"]);
@@ -385,15 +432,26 @@ async fn an_allow_reaches_the_tool_with_actguards_headers_only() {
     assert_eq!(
         request.header("x-actguard-extra"),
         None,
-        "unknown x-actguard-* removed"
+        "{file}: unknown x-actguard-* removed"
     );
     assert_eq!(
         request.header("authorization"),
         None,
-        "the token is not forwarded"
+        "{file}: the token is not forwarded"
     );
-    // SANITIZE: the client's XFCC is dropped and none is set.
-    assert_eq!(request.header("x-forwarded-client-cert"), None);
+    let xfcc = request.header("x-forwarded-client-cert");
+    if file.ends_with("-http.yaml") {
+        // SANITIZE_SET: the client's XFCC is replaced by Envoy's, naming the real peer.
+        let xfcc = xfcc.unwrap_or_default();
+        assert!(xfcc.contains(&format!("URI={SCHEDULER}")), "{file}: {xfcc}");
+        assert!(
+            !xfcc.contains(ORCHESTRATOR),
+            "{file}: the client's XFCC survived: {xfcc}"
+        );
+    } else {
+        // SANITIZE: the client's XFCC is dropped and none is set.
+        assert_eq!(xfcc, None, "{file}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,7 +484,12 @@ type DenyCase<'a> = (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_deny_family_reaches_the_client_as_designed() {
-    let stack = Stack::start().await;
+    for file in ["envoy/sidecar.yaml", "envoy/sidecar-http.yaml"] {
+        deny_families(&Stack::start_with(file).await, file).await;
+    }
+}
+
+async fn deny_families(stack: &Stack, file: &str) {
     let world = &stack.world;
     let scheduler = stack.client(SCHEDULER);
     let good = world.token(&[ORCHESTRATOR, SCHEDULER], "calendar:read");
@@ -487,14 +550,14 @@ async fn each_deny_family_reaches_the_client_as_designed() {
     ];
     for (case, path, token, status, code, challenge) in cases {
         let seen = get(&scheduler, &stack.url(path), token).await;
-        assert_eq!(seen.status, status, "{case}: {}", seen.body);
-        assert_eq!(seen.body["error"], code, "{case}");
+        assert_eq!(seen.status, status, "{file} {case}: {}", seen.body);
+        assert_eq!(seen.body["error"], code, "{file} {case}");
         assert_eq!(
             seen.headers
                 .get("content-type")
                 .and_then(|v| v.to_str().ok()),
             Some("application/json"),
-            "{case}"
+            "{file} {case}"
         );
         let www = seen
             .headers
@@ -503,9 +566,9 @@ async fn each_deny_family_reaches_the_client_as_designed() {
         match challenge {
             Some(expected) => assert!(
                 www.is_some_and(|value| value.contains(expected)),
-                "{case}: www-authenticate {www:?}"
+                "{file} {case}: www-authenticate {www:?}"
             ),
-            None => assert_eq!(www, None, "{case}"),
+            None => assert_eq!(www, None, "{file} {case}"),
         }
         if code == "token_missing" {
             assert!(
@@ -753,8 +816,7 @@ async fn the_inbound_listener_offers_h2_and_http1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spire_sds_serves_the_svid_and_a_pushed_rotation_without_restart() {
     let world = World::new();
-    let grpc = format!("unix:{}", world.path().join("authz.sock").display());
-    let sidecar = world.actguard(&grpc, "").await;
+    let sidecar = world.actguard(Mode::Unix, "").await;
     let tool = Tool::start().await;
     let sds = Sds::start(
         world.path(),
@@ -801,8 +863,7 @@ async fn the_kubernetes_base_picks_up_an_svid_rotated_on_disk() {
         .find(|shipped| shipped.file == "deploy/kubernetes/base/envoy-config.yaml")
         .expect("the base ConfigMap");
     let world = World::new();
-    let grpc = format!("unix:{}", world.path().join("authz.sock").display());
-    let sidecar = world.actguard(&grpc, "").await;
+    let sidecar = world.actguard(Mode::Unix, "").await;
     let tool = Tool::start().await;
     let envoy = start_envoy(
         &world,

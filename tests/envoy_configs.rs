@@ -76,7 +76,15 @@ fn check_references(document: &Value) -> Result<(), String> {
         if map.get("name").and_then(Value::as_str) == Some("envoy.filters.http.ext_authz") {
             ext_authz_filters += 1;
             let config = &map["typed_config"];
-            if config["include_peer_certificate"] != Value::Bool(true) {
+            // gRPC: the caller's certificate travels in the CheckRequest. HTTP mode reads the
+            // caller from the x-forwarded-client-cert Envoy sets instead.
+            if config.get("http_service").is_some() {
+                if !document.to_string().contains("\"SANITIZE_SET\"") {
+                    problems.push(
+                        "http_service without forward_client_cert_details: SANITIZE_SET".into(),
+                    );
+                }
+            } else if config["include_peer_certificate"] != Value::Bool(true) {
                 problems.push("ext_authz without include_peer_certificate: true".into());
             }
             if config["transport_api_version"] != "V3" {
@@ -103,8 +111,16 @@ fn read(name: &str) -> String {
 
 #[test]
 fn shipped_envoy_configs_validate() {
-    for file in ["envoy/sidecar.yaml", "envoy/sidecar-sds.yaml"] {
-        validate(&read(file)).unwrap_or_else(|problem| panic!("{file}: {problem}"));
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("envoy");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| format!("envoy/{}", entry.unwrap().file_name().to_string_lossy()))
+        .filter(|file| file.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    for file in files {
+        validate(&read(&file)).unwrap_or_else(|problem| panic!("{file}: {problem}"));
     }
 }
 

@@ -131,7 +131,7 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
     }
     let built = match evaluated {
         Ok(Ok(evaluation)) => match evaluation.outcome {
-            Ok(grant) => allowed(&grant),
+            Ok(grant) => allowed(&grant, &facts_prefixed(headers)),
             Err(denial) => denied(&denial, authorizer.response_settings()),
         },
         Ok(Err(_)) => Err(Fault::KeysUnavailable),
@@ -146,8 +146,35 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
     })
 }
 
-fn allowed(grant: &crate::decision::policy::Grant) -> Result<Response, Fault> {
+/// Names of the request's `x-actguard-*` headers (the client's own copies, when the proxy
+/// passes them on).
+fn facts_prefixed(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .keys()
+        .map(HeaderName::as_str)
+        .filter(|name| name.starts_with(response::HEADER_PREFIX))
+        .collect()
+}
+
+/// Envoy's `http_service` removes the request headers this response header names
+/// (comma-separated) before the request goes upstream, as `headers_to_remove` does in gRPC
+/// mode; other proxies ignore it (nginx's shipped configuration clears them itself).
+const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
+
+fn allowed(
+    grant: &crate::decision::policy::Grant,
+    client_prefixed: &[&str],
+) -> Result<Response, Fault> {
     let mut response = Response::new(Body::empty());
+    let mut removals = response::client_removals(client_prefixed);
+    if !grant.forward_token() {
+        removals.push("authorization".to_owned());
+    }
+    if !removals.is_empty() {
+        let value = HeaderValue::from_str(&removals.join(","))
+            .map_err(|_| Fault::Internal("header names are not a valid header value".into()))?;
+        response.headers_mut().insert(HEADERS_TO_REMOVE, value);
+    }
     // Every identity header, empty when the token has no sid/jti: a proxy copying them upstream
     // then overwrites whatever the client sent under those names.
     for (name, value) in response::identity_headers(grant) {

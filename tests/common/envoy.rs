@@ -299,6 +299,19 @@ pub struct ConfigMapBootstrap {
     pub other_files: Vec<(String, Value)>,
 }
 
+/// Every bootstrap under `envoy/`, as paths from the repository root.
+pub fn shipped_files() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".yaml"))
+        .map(|name| format!("envoy/{name}"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// Every `envoy.yaml` of a ConfigMap under `deploy/kubernetes`.
 pub fn kubernetes_bootstraps() -> Vec<ConfigMapBootstrap> {
     fn visit(dir: &Path, found: &mut Vec<ConfigMapBootstrap>) {

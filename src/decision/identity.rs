@@ -162,23 +162,48 @@ fn split_unquoted(input: &str, separator: char) -> Vec<&str> {
     pieces
 }
 
-/// Reads the `URI=` of the last element of an `x-forwarded-client-cert` header: the element
-/// added by the proxy nearest to us.
+/// Reads the caller from the last element of an `x-forwarded-client-cert` header (the element
+/// added by the proxy nearest to us): from its `Cert=` (the URL-encoded PEM, as Envoy's
+/// `set_current_client_cert_details.cert` and nginx's `$ssl_client_escaped_cert` give it,
+/// checked as an X509-SVID exactly like a peer certificate) when present, else from its one
+/// `URI=`. An element with both must name the same SPIFFE ID; several of either is refused.
 pub fn spiffe_id_from_xfcc(header: &str) -> Result<SpiffeId, Denial> {
     let elements = split_unquoted(header, ',');
     let last = elements.last().copied().unwrap_or_default();
-    let mut uris = split_unquoted(last, ';').into_iter().filter_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        key.trim()
-            .eq_ignore_ascii_case("uri")
-            .then(|| value.trim().trim_matches('"'))
-    });
-    match (uris.next(), uris.next()) {
-        (Some(uri), None) => SpiffeId::parse(uri).map_err(|_| {
-            invalid("the forwarded client certificate URI is not a canonical SPIFFE ID")
-        }),
-        (None, _) => Err(invalid("the forwarded client certificate has no URI")),
-        (Some(_), Some(_)) => Err(invalid("the forwarded client certificate has several URIs")),
+    let values = |wanted: &str| -> Vec<&str> {
+        split_unquoted(last, ';')
+            .into_iter()
+            .filter_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                key.trim()
+                    .eq_ignore_ascii_case(wanted)
+                    .then(|| value.trim().trim_matches('"'))
+            })
+            .collect()
+    };
+    let (uris, certificates) = (values("uri"), values("cert"));
+    if uris.len() > 1 {
+        return Err(invalid("the forwarded client certificate has several URIs"));
+    }
+    match certificates[..] {
+        [] => match uris[..] {
+            [uri] => SpiffeId::parse(uri).map_err(|_| {
+                invalid("the forwarded client certificate URI is not a canonical SPIFFE ID")
+            }),
+            _ => Err(invalid("the forwarded client certificate has no URI")),
+        },
+        [certificate] => {
+            let id = spiffe_id_from_certificate(certificate)?;
+            match uris[..] {
+                [uri] if uri != id.as_str() => Err(invalid(
+                    "the forwarded client certificate and its URI name different callers",
+                )),
+                _ => Ok(id),
+            }
+        }
+        _ => Err(invalid(
+            "the forwarded client certificate element has several certificates",
+        )),
     }
 }
 
@@ -273,6 +298,61 @@ mod tests {
         ];
         for (name, header, expected) in cases {
             let got = spiffe_id_from_xfcc(header).map_err(|denial| denial.reason);
+            assert_eq!(
+                got.as_ref().map(SpiffeId::as_str),
+                expected.as_ref().map(|s| *s),
+                "case {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn rule_xfcc_cert_is_checked_as_an_svid_and_must_agree_with_its_uri() {
+        let ca = crate::devkit::DevCa::new("example.org").unwrap();
+        let svid = ca.issue_svid(SCHEDULER).unwrap().url_encoded();
+        let two_uris = {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            for uri in [SCHEDULER, "spiffe://example.org/agent/other"] {
+                params
+                    .subject_alt_names
+                    .push(rcgen::SanType::URI(uri.try_into().unwrap()));
+            }
+            ca.issue(params).unwrap().url_encoded()
+        };
+        let cases: Vec<(&str, String, Result<&str, DenyReason>)> = vec![
+            (
+                "cert alone",
+                format!("By=spiffe://example.org/tool;Cert=\"{svid}\""),
+                Ok(SCHEDULER),
+            ),
+            (
+                "cert and its uri",
+                format!("Cert=\"{svid}\";URI={SCHEDULER}"),
+                Ok(SCHEDULER),
+            ),
+            (
+                "cert and another uri",
+                format!("Cert=\"{svid}\";URI=spiffe://example.org/agent/orchestrator"),
+                Err(DenyReason::CallerIdentityInvalid),
+            ),
+            (
+                "cert with two URI SANs",
+                format!("Cert=\"{two_uris}\""),
+                Err(DenyReason::CallerIdentityInvalid),
+            ),
+            (
+                "cert not PEM",
+                "Cert=\"garbage\"".to_owned(),
+                Err(DenyReason::CallerIdentityInvalid),
+            ),
+            (
+                "two certs",
+                format!("Cert=\"{svid}\";Cert=\"{svid}\""),
+                Err(DenyReason::CallerIdentityInvalid),
+            ),
+        ];
+        for (name, header, expected) in cases {
+            let got = spiffe_id_from_xfcc(&header).map_err(|denial| denial.reason);
             assert_eq!(
                 got.as_ref().map(SpiffeId::as_str),
                 expected.as_ref().map(|s| *s),

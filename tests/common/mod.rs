@@ -2,8 +2,10 @@
 #![allow(dead_code)]
 
 pub mod envoy;
+pub mod nginx;
 pub mod sds;
 pub mod upstream;
+pub mod world;
 
 use actguard::config::Config;
 use actguard::decision::Authorizer;

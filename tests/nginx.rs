@@ -158,6 +158,9 @@ async fn a_client_cannot_describe_the_request_or_the_caller_to_actguard() {
     assert!(stack.tool.take().is_empty());
 }
 
+/// (case, path, token, status, what `www-authenticate` must contain)
+type NginxDeny<'a> = (&'a str, &'a str, Option<&'a str>, u16, Option<&'a str>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denies_through_nginx_keep_their_status_and_challenge() {
     let stack = Stack::start().await;
@@ -167,7 +170,7 @@ async fn denies_through_nginx_keep_their_status_and_challenge() {
         .token(&[ORCHESTRATOR, SCHEDULER], "calendar:read");
     let forwarded = stack.world.token(&[ORCHESTRATOR], "calendar:read");
     // nginx's auth_request passes 401 (with WWW-Authenticate) and 403 on; the body is nginx's.
-    let cases: [(&str, &str, Option<&str>, u16, Option<&str>); 5] = [
+    let cases: [NginxDeny; 5] = [
         (
             "no token",
             "/calendar/events",

@@ -50,7 +50,12 @@ impl<'a> RequestFacts<'a> {
         let Some(http) = http else {
             return facts;
         };
-        facts.request_id = &http.id;
+        // `http.id` is Envoy's internal stream id; the `x-request-id` header is what Envoy
+        // propagates upstream and logs, so the audit record can be joined with both.
+        facts.request_id = http
+            .headers
+            .get("x-request-id")
+            .map_or(http.id.as_str(), String::as_str);
         facts.method = &http.method;
         facts.host = &http.host;
         facts.path = &http.path;
@@ -81,6 +86,8 @@ impl<'a> RequestFacts<'a> {
                     facts.authorization.push(value);
                 } else if header.key.eq_ignore_ascii_case("x-forwarded-client-cert") {
                     facts.peer.xfcc = Some(value);
+                } else if header.key.eq_ignore_ascii_case("x-request-id") {
+                    facts.request_id = value;
                 } else if has_actguard_prefix(&header.key) {
                     facts.prefixed_headers.push(&header.key);
                 }

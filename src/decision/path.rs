@@ -5,8 +5,13 @@
 //! do before they route), and no percent-encoding of unreserved characters (decoded, so
 //! `/%61dmin` is matched as `/admin`). Anything whose meaning differs between servers is
 //! rejected instead of guessed: encoded `/`, `\`, `.` or `%`, a raw backslash, control
-//! characters, malformed escapes, `..;`-style dot segments with parameters, and `..` above the
-//! root.
+//! characters, malformed escapes, `..;`-style dot segments with parameters, `..` above the
+//! root, and a `..` whose target depends on the server: one that follows an empty segment (`//`)
+//! or a segment of parameters only (`;x`) since the last real segment. RFC 3986 resolvers
+//! (and nginx without `merge_slashes`) remove that empty segment, servers that merge slashes or
+//! strip parameters first remove the real segment before it: `/admin//../calendar` is
+//! `/admin/calendar` to one and `/calendar` to the other. An encoded `;` is refused too: some
+//! servers read `%3B` as a parameter delimiter, most as a literal character.
 //!
 //! It does not decide which route applies; [`crate::decision::routes`] does, on segment boundaries.
 
@@ -24,6 +29,7 @@ pub enum PathError {
     NotUtf8,
     DotSegmentWithParameters,
     AboveRoot,
+    AmbiguousDotSegment,
 }
 
 impl PathError {
@@ -31,12 +37,15 @@ impl PathError {
         match self {
             Self::NotAbsolute => "the path does not start with '/'",
             Self::MalformedEscape => "the path has a malformed percent-escape",
-            Self::EncodedSeparator => "the path encodes '/', '\\', '.' or '%'",
+            Self::EncodedSeparator => "the path encodes '/', '\\', '.', ';' or '%'",
             Self::Backslash => "the path contains a backslash",
             Self::ControlCharacter => "the path contains a control character",
             Self::NotUtf8 => "the path does not decode to UTF-8",
             Self::DotSegmentWithParameters => "the path has a dot segment with ';' parameters",
             Self::AboveRoot => "the path climbs above the root with '..'",
+            Self::AmbiguousDotSegment => {
+                "the path has a '..' after an empty or parameter-only segment (servers disagree on its target)"
+            }
         }
     }
 }
@@ -70,7 +79,7 @@ fn percent_decode_strict(raw: &str) -> Result<String, PathError> {
             };
             index += 3;
             let value = high << 4 | low;
-            if matches!(value, b'/' | b'\\' | b'.' | b'%') {
+            if matches!(value, b'/' | b'\\' | b'.' | b';' | b'%') {
                 return Err(PathError::EncodedSeparator);
             }
             value
@@ -133,23 +142,34 @@ fn normalize_fully(raw: &str) -> Result<String, PathError> {
         return Err(PathError::NotAbsolute);
     }
     let decoded = percent_decode_strict(raw)?;
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in decoded.split('/') {
+    // Each kept segment with whether an empty or parameter-only segment came between it and
+    // the one before (what a `..` popping it back would have to agree on).
+    let mut segments: Vec<(&str, bool)> = Vec::new();
+    // An empty or parameter-only segment since the last kept one.
+    let mut gap = false;
+    for segment in decoded.split('/').skip(1) {
         let base = segment.split(';').next().unwrap_or_default();
         match base {
-            "" => {}
+            "" => gap = true,
             "." | ".." if base.len() != segment.len() => {
                 return Err(PathError::DotSegmentWithParameters);
             }
             "." => {}
             ".." => {
-                segments.pop().ok_or(PathError::AboveRoot)?;
+                if gap {
+                    return Err(PathError::AmbiguousDotSegment);
+                }
+                let (_, gap_before) = segments.pop().ok_or(PathError::AboveRoot)?;
+                gap = gap_before;
             }
-            _ => segments.push(base),
+            _ => {
+                segments.push((base, gap));
+                gap = false;
+            }
         }
     }
     let mut normalized = String::with_capacity(decoded.len());
-    for segment in &segments {
+    for (segment, _) in &segments {
         normalized.push('/');
         normalized.push_str(segment);
     }
@@ -198,6 +218,12 @@ mod tests {
                 "/admin/users",
             ),
             ("utf-8 decoded", "/caf%C3%A9", "/café"),
+            (
+                "dot-dot pops a segment with parameters",
+                "/a/x;y/../b",
+                "/a/b",
+            ),
+            ("empty segment after the dot-dot", "/a/b/..//c", "/a/c"),
             ("query with encoded slash ignored", "/a?x=%2F", "/a"),
         ];
         for (name, input, expected) in cases {
@@ -238,6 +264,41 @@ mod tests {
                 DotSegmentWithParameters,
             ),
             ("above root", "/../admin", AboveRoot),
+            (
+                "dot-dot after empty segment",
+                "/admin//../calendar/events",
+                AmbiguousDotSegment,
+            ),
+            (
+                "dot-dot after empty segments",
+                "/calendar///../events",
+                AmbiguousDotSegment,
+            ),
+            (
+                "dot-dot after empty segment, behind a dot",
+                "/admin//./../calendar",
+                AmbiguousDotSegment,
+            ),
+            (
+                "dot-dot after empty segment, one pop later",
+                "/a//b/../../c",
+                AmbiguousDotSegment,
+            ),
+            (
+                "dot-dot after parameter-only segment",
+                "/admin/;x/../calendar/events",
+                AmbiguousDotSegment,
+            ),
+            (
+                "dot-dot after empty parameter segment",
+                "/admin/;/../calendar/events",
+                AmbiguousDotSegment,
+            ),
+            (
+                "encoded semicolon",
+                "/admin/%3Bx/../calendar/events",
+                EncodedSeparator,
+            ),
         ];
         for (name, input, expected) in cases {
             assert_eq!(normalize(input), Err(expected), "case {name}");

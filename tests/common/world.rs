@@ -74,6 +74,12 @@ impl World {
 
     /// actguard listening as `mode` says, with `extra` top-level YAML.
     pub async fn actguard(&self, mode: Mode, extra: &str) -> Sidecar {
+        let config = Config::from_yaml(&self.config_yaml(mode, extra), self.path()).unwrap();
+        runtime::start(config).await.unwrap()
+    }
+
+    /// The configuration [`World::actguard`] starts.
+    pub fn config_yaml(&self, mode: Mode, extra: &str) -> String {
         let socket = self.path().join("authz.sock");
         let (listen, sources) = match mode {
             Mode::Tcp => ("grpc: 127.0.0.1:0".to_owned(), "[certificate]"),
@@ -99,7 +105,7 @@ impl World {
                 "[xfcc]",
             ),
         };
-        let yaml = format!(
+        format!(
             r#"
 listen:
   {listen}
@@ -131,9 +137,7 @@ audit:
   output: off
 {extra}
 "#
-        );
-        let config = Config::from_yaml(&yaml, self.path()).unwrap();
-        runtime::start(config).await.unwrap()
+        )
     }
 
     /// A token for `user:alice` through `actors` (delegation order), scope `scope`.

@@ -28,11 +28,14 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-## bench: criterion microbenchmarks, then the end-to-end load benchmark beside a no-op server,
+## bench: criterion microbenchmarks, what actguard adds through real Envoy (beside Envoy alone and
+## Envoy with a no-op ext_authz), then the end-to-end load benchmark beside a no-op server,
 ## memory and start-up; writes docs/benchmarks.md
 bench:
+	tests/envoy/setup.sh
 	$(CARGO) build --locked --release --bin actguard
 	$(CARGO) bench --locked --bench decision
+	$(CARGO) bench --locked --bench envoy
 	$(CARGO) bench --locked --bench load
 
 ## docker-demo: Envoy + actguard + an echo "tool" in Docker Compose, and the curl scenario

@@ -714,6 +714,19 @@ async fn run() {
         "{}",
         memory_and_startup(&fixture, &cold_tokens).await
     );
+    let through_envoy =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/envoy-bench.md");
+    match std::fs::read_to_string(through_envoy) {
+        Ok(section) => {
+            let _ = writeln!(report, "{section}");
+        }
+        Err(_) => {
+            let _ = writeln!(
+                report,
+                "## Through real Envoy: what actguard adds to a request\n\n(run `make bench` to include it: `cargo bench --bench envoy`)\n"
+            );
+        }
+    }
     let _ = writeln!(
         report,
         "## Microbenchmarks (criterion, in-process, no gRPC)\n\n{}",

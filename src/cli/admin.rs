@@ -159,10 +159,7 @@ pub async fn run_action(
         AdminAction::Revoke { kind, value, ttl } => {
             let ttl_seconds = match ttl {
                 None => 0,
-                Some(text) => parse_duration(&text)
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| format!("--for {text}: expected a duration such as 30m or 1h"))?
-                    .as_secs(),
+                Some(text) => revocation_seconds(&text)?,
             };
             let response = client
                 .revoke(pb::RevokeRequest {
@@ -251,5 +248,40 @@ pub fn run(
             eprintln!("{error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--for`: whole seconds, as the admin API takes them (0 there means "until removed").
+/// Refused below one second, so no duration can turn into "forever"; otherwise rounded up, so a
+/// revocation never ends before it was asked to.
+pub fn revocation_seconds(text: &str) -> Result<u64, String> {
+    let duration = parse_duration(text)
+        .ok_or_else(|| format!("--for {text}: expected a duration such as 30m or 1h"))?;
+    if duration < std::time::Duration::from_secs(1) {
+        return Err(format!(
+            "--for {text}: a revocation lasts at least 1s (without --for it lasts until removed)"
+        ));
+    }
+    Ok(duration.as_secs() + u64::from(duration.subsec_nanos() > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_a_sub_second_revocation_is_refused_never_forever() {
+        for short in ["500ms", "999ms", "0s", "0ms"] {
+            let refused = revocation_seconds(short).unwrap_err();
+            assert!(refused.contains("at least 1s"), "{short}: {refused}");
+        }
+        assert_eq!(revocation_seconds("1000ms"), Ok(1));
+        assert_eq!(
+            revocation_seconds("1500ms"),
+            Ok(2),
+            "rounded up, never shortened"
+        );
+        assert_eq!(revocation_seconds("30m"), Ok(1800));
+        assert!(revocation_seconds("soon").is_err());
     }
 }

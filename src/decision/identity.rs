@@ -69,7 +69,8 @@ pub fn caller_identity(
             }
             IdentitySource::Principal if !facts.principal.is_empty() => {
                 return SpiffeId::parse(facts.principal)
-                    .map_err(|_| invalid("the peer principal is not a canonical SPIFFE ID"));
+                    .map_err(|_| invalid("the peer principal is not a canonical SPIFFE ID"))
+                    .and_then(workload);
             }
             IdentitySource::Xfcc => {
                 if let Some(header) = facts.xfcc.filter(|header| !header.is_empty()) {
@@ -134,9 +135,22 @@ pub fn spiffe_id_from_der(der: &[u8]) -> Result<SpiffeId, Denial> {
         });
     match (uris.next(), uris.next()) {
         (Some(uri), None) => SpiffeId::parse(uri)
-            .map_err(|_| invalid("the peer certificate's URI SAN is not a canonical SPIFFE ID")),
+            .map_err(|_| invalid("the peer certificate's URI SAN is not a canonical SPIFFE ID"))
+            .and_then(workload),
         (None, _) => Err(invalid("the peer certificate has no URI SAN")),
         (Some(_), Some(_)) => Err(invalid("the peer certificate has more than one URI SAN")),
+    }
+}
+
+/// The caller must be a workload, not a trust domain's own ID (X509-SVID §4.2: a leaf's SPIFFE
+/// ID has a non-root path, and validators check it), whichever source it came from.
+fn workload(id: SpiffeId) -> Result<SpiffeId, Denial> {
+    if id.is_workload() {
+        Ok(id)
+    } else {
+        Err(invalid(
+            "the caller's SPIFFE ID names a trust domain, not a workload",
+        ))
     }
 }
 
@@ -187,9 +201,11 @@ pub fn spiffe_id_from_xfcc(header: &str) -> Result<SpiffeId, Denial> {
     }
     match certificates[..] {
         [] => match uris[..] {
-            [uri] => SpiffeId::parse(uri).map_err(|_| {
-                invalid("the forwarded client certificate URI is not a canonical SPIFFE ID")
-            }),
+            [uri] => SpiffeId::parse(uri)
+                .map_err(|_| {
+                    invalid("the forwarded client certificate URI is not a canonical SPIFFE ID")
+                })
+                .and_then(workload),
             _ => Err(invalid("the forwarded client certificate has no URI")),
         },
         [certificate] => {
@@ -304,6 +320,29 @@ mod tests {
                 "case {name}"
             );
         }
+    }
+
+    #[test]
+    fn rule_the_caller_must_be_a_workload_not_a_trust_domain() {
+        let root = "spiffe://example.org";
+        assert_eq!(
+            from_principal(root),
+            Err(DenyReason::CallerIdentityInvalid),
+            "principal"
+        );
+        let from_xfcc = spiffe_id_from_xfcc(&format!("URI={root}")).map_err(|d| d.reason);
+        assert_eq!(from_xfcc, Err(DenyReason::CallerIdentityInvalid), "xfcc");
+        let ca = crate::devkit::DevCa::new("example.org").unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI(root.try_into().unwrap()));
+        let certificate = ca.issue(params).unwrap().url_encoded();
+        assert_eq!(
+            spiffe_id_from_certificate(&certificate).map_err(|d| d.reason),
+            Err(DenyReason::CallerIdentityInvalid),
+            "certificate"
+        );
     }
 
     #[test]

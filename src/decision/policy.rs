@@ -163,6 +163,12 @@ fn check_chain(
                 "an actor's sub is missing or not a canonical SPIFFE ID",
             ));
         };
+        if !id.is_workload() {
+            return Err(deny(
+                DenyReason::ActorInvalid,
+                "an actor's sub names a trust domain, not a workload",
+            ));
+        }
         if !policy.allows_trust_domain(id.trust_domain()) {
             return Err(deny(
                 DenyReason::ActorTrustDomainDenied,
@@ -176,6 +182,13 @@ fn check_chain(
             return Err(deny(
                 DenyReason::DelegationCycle,
                 "an actor appears twice in the delegation chain",
+            ));
+        }
+        // A principal "delegating" to itself is a cycle of length one.
+        if id.as_str() == token.subject() {
+            return Err(deny(
+                DenyReason::DelegationCycle,
+                "an actor is the token's own subject",
             ));
         }
     }

@@ -304,3 +304,27 @@ fn rule_require_session_needs_a_sid() {
     let with = delegated(&[SCHEDULER], json!({"sid": "wf-1"}));
     assert!(authorize(&policy(3), &id(SCHEDULER), &session_route, &with).is_ok());
 }
+
+#[test]
+fn rule_an_actor_must_be_a_workload_not_a_trust_domain() {
+    // X509-SVID §4.2: a workload's ID has a non-root path; an actor was once a caller.
+    let token = delegated(&["spiffe://example.org", SCHEDULER], json!({}));
+    assert_eq!(decide(SCHEDULER, &token), Err(DenyReason::ActorInvalid));
+}
+
+#[test]
+fn rule_an_actor_equal_to_the_subject_is_a_cycle() {
+    // The scheduler's own token, "delegated" by the scheduler to itself.
+    let mut claims = json!({"sub": SCHEDULER, "scope": "calendar:read", "act": {"sub": SCHEDULER}});
+    assert_eq!(
+        decide(SCHEDULER, &verified(&claims)),
+        Err(DenyReason::DelegationCycle)
+    );
+    // Deeper in the chain too.
+    claims["act"]["act"] = json!({"sub": ORCHESTRATOR});
+    claims["sub"] = json!(ORCHESTRATOR);
+    assert_eq!(
+        decide(SCHEDULER, &verified(&claims)),
+        Err(DenyReason::DelegationCycle)
+    );
+}

@@ -171,6 +171,13 @@ impl SpiffeId {
     pub fn path(&self) -> &str {
         &self.id[self.trust_domain_end as usize..]
     }
+
+    /// Whether this names a workload: an ID with a path. The trust domain's own ID
+    /// (`spiffe://example.org`) is not one: X509-SVID §4.2 has a leaf's ID carry a non-root
+    /// path, and an actor stands for a workload that once was a caller.
+    pub fn is_workload(&self) -> bool {
+        !self.path().is_empty()
+    }
 }
 
 impl fmt::Display for SpiffeId {

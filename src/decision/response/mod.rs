@@ -106,18 +106,20 @@ pub fn identity_headers(grant: &Grant) -> [(&'static str, Option<Cow<'_, str>>);
 /// beyond the identity headers (each of which is either overwritten or removed anyway):
 /// lowercased, each once. No client-chosen value under our prefix reaches the upstream.
 pub fn client_removals(client_prefixed: &[&str]) -> Vec<String> {
+    // Linear in the number of headers (a set, not a scan per name): a request may carry tens
+    // of thousands of them, and the check cannot be interrupted while this runs.
+    let identity = [
+        SUBJECT_HEADER,
+        ACTOR_HEADER,
+        CHAIN_HEADER,
+        SID_HEADER,
+        JTI_HEADER,
+    ];
+    let mut seen = std::collections::HashSet::with_capacity(client_prefixed.len());
     let mut removals: Vec<String> = Vec::new();
     for name in client_prefixed {
         let name = name.to_ascii_lowercase();
-        let identity = [
-            SUBJECT_HEADER,
-            ACTOR_HEADER,
-            CHAIN_HEADER,
-            SID_HEADER,
-            JTI_HEADER,
-        ]
-        .contains(&name.as_str());
-        if !identity && !removals.contains(&name) {
+        if !identity.contains(&name.as_str()) && seen.insert(name.clone()) {
             removals.push(name);
         }
     }

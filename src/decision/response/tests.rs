@@ -153,6 +153,19 @@ fn client_prefixed_headers_are_removed_once_unless_ours() {
 }
 
 #[test]
+fn many_client_prefixed_headers_are_removed_in_order_each_once() {
+    // 40,000 names, each twice in two cases: every distinct one once, first-seen order.
+    let names: Vec<String> = (0..20_000)
+        .flat_map(|i| [format!("x-actguard-n{i}"), format!("X-ACTGUARD-N{i}")])
+        .collect();
+    let borrowed: Vec<&str> = names.iter().map(String::as_str).collect();
+    let removals = client_removals(&borrowed);
+    assert_eq!(removals.len(), 20_000);
+    assert_eq!(removals[0], "x-actguard-n0");
+    assert_eq!(removals[19_999], "x-actguard-n19999");
+}
+
+#[test]
 fn denials_are_sent_as_built() {
     use prost::Message;
     let denial = Denial::new(DenyReason::ActorMismatch, "d");

@@ -78,21 +78,8 @@ type Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
 
 /// HTTP/2 connections over mutual TLS to an Envoy listener, as the scheduler.
 async fn connect(world: &World, port: u16) -> Vec<Sender> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_slice_iter(world.ca.bundle_pem().as_bytes()) {
-        roots.add(certificate.unwrap()).unwrap();
-    }
-    let svid = world.ca.issue_svid(SCHEDULER).unwrap();
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from_pem_slice(svid.cert_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(svid.key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    use rustls::pki_types::ServerName;
+    let config = world.tls_config(SCHEDULER, &["h2"]);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let mut senders = Vec::new();
     for _ in 0..CONNECTIONS {

@@ -573,20 +573,8 @@ async fn handshake(
     caller: &str,
     alpn: &[&str],
 ) -> (Vec<u8>, Option<Vec<u8>>) {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_slice_iter(world.ca.bundle_pem().as_bytes()) {
-        roots.add(certificate.unwrap()).unwrap();
-    }
-    let svid = world.ca.issue_svid(caller).unwrap();
-    let chain = vec![CertificateDer::from_pem_slice(svid.cert_pem.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(svid.key_pem.as_bytes()).unwrap();
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    use rustls::pki_types::ServerName;
+    let config = world.tls_config(caller, alpn);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

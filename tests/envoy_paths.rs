@@ -149,20 +149,7 @@ fn upstream_reading(target: &str) -> String {
 
 /// A TLS client presenting the scheduler's SVID.
 fn connector(world: &World) -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_slice_iter(world.ca.bundle_pem().as_bytes()) {
-        roots.add(certificate.unwrap()).unwrap();
-    }
-    let svid = world.ca.issue_svid(SCHEDULER).unwrap();
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from_pem_slice(svid.cert_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(svid.key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
+    let config = world.tls_config(SCHEDULER, &[]);
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 

@@ -146,6 +146,26 @@ audit:
         self.issuer.sign(&claims).unwrap()
     }
 
+    /// A rustls client configuration presenting `caller`'s SVID, trusting the bundle, offering
+    /// `alpn`: for tests that speak TLS below HTTP (raw requests, handshakes, HTTP/2 clients).
+    pub fn tls_config(&self, caller: &str, alpn: &[&str]) -> rustls::ClientConfig {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(self.ca.bundle_pem().as_bytes()) {
+            roots.add(certificate.unwrap()).unwrap();
+        }
+        let svid = self.ca.issue_svid(caller).unwrap();
+        let chain = vec![CertificateDer::from_pem_slice(svid.cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(svid.key_pem.as_bytes()).unwrap();
+        let mut config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        config
+    }
+
     /// An HTTPS client presenting `caller`'s SVID (none: no client certificate), trusting the
     /// bundle, reaching `calendar.example.org` at Envoy's listener.
     pub fn client(&self, caller: Option<&str>, port: u16) -> reqwest::Client {

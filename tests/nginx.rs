@@ -1,6 +1,6 @@
 //! The shipped nginx integration, run for real: Debian's nginx (auth_request) from
 //! `deploy/nginx/nginx.conf` in front of the tool, actguard's HTTP mode configured as
-//! `deploy/nginx/actguard.yaml` says (`http_request: forwarded_headers`, caller from XFCC),
+//! `deploy/nginx/actguard.yaml` says (`http_request: original_headers`, caller from XFCC),
 //! HTTPS clients presenting agents' X509-SVIDs. nginx — not the client — must set every header
 //! actguard trusts.
 
@@ -23,7 +23,7 @@ struct Stack {
 impl Stack {
     async fn start() -> Stack {
         let world = World::new();
-        let sidecar = world.actguard(Mode::HttpForwarded, "").await;
+        let sidecar = world.actguard(Mode::HttpOriginal, "").await;
         let tool = Tool::start().await;
         let nginx = Nginx::start(world.path(), sidecar.http_address.unwrap(), tool.port).await;
         Stack {
@@ -45,14 +45,14 @@ impl Stack {
 
 #[test]
 fn the_shipped_actguard_config_is_the_one_tested() {
-    // The test's actguard (Mode::HttpForwarded) is the shipped deploy/nginx/actguard.yaml in
+    // The test's actguard (Mode::HttpOriginal) is the shipped deploy/nginx/actguard.yaml in
     // the settings nginx depends on.
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/actguard.yaml"),
     )
     .unwrap();
     let config: Value = serde_saphyr::from_str(&text).unwrap();
-    assert_eq!(config["listen"]["http_request"], "forwarded_headers");
+    assert_eq!(config["listen"]["http_request"], "original_headers");
     assert_eq!(config["identity"]["sources"], serde_json::json!(["xfcc"]));
     assert!(
         config["listen"]["admin"]

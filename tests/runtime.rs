@@ -536,52 +536,109 @@ async fn bind_failure_names_the_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_mode_reads_forwarded_headers_for_nginx_and_traefik() {
-    let running =
-        start_sidecar_with("  sources: [xfcc]", "\n  http_request: forwarded_headers").await;
-    let address = running.sidecar.http_address.unwrap();
-    let token = running
-        .issuer
-        .sign(&delegated_claims_for(&[ORCHESTRATOR, SCHEDULER]))
-        .unwrap();
-    let bearer = format!("Bearer {token}");
+async fn rule_http_mode_reads_only_the_configured_proxys_headers_each_once() {
+    let token = |running: &Running| {
+        running
+            .issuer
+            .sign(&delegated_claims_for(&[ORCHESTRATOR, SCHEDULER]))
+            .unwrap()
+    };
     let xfcc = format!("By={LOCAL};URI={SCHEDULER}");
-    let common = [
+    // nginx auth_request: a fixed subrequest path, the original in X-Original-*.
+    let nginx = start_sidecar_with("  sources: [xfcc]", "\n  http_request: original_headers").await;
+    let address = nginx.sidecar.http_address.unwrap();
+    let bearer = format!("Bearer {}", token(&nginx));
+    let base = vec![
         ("x-forwarded-client-cert", xfcc.as_str()),
         ("authorization", bearer.as_str()),
     ];
     let with = |extra: &[(&'static str, &'static str)]| {
-        let mut headers = common.to_vec();
+        let mut headers = base.clone();
         headers.extend_from_slice(extra);
         headers
     };
-    // nginx auth_request: a fixed subrequest path, the original in X-Original-*.
-    let nginx = with(&[
+    let original = [
         ("x-original-method", "GET"),
         ("x-original-uri", "/calendar/events?d=1"),
-    ]);
-    let answer = http(address, "GET", "/auth", &nginx).await;
+    ];
+    let answer = http(address, "GET", "/auth", &with(&original)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(
         answer.headers.get("x-actguard-actor").map(String::as_str),
         Some(SCHEDULER)
     );
-    // Traefik forwardAuth: X-Forwarded-*; the method decides the route.
-    let traefik = with(&[
+    // A client's X-Forwarded-* (nginx passes it through) describes nothing.
+    let mut forged = with(&original);
+    forged.extend_from_slice(&[
+        ("x-forwarded-method", "POST"),
+        ("x-forwarded-uri", "/admin"),
+    ]);
+    let answer = http(address, "GET", "/auth", &forged).await;
+    assert_eq!(
+        answer.status, 200,
+        "the X-Original-* request decides: {}",
+        answer.body
+    );
+    let forged_only = with(&[
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/calendar/events"),
+    ]);
+    let answer = http(address, "GET", "/calendar/events", &forged_only).await;
+    assert_eq!(
+        answer.status, 400,
+        "no X-Original-URI: refused, never guessed"
+    );
+    assert!(answer.body.contains("path_invalid"), "{}", answer.body);
+    // A trusted header twice: whichever copy is meant is a guess.
+    for duplicated in [
+        vec![
+            ("x-original-uri", "/calendar/events"),
+            ("x-original-uri", "/admin"),
+        ],
+        vec![("x-original-method", "GET"), ("x-original-method", "POST")],
+        vec![
+            ("host", "calendar.example.org"),
+            ("host", "admin.example.org"),
+        ],
+    ] {
+        let mut headers = with(&original);
+        headers.retain(|(name, _)| !duplicated.iter().any(|(d, _)| d == name));
+        headers.extend(duplicated.iter().copied());
+        let answer = http(address, "GET", "/auth", &headers).await;
+        assert_eq!(answer.status, 400, "{duplicated:?}: {}", answer.body);
+        assert!(answer.body.contains("path_invalid"), "{}", answer.body);
+    }
+    nginx.sidecar.shutdown().await.unwrap();
+
+    // Traefik forwardAuth: X-Forwarded-* only; the method decides the route.
+    let traefik =
+        start_sidecar_with("  sources: [xfcc]", "\n  http_request: forwarded_headers").await;
+    let address = traefik.sidecar.http_address.unwrap();
+    let bearer = format!("Bearer {}", token(&traefik));
+    let base = vec![
+        ("x-forwarded-client-cert", xfcc.as_str()),
+        ("authorization", bearer.as_str()),
+    ];
+    let mut headers = base.clone();
+    headers.extend_from_slice(&[
         ("x-forwarded-method", "POST"),
         ("x-forwarded-uri", "/calendar/events"),
         ("x-forwarded-host", "calendar.example.org"),
     ]);
-    let answer = http(address, "GET", "/", &traefik).await;
+    let answer = http(address, "GET", "/", &headers).await;
     assert_eq!(answer.status, 403);
     assert!(
         answer.body.contains("insufficient_scope"),
         "{}",
         answer.body
     );
-    // No original URI: refused, never guessed from the subrequest.
-    let answer = http(address, "GET", "/calendar/events", &with(&[])).await;
-    assert_eq!(answer.status, 400);
-    assert!(answer.body.contains("path_invalid"), "{}", answer.body);
-    running.sidecar.shutdown().await.unwrap();
+    // X-Original-* means nothing to a Traefik configuration.
+    let mut headers = base.clone();
+    headers.extend_from_slice(&[
+        ("x-original-method", "GET"),
+        ("x-original-uri", "/calendar/events"),
+    ]);
+    let answer = http(address, "GET", "/", &headers).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    traefik.sidecar.shutdown().await.unwrap();
 }

@@ -114,6 +114,7 @@ pub fn explain(
             .into_iter()
             .collect(),
         prefixed_headers: Vec::new(),
+        ambiguous: false,
     };
     let evaluation = authorizer.evaluate(&facts, now);
     Ok(render(request, &evaluation, now))

@@ -33,9 +33,12 @@ pub enum HttpRequestSource {
     /// host.
     #[default]
     AsReceived,
-    /// The original request described by the proxy in `X-Forwarded-Method`/`-Uri`/`-Host`
-    /// (Traefik `forwardAuth`) or `X-Original-Method`/`-URI` (nginx `auth_request`). Only safe
-    /// when the proxy overwrites these headers.
+    /// The original request as nginx `auth_request` describes it: `X-Original-Method`,
+    /// `X-Original-URI` (and `Host`). No other family is read: a client-sent `X-Forwarded-*`
+    /// (which nginx passes through) means nothing. Safe because nginx overwrites these headers.
+    OriginalHeaders,
+    /// The original request as Traefik `forwardAuth` describes it: `X-Forwarded-Method`,
+    /// `-Uri`, `-Host`, and nothing else.
     ForwardedHeaders,
 }
 
@@ -175,11 +178,12 @@ pub fn read_listen(reader: &mut Reader, value: &Value, base_dir: &Path) -> Optio
     {
         None => Some(HttpRequestSource::AsReceived),
         Some(Some("as_received")) => Some(HttpRequestSource::AsReceived),
+        Some(Some("original_headers")) => Some(HttpRequestSource::OriginalHeaders),
         Some(Some("forwarded_headers")) => Some(HttpRequestSource::ForwardedHeaders),
         Some(Some(_)) => {
             reader.error(
                 "listen.http_request",
-                "must be as_received or forwarded_headers",
+                "must be as_received (Envoy http_service), original_headers (nginx auth_request: X-Original-*) or forwarded_headers (Traefik forwardAuth: X-Forwarded-*)",
             );
             None
         }

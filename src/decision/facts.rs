@@ -24,6 +24,9 @@ pub struct RequestFacts<'a> {
     /// Names of request headers starting with `x-actguard-` (whatever the client sent under
     /// our prefix), so the allow response can remove those it does not set.
     pub prefixed_headers: Vec<&'a str>,
+    /// The proxy described the request twice (HTTP mode: a duplicated `Host`,
+    /// `X-Original-URI`, …): which copy is meant is a guess, so the request is refused.
+    pub ambiguous: bool,
 }
 
 fn has_actguard_prefix(name: &str) -> bool {

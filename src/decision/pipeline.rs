@@ -279,6 +279,12 @@ impl Authorizer {
                 "the caller's trust domain is not allowed",
             ));
         }
+        if facts.ambiguous {
+            return Err(Denial::new(
+                DenyReason::PathInvalid,
+                "the request to check is described by more than one header",
+            ));
+        }
         let normalized = path::normalize(facts.path)
             .map_err(|error| Denial::new(DenyReason::PathInvalid, error.description()))?;
         let (index, route) = self

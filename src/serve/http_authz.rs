@@ -1,10 +1,11 @@
 //! ext_authz over plain HTTP (Envoy `http_service`; also nginx `auth_request`, Traefik
 //! `forwardAuth`): the same decisions as gRPC mode, for the request as it reaches us.
 //!
-//! The checked request is this HTTP request (its method, path with query and `Host`), or with
-//! `listen.http_request: forwarded_headers` the original request the proxy describes in
-//! `X-Forwarded-Method`/`-Uri`/`-Host` or `X-Original-Method`/`-URI`; `Authorization` is always
-//! this request's. The caller comes only from `x-forwarded-client-cert` (configuration
+//! The checked request is this HTTP request (its method, path with query and `Host`), or the
+//! original request the proxy describes: `listen.http_request: original_headers` reads only
+//! `X-Original-Method`/`-URI` (nginx), `forwarded_headers` only `X-Forwarded-Method`/`-Uri`/
+//! `-Host` (Traefik). A header the request is read from that appears twice makes it ambiguous:
+//! 400 `path_invalid`. `Authorization` is always this request's. The caller comes only from `x-forwarded-client-cert` (configuration
 //! refuses HTTP mode unless `identity.sources` lists `xfcc`), which is safe only when the proxy
 //! in front overwrites that header (Envoy `forward_client_cert_details: SANITIZE_SET`).
 //!
@@ -49,33 +50,48 @@ pub fn router(
     })
 }
 
-/// The first of `names` present in `headers`, as text.
-fn first_header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
-    names
-        .iter()
-        .find_map(|name| headers.get(*name))
-        .map(|value| value.to_str().unwrap_or(NOT_UTF8))
+/// The one value of `name`, as text; `Err` when the header appears more than once (the request
+/// to check would be whichever copy a reader picks: RFC 9112 §3.2 makes two `Host`s a 400).
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(value), None) => Ok(Some(value.to_str().unwrap_or(NOT_UTF8))),
+        (Some(_), Some(_)) => Err(()),
+    }
 }
 
-/// Method, path and host of the request to check.
-fn checked_request(source: HttpRequestSource, request: &Request) -> (&str, &str, &str) {
+/// Method, path and host of the request to check, read from the configured family only; `None`
+/// when a header they come from is duplicated.
+fn checked_request(source: HttpRequestSource, request: &Request) -> Option<(&str, &str, &str)> {
     let headers = request.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
+    let host = single(headers, header::HOST.as_str())
+        .ok()?
         .or_else(|| request.uri().authority().map(|a| a.as_str()))
         .unwrap_or_default();
+    // A missing original URI reads as an empty path and is denied as path_invalid.
+    let described = |method: &str, uri: &str, host_header: Option<&str>| {
+        let method = single(headers, method).ok()?.unwrap_or_default();
+        let uri = single(headers, uri).ok()?.unwrap_or_default();
+        let host = match host_header {
+            Some(name) => single(headers, name).ok()?.unwrap_or(host),
+            None => host,
+        };
+        Some((method, uri, host))
+    };
     match source {
-        HttpRequestSource::AsReceived => (
+        HttpRequestSource::AsReceived => Some((
             request.method().as_str(),
             request.uri().path_and_query().map_or("", |p| p.as_str()),
             host,
-        ),
-        // A missing original URI reads as an empty path and is denied as path_invalid.
-        HttpRequestSource::ForwardedHeaders => (
-            first_header(headers, &["x-forwarded-method", "x-original-method"]).unwrap_or_default(),
-            first_header(headers, &["x-forwarded-uri", "x-original-uri"]).unwrap_or_default(),
-            first_header(headers, &["x-forwarded-host"]).unwrap_or(host),
+        )),
+        HttpRequestSource::OriginalHeaders => {
+            described("x-original-method", "x-original-uri", None)
+        }
+        HttpRequestSource::ForwardedHeaders => described(
+            "x-forwarded-method",
+            "x-forwarded-uri",
+            Some("x-forwarded-host"),
         ),
     }
 }
@@ -100,7 +116,9 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "actguard is overloaded\n");
     };
     let headers = request.headers();
-    let (method, path, host) = checked_request(state.source, &request);
+    let described = checked_request(state.source, &request);
+    let ambiguous = described.is_none();
+    let (method, path, host) = described.unwrap_or_default();
     let xfcc = header_values(headers, &HeaderName::from_static("x-forwarded-client-cert"));
     let xfcc = xfcc.join(",");
     let facts = RequestFacts {
@@ -117,6 +135,7 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
         path,
         authorization: header_values(headers, &header::AUTHORIZATION),
         prefixed_headers: Vec::new(),
+        ambiguous,
     };
     let authorizer = state.authorizer.current();
     let evaluate = |may_retry| {

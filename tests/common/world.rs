@@ -20,8 +20,8 @@ pub enum Mode {
     Unix,
     GrpcTls,
     Http,
-    /// HTTP mode behind nginx: the request from `X-Original-*`.
-    HttpForwarded,
+    /// HTTP mode behind nginx: the request from `X-Original-*` only.
+    HttpOriginal,
 }
 
 /// The PKI, issuer and files of one test: Envoy's SVID (`svid.pem`, `svid-key.pem`) and the
@@ -99,8 +99,8 @@ impl World {
                 "grpc: 127.0.0.1:0\n  http: 127.0.0.1:0".to_owned(),
                 "[xfcc]",
             ),
-            Mode::HttpForwarded => (
-                "grpc: 127.0.0.1:0\n  http: 127.0.0.1:0\n  http_request: forwarded_headers"
+            Mode::HttpOriginal => (
+                "grpc: 127.0.0.1:0\n  http: 127.0.0.1:0\n  http_request: original_headers"
                     .to_owned(),
                 "[xfcc]",
             ),

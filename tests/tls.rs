@@ -32,6 +32,16 @@ async fn tls_client(
     server_ca: &str,
     client: Option<&IssuedCertificate>,
 ) -> Result<AuthorizationClient<tonic::transport::Channel>, String> {
+    tls_client_from(address, server_ca, client, None).await
+}
+
+/// [`tls_client`] connecting from `source` (another loopback address, as another host would).
+async fn tls_client_from(
+    address: &str,
+    server_ca: &str,
+    client: Option<&IssuedCertificate>,
+    source: Option<std::net::IpAddr>,
+) -> Result<AuthorizationClient<tonic::transport::Channel>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for certificate in CertificateDer::pem_slice_iter(server_ca.as_bytes()) {
         roots.add(certificate.unwrap()).unwrap();
@@ -53,7 +63,15 @@ async fn tls_client(
         .connect_with_connector(tower::service_fn(move |_| {
             let (connector, address) = (connector.clone(), address.clone());
             async move {
-                let tcp = tokio::net::TcpStream::connect(address).await?;
+                let target: std::net::SocketAddr = address.parse().unwrap();
+                let tcp = match source {
+                    None => tokio::net::TcpStream::connect(target).await?,
+                    Some(source) => {
+                        let socket = tokio::net::TcpSocket::new_v4()?;
+                        socket.bind((source, 0).into())?;
+                        socket.connect(target).await?
+                    }
+                };
                 let name = ServerName::try_from("localhost").unwrap();
                 let tls = connector.connect(name, tcp).await?;
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
@@ -203,5 +221,53 @@ async fn rule_admin_tls_admits_only_allowed_operators() {
         "a peer outside allow_peers is refused"
     );
     assert!(!revoke_as(None), "plaintext is refused");
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_idle_handshakes_from_one_peer_do_not_shut_out_another() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    let issuer = DevIssuer::generate(ISSUER, "k", DevAlgorithm::Es256).unwrap();
+    write(dir, "jwks.json", &issuer.jwks().to_string());
+    let ca = DevCa::new("example.org").unwrap();
+    let server = server_certificate(&ca);
+    write(dir, "svid.pem", &server.cert_pem);
+    write(dir, "key.pem", &server.key_pem);
+    write(dir, "bundle.pem", ca.bundle_pem());
+    let tls = format!(
+        "\n  admin: \"off\"\n  grpc_tls:\n    cert: svid.pem\n    key: key.pem\n    client_ca: bundle.pem\n    allow_peers: [{ENVOY}]"
+    );
+    let yaml = config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n").replace(
+        "listen:\n  grpc: 127.0.0.1:0",
+        &format!("listen:\n  grpc: 127.0.0.1:0{tls}"),
+    );
+    let sidecar = runtime::start(Config::from_yaml(&yaml, dir).unwrap())
+        .await
+        .unwrap();
+    let address = sidecar.grpc_address.clone();
+    // More idle connections from one host than there are handshake slots in all.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(&address).await {
+            idle.push(stream);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Envoy, connecting from another address meanwhile, is answered.
+    let envoy = ca.issue_svid(ENVOY).unwrap();
+    let source = Some(std::net::IpAddr::from([127, 0, 0, 2]));
+    let mut client = tls_client_from(&address, ca.bundle_pem(), Some(&envoy), source)
+        .await
+        .expect("a well-behaved peer completes its handshake during the flood");
+    client.check(CheckRequest::default()).await.unwrap();
+    // The idle connections that got a slot are cut once the handshake deadline passes.
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), idle[0].read(&mut buffer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle handshake was not cut: {read:?}"
+    );
     sidecar.shutdown().await.unwrap();
 }

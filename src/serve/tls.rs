@@ -168,6 +168,57 @@ impl tonic::transport::server::Connected for TlsConnection {
 
 /// Most TLS handshakes in progress on one listener.
 const MAX_PENDING_HANDSHAKES: usize = 256;
+/// Most handshakes in progress from one peer address: a single client (or a flood from one
+/// host) cannot take the slots every other peer needs.
+const MAX_PENDING_HANDSHAKES_PER_PEER: usize = 8;
+/// How long a handshake may take. A real one on a loopback or pod network takes milliseconds
+/// (two round trips and a signature each way); idle connections are cut after this.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Handshakes in progress per peer address.
+#[derive(Default)]
+struct PeerHandshakes(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One handshake slot of a peer, given back when dropped.
+struct PeerSlot {
+    peers: Arc<PeerHandshakes>,
+    peer: std::net::IpAddr,
+}
+
+impl PeerHandshakes {
+    fn enter(self: &Arc<Self>, peer: std::net::IpAddr) -> Option<PeerSlot> {
+        // A poisoned lock is recovered: the map holds only counters.
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(peer).or_default();
+        if *count >= MAX_PENDING_HANDSHAKES_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            peers: Arc::clone(self),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .peers
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
 
 /// Accepts TCP connections and hands over those that pass the TLS gate. Each handshake runs in
 /// its own task, so a slow or hostile client cannot hold up the accept loop; the loop ends when
@@ -177,22 +228,28 @@ pub(crate) fn tls_incoming(
     gate: TlsGate,
 ) -> tokio::sync::mpsc::Receiver<Result<TlsConnection, std::io::Error>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
-    // Unauthenticated clients may hold at most this many handshakes at once.
+    // Unauthenticated clients may hold at most this many handshakes at once, and each peer
+    // address only a few of them.
     let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let peers = Arc::new(PeerHandshakes::default());
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = sender.closed() => break,
             };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match accepted {
+                Ok((stream, peer)) => (stream, peer),
                 Err(error) => {
                     // E.g. out of file descriptors: back off instead of spinning.
                     tracing::warn!(%error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            };
+            let Some(peer_slot) = peers.enter(peer.ip()) else {
+                // This peer already has its share of handshakes in progress.
+                continue;
             };
             let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
                 // Too many handshakes in progress: drop the connection at once.
@@ -201,9 +258,9 @@ pub(crate) fn tls_incoming(
             let _ = stream.set_nodelay(true);
             let (gate, sender) = (gate.clone(), sender.clone());
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(Duration::from_secs(10), gate.accept(stream));
+                let handshake = tokio::time::timeout(HANDSHAKE_DEADLINE, gate.accept(stream));
                 let accepted = handshake.await;
-                drop(permit);
+                drop((permit, peer_slot));
                 if let Ok(Some(connection)) = accepted {
                     let _ = sender.send(Ok(connection)).await;
                 }

@@ -112,6 +112,8 @@ async fn token_rejections_each_have_their_code() {
         ("aud extends local", sign(&with(good.clone(), json!({"aud": format!("{LOCAL}/x")}))), "token_audience_mismatch"),
         ("aud array with local", sign(&with(good.clone(), json!({"aud": ["spiffe://example.org/tool/email", LOCAL]}))), "allow"),
         ("aud array without local", sign(&with(good.clone(), json!({"aud": ["spiffe://example.org/tool/email"]}))), "token_audience_mismatch"),
+        ("aud array with a non-string element", sign(&with(good.clone(), json!({"aud": [LOCAL, 7]}))), "token_malformed"),
+        ("aud array with an object element", sign(&with(good.clone(), json!({"aud": [{"x": LOCAL}, LOCAL]}))), "token_malformed"),
         ("aud missing", sign(&with(good.clone(), json!({"aud": null}))), "token_audience_mismatch"),
         ("sub missing", sign(&with(good.clone(), json!({"sub": null}))), "token_malformed"),
         ("sub with a line break", sign(&with(good.clone(), json!({"sub": "user:alice\r\nx-injected: 1"}))), "token_malformed"),

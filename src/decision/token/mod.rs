@@ -388,6 +388,14 @@ impl Verifier {
         }
         let audience_matches = match claims.get("aud") {
             Some(Value::String(audience)) => *audience == self.audience,
+            // RFC 7519 §4.1.3: an array of StringOrURI. Another element is not an audience
+            // we could skip; the claim is malformed.
+            Some(Value::Array(audiences)) if audiences.iter().any(|a| !a.is_string()) => {
+                return Err(denial(
+                    TokenMalformed,
+                    "the token's aud array holds a value that is not a string",
+                ));
+            }
             Some(Value::Array(audiences)) => audiences
                 .iter()
                 .any(|audience| audience.as_str() == Some(self.audience.as_str())),

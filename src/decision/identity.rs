@@ -92,7 +92,18 @@ pub fn caller_identity(
 /// its successes across reloads on that basis. A check that depends on either belongs after it.
 pub fn spiffe_id_from_certificate(url_encoded_pem: &str) -> Result<SpiffeId, Denial> {
     let pem_bytes: Vec<u8> = percent_encoding::percent_decode_str(url_encoded_pem).collect();
-    let (rest, pem) = x509_parser::pem::parse_x509_pem(&pem_bytes)
+    // Only white space around the one PEM block: the parser would skip text before it, and a
+    // certificate with something glued in front is not the one the proxy verified.
+    let begin = pem_bytes
+        .windows(b"-----BEGIN".len())
+        .position(|window| window == b"-----BEGIN")
+        .unwrap_or(pem_bytes.len());
+    if !pem_bytes[..begin].iter().all(u8::is_ascii_whitespace) {
+        return Err(invalid(
+            "the peer certificate has text before its PEM block",
+        ));
+    }
+    let (rest, pem) = x509_parser::pem::parse_x509_pem(&pem_bytes[begin..])
         .map_err(|_| invalid("the peer certificate is not PEM"))?;
     if pem.label != "CERTIFICATE" {
         return Err(invalid(
@@ -318,6 +329,28 @@ mod tests {
                 got.as_ref().map(SpiffeId::as_str),
                 expected.as_ref().map(|s| *s),
                 "case {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn rule_only_white_space_may_surround_the_peer_certificate() {
+        let ca = crate::devkit::DevCa::new("example.org").unwrap();
+        let pem = ca.issue_svid(SCHEDULER).unwrap().cert_pem;
+        let encode = |text: &str| crate::devkit::url_encode(text);
+        assert_eq!(
+            spiffe_id_from_certificate(&encode(&format!("\n  {pem}\n"))).map(|id| id.to_string()),
+            Ok(SCHEDULER.to_owned())
+        );
+        for (case, text) in [
+            ("text before", format!("x{pem}")),
+            ("a line before", format!("garbage\n{pem}")),
+            ("text after", format!("{pem}x")),
+        ] {
+            assert_eq!(
+                spiffe_id_from_certificate(&encode(&text)).map_err(|d| d.reason),
+                Err(DenyReason::CallerIdentityInvalid),
+                "{case}"
             );
         }
     }

@@ -306,7 +306,11 @@ pub fn read_audit(
     let Some(value) = value else {
         return Some(Some(AuditConfig::default()));
     };
-    let map = reader.mapping("audit", value, &["output", "sample_allows", "buffer_lines"])?;
+    let map = reader.mapping(
+        "audit",
+        value,
+        &["output", "sample_allows", "buffer_lines", "buffer_bytes"],
+    )?;
     let mut config = AuditConfig::default();
     // The other keys are checked even when the log is off: a typo must not hide behind `off`.
     let mut off = false;
@@ -330,6 +334,10 @@ pub fn read_audit(
                 return None;
             }
         }
+    }
+    if let Some(value) = map.get("buffer_bytes") {
+        config.buffer_bytes =
+            reader.integer("audit.buffer_bytes", value, 65_536, 1 << 30)? as usize;
     }
     if let Some(value) = map.get("buffer_lines") {
         config.buffer_lines = reader.integer("audit.buffer_lines", value, 1, 1_000_000)? as usize;
@@ -403,6 +411,9 @@ pub struct AuditConfig {
     pub sample_allows: f64,
     /// Lines the queue holds before new ones are dropped.
     pub buffer_lines: usize,
+    /// Bytes the queue holds before new lines are dropped: with stdout read by nobody, memory
+    /// stays bounded however large the requests' fields are.
+    pub buffer_bytes: usize,
 }
 
 impl Default for AuditConfig {
@@ -411,6 +422,7 @@ impl Default for AuditConfig {
             output: AuditOutput::Stdout,
             sample_allows: 1.0,
             buffer_lines: 4096,
+            buffer_bytes: 8 << 20,
         }
     }
 }

@@ -1,9 +1,12 @@
 //! The audit log: one JSON line per decision (every deny; allows sampled), never the token,
 //! a signature or a query string.
 //!
-//! Writing never blocks a check: lines go through a bounded queue to a dedicated writer
-//! thread; when the queue is full the line is dropped and `actguard_audit_lines_dropped_total`
-//! counts it. [`AuditWriter::finish`] queues a stop marker behind every line already
+//! Writing never blocks a check: lines go through a queue bounded in lines
+//! (`audit.buffer_lines`) and in bytes (`audit.buffer_bytes`) to a dedicated writer thread; when
+//! either bound is reached the line is dropped and `actguard_audit_lines_dropped_total` counts
+//! it. Each field is cut at [`MAX_FIELD_BYTES`] (the chain at [`MAX_CHAIN_ENTRIES`] actors) and
+//! the record then names the cut fields in `"truncated"`, so a line is small whatever the
+//! request carried. [`AuditWriter::finish`] queues a stop marker behind every line already
 //! accepted, so shutdown flushes everything that was not dropped.
 
 use crate::config::{AuditConfig, AuditOutput};
@@ -12,8 +15,8 @@ use crate::decision::telemetry;
 use serde_json::json;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 enum Message {
@@ -21,8 +24,18 @@ enum Message {
     Stop,
 }
 
+/// Longest value of one field in a line (bytes, cut at a character boundary).
+pub const MAX_FIELD_BYTES: usize = 1024;
+/// Most actors of a chain written in a line.
+pub const MAX_CHAIN_ENTRIES: usize = 16;
+
 struct Sink {
     sender: SyncSender<Message>,
+    /// Bytes of lines queued and not yet written, shared with the writer thread.
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+    /// Lines this log dropped (also counted in the process-wide metric).
+    dropped: AtomicU64,
     /// Log every `allow_stride`-th allow; 0 logs none.
     allow_stride: u64,
     allows_seen: AtomicU64,
@@ -58,9 +71,11 @@ impl AuditLog {
             ),
         };
         let (sender, receiver) = sync_channel(config.buffer_lines.max(1));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let written = Arc::clone(&queued_bytes);
         let thread = std::thread::Builder::new()
             .name("actguard-audit".into())
-            .spawn(move || write_lines(receiver, output))?;
+            .spawn(move || write_lines(receiver, output, &written))?;
         let allow_stride = if config.sample_allows <= 0.0 {
             0
         } else {
@@ -69,6 +84,9 @@ impl AuditLog {
         let log = Self {
             sink: Some(Arc::new(Sink {
                 sender: sender.clone(),
+                queued_bytes,
+                max_bytes: config.buffer_bytes.max(1),
+                dropped: AtomicU64::new(0),
                 allow_stride,
                 allows_seen: AtomicU64::new(0),
             })),
@@ -104,12 +122,39 @@ impl DecisionLog for AuditLog {
         let Some(sink) = &self.sink else {
             return;
         };
-        match sink.sender.try_send(Message::Line(audit_line(record))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                metrics::counter!(telemetry::AUDIT_DROPPED).increment(1);
+        let line = audit_line(record);
+        let size = line.len() + 1;
+        // Reserve the bytes first, so concurrent writers cannot overshoot the bound together.
+        let reserved = sink
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + size <= sink.max_bytes).then_some(queued + size)
+            })
+            .is_ok();
+        let sent = reserved && sink.sender.try_send(Message::Line(line)).is_ok();
+        if !sent {
+            if reserved {
+                sink.queued_bytes.fetch_sub(size, Ordering::AcqRel);
             }
+            sink.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(telemetry::AUDIT_DROPPED).increment(1);
         }
+    }
+}
+
+impl AuditLog {
+    /// Bytes queued for the writer and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.sink
+            .as_ref()
+            .map_or(0, |sink| sink.queued_bytes.load(Ordering::Acquire))
+    }
+
+    /// Lines this log dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.sink
+            .as_ref()
+            .map_or(0, |sink| sink.dropped.load(Ordering::Relaxed))
     }
 }
 
@@ -123,7 +168,11 @@ impl AuditWriter {
     }
 }
 
-fn write_lines(receiver: Receiver<Message>, output: Box<dyn Write + Send>) {
+fn write_lines(
+    receiver: Receiver<Message>,
+    output: Box<dyn Write + Send>,
+    queued_bytes: &AtomicUsize,
+) {
     let mut output = std::io::BufWriter::new(output);
     while let Ok(message) = receiver.recv() {
         let mut next = Some(message);
@@ -133,6 +182,7 @@ fn write_lines(receiver: Receiver<Message>, output: Box<dyn Write + Send>) {
                 Message::Line(line) => {
                     let _ = output.write_all(line.as_bytes());
                     let _ = output.write_all(b"\n");
+                    queued_bytes.fetch_sub(line.len() + 1, Ordering::AcqRel);
                 }
                 Message::Stop => {
                     let _ = output.flush();
@@ -146,24 +196,60 @@ fn write_lines(receiver: Receiver<Message>, output: Box<dyn Write + Send>) {
     let _ = output.flush();
 }
 
+/// `value` cut at [`MAX_FIELD_BYTES`] on a character boundary; records `name` when cut.
+fn capped<'a>(value: &'a str, name: &'static str, truncated: &mut Vec<&'static str>) -> &'a str {
+    if value.len() <= MAX_FIELD_BYTES {
+        return value;
+    }
+    if !truncated.contains(&name) {
+        truncated.push(name);
+    }
+    let mut end = MAX_FIELD_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
 fn audit_line(record: &AuditRecord<'_>) -> String {
+    let mut truncated = Vec::new();
     let path = record.path.split(['?', '#']).next().unwrap_or_default();
-    json!({
+    let path = capped(path, "path", &mut truncated);
+    let request_id = capped(record.request_id, "request_id", &mut truncated);
+    let method = capped(record.method, "method", &mut truncated);
+    let caller = record.caller.map(|v| capped(v, "caller", &mut truncated));
+    let subject = record.subject.map(|v| capped(v, "subject", &mut truncated));
+    let jti = record.jti.map(|v| capped(v, "jti", &mut truncated));
+    let sid = record.sid.map(|v| capped(v, "sid", &mut truncated));
+    let route = record.route.map(|v| capped(v, "route", &mut truncated));
+    if record.chain.len() > MAX_CHAIN_ENTRIES {
+        truncated.push("chain");
+    }
+    let chain: Vec<&str> = record
+        .chain
+        .iter()
+        .take(MAX_CHAIN_ENTRIES)
+        .map(|actor| capped(actor, "chain", &mut truncated))
+        .collect();
+    let mut line = json!({
         "time": rfc3339(SystemTime::now()),
-        "request_id": record.request_id,
-        "caller": record.caller,
-        "subject": record.subject,
-        "chain": record.chain,
-        "route": record.route,
-        "method": record.method,
+        "request_id": request_id,
+        "caller": caller,
+        "subject": subject,
+        "chain": chain,
+        "route": route,
+        "method": method,
         "path": path,
         "decision": if record.reason.is_none() { "allow" } else { "deny" },
         "reason": record.reason,
-        "jti": record.jti,
-        "sid": record.sid,
+        "jti": jti,
+        "sid": sid,
         "latency_us": record.latency.as_micros() as u64,
-    })
-    .to_string()
+    });
+    if !truncated.is_empty() {
+        line["truncated"] = json!(truncated);
+    }
+    line.to_string()
 }
 
 /// `2026-11-22T14:43:40.123Z`.
@@ -216,6 +302,7 @@ mod tests {
             output: AuditOutput::File(path.clone()),
             sample_allows: 0.5,
             buffer_lines: 16,
+            buffer_bytes: 1 << 20,
         };
         let (log, writer) = AuditLog::start(&config).unwrap();
         let record = |reason| AuditRecord {
@@ -249,5 +336,68 @@ mod tests {
         assert_eq!(lines[2]["reason"], "actor_mismatch");
         assert_eq!(lines[2]["path"], "/calendar");
         assert!(!text.contains("secret"));
+    }
+
+    fn record_with(path: &str) -> AuditRecord<'_> {
+        AuditRecord {
+            request_id: "r",
+            caller: Some("spiffe://example.org/a"),
+            subject: Some("user:alice"),
+            chain: vec!["spiffe://example.org/a"],
+            route: None,
+            method: "GET",
+            path,
+            reason: Some("no_route"),
+            jti: None,
+            sid: None,
+            latency: Duration::from_micros(1),
+        }
+    }
+
+    #[test]
+    fn rule_audit_fields_are_capped_and_say_so() {
+        let huge = format!("/{}", "é".repeat(40_000));
+        let line: serde_json::Value =
+            serde_json::from_str(&audit_line(&record_with(&huge))).unwrap();
+        let path = line["path"].as_str().unwrap();
+        assert!(path.len() <= MAX_FIELD_BYTES && huge.starts_with(path));
+        assert_eq!(line["truncated"], serde_json::json!(["path"]));
+        let short: serde_json::Value =
+            serde_json::from_str(&audit_line(&record_with("/calendar"))).unwrap();
+        assert!(short.get("truncated").is_none());
+    }
+
+    #[test]
+    fn rule_the_audit_queue_is_bounded_in_bytes_when_nobody_reads() {
+        // A FIFO whose reader never reads: the pipe fills, the writer blocks, the queue grows
+        // until its byte bound, then lines are dropped and counted.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("audit.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let reader_path = fifo.clone();
+        let reader = std::thread::spawn(move || std::fs::File::open(reader_path).unwrap());
+        let config = AuditConfig {
+            output: AuditOutput::File(fifo),
+            sample_allows: 1.0,
+            buffer_lines: 1_000_000,
+            buffer_bytes: 256 * 1024,
+        };
+        let (log, _writer) = AuditLog::start(&config).unwrap();
+        let _held_open = reader.join().unwrap();
+        let path = format!("/{}", "x".repeat(64 * 1024));
+        for _ in 0..1000 {
+            log.write(&record_with(&path));
+            assert!(
+                log.queued_bytes() <= config.buffer_bytes,
+                "{}",
+                log.queued_bytes()
+            );
+        }
+        assert!(log.dropped() > 0, "nothing was dropped with nobody reading");
+        // The writer is blocked for good; the test ends without finishing it.
     }
 }

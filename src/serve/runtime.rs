@@ -248,10 +248,14 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
     }
 
     readiness.mark_listeners_bound();
+    // gRPC health agrees with /readyz from the moment start returns, not a tick later.
+    let ready = readiness.check(&authorizer.current()).is_ok();
+    set_health(&health, serving_status(ready)).await;
     background.push(tokio::spawn(publish_health(
         Arc::clone(&readiness),
         Arc::clone(&authorizer),
         health.clone(),
+        ready,
     )));
     tracing::info!(
         grpc = %grpc_address,
@@ -279,24 +283,28 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
 }
 
 /// Keeps gRPC health in step with readiness (keys can become available or stale at any time).
+fn serving_status(ready: bool) -> ServingStatus {
+    if ready {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
 async fn publish_health(
     readiness: Arc<Readiness>,
     authorizer: Arc<LiveAuthorizer>,
     health: HealthReporter,
+    published_ready: bool,
 ) {
-    let mut published = None;
+    let mut published = published_ready;
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     loop {
         ticker.tick().await;
         let ready = readiness.check(&authorizer.current()).is_ok();
-        if published != Some(ready) {
-            let status = if ready {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            set_health(&health, status).await;
-            published = Some(ready);
+        if published != ready {
+            set_health(&health, serving_status(ready)).await;
+            published = ready;
         }
     }
 }

@@ -239,16 +239,7 @@ pub fn run(
         }
         AdminCommand::Revocations => AdminAction::List,
     };
-    match super::runtime().block_on(run_action(&address, tls.as_ref(), action)) {
-        Ok(output) => {
-            println!("{output}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("{error}");
-            ExitCode::FAILURE
-        }
-    }
+    super::report(super::runtime().block_on(run_action(&address, tls.as_ref(), action)))
 }
 
 /// `--for`: whole seconds, as the admin API takes them (0 there means "until removed").

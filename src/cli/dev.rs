@@ -177,14 +177,5 @@ pub fn run(command: DevCommand) -> ExitCode {
             }),
         },
     };
-    match outcome {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("{error}");
-            ExitCode::FAILURE
-        }
-    }
+    super::report(outcome)
 }

@@ -219,6 +219,21 @@ pub(crate) fn init_logging(configured: Option<tracing::Level>) {
         .init();
 }
 
+/// A subcommand's outcome on the terminal: the text on stdout and exit 0, or the error on
+/// stderr and exit 1.
+pub(crate) fn report(outcome: Result<String, String>) -> std::process::ExitCode {
+    match outcome {
+        Ok(text) => {
+            println!("{text}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Loads a configuration, or prints every error in it (and returns `None`).
 pub(crate) fn load(path: &std::path::Path) -> Option<Config> {
     match Config::from_file(path) {

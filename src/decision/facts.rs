@@ -29,7 +29,8 @@ pub struct RequestFacts<'a> {
     pub ambiguous: bool,
 }
 
-fn has_actguard_prefix(name: &str) -> bool {
+/// Whether a header name is under actguard's `x-actguard-` prefix (any case).
+pub fn has_actguard_prefix(name: &str) -> bool {
     name.get(..response::HEADER_PREFIX.len())
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case(response::HEADER_PREFIX))
 }

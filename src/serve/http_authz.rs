@@ -15,6 +15,7 @@
 
 use crate::config::HttpRequestSource;
 use crate::decision::RequestFacts;
+use crate::decision::facts::has_actguard_prefix;
 use crate::decision::identity::PeerFacts;
 use crate::decision::reason::Fault;
 use crate::decision::response;
@@ -134,7 +135,11 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
         host,
         path,
         authorization: header_values(headers, &header::AUTHORIZATION),
-        prefixed_headers: Vec::new(),
+        prefixed_headers: headers
+            .keys()
+            .map(HeaderName::as_str)
+            .filter(|name| has_actguard_prefix(name))
+            .collect(),
         ambiguous,
     };
     let authorizer = state.authorizer.current();
@@ -150,7 +155,7 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
     }
     let built = match evaluated {
         Ok(Ok(evaluation)) => match evaluation.outcome {
-            Ok(grant) => allowed(&grant, &facts_prefixed(headers)),
+            Ok(grant) => allowed(&grant, &facts.prefixed_headers),
             Err(denial) => denied(&denial, authorizer.response_settings()),
         },
         Ok(Err(_)) => Err(Fault::KeysUnavailable),
@@ -163,16 +168,6 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
             "actguard internal fault\n",
         )
     })
-}
-
-/// Names of the request's `x-actguard-*` headers (the client's own copies, when the proxy
-/// passes them on).
-fn facts_prefixed(headers: &HeaderMap) -> Vec<&str> {
-    headers
-        .keys()
-        .map(HeaderName::as_str)
-        .filter(|name| name.starts_with(response::HEADER_PREFIX))
-        .collect()
 }
 
 /// Envoy's `http_service` removes the request headers this response header names

@@ -239,7 +239,7 @@ pub(crate) fn tls_incoming(
                 () = sender.closed() => break,
             };
             let (stream, peer) = match accepted {
-                Ok((stream, peer)) => (stream, peer),
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // E.g. out of file descriptors: back off instead of spinning.
                     tracing::warn!(%error, "accept failed");

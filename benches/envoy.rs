@@ -271,17 +271,11 @@ async fn main() {
     // actguard as users run it: audit on (to a file, as stdout would be read by a collector).
     let audit = world.path().join("audit.log");
     // ACTGUARD_BENCH_AUDIT=off: the same with the audit log off (to see what it costs).
-    let audit_output = match std::env::var("ACTGUARD_BENCH_AUDIT").as_deref() {
-        Ok("off") => "off".to_owned(),
-        _ => audit.display().to_string(),
-    };
-    let yaml = world
-        .config_yaml(Mode::Tcp, "")
-        .replace(
-            "audit:\n  output: off",
-            &format!("audit:\n  output: {audit_output}"),
-        )
-        .replace("  admin: off\n", "  admin: 127.0.0.1:0\n");
+    let yaml = match std::env::var("ACTGUARD_BENCH_AUDIT").as_deref() {
+        Ok("off") => world.config_yaml(Mode::Tcp, ""),
+        _ => world.config_yaml_audited(Mode::Tcp, &audit),
+    }
+    .replace("  admin: off\n", "  admin: 127.0.0.1:0\n");
     let config = actguard::config::Config::from_yaml(&yaml, world.path()).unwrap();
     let sidecar = actguard::serve::runtime::start(config).await.unwrap();
     let actguard_port: u16 = sidecar

@@ -5,6 +5,8 @@
 //! Then what the schema cannot see: clusters referenced but not defined, and the ext_authz
 //! settings actguard depends on.
 
+mod common;
+
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -34,13 +36,18 @@ fn pool() -> &'static DescriptorPool {
 /// Schema problems (as Envoy's own validation would report them) and reference problems.
 fn validate(yaml: &str) -> Result<(), String> {
     let document: Value = serde_saphyr::from_str(yaml).map_err(|e| format!("YAML: {e}"))?;
+    validate_document(&document)
+}
+
+/// [`validate`] for a bootstrap already parsed.
+fn validate_document(document: &Value) -> Result<(), String> {
     let bootstrap = pool()
         .get_message_by_name("envoy.config.bootstrap.v3.Bootstrap")
         .expect("Bootstrap is in the pool");
     let options = DeserializeOptions::new().deny_unknown_fields(true);
     DynamicMessage::deserialize_with_options(bootstrap, document.clone(), &options)
         .map_err(|e| format!("schema: {e}"))?;
-    check_references(&document)
+    check_references(document)
 }
 
 fn walk<'a>(value: &'a Value, visit: &mut dyn FnMut(&'a serde_json::Map<String, Value>)) {
@@ -111,59 +118,21 @@ fn read(name: &str) -> String {
 
 #[test]
 fn shipped_envoy_configs_validate() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("envoy");
-    let mut files: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| format!("envoy/{}", entry.unwrap().file_name().to_string_lossy()))
-        .filter(|file| file.ends_with(".yaml"))
-        .collect();
-    files.sort();
+    let files = common::envoy::shipped_files();
     assert!(files.len() >= 4, "{files:?}");
     for file in files {
         validate(&read(&file)).unwrap_or_else(|problem| panic!("{file}: {problem}"));
     }
 }
 
-/// Every `envoy.yaml` key of a ConfigMap in the Kubernetes manifests, by file.
-fn kubernetes_envoy_configs() -> Vec<(PathBuf, String)> {
-    fn visit(dir: &std::path::Path, found: &mut Vec<(PathBuf, String)>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        entries.sort();
-        for path in entries {
-            if path.is_dir() {
-                visit(&path, found);
-            } else if path.extension().is_some_and(|e| e == "yaml") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                let documents: Vec<Value> = serde_saphyr::from_multiple(&text)
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                for document in documents {
-                    if document["kind"] == "ConfigMap"
-                        && let Some(envoy) = document["data"]["envoy.yaml"].as_str()
-                    {
-                        found.push((path.clone(), envoy.to_owned()));
-                    }
-                }
-            }
-        }
-    }
-    let mut found = Vec::new();
-    visit(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes"),
-        &mut found,
-    );
-    found
-}
-
 #[test]
 fn kubernetes_envoy_configmaps_validate() {
-    let configs = kubernetes_envoy_configs();
-    // base (files) and overlays/spire (SDS): a walk that finds nothing must not pass.
-    assert!(configs.len() >= 2, "found only {configs:?}");
-    for (file, envoy) in configs {
-        validate(&envoy).unwrap_or_else(|problem| panic!("{}: {problem}", file.display()));
+    let configs = common::envoy::kubernetes_bootstraps();
+    // base (file-based SDS) and overlays/spire (SDS): a walk that finds nothing must not pass.
+    assert!(configs.len() >= 2, "found only {}", configs.len());
+    for shipped in configs {
+        validate_document(&shipped.bootstrap)
+            .unwrap_or_else(|problem| panic!("{}: {problem}", shipped.file));
     }
 }
 

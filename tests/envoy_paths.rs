@@ -291,10 +291,7 @@ async fn start_audited(
     world: &World,
     audit: &std::path::Path,
 ) -> actguard::serve::runtime::Sidecar {
-    let yaml = world.config_yaml(Mode::Tcp, "").replace(
-        "audit:\n  output: off",
-        &format!("audit:\n  output: {}", audit.display()),
-    );
+    let yaml = world.config_yaml_audited(Mode::Tcp, audit);
     let config = Config::from_yaml(&yaml, world.path()).unwrap();
     actguard::serve::runtime::start(config).await.unwrap()
 }

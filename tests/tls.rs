@@ -93,14 +93,12 @@ fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule_tls_listener_admits_only_allowed_peers_and_reloads_its_ca() {
-    let scratch = tempfile::tempdir().unwrap();
-    let dir = scratch.path();
+/// actguard with `listen.grpc_tls` in `dir`: a server certificate from `ca`, client
+/// certificates from `ca`'s bundle, only [`ENVOY`] allowed, files checked every second.
+async fn tls_sidecar(dir: &Path, ca: &DevCa) -> runtime::Sidecar {
     let issuer = DevIssuer::generate(ISSUER, "k", DevAlgorithm::Es256).unwrap();
     write(dir, "jwks.json", &issuer.jwks().to_string());
-    let ca = DevCa::new("example.org").unwrap();
-    let server = server_certificate(&ca);
+    let server = server_certificate(ca);
     write(dir, "svid.pem", &server.cert_pem);
     write(dir, "key.pem", &server.key_pem);
     write(dir, "bundle.pem", ca.bundle_pem());
@@ -111,9 +109,17 @@ async fn rule_tls_listener_admits_only_allowed_peers_and_reloads_its_ca() {
         "listen:\n  grpc: 127.0.0.1:0",
         &format!("listen:\n  grpc: 127.0.0.1:0{tls}"),
     );
-    let sidecar = runtime::start(Config::from_yaml(&yaml, dir).unwrap())
+    runtime::start(Config::from_yaml(&yaml, dir).unwrap())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_tls_listener_admits_only_allowed_peers_and_reloads_its_ca() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    let ca = DevCa::new("example.org").unwrap();
+    let sidecar = tls_sidecar(dir, &ca).await;
     let address = sidecar.grpc_address.clone();
     let bundle = ca.bundle_pem().to_owned();
 
@@ -228,23 +234,8 @@ async fn rule_admin_tls_admits_only_allowed_operators() {
 async fn rule_idle_handshakes_from_one_peer_do_not_shut_out_another() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path();
-    let issuer = DevIssuer::generate(ISSUER, "k", DevAlgorithm::Es256).unwrap();
-    write(dir, "jwks.json", &issuer.jwks().to_string());
     let ca = DevCa::new("example.org").unwrap();
-    let server = server_certificate(&ca);
-    write(dir, "svid.pem", &server.cert_pem);
-    write(dir, "key.pem", &server.key_pem);
-    write(dir, "bundle.pem", ca.bundle_pem());
-    let tls = format!(
-        "\n  admin: \"off\"\n  grpc_tls:\n    cert: svid.pem\n    key: key.pem\n    client_ca: bundle.pem\n    allow_peers: [{ENVOY}]"
-    );
-    let yaml = config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n").replace(
-        "listen:\n  grpc: 127.0.0.1:0",
-        &format!("listen:\n  grpc: 127.0.0.1:0{tls}"),
-    );
-    let sidecar = runtime::start(Config::from_yaml(&yaml, dir).unwrap())
-        .await
-        .unwrap();
+    let sidecar = tls_sidecar(dir, &ca).await;
     let address = sidecar.grpc_address.clone();
     // More idle connections from one host than there are handshake slots in all.
     let mut idle = Vec::new();

@@ -256,15 +256,6 @@ impl Envoy {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-
-    /// A counter or gauge from Envoy's admin `/stats`.
-    pub async fn stat(&self, name: &str) -> Option<u64> {
-        let url = format!("http://127.0.0.1:{}/stats?filter=^{name}$", self.admin_port);
-        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
-            .and_then(|value| value.trim().parse().ok())
-    }
 }
 
 impl Drop for Envoy {

@@ -35,7 +35,6 @@ pub struct Material {
 
 pub struct Sds {
     pub socket: PathBuf,
-    trust_domain: String,
     current: watch::Sender<Material>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -186,7 +185,6 @@ impl Sds {
         });
         Sds {
             socket,
-            trust_domain: trust_domain.to_owned(),
             current,
             stop: Some(stop),
         }
@@ -199,10 +197,6 @@ impl Sds {
             material.key_pem = key_pem;
             material.version += 1;
         });
-    }
-
-    pub fn trust_domain(&self) -> &str {
-        &self.trust_domain
     }
 }
 

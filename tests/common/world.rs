@@ -78,6 +78,14 @@ impl World {
         runtime::start(config).await.unwrap()
     }
 
+    /// [`World::config_yaml`] with the audit log written to `file` instead of off.
+    pub fn config_yaml_audited(&self, mode: Mode, file: &Path) -> String {
+        self.config_yaml(mode, "").replace(
+            "audit:\n  output: off",
+            &format!("audit:\n  output: {}", file.display()),
+        )
+    }
+
     /// The configuration [`World::actguard`] starts.
     pub fn config_yaml(&self, mode: Mode, extra: &str) -> String {
         let socket = self.path().join("authz.sock");

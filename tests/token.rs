@@ -2,6 +2,7 @@
 
 mod common;
 
+use actguard::config::Config;
 use actguard::decision::token::unix_now;
 use actguard::devkit::{DevAlgorithm, DevIssuer};
 use base64::Engine as _;
@@ -84,6 +85,14 @@ async fn token_rejections_each_have_their_code() {
             "token_alg_denied",
         ),
         ("crit extension", sign_header(&with(header.clone(), json!({"crit":["exp"], "exp": 1})), &good), "token_crit_unsupported"),
+        ("typ absent", sign_header(&with(header.clone(), json!({"typ": null})), &good), "allow"),
+        ("typ JWT", sign_header(&with(header.clone(), json!({"typ": "JWT"})), &good), "allow"),
+        ("typ at+jwt", sign_header(&with(header.clone(), json!({"typ": "at+jwt"})), &good), "allow"),
+        ("typ application/AT+JWT", sign_header(&with(header.clone(), json!({"typ": "application/AT+JWT"})), &good), "allow"),
+        ("typ secevent+jwt", sign_header(&with(header.clone(), json!({"typ": "secevent+jwt"})), &good), "token_malformed"),
+        ("typ logout+jwt", sign_header(&with(header.clone(), json!({"typ": "logout+jwt"})), &good), "token_malformed"),
+        ("typ application/ alone", sign_header(&with(header.clone(), json!({"typ": "application/"})), &good), "token_malformed"),
+        ("typ not a string", sign_header(&with(header.clone(), json!({"typ": ["at+jwt"]})), &good), "token_malformed"),
         ("no kid", sign_header(&json!({"alg":"ES256"}), &good), "token_key_unknown"),
         ("unknown kid", sign_header(&json!({"alg":"ES256","kid":"nope"}), &good), "token_key_unknown"),
         (
@@ -167,6 +176,33 @@ async fn deeply_nested_act_is_refused_without_harm() {
     assert!(token.len() < 65536);
     let answer = harness.get_calendar(SCHEDULER, &token).await;
     assert_eq!(answer.reason, "token_too_large");
+}
+
+#[tokio::test]
+async fn rule_require_typ_makes_explicit_access_token_typing_mandatory() {
+    let mut harness = Harness::start_with(&config_yaml("  require_typ: at+jwt", "")).await;
+    let claims = harness.claims(&[SCHEDULER]);
+    let header = harness.issuer.header();
+    let cases = [
+        ("absent", json!(null), "token_malformed"),
+        ("JWT", json!("JWT"), "token_malformed"),
+        ("at+jwt", json!("at+jwt"), "allow"),
+        ("application/at+jwt", json!("application/at+jwt"), "allow"),
+    ];
+    for (name, typ, expected) in cases {
+        let token = harness
+            .issuer
+            .sign_raw(&with(header.clone(), json!({ "typ": typ })), &claims)
+            .unwrap();
+        let answer = harness.get_calendar(SCHEDULER, &token).await;
+        assert_eq!(answer.reason, expected, "typ {name}");
+    }
+    let refused = Config::from_yaml(
+        &config_yaml("  require_typ: jwt", ""),
+        std::path::Path::new("."),
+    );
+    let errors = format!("{:?}", refused.unwrap_err());
+    assert!(errors.contains("tokens.require_typ"), "{errors}");
 }
 
 #[tokio::test]

@@ -164,6 +164,7 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
             issuers: issuers?,
             leeway: tokens.leeway,
             max_token_bytes: tokens.max_bytes,
+            require_access_token_typ: tokens.require_access_token_typ,
             routes: RouteTable::new(routes),
             cache: cache?,
             response: ResponseSettings {
@@ -261,12 +262,19 @@ fn report_duplicates(reader: &mut Reader, path: &str, list: &Value, key: &str, m
 struct TokenSettings {
     leeway: Duration,
     max_bytes: usize,
+    require_access_token_typ: bool,
     realm: Option<String>,
     resource_metadata: Option<String>,
 }
 
 fn read_tokens(reader: &mut Reader, value: &Value) -> Option<TokenSettings> {
-    let keys = ["leeway", "max_bytes", "realm", "resource_metadata"];
+    let keys = [
+        "leeway",
+        "max_bytes",
+        "require_typ",
+        "realm",
+        "resource_metadata",
+    ];
     let map = reader.mapping("tokens", value, &keys)?;
     let leeway = match map.get("leeway") {
         None => Some(Duration::from_secs(30)),
@@ -275,6 +283,22 @@ fn read_tokens(reader: &mut Reader, value: &Value) -> Option<TokenSettings> {
     let max_bytes = match map.get("max_bytes") {
         None => Some(crate::decision::token::DEFAULT_MAX_TOKEN_BYTES as u64),
         Some(value) => reader.integer("tokens.max_bytes", value, 512, 65536),
+    };
+    // The one explicit type there is to require; naming it keeps the setting readable and
+    // leaves room for none other.
+    let require_access_token_typ = match map.get("require_typ") {
+        None => Some(false),
+        Some(value) => match reader.string("tokens.require_typ", value) {
+            Some("at+jwt") => Some(true),
+            Some(_) => {
+                reader.error(
+                    "tokens.require_typ".to_owned(),
+                    "must be at+jwt (RFC 9068), the only type it can require",
+                );
+                None
+            }
+            None => None,
+        },
     };
     let mut quoted_text = |key: &str| -> Option<Option<String>> {
         let Some(value) = map.get(key) else {
@@ -299,6 +323,7 @@ fn read_tokens(reader: &mut Reader, value: &Value) -> Option<TokenSettings> {
     Some(TokenSettings {
         leeway: leeway?,
         max_bytes: usize::try_from(max_bytes?).ok()?,
+        require_access_token_typ: require_access_token_typ?,
         realm: realm?,
         resource_metadata: resource_metadata?,
     })

@@ -110,7 +110,8 @@ impl Authorizer {
                 config.local_identity.as_str().to_owned(),
                 config.leeway,
                 config.max_token_bytes,
-            ),
+            )
+            .requiring_access_token_typ(config.require_access_token_typ),
             response: config.response,
             token_cache,
             certificate_cache: cache::certificate_cache(),

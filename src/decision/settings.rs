@@ -29,6 +29,8 @@ pub struct DecisionSettings {
     pub issuers: Vec<TrustedIssuer>,
     pub leeway: Duration,
     pub max_token_bytes: usize,
+    /// `tokens.require_typ: at+jwt`: a token without RFC 9068's explicit `typ` is malformed.
+    pub require_access_token_typ: bool,
     pub routes: RouteTable,
     pub cache: CacheConfig,
     pub response: ResponseSettings,

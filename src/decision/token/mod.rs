@@ -3,7 +3,8 @@
 //!
 //! [`Verifier::verify`] validates, in this order (first failure wins): size; compact JWS form
 //! with unpadded base64url parts; a strict JSON header (no duplicate names); no `crit`
-//! (we implement no extensions, RFC 7515 §4.1.11); a strict JSON claims set; `iss` is a
+//! (we implement no extensions, RFC 7515 §4.1.11); `typ` absent, `JWT` or `at+jwt` (only
+//! `at+jwt` when required; RFC 8725 §3.11, RFC 9068 §4); a strict JSON claims set; `iss` is a
 //! configured issuer; `alg` is in that issuer's allow-list; `kid` names one of its keys; the key
 //! accepts that `alg`; the signature; `exp` present, numeric and not past (with leeway);
 //! `nbf`/`iat` not in the future (with leeway); `aud` (string or array) contains the local
@@ -166,6 +167,8 @@ pub struct Verifier {
     /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
     leeway: i64,
     max_token_bytes: usize,
+    /// RFC 9068 explicit typing required (`tokens.require_typ: at+jwt`).
+    require_access_token_typ: bool,
     /// Chains and scope lists shared between verified tokens.
     parts: shared::SharedParts,
 }
@@ -198,6 +201,56 @@ fn decode_json_part(part: &str) -> Result<Map<String, Value>, Denial> {
     }
 }
 
+/// The JOSE types an access token may declare (RFC 7515 §4.1.9: compared case-insensitively,
+/// `application/` optional). Anything else — `secevent+jwt`, `logout+jwt`, an ID token's
+/// `id_token+jwt`… — is another kind of JWT that must never pass as an access token
+/// (RFC 8725 §3.11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeclaredType {
+    Absent,
+    Jwt,
+    AccessToken,
+}
+
+fn declared_type(header: &Map<String, Value>) -> Result<DeclaredType, Denial> {
+    let typ = match header.get("typ") {
+        None => return Ok(DeclaredType::Absent),
+        Some(Value::String(typ)) => typ.as_str(),
+        Some(_) => {
+            return Err(denial(
+                DenyReason::TokenMalformed,
+                "the token's typ is not a string",
+            ));
+        }
+    };
+    let media_type = match typ.get(..12) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+        _ => typ,
+    };
+    if media_type.eq_ignore_ascii_case("jwt") {
+        Ok(DeclaredType::Jwt)
+    } else if media_type.eq_ignore_ascii_case("at+jwt") {
+        Ok(DeclaredType::AccessToken)
+    } else {
+        Err(denial(
+            DenyReason::TokenMalformed,
+            "the token's typ is not an access token type (JWT or at+jwt)",
+        ))
+    }
+}
+
+/// `typ` must be absent, `JWT` or `at+jwt`; with `required`, exactly `at+jwt` (RFC 9068 §4).
+fn check_typ(header: &Map<String, Value>, required: bool) -> Result<(), Denial> {
+    let declared = declared_type(header)?;
+    if required && declared != DeclaredType::AccessToken {
+        return Err(denial(
+            DenyReason::TokenMalformed,
+            "the token does not declare typ at+jwt, which this workload requires",
+        ));
+    }
+    Ok(())
+}
+
 /// A NumericDate claim: `None` when absent, `Err` when present but not a finite number.
 fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, ()> {
     match claims.get(name) {
@@ -224,8 +277,15 @@ impl Verifier {
             audience,
             leeway: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
             max_token_bytes,
+            require_access_token_typ: false,
             parts: shared::SharedParts::default(),
         }
+    }
+
+    /// This verifier with RFC 9068 explicit typing (`typ: at+jwt`) made mandatory.
+    pub fn requiring_access_token_typ(mut self, required: bool) -> Self {
+        self.require_access_token_typ = required;
+        self
     }
 
     /// Each trusted issuer with its number of usable keys (0 when unavailable), sorted.
@@ -315,6 +375,7 @@ impl Verifier {
                 "the token requires header extensions this server does not implement",
             ));
         }
+        check_typ(&header, self.require_access_token_typ)?;
         let Some(Value::String(algorithm_name)) = header.get("alg") else {
             return Err(denial(TokenMalformed, "the token header has no alg"));
         };

@@ -256,6 +256,7 @@ fn dev_subcommands_mint_credentials_actguard_accepts() {
             &svid
         ))
         .unwrap()
+        .id
         .as_str(),
         "spiffe://example.org/agent/scheduler",
         "the SVID is a valid X509-SVID"

@@ -70,6 +70,49 @@ async fn malformed_certificates_are_caller_identity_invalid() {
     }
 }
 
+/// An SVID for `id` valid from `not_before` to `not_after` (Unix seconds).
+fn svid_valid(ca: &DevCa, id: &str, not_before: i64, not_after: i64) -> String {
+    let mut params = params_with_sans(&[uri(id)]);
+    params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
+    params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+    ca.issue(params).unwrap().url_encoded()
+}
+
+#[tokio::test]
+async fn rule_a_caller_certificate_outside_its_validity_is_refused() {
+    let mut harness = Harness::start().await;
+    let token = harness.delegated(&[SCHEDULER]);
+    let now = actguard::decision::token::unix_now();
+    let expired = svid_valid(&harness.ca, SCHEDULER, now - 7200, now - 60);
+    let not_yet = svid_valid(&harness.ca, SCHEDULER, now + 3600, now + 7200);
+    // Valid for a moment: allowed (and so cached), then refused once it lapses, although the
+    // bytes Envoy reports for the connection are the same.
+    let brief = svid_valid(&harness.ca, SCHEDULER, now - 60, now + 2);
+    let check = |certificate: &str| {
+        RequestSpec::get("/calendar/events")
+            .header("host", "calendar.example.org")
+            .certificate(certificate)
+            .bearer(&token)
+            .build()
+    };
+    for (name, certificate) in [("expired", &expired), ("not yet valid", &not_yet)] {
+        let answer = harness.check(check(certificate)).await;
+        assert_eq!(answer.reason, "caller_identity_invalid", "{name}");
+        assert_eq!(answer.http_status, 403, "{name}");
+    }
+    for _ in 0..2 {
+        assert!(harness.check(check(&brief)).await.is_allow());
+    }
+    while actguard::decision::token::unix_now() <= now + 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let answer = harness.check(check(&brief)).await;
+    assert_eq!(
+        answer.reason, "caller_identity_invalid",
+        "a remembered certificate is held to its validity on every check"
+    );
+}
+
 #[tokio::test]
 async fn rule_caller_trust_domain_must_be_allowed() {
     let mut harness = Harness::start().await;

@@ -6,8 +6,8 @@
 //!   leeway, at most an hour).
 //! - Caller SPIFFE IDs, keyed by the SHA-256 of the URL-encoded certificate.
 
+use crate::decision::identity::Svid;
 use crate::decision::settings::CacheConfig;
-use crate::decision::spiffe::SpiffeId;
 use crate::decision::token::VerifiedToken;
 use moka::sync::Cache;
 use std::sync::Arc;
@@ -75,7 +75,7 @@ pub(super) fn token_cache(cache: CacheConfig) -> Option<Cache<Digest, CachedToke
 }
 
 /// The certificate → SPIFFE ID cache.
-pub(super) fn certificate_cache() -> Cache<Digest, SpiffeId> {
+pub(super) fn certificate_cache() -> Cache<Digest, Svid> {
     Cache::builder()
         .max_capacity(CERTIFICATE_CACHE_ENTRIES)
         .time_to_live(MAX_ENTRY_TTL)

@@ -7,8 +7,10 @@
 //!
 //! What this module checks of a certificate: it parses as X.509, is not a CA (basic
 //! constraints, `keyCertSign`/`cRLSign` key usage), and carries exactly one URI SAN, which is a
-//! canonical SPIFFE ID (the X509-SVID rules). It does not check the chain or validity period:
-//! Envoy validated the peer's chain during the TLS handshake before it asked us.
+//! canonical SPIFFE ID (the X509-SVID rules), and — on every check, cached or not — that the
+//! check happens inside the certificate's validity period: a connection can outlive the
+//! certificate Envoy verified at its handshake. It does not check the chain: Envoy validated it
+//! during the TLS handshake before it asked us.
 //! It does not check the trust domain; the authorizer does.
 
 use crate::decision::reason::{Denial, DenyReason};
@@ -52,19 +54,44 @@ fn invalid(description: &'static str) -> Denial {
     Denial::new(DenyReason::CallerIdentityInvalid, description)
 }
 
-/// Finds the caller's SPIFFE ID. `certificate_identity` parses a certificate; the authorizer
-/// passes a cached version of [`spiffe_id_from_certificate`].
+/// What a certificate says of its holder: the SPIFFE ID and when the certificate is valid
+/// (`notBefore`..=`notAfter`, Unix seconds). A pure function of the certificate's bytes, so it
+/// may be cached; [`Svid::identity_at`] applies the time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Svid {
+    pub id: SpiffeId,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl Svid {
+    /// The SPIFFE ID, when `now` is inside the validity period (RFC 5280 §4.1.2.5: both ends
+    /// inclusive); otherwise `caller_identity_invalid`.
+    pub fn identity_at(&self, now: i64) -> Result<SpiffeId, Denial> {
+        if now < self.not_before {
+            Err(invalid("the caller's certificate is not valid yet"))
+        } else if now > self.not_after {
+            Err(invalid("the caller's certificate has expired"))
+        } else {
+            Ok(self.id.clone())
+        }
+    }
+}
+
+/// Finds the caller's SPIFFE ID at time `now`. `certificate_identity` parses a certificate; the
+/// authorizer passes a cached version of [`spiffe_id_from_certificate`].
 pub fn caller_identity(
     sources: &[IdentitySource],
     facts: &PeerFacts<'_>,
-    certificate_identity: impl FnOnce(&str) -> Result<SpiffeId, Denial>,
+    now: i64,
+    certificate_identity: impl FnOnce(&str) -> Result<Svid, Denial>,
 ) -> Result<SpiffeId, Denial> {
     let mut certificate_identity = Some(certificate_identity);
     for source in sources {
         match source {
             IdentitySource::Certificate if !facts.certificate.is_empty() => {
                 if let Some(parse) = certificate_identity.take() {
-                    return parse(facts.certificate);
+                    return parse(facts.certificate)?.identity_at(now);
                 }
             }
             IdentitySource::Principal if !facts.principal.is_empty() => {
@@ -74,7 +101,7 @@ pub fn caller_identity(
             }
             IdentitySource::Xfcc => {
                 if let Some(header) = facts.xfcc.filter(|header| !header.is_empty()) {
-                    return spiffe_id_from_xfcc(header);
+                    return spiffe_id_from_xfcc(header, now);
                 }
             }
             _ => {}
@@ -86,11 +113,12 @@ pub fn caller_identity(
     ))
 }
 
-/// Reads the SPIFFE ID of an X509-SVID given as URL-encoded PEM (see the module docs).
+/// Reads an X509-SVID given as URL-encoded PEM (see the module docs).
 ///
 /// A pure function of the bytes, independent of configuration and time: the authorizer caches
-/// its successes across reloads on that basis. A check that depends on either belongs after it.
-pub fn spiffe_id_from_certificate(url_encoded_pem: &str) -> Result<SpiffeId, Denial> {
+/// its successes across reloads on that basis. A check that depends on either belongs after it
+/// (the validity period is applied by [`Svid::identity_at`]).
+pub fn spiffe_id_from_certificate(url_encoded_pem: &str) -> Result<Svid, Denial> {
     let pem_bytes: Vec<u8> = percent_encoding::percent_decode_str(url_encoded_pem).collect();
     // Only white space around the one PEM block: the parser would skip text before it, and a
     // certificate with something glued in front is not the one the proxy verified.
@@ -116,10 +144,15 @@ pub fn spiffe_id_from_certificate(url_encoded_pem: &str) -> Result<SpiffeId, Den
     spiffe_id_from_der(&pem.contents)
 }
 
-/// The SPIFFE ID of an X509-SVID in DER form (the checks of [`spiffe_id_from_certificate`]).
-pub fn spiffe_id_from_der(der: &[u8]) -> Result<SpiffeId, Denial> {
+/// An X509-SVID in DER form (the checks of [`spiffe_id_from_certificate`]).
+pub fn spiffe_id_from_der(der: &[u8]) -> Result<Svid, Denial> {
     let (_, certificate) = x509_parser::certificate::X509Certificate::from_der(der)
         .map_err(|_| invalid("the peer certificate is not valid X.509"))?;
+    let validity = certificate.validity();
+    let (not_before, not_after) = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
     let basic_constraints = certificate
         .basic_constraints()
         .map_err(|_| invalid("the peer certificate has malformed basic constraints"))?;
@@ -147,7 +180,12 @@ pub fn spiffe_id_from_der(der: &[u8]) -> Result<SpiffeId, Denial> {
     match (uris.next(), uris.next()) {
         (Some(uri), None) => SpiffeId::parse(uri)
             .map_err(|_| invalid("the peer certificate's URI SAN is not a canonical SPIFFE ID"))
-            .and_then(workload),
+            .and_then(workload)
+            .map(|id| Svid {
+                id,
+                not_before,
+                not_after,
+            }),
         (None, _) => Err(invalid("the peer certificate has no URI SAN")),
         (Some(_), Some(_)) => Err(invalid("the peer certificate has more than one URI SAN")),
     }
@@ -192,7 +230,8 @@ fn split_unquoted(input: &str, separator: char) -> Vec<&str> {
 /// `set_current_client_cert_details.cert` and nginx's `$ssl_client_escaped_cert` give it,
 /// checked as an X509-SVID exactly like a peer certificate) when present, else from its one
 /// `URI=`. An element with both must name the same SPIFFE ID; several of either is refused.
-pub fn spiffe_id_from_xfcc(header: &str) -> Result<SpiffeId, Denial> {
+/// A `Cert=` is held to its validity period at `now`.
+pub fn spiffe_id_from_xfcc(header: &str, now: i64) -> Result<SpiffeId, Denial> {
     let elements = split_unquoted(header, ',');
     let last = elements.last().copied().unwrap_or_default();
     let values = |wanted: &str| -> Vec<&str> {
@@ -220,7 +259,7 @@ pub fn spiffe_id_from_xfcc(header: &str) -> Result<SpiffeId, Denial> {
             _ => Err(invalid("the forwarded client certificate has no URI")),
         },
         [certificate] => {
-            let id = spiffe_id_from_certificate(certificate)?;
+            let id = spiffe_id_from_certificate(certificate)?.identity_at(now)?;
             match uris[..] {
                 [uri] if uri != id.as_str() => Err(invalid(
                     "the forwarded client certificate and its URI name different callers",
@@ -240,13 +279,15 @@ mod tests {
     use IdentitySource::*;
 
     const SCHEDULER: &str = "spiffe://example.org/agent/scheduler";
+    /// A time inside the development CA's certificates' validity (rcgen's 1975–4096).
+    const NOW: i64 = 1_800_000_000;
 
     fn from_principal(principal: &str) -> Result<String, DenyReason> {
         let facts = PeerFacts {
             principal,
             ..PeerFacts::default()
         };
-        caller_identity(&[Certificate, Principal], &facts, |_| unreachable!())
+        caller_identity(&[Certificate, Principal], &facts, NOW, |_| unreachable!())
             .map(|id| id.to_string())
             .map_err(|denial| denial.reason)
     }
@@ -268,8 +309,14 @@ mod tests {
             principal: "spiffe://example.org/agent/other",
             xfcc: None,
         };
-        let id = caller_identity(&[Certificate, Principal], &facts, |_| {
-            SpiffeId::parse(SCHEDULER).map_err(|_| invalid("x"))
+        let id = caller_identity(&[Certificate, Principal], &facts, NOW, |_| {
+            SpiffeId::parse(SCHEDULER)
+                .map(|id| Svid {
+                    id,
+                    not_before: 0,
+                    not_after: i64::MAX,
+                })
+                .map_err(|_| invalid("x"))
         });
         assert_eq!(id.unwrap().as_str(), SCHEDULER);
     }
@@ -280,12 +327,12 @@ mod tests {
             xfcc: Some("URI=spiffe://example.org/agent/scheduler"),
             ..PeerFacts::default()
         };
-        let without = caller_identity(&[Certificate, Principal], &facts, |_| unreachable!());
+        let without = caller_identity(&[Certificate, Principal], &facts, NOW, |_| unreachable!());
         assert_eq!(
             without.unwrap_err().reason,
             DenyReason::CallerIdentityMissing
         );
-        let with = caller_identity(&[Certificate, Xfcc], &facts, |_| unreachable!());
+        let with = caller_identity(&[Certificate, Xfcc], &facts, NOW, |_| unreachable!());
         assert_eq!(with.unwrap().as_str(), SCHEDULER);
     }
 
@@ -324,7 +371,7 @@ mod tests {
             ),
         ];
         for (name, header, expected) in cases {
-            let got = spiffe_id_from_xfcc(header).map_err(|denial| denial.reason);
+            let got = spiffe_id_from_xfcc(header, NOW).map_err(|denial| denial.reason);
             assert_eq!(
                 got.as_ref().map(SpiffeId::as_str),
                 expected.as_ref().map(|s| *s),
@@ -339,7 +386,8 @@ mod tests {
         let pem = ca.issue_svid(SCHEDULER).unwrap().cert_pem;
         let encode = |text: &str| crate::devkit::url_encode(text);
         assert_eq!(
-            spiffe_id_from_certificate(&encode(&format!("\n  {pem}\n"))).map(|id| id.to_string()),
+            spiffe_id_from_certificate(&encode(&format!("\n  {pem}\n")))
+                .map(|svid| svid.id.to_string()),
             Ok(SCHEDULER.to_owned())
         );
         for (case, text) in [
@@ -363,7 +411,7 @@ mod tests {
             Err(DenyReason::CallerIdentityInvalid),
             "principal"
         );
-        let from_xfcc = spiffe_id_from_xfcc(&format!("URI={root}")).map_err(|d| d.reason);
+        let from_xfcc = spiffe_id_from_xfcc(&format!("URI={root}"), NOW).map_err(|d| d.reason);
         assert_eq!(from_xfcc, Err(DenyReason::CallerIdentityInvalid), "xfcc");
         let ca = crate::devkit::DevCa::new("example.org").unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -391,7 +439,20 @@ mod tests {
             }
             ca.issue(params).unwrap().url_encoded()
         };
+        let expired = {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI(SCHEDULER.try_into().unwrap()));
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+            ca.issue(params).unwrap().url_encoded()
+        };
         let cases: Vec<(&str, String, Result<&str, DenyReason>)> = vec![
+            (
+                "cert expired",
+                format!("Cert=\"{expired}\";URI={SCHEDULER}"),
+                Err(DenyReason::CallerIdentityInvalid),
+            ),
             (
                 "cert alone",
                 format!("By=spiffe://example.org/tool;Cert=\"{svid}\""),
@@ -424,7 +485,7 @@ mod tests {
             ),
         ];
         for (name, header, expected) in cases {
-            let got = spiffe_id_from_xfcc(&header).map_err(|denial| denial.reason);
+            let got = spiffe_id_from_xfcc(&header, NOW).map_err(|denial| denial.reason);
             assert_eq!(
                 got.as_ref().map(SpiffeId::as_str),
                 expected.as_ref().map(|s| *s),

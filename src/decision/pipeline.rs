@@ -15,7 +15,7 @@
 
 use crate::decision::cache::{self, CachedToken, Digest, MAX_ENTRY_TTL};
 use crate::decision::facts::RequestFacts;
-use crate::decision::identity::{self, IdentitySource};
+use crate::decision::identity::{self, IdentitySource, Svid};
 use crate::decision::path;
 use crate::decision::policy::{self, DelegationPolicy, Grant};
 use crate::decision::reason::{Denial, DenyReason, Fault};
@@ -45,7 +45,7 @@ pub struct Authorizer {
     response: ResponseSettings,
     /// `None` when `cache.max_entries` is 0.
     token_cache: Option<Cache<Digest, CachedToken>>,
-    certificate_cache: Cache<Digest, SpiffeId>,
+    certificate_cache: Cache<Digest, Svid>,
     shared: Shared,
     /// When this configuration (and its keys) was loaded: the JWKS age metric.
     created_at: Instant,
@@ -270,7 +270,7 @@ impl Authorizer {
         now: i64,
         learned: &mut Evaluation,
     ) -> Result<Grant, Denial> {
-        let caller = identity::caller_identity(&self.identity_sources, &facts.peer, |pem| {
+        let caller = identity::caller_identity(&self.identity_sources, &facts.peer, now, |pem| {
             self.caller_from_certificate(pem)
         })?;
         let caller = learned.caller.insert(caller);
@@ -313,21 +313,23 @@ impl Authorizer {
         policy::authorize(&self.delegation, caller, route, verified)
     }
 
-    fn caller_from_certificate(&self, url_encoded_pem: &str) -> Result<SpiffeId, Denial> {
-        if let Some(id) = recent::callers::get(url_encoded_pem) {
-            return Ok(id);
+    /// The certificate's SVID, cached: the validity period is applied by the caller on every
+    /// check, hit or miss.
+    fn caller_from_certificate(&self, url_encoded_pem: &str) -> Result<Svid, Denial> {
+        if let Some(svid) = recent::callers::get(url_encoded_pem) {
+            return Ok(svid);
         }
         let key = cache::sha256(url_encoded_pem.as_bytes());
-        let id = match self.certificate_cache.get(&key) {
-            Some(id) => id,
+        let svid = match self.certificate_cache.get(&key) {
+            Some(svid) => svid,
             None => {
-                let id = identity::spiffe_id_from_certificate(url_encoded_pem)?;
-                self.certificate_cache.insert(key, id.clone());
-                id
+                let svid = identity::spiffe_id_from_certificate(url_encoded_pem)?;
+                self.certificate_cache.insert(key, svid.clone());
+                svid
             }
         };
-        recent::callers::remember(url_encoded_pem, &id);
-        Ok(id)
+        recent::callers::remember(url_encoded_pem, &svid);
+        Ok(svid)
     }
 
     fn verified_token(&self, bearer: &str, now: i64) -> Result<Arc<VerifiedToken>, Denial> {

@@ -5,9 +5,10 @@
 /// The last few peer certificates each worker thread saw, compared byte for byte: a tool is
 /// called by a handful of agents, so most checks find their caller here without hashing the
 /// ~1 KB certificate or touching the shared cache. Safe across reloads and authorizers: the
-/// SPIFFE ID is a pure function of the certificate bytes (only successes are remembered).
+/// SVID (SPIFFE ID and validity period) is a pure function of the certificate bytes (only
+/// successes are remembered; the validity period is applied on every use).
 pub mod callers {
-    use crate::decision::spiffe::SpiffeId;
+    use crate::decision::identity::Svid;
     use std::cell::RefCell;
 
     const SLOTS: usize = 4;
@@ -16,7 +17,7 @@ pub mod callers {
 
     #[derive(Default)]
     struct Recent {
-        slots: [Option<(Box<str>, SpiffeId)>; SLOTS],
+        slots: [Option<(Box<str>, Svid)>; SLOTS],
         next: usize,
     }
 
@@ -24,7 +25,7 @@ pub mod callers {
         static RECENT: RefCell<Recent> = RefCell::new(Recent::default());
     }
 
-    pub(in crate::decision) fn get(certificate: &str) -> Option<SpiffeId> {
+    pub(in crate::decision) fn get(certificate: &str) -> Option<Svid> {
         RECENT
             .try_with(|recent| {
                 let recent = recent.try_borrow().ok()?;
@@ -39,14 +40,14 @@ pub mod callers {
             .flatten()
     }
 
-    pub(in crate::decision) fn remember(certificate: &str, id: &SpiffeId) {
+    pub(in crate::decision) fn remember(certificate: &str, svid: &Svid) {
         if certificate.len() > MAX_CERTIFICATE_BYTES {
             return;
         }
         let _ = RECENT.try_with(|recent| {
             if let Ok(mut recent) = recent.try_borrow_mut() {
                 let slot = recent.next;
-                recent.slots[slot] = Some((certificate.into(), id.clone()));
+                recent.slots[slot] = Some((certificate.into(), svid.clone()));
                 recent.next = (slot + 1) % SLOTS;
             }
         });

@@ -141,7 +141,7 @@ impl TlsGate {
             .1
             .peer_certificates()
             .and_then(|chain| chain.first())
-            .map(|leaf| identity::spiffe_id_from_der(leaf.as_ref()));
+            .map(|leaf| identity::spiffe_id_from_der(leaf.as_ref()).map(|svid| svid.id));
         match peer {
             Some(Ok(id)) if settings.allow_peers.iter().any(|p| p.matches(&id)) => {
                 Some(BatchedWrites(tls))

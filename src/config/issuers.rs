@@ -49,14 +49,15 @@ fn read_static_keys(
 ) -> Option<KeySet> {
     let key_path = child(path, "jwks_file");
     let file = base_dir.join(reader.string(&key_path, value)?);
-    let document = std::fs::read(&file)
-        .map_err(|error| {
-            reader.error(
-                &key_path,
-                format!("cannot read {}: {error}", file.display()),
-            )
-        })
-        .ok()?;
+    let document =
+        crate::decision::files::read_limited(&file, crate::decision::files::MAX_CONFIG_FILE_BYTES)
+            .map_err(|error| {
+                reader.error(
+                    &key_path,
+                    format!("cannot read {}: {error}", file.display()),
+                )
+            })
+            .ok()?;
     KeySet::from_jwks(&document)
         .map_err(|problems| {
             for problem in problems {

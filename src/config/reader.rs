@@ -46,8 +46,11 @@ fn document_error(message: String) -> ConfigErrors {
 
 /// A configuration file's text; an unreadable file is a `(document)` error naming it.
 pub fn read_text(path: &std::path::Path) -> Result<String, ConfigErrors> {
-    std::fs::read_to_string(path)
-        .map_err(|error| document_error(format!("cannot read {}: {error}", path.display())))
+    let cannot = |error: String| document_error(format!("cannot read {}: {error}", path.display()));
+    let bytes =
+        crate::decision::files::read_limited(path, crate::decision::files::MAX_CONFIG_FILE_BYTES)
+            .map_err(|error| cannot(error.to_string()))?;
+    String::from_utf8(bytes).map_err(|_| cannot("not UTF-8 text".to_owned()))
 }
 
 /// YAML text as a JSON value (strict keys are checked by [`Reader::mapping`] afterwards).

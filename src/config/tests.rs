@@ -303,6 +303,20 @@ issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
 }
 
 #[test]
+fn rule_a_jwks_file_that_is_a_device_is_a_config_error_not_a_hang() {
+    let yaml = r#"
+identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
+issuers: [{issuer: "https://sts.example.org", jwks_file: /dev/zero}]
+"#;
+    let errors = errors_of(yaml);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("issuers[0].jwks_file") && errors[0].contains("not a regular file"),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn unix_socket_listen_addresses_parse() {
     assert_eq!(
         ListenAddress::parse("unix:/run/actguard/authz.sock"),

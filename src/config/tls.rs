@@ -9,7 +9,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,14 +26,15 @@ pub struct TlsSettings {
     pub reload_interval: Duration,
 }
 
-fn read(path: &PathBuf) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    crate::decision::files::read_limited(path, crate::decision::files::MAX_CONFIG_FILE_BYTES)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))
 }
 
 /// The certificate chain and private key of a server.
 fn certified_key(
-    cert: &PathBuf,
-    key: &PathBuf,
+    cert: &Path,
+    key: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
         .collect::<Result<_, _>>()
@@ -48,7 +49,7 @@ fn certified_key(
 
 /// Server-only TLS (no client certificate asked), HTTP/1.1 and h2: the Kubernetes API server
 /// calling an admission webhook.
-pub fn server_only_config(cert: &PathBuf, key: &PathBuf) -> Result<Arc<ServerConfig>, String> {
+pub fn server_only_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
     let (chain, key) = certified_key(cert, key)?;
     let mut config = ServerConfig::builder()
         .with_no_client_auth()

@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod delegation;
 pub mod facts;
+pub mod files;
 pub mod identity;
 pub mod path;
 pub mod pipeline;

@@ -74,7 +74,10 @@ impl RevocationList {
     /// A list persisted in `file`, loaded from it when it exists.
     pub fn persisted(file: &Path) -> Result<Self, String> {
         let mut entries = HashMap::new();
-        match std::fs::read(file) {
+        match crate::decision::files::read_limited(
+            file,
+            crate::decision::files::MAX_REVOCATION_FILE_BYTES,
+        ) {
             Ok(bytes) => {
                 let stored: Vec<Revocation> = serde_json::from_slice(&bytes).map_err(|error| {
                     format!("{}: not a revocation list: {error}", file.display())

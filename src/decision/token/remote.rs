@@ -88,8 +88,11 @@ impl RemoteKeys {
             .redirect(reqwest::redirect::Policy::none())
             .https_only(!spec.insecure_http);
         if let Some(file) = &spec.ca_file {
-            let pem = std::fs::read(file)
-                .map_err(|error| format!("cannot read {}: {error}", file.display()))?;
+            let pem = crate::decision::files::read_limited(
+                file,
+                crate::decision::files::MAX_CONFIG_FILE_BYTES,
+            )
+            .map_err(|error| format!("cannot read {}: {error}", file.display()))?;
             let certificates = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|error| format!("{}: not a PEM bundle: {error}", file.display()))?;
             if certificates.is_empty() {

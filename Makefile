@@ -3,7 +3,7 @@
 # components it runs (Envoy from PyPI into target/, Debian packages such as nginx when missing).
 CARGO ?= cargo
 
-.PHONY: run test lint build bench docker-demo
+.PHONY: run test lint build bench fuzz docker-demo
 
 build:
 	$(CARGO) build --locked --release
@@ -37,6 +37,13 @@ bench:
 	$(CARGO) bench --locked --bench decision
 	$(CARGO) bench --locked --bench envoy
 	$(CARGO) bench --locked --bench load
+
+## fuzz: every cargo-fuzz target for SECONDS seconds each (default 60), from the committed seeds
+## in fuzz/seeds/ plus what earlier runs grew in fuzz/corpus/ (nightly toolchain; installs
+## cargo-fuzz when missing); prints executions per target; see docs/fuzzing.md
+SECONDS ?= 60
+fuzz:
+	fuzz/run.sh $(SECONDS)
 
 ## docker-demo: Envoy + actguard + an echo "tool" in Docker Compose, and the curl scenario
 ## (needs a Docker engine with Compose v2; see deploy/docker/README.md)

@@ -57,5 +57,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod devkit;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod inject;
 pub mod serve;

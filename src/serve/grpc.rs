@@ -285,6 +285,15 @@ pub async fn run<H: CheckHandler>(
     run_with(listener, authorizer, ServeOptions::default(), shutdown).await
 }
 
+/// Streams a client may reset before the server has served them, per connection.
+pub const HTTP2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the server may reset because of the client's protocol errors, per connection.
+pub const HTTP2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// The largest HTTP/2 header list of one request (decoded, as RFC 9113 §6.5.2 counts it).
+pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// [`run`] with admission control, a per-check deadline and gRPC health.
 pub async fn run_with<H: CheckHandler>(
     listener: Listener,
@@ -296,7 +305,22 @@ pub async fn run_with<H: CheckHandler>(
         authorizer,
         options.max_concurrent_checks,
     ));
-    let mut builder = tonic::transport::Server::builder();
+    let streams = u32::try_from(options.max_concurrent_checks).unwrap_or(u32::MAX);
+    let mut builder = tonic::transport::Server::builder()
+        // tonic leaves these unset, which turns hyper's own defaults off (unlimited streams per
+        // connection, no bound on streams the server resets for errors): every one explicit.
+        // More streams than checks admitted at once would only be refused one by one.
+        .max_concurrent_streams(streams)
+        // Rapid reset (CVE-2023-44487): a client resetting streams before they are served is
+        // sent GOAWAY after this many pending resets.
+        .http2_max_pending_accept_reset_streams(Some(HTTP2_MAX_PENDING_ACCEPT_RESETS))
+        .http2_max_local_error_reset_streams(Some(HTTP2_MAX_LOCAL_ERROR_RESETS))
+        // Envoy's ext_authz call carries the request in its body: its HTTP/2 headers are a few
+        // hundred bytes. A larger header list (a CONTINUATION flood included) ends the stream.
+        .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
+        // A peer that stops answering PINGs is dropped instead of holding its connection.
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT));
     if let Some(timeout) = options.check_timeout {
         builder = builder.timeout(timeout);
     }

@@ -1,0 +1,383 @@
+//! Entry points of the fuzz targets in `fuzz/` (cargo feature `fuzzing`; never part of a
+//! release build). Each runs one parser over arbitrary bytes and panics only when an invariant
+//! the documentation promises is broken, so a crash is a finding. Keys, routes, the clock and
+//! the certificates' issuer are fixed: every crash replays.
+
+use crate::config::Config;
+use crate::decision::Authorizer;
+use crate::decision::facts::RequestFacts;
+use crate::decision::identity;
+use crate::decision::path;
+use crate::decision::path::has_segment_prefix;
+use crate::decision::policy;
+use crate::decision::spiffe::{CallerPattern, SpiffeId};
+use crate::decision::token::{self, KeySet, VerifiedToken, Verifier, json};
+use crate::devkit::DevIssuer;
+use std::sync::{Arc, OnceLock};
+
+/// The time every target decides at; the seed tokens expire an hour later.
+pub const NOW: i64 = 1_800_000_000;
+/// The workload the fixed configuration protects.
+pub const LOCAL: &str = "spiffe://example.org/tool/calendar";
+/// The one trusted issuer.
+pub const ISSUER: &str = "https://sts.example.org";
+/// The caller the claims target binds tokens to.
+pub const SCHEDULER: &str = "spiffe://example.org/agent/scheduler";
+
+/// A key made for fuzzing and published here on purpose: it signs the seed tokens, so the
+/// fuzzer starts from tokens that verify. It protects nothing.
+const FUZZ_ONLY_ES256_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgkyo0liaKlO7obcuO
+b680vCh9avoylrHFmGEL+phwB5mhRANCAAQmzCqUHZq06WH5nbYkL/5aZYBCpg+I
+AgNu2Subc/WAnS7rI5E0oRcJiOTekZjgwlFUY5dpu9d+3ypwU9c5gRZL
+-----END PRIVATE KEY-----";
+
+/// The fixed configuration: routes like the README's, one issuer with the key above.
+pub const CONFIG: &str = r#"
+identity:
+  local: spiffe://example.org/tool/calendar
+  trust_domains: [example.org]
+issuers:
+  - issuer: https://sts.example.org
+    jwks_file: jwks.json
+    algorithms: [ES256]
+delegation:
+  max_depth: 3
+  ceilings:
+    - {actor: "spiffe://example.org/agent/*", scopes: [calendar:read, admin]}
+  edges:
+    - {from: "spiffe://example.org/agent/orchestrator", to: "spiffe://example.org/agent/scheduler"}
+    - {from: "spiffe://example.org/agent/*", to: "spiffe://example.org/agent/planner"}
+routes:
+  - name: calendar-read
+    methods: [GET]
+    hosts: [calendar.example.org]
+    path_prefix: /calendar
+    require_scopes: [calendar:read]
+  - name: admin
+    path_prefix: /admin
+    require_scopes: [admin]
+    allow_callers: [spiffe://example.org/agent/orchestrator, spiffe://example.org/ops/*]
+  - name: webhook
+    path_prefix: /hooks
+    max_depth: 1
+    forward_token: true
+default: deny
+"#;
+
+struct Fixture {
+    issuer: DevIssuer,
+    /// Where `jwks.json` lives, for the config targets.
+    scratch: std::path::PathBuf,
+    verifier: Verifier,
+    cached: Authorizer,
+    uncached: Authorizer,
+    config: Config,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let issuer = DevIssuer::from_key_pem(ISSUER, "fuzz-es256", FUZZ_ONLY_ES256_KEY)
+            .expect("the fuzzing key loads");
+        let scratch = std::env::temp_dir().join(format!("actguard-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).expect("a scratch directory");
+        std::fs::write(scratch.join("jwks.json"), issuer.jwks().to_string()).expect("jwks.json");
+        let load = |yaml: &str| Config::from_yaml(yaml, &scratch).expect("the fixed config loads");
+        let uncached_yaml = format!("{CONFIG}cache: {{max_entries: 0}}\n");
+        let issuers = load(CONFIG).decision.issuers;
+        let verifier = Verifier::new(
+            issuers,
+            LOCAL.to_owned(),
+            std::time::Duration::from_secs(30),
+            token::DEFAULT_MAX_TOKEN_BYTES,
+        );
+        Fixture {
+            verifier,
+            cached: Authorizer::new(load(CONFIG).decision),
+            uncached: Authorizer::new(load(&uncached_yaml).decision),
+            config: load(CONFIG),
+            issuer,
+            scratch,
+        }
+    })
+}
+
+/// The issuer of the seed tokens.
+pub fn seed_issuer() -> &'static DevIssuer {
+    &fixture().issuer
+}
+
+fn text(data: &[u8]) -> Option<&str> {
+    std::str::from_utf8(data).ok()
+}
+
+/// `Authorization` header values (one per line) → bearer token → JWS verification.
+pub fn bearer_and_jws(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    let values: Vec<&str> = if text.is_empty() {
+        Vec::new()
+    } else {
+        text.split('\n').collect()
+    };
+    let Ok(bearer) = token::bearer_token(&values) else {
+        return;
+    };
+    assert!(!bearer.is_empty() && !bearer.contains([' ', ',']));
+    if let Ok(verified) = fixture().verifier.verify(bearer, NOW) {
+        assert!(
+            verified.expires_at() + 30 > NOW,
+            "an expired token verified"
+        );
+        assert!(!verified.subject().is_empty());
+    }
+}
+
+/// A claims set (strict JSON) → the claims the policy reads → the policy, for the caller
+/// [`SCHEDULER`] on each route. Reaches what the signature keeps the JWS target from.
+pub fn claims(data: &[u8]) {
+    let Ok(serde_json::Value::Object(members)) = json::parse_strict(data) else {
+        return;
+    };
+    let Ok(verified) = VerifiedToken::from_claims_for_fuzzing(&members, NOW + 3600) else {
+        return;
+    };
+    let verified = Arc::new(verified);
+    let fixture = fixture();
+    let caller = SpiffeId::parse(SCHEDULER).expect("a SPIFFE ID");
+    for route in fixture.config.decision.routes.iter() {
+        if policy::authorize(
+            &fixture.config.decision.delegation,
+            &caller,
+            route,
+            &verified,
+        )
+        .is_ok()
+        {
+            assert_bound_to_caller(&verified);
+        }
+    }
+}
+
+/// An allow binds the token to the caller: its current actor (outermost `act`) is the caller,
+/// or, without `act`, every client it was issued to (else its `sub`) is; no actor is the
+/// subject and none appears twice.
+fn assert_bound_to_caller(verified: &VerifiedToken) {
+    match verified.actors().first() {
+        Some(current) => assert_eq!(current.subject(), Some(SCHEDULER), "current actor"),
+        None => {
+            let clients: Vec<&str> = [verified.client_id(), verified.authorized_party()]
+                .into_iter()
+                .flatten()
+                .collect();
+            if clients.is_empty() {
+                assert_eq!(verified.subject(), SCHEDULER, "sub of a direct token");
+            } else {
+                assert!(
+                    clients.iter().all(|client| *client == SCHEDULER),
+                    "issued to"
+                );
+            }
+        }
+    }
+    let actors: Vec<Option<&str>> = verified.actors().iter().map(|a| a.subject()).collect();
+    for (index, actor) in actors.iter().enumerate() {
+        assert_ne!(*actor, Some(verified.subject()), "an actor is the subject");
+        assert!(
+            !actors[index + 1..].contains(actor),
+            "an actor appears twice"
+        );
+    }
+}
+
+/// The strict JSON parser accepts a subset of what serde_json accepts, with the same meaning.
+pub fn strict_json(data: &[u8]) {
+    if let Ok(strict) = json::parse_strict(data) {
+        let lenient: serde_json::Value = serde_json::from_slice(data).expect("strict JSON is JSON");
+        assert_eq!(strict, lenient);
+    }
+}
+
+/// JWKS documents, as files (every key usable) and as fetched (unusable keys skipped).
+pub fn jwks(data: &[u8]) {
+    let strict = KeySet::from_jwks(data);
+    let skipping = KeySet::from_jwks_skipping_unusable(data);
+    if let Ok(keys) = &strict {
+        let (skipped_set, skipped) = skipping.expect("a usable set is usable when skipping");
+        assert!(skipped.is_empty());
+        assert_eq!(keys.len(), skipped_set.len());
+    }
+}
+
+/// Certificates as Envoy reports them (URL-encoded PEM) and as DER.
+pub fn certificate(data: &[u8]) {
+    if let Ok(svid) = identity::spiffe_id_from_der(data) {
+        assert!(svid.id.is_workload());
+    }
+    if let Some(text) = text(data)
+        && let Ok(svid) = identity::spiffe_id_from_certificate(text)
+    {
+        assert!(svid.id.is_workload());
+    }
+}
+
+/// SPIFFE IDs and caller patterns: only canonical IDs parse, and they print as they were given.
+pub fn spiffe_id(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    if let Ok(id) = SpiffeId::parse(text) {
+        assert_eq!(
+            id.as_str(),
+            text,
+            "a SPIFFE ID parsed into another spelling"
+        );
+        assert!(id.as_str().starts_with("spiffe://"));
+        assert_eq!(SpiffeId::parse(id.as_str()).ok(), Some(id.clone()));
+    }
+    if let Ok(pattern) = CallerPattern::parse(text)
+        && let Ok(id) = SpiffeId::parse(text)
+    {
+        assert!(
+            pattern.matches(&id),
+            "an exact pattern must match its own ID"
+        );
+    }
+}
+
+/// `x-forwarded-client-cert` values.
+pub fn xfcc(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    if let Ok(id) = identity::spiffe_id_from_xfcc(text, NOW) {
+        assert!(id.is_workload());
+    }
+}
+
+/// Path normalisation keeps the guarantees of [`crate::decision::path`], and is idempotent.
+pub fn path(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    let Ok(normal) = path::normalize(text) else {
+        return;
+    };
+    assert!(normal.starts_with('/'), "{normal:?}");
+    assert!(!normal.contains(['?', '#', '\\', ';']), "{normal:?}");
+    assert!(
+        !normal.bytes().any(|byte| byte.is_ascii_control()),
+        "{normal:?}"
+    );
+    for segment in normal.split('/').skip(1) {
+        assert!(segment != "." && segment != "..", "{normal:?}");
+    }
+    assert!(!normal.contains("//"), "{normal:?}");
+    let upper = normal.to_ascii_uppercase();
+    for encoded in ["%2F", "%5C", "%2E", "%25", "%3B"] {
+        assert!(!upper.contains(encoded), "{normal:?}");
+    }
+    assert_eq!(
+        path::normalize(&normal).as_deref(),
+        Ok(&*normal),
+        "not idempotent"
+    );
+}
+
+/// Route selection over the fixed table: method, host and path, one per line.
+pub fn route_selection(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    let mut lines = text.splitn(3, '\n');
+    let (method, host, raw_path) = (
+        lines.next().unwrap_or_default(),
+        lines.next().unwrap_or_default(),
+        lines.next().unwrap_or_default(),
+    );
+    let Ok(normal) = path::normalize(raw_path) else {
+        return;
+    };
+    let routes = &fixture().config.decision.routes;
+    if let Some(route) = routes.select(method, host, &normal) {
+        assert!(
+            has_segment_prefix(&normal, &route.path_prefix),
+            "{normal:?} {route:?}"
+        );
+        if let Some(methods) = &route.methods {
+            assert!(methods.iter().any(|m| m.eq_ignore_ascii_case(method)));
+        }
+    }
+}
+
+/// The configuration loader, over the directory that holds the fixed `jwks.json`.
+pub fn config(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    let _ = Config::from_yaml(text, &fixture().scratch);
+}
+
+/// Admin API messages: a `RevokeRequest` (first byte even) or an `UnrevokeRequest` (odd), as
+/// protobuf, through the service's handlers against a fresh in-memory list.
+pub fn admin_messages(data: &[u8]) {
+    use crate::decision::revocation::RevocationList;
+    use crate::serve::admin_api::{RevocationService, pb, pb::revocations_server::Revocations};
+    use prost::Message as _;
+    let Some((selector, message)) = data.split_first() else {
+        return;
+    };
+    let list = Arc::new(RevocationList::in_memory());
+    let service = RevocationService::new(Arc::clone(&list));
+    if selector % 2 == 0 {
+        let Ok(request) = pb::RevokeRequest::decode(message) else {
+            return;
+        };
+        let answer = complete(service.revoke(tonic::Request::new(request.clone())));
+        if answer.is_ok() {
+            let listed = list.list(crate::decision::token::unix_now());
+            assert!(
+                listed
+                    .iter()
+                    .any(|revocation| revocation.value == request.value)
+            );
+        }
+    } else {
+        let Ok(request) = pb::UnrevokeRequest::decode(message) else {
+            return;
+        };
+        let _ = complete(service.unrevoke(tonic::Request::new(request)));
+    }
+}
+
+/// Runs a future that never waits (the admin handlers do no I/O for an in-memory list).
+fn complete<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("an admin handler waited"),
+    }
+}
+
+/// A whole ext_authz `CheckRequest` (protobuf) through the pipeline, with and without the
+/// caches: the same request gets the same decision either way (twice with the cache: a miss,
+/// then a hit).
+pub fn check_request(data: &[u8]) {
+    use prost::Message as _;
+    let Ok(request) = envoy_types::pb::envoy::service::auth::v3::CheckRequest::decode(data) else {
+        return;
+    };
+    let fixture = fixture();
+    let facts = RequestFacts::from_check_request(&request);
+    let evaluation = fixture.uncached.evaluate(&facts, NOW);
+    if let Ok(grant) = &evaluation.outcome {
+        let caller = evaluation.caller.as_ref().map(SpiffeId::as_str);
+        assert_eq!(
+            Some(grant.actor()),
+            caller,
+            "an allow for another actor than the caller"
+        );
+    }
+    let uncached = evaluation.outcome;
+    let first = fixture.cached.evaluate(&facts, NOW).outcome;
+    let second = fixture.cached.evaluate(&facts, NOW).outcome;
+    assert_eq!(
+        first, uncached,
+        "a cache miss decided otherwise than no cache"
+    );
+    assert_eq!(
+        second, uncached,
+        "a cache hit decided otherwise than no cache"
+    );
+}

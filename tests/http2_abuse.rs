@@ -1,0 +1,439 @@
+//! HTTP/2 abuse on the ext_authz listener, spoken frame by frame over a raw TCP connection:
+//! rapid reset (CVE-2023-44487), CONTINUATION floods, SETTINGS and PING floods, header lists
+//! past the limit, many slow connections. Each attack meets a limit, and a well-behaved client
+//! on its own connection keeps getting answers meanwhile.
+
+mod common;
+
+use actguard::config::Config;
+use actguard::decision::Authorizer;
+use actguard::serve::grpc::{self, HTTP2_MAX_HEADER_LIST_BYTES, Listener, ServeOptions};
+use common::*;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const PING: u8 = 6;
+const GOAWAY: u8 = 7;
+const CONTINUATION: u8 = 9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = payload.len() as u32;
+    let mut bytes = length.to_be_bytes()[1..].to_vec();
+    bytes.extend([kind, flags]);
+    bytes.extend(stream.to_be_bytes());
+    bytes.extend(payload);
+    bytes
+}
+
+/// HPACK integer with a 7-bit prefix (string lengths, no Huffman).
+fn hpack_length(length: usize, out: &mut Vec<u8>) {
+    if length < 127 {
+        out.push(length as u8);
+        return;
+    }
+    out.push(127);
+    let mut rest = length - 127;
+    while rest >= 128 {
+        out.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    out.push(rest as u8);
+}
+
+/// A header block of literals without indexing (RFC 7541 §6.2.2), new names.
+fn header_block(headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in headers {
+        block.push(0);
+        hpack_length(name.len(), &mut block);
+        block.extend(name.as_bytes());
+        hpack_length(value.len(), &mut block);
+        block.extend(value.as_bytes());
+    }
+    block
+}
+
+fn check_headers() -> Vec<u8> {
+    header_block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/envoy.service.auth.v3.Authorization/Check"),
+        (":authority", "actguard"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ])
+}
+
+struct Server {
+    address: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _scratch: tempfile::TempDir,
+}
+
+/// The gRPC listener with the options `actguard serve` uses by default.
+async fn server() -> Server {
+    let scratch = tempfile::tempdir().unwrap();
+    let issuer =
+        actguard::devkit::DevIssuer::generate(ISSUER, "k1", actguard::devkit::DevAlgorithm::Es256)
+            .unwrap();
+    std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
+    let config = Config::from_yaml(&config_yaml("  leeway: 30s", ""), scratch.path()).unwrap();
+    let listener = Listener::bind(&config.listen.grpc).await.unwrap();
+    let address = listener.describe();
+    let authorizer = Arc::new(Authorizer::new(config.decision));
+    let options = ServeOptions {
+        max_concurrent_checks: config.limits.max_concurrent_checks,
+        check_timeout: Some(config.limits.check_timeout),
+        ..ServeOptions::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(grpc::run_with(listener, authorizer, options, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        address,
+        _stop: stop,
+        _scratch: scratch,
+    }
+}
+
+/// A well-behaved client on its own connection: its checks keep being answered (a deny, no
+/// caller identity) within a second each while `attack` runs; returns what the attack returned.
+async fn while_well_behaved_client_checks<T: Send + 'static>(
+    server: &Server,
+    attack: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let mut client = AuthorizationClient::connect(format!("http://{}", server.address))
+        .await
+        .unwrap();
+    let attack = tokio::spawn(attack);
+    let mut answered = 0;
+    while !attack.is_finished() || answered < 5 {
+        let started = Instant::now();
+        let request = RequestSpec::get("/calendar/events").build();
+        let answer = tokio::time::timeout(Duration::from_secs(1), client.check(request)).await;
+        let answer = answer.expect("a check waited more than a second during the attack");
+        assert!(
+            answer.is_ok(),
+            "a check failed during the attack: {answer:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    attack.await.unwrap()
+}
+
+/// Opens a raw HTTP/2 connection (preface and empty SETTINGS sent).
+async fn raw_connection(server: &Server) -> TcpStream {
+    let mut stream = TcpStream::connect(&server.address).await.unwrap();
+    stream.write_all(PREFACE).await.unwrap();
+    stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    stream
+}
+
+/// How a connection ended: the GOAWAY error code the server sent, if any, once it closed.
+#[derive(Debug, PartialEq)]
+enum Ending {
+    GoAway(u32),
+    Closed,
+    StillOpen,
+}
+
+/// Reads frames until the server closes or `within` passes; the first GOAWAY's code wins.
+async fn ending(reader: &mut tokio::net::tcp::OwnedReadHalf, within: Duration) -> Ending {
+    let deadline = Instant::now() + within;
+    let mut buffer = Vec::new();
+    let mut goaway = None;
+    loop {
+        let mut chunk = [0u8; 16384];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, reader.read(&mut chunk)).await {
+            Err(_) => return goaway.map_or(Ending::StillOpen, Ending::GoAway),
+            Ok(Ok(0)) | Ok(Err(_)) => return goaway.map_or(Ending::Closed, Ending::GoAway),
+            Ok(Ok(read)) => buffer.extend(&chunk[..read]),
+        }
+        while buffer.len() >= 9 {
+            let length = u32::from_be_bytes([0, buffer[0], buffer[1], buffer[2]]) as usize;
+            if buffer.len() < 9 + length {
+                break;
+            }
+            if buffer[3] == GOAWAY && goaway.is_none() && length >= 8 {
+                goaway = Some(u32::from_be_bytes(buffer[13..17].try_into().unwrap()));
+            }
+            buffer.drain(..9 + length);
+        }
+    }
+}
+
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+#[tokio::test]
+async fn rule_rapid_reset_is_cut_off_and_others_keep_being_answered() {
+    let server = server().await;
+    let connection = raw_connection(&server).await;
+    let ended = while_well_behaved_client_checks(&server, async move {
+        let (mut reader, mut writer) = connection.into_split();
+        let headers = check_headers();
+        // Open and cancel streams as fast as the socket takes them.
+        let mut sent = 0u32;
+        for index in 0..20_000u32 {
+            let stream = 1 + 2 * index;
+            let mut burst = frame(HEADERS, END_HEADERS, stream, &headers);
+            burst.extend(frame(RST_STREAM, 0, stream, &8u32.to_be_bytes()));
+            if writer.write_all(&burst).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        (ending(&mut reader, Duration::from_secs(5)).await, sent)
+    })
+    .await;
+    assert_eq!(
+        ended.0,
+        Ending::GoAway(ENHANCE_YOUR_CALM),
+        "after {} streams",
+        ended.1
+    );
+}
+
+#[tokio::test]
+async fn rule_a_continuation_flood_is_cut_at_the_header_list_limit() {
+    let server = server().await;
+    let connection = raw_connection(&server).await;
+    let (ended, sent) = while_well_behaved_client_checks(&server, async move {
+        let (mut reader, mut writer) = connection.into_split();
+        writer
+            .write_all(&frame(HEADERS, 0, 1, &check_headers()))
+            .await
+            .unwrap();
+        // An endless header block: CONTINUATION frames that never set END_HEADERS.
+        let junk = header_block(&[("x-junk", &"j".repeat(4000))]);
+        let mut sent = 0usize;
+        while sent < 64 * 1024 * 1024 {
+            if writer
+                .write_all(&frame(CONTINUATION, 0, 1, &junk))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            sent += junk.len();
+        }
+        (ending(&mut reader, Duration::from_secs(5)).await, sent)
+    })
+    .await;
+    assert_ne!(ended, Ending::StillOpen);
+    assert!(
+        sent < 64 * 1024 * 1024,
+        "the server read {sent} bytes of one header block"
+    );
+}
+
+#[tokio::test]
+async fn rule_a_header_list_past_the_limit_is_refused() {
+    let server = server().await;
+    let connection = raw_connection(&server).await;
+    let (mut reader, mut writer) = connection.into_split();
+    let big = "b".repeat(HTTP2_MAX_HEADER_LIST_BYTES as usize);
+    let mut headers = vec![(":method", "POST")];
+    headers.extend([
+        (":scheme", "http"),
+        (":path", "/envoy.service.auth.v3.Authorization/Check"),
+        (":authority", "actguard"),
+        ("content-type", "application/grpc"),
+        ("x-big", big.as_str()),
+    ]);
+    let block = header_block(&headers);
+    // Split into frames of at most 16 KiB (the default SETTINGS_MAX_FRAME_SIZE).
+    let mut chunks = block.chunks(16_000).peekable();
+    let first = chunks.next().unwrap();
+    let flags = if chunks.peek().is_none() {
+        END_HEADERS | END_STREAM
+    } else {
+        END_STREAM
+    };
+    writer
+        .write_all(&frame(HEADERS, flags, 1, first))
+        .await
+        .unwrap();
+    while let Some(chunk) = chunks.next() {
+        let flags = if chunks.peek().is_none() {
+            END_HEADERS
+        } else {
+            0
+        };
+        writer
+            .write_all(&frame(CONTINUATION, flags, 1, chunk))
+            .await
+            .unwrap();
+    }
+    // The stream gets a response it cannot mistake for success: 431 headers, a reset, or the
+    // connection ends.
+    let mut buffer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let mut chunk = [0u8; 16384];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, reader.read(&mut chunk)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(read)) => buffer.extend(&chunk[..read]),
+        }
+        let mut offset = 0;
+        let mut found = false;
+        while buffer.len() >= offset + 9 {
+            let length =
+                u32::from_be_bytes([0, buffer[offset], buffer[offset + 1], buffer[offset + 2]])
+                    as usize;
+            let (kind, stream) = (
+                buffer[offset + 3],
+                u32::from_be_bytes(buffer[offset + 5..offset + 9].try_into().unwrap())
+                    & 0x7fff_ffff,
+            );
+            if buffer.len() < offset + 9 + length {
+                break;
+            }
+            let payload = &buffer[offset + 9..offset + 9 + length];
+            // A response HEADERS on stream 1 whose block holds `:status 431`: not in HPACK's
+            // static table, so a literal value, plain or Huffman-coded ("431" is 0x69 0x90 0xff).
+            let status_431 = payload
+                .windows(3)
+                .any(|w| w == b"431" || w == [0x69, 0x90, 0xff]);
+            if (kind == HEADERS && stream == 1 && status_431)
+                || (kind == RST_STREAM && stream == 1)
+                || kind == GOAWAY
+            {
+                found = true;
+            }
+            offset += 9 + length;
+        }
+        if found {
+            break true;
+        }
+    };
+    assert!(
+        refused,
+        "a header list past the limit was neither refused nor reset"
+    );
+}
+
+#[tokio::test]
+async fn rule_settings_and_ping_floods_do_not_starve_other_clients() {
+    let server = server().await;
+    for kind in [SETTINGS, PING] {
+        let connection = raw_connection(&server).await;
+        let ended = while_well_behaved_client_checks(&server, async move {
+            let (mut reader, mut writer) = connection.into_split();
+            // Never read the ACKs: the server must not queue them without bound.
+            let payload = if kind == PING {
+                vec![7u8; 8]
+            } else {
+                [0u8, 3, 0, 0, 0, 100].to_vec()
+            };
+            let one = frame(kind, 0, 0, &payload);
+            let burst: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
+            let started = Instant::now();
+            let mut bytes = 0usize;
+            while started.elapsed() < Duration::from_secs(3) {
+                match tokio::time::timeout(Duration::from_millis(500), writer.write_all(&burst))
+                    .await
+                {
+                    Ok(Ok(())) => bytes += burst.len(),
+                    // The server stopped reading (back-pressure) or closed: either bounds it.
+                    Ok(Err(_)) => break,
+                    Err(_) => break,
+                }
+            }
+            drop(writer);
+            (ending(&mut reader, Duration::from_secs(2)).await, bytes)
+        })
+        .await;
+        // The flood met a bound: the server closed the connection, or stopped reading it while
+        // its answers went unread (the writes then stall at the sockets' buffers, a few MiB).
+        assert!(
+            ended.0 != Ending::StillOpen || ended.1 < 64 * 1024 * 1024,
+            "frame type {kind}: {ended:?} bytes accepted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rule_many_slow_connections_do_not_shut_out_a_client() {
+    let server = server().await;
+    let address = server.address.clone();
+    let held = while_well_behaved_client_checks(&server, async move {
+        let mut held = Vec::new();
+        for index in 0..600 {
+            let mut stream = TcpStream::connect(&address).await.unwrap();
+            // A third send nothing, a third half a preface, a third a preface and then silence.
+            match index % 3 {
+                0 => {}
+                1 => stream.write_all(&PREFACE[..10]).await.unwrap(),
+                _ => {
+                    stream.write_all(PREFACE).await.unwrap();
+                    stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+                }
+            }
+            held.push(stream);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        held
+    })
+    .await;
+    assert_eq!(held.len(), 600);
+    // And a new client is still accepted and answered while they are held.
+    let mut late = AuthorizationClient::connect(format!("http://{}", server.address))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(1),
+        late.check(RequestSpec::get("/calendar/events").build()),
+    )
+    .await
+    .expect("a new client was answered within a second");
+    assert!(answer.is_ok());
+}
+
+#[tokio::test]
+async fn rule_the_listener_advertises_its_stream_and_header_limits() {
+    // tonic on its own advertises no stream limit (unlimited streams per connection).
+    let server = server().await;
+    let connection = raw_connection(&server).await;
+    let (mut reader, _writer) = connection.into_split();
+    let mut header = [0u8; 9];
+    reader.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[3], SETTINGS, "the server speaks first with SETTINGS");
+    let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut payload = vec![0u8; length];
+    reader.read_exact(&mut payload).await.unwrap();
+    let settings: std::collections::HashMap<u16, u32> = payload
+        .chunks(6)
+        .map(|entry| {
+            (
+                u16::from_be_bytes([entry[0], entry[1]]),
+                u32::from_be_bytes(entry[2..6].try_into().unwrap()),
+            )
+        })
+        .collect();
+    let default_checks = actguard::config::Limits::default().max_concurrent_checks as u32;
+    assert_eq!(
+        settings.get(&0x3),
+        Some(&default_checks),
+        "MAX_CONCURRENT_STREAMS"
+    );
+    assert_eq!(
+        settings.get(&0x6),
+        Some(&HTTP2_MAX_HEADER_LIST_BYTES),
+        "MAX_HEADER_LIST_SIZE"
+    );
+}

@@ -425,10 +425,11 @@ async fn rule_the_listener_advertises_its_stream_and_header_limits() {
             )
         })
         .collect();
-    let default_checks = actguard::config::Limits::default().max_concurrent_checks as u32;
+    let default_checks = actguard::config::Limits::default().max_concurrent_checks;
+    assert_eq!(grpc::http2_max_streams(default_checks), 2048);
     assert_eq!(
         settings.get(&0x3),
-        Some(&default_checks),
+        Some(&grpc::http2_max_streams(default_checks)),
         "MAX_CONCURRENT_STREAMS"
     );
     assert_eq!(

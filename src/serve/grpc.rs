@@ -285,6 +285,13 @@ pub async fn run<H: CheckHandler>(
     run_with(listener, authorizer, ServeOptions::default(), shutdown).await
 }
 
+/// The HTTP/2 streams one connection may have open: twice the checks admitted at once (at least
+/// 256). Above the admission limit on purpose: a check past it must reach admission control and
+/// be refused at once (`RESOURCE_EXHAUSTED`), not wait in the client for a stream.
+pub fn http2_max_streams(max_concurrent_checks: usize) -> u32 {
+    u32::try_from(max_concurrent_checks.saturating_mul(2).max(256)).unwrap_or(u32::MAX)
+}
+
 /// Streams a client may reset before the server has served them, per connection.
 pub const HTTP2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// Streams the server may reset because of the client's protocol errors, per connection.
@@ -305,11 +312,10 @@ pub async fn run_with<H: CheckHandler>(
         authorizer,
         options.max_concurrent_checks,
     ));
-    let streams = u32::try_from(options.max_concurrent_checks).unwrap_or(u32::MAX);
+    let streams = http2_max_streams(options.max_concurrent_checks);
     let mut builder = tonic::transport::Server::builder()
         // tonic leaves these unset, which turns hyper's own defaults off (unlimited streams per
         // connection, no bound on streams the server resets for errors): every one explicit.
-        // More streams than checks admitted at once would only be refused one by one.
         .max_concurrent_streams(streams)
         // Rapid reset (CVE-2023-44487): a client resetting streams before they are served is
         // sent GOAWAY after this many pending resets.

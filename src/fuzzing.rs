@@ -46,6 +46,7 @@ delegation:
   ceilings:
     - {actor: "spiffe://example.org/agent/*", scopes: [calendar:read, admin]}
   edges:
+    - {from: "user:*", to: "spiffe://example.org/agent/*"}
     - {from: "spiffe://example.org/agent/orchestrator", to: "spiffe://example.org/agent/scheduler"}
     - {from: "spiffe://example.org/agent/*", to: "spiffe://example.org/agent/planner"}
 routes:
@@ -126,7 +127,7 @@ pub fn bearer_and_jws(data: &[u8]) {
     assert!(!bearer.is_empty() && !bearer.contains([' ', ',']));
     if let Ok(verified) = fixture().verifier.verify(bearer, NOW) {
         assert!(
-            verified.expires_at() + 30 > NOW,
+            verified.expires_at().saturating_add(30) > NOW,
             "an expired token verified"
         );
         assert!(!verified.subject().is_empty());
@@ -154,40 +155,107 @@ pub fn claims(data: &[u8]) {
         )
         .is_ok()
         {
-            assert_bound_to_caller(&verified);
+            assert_allow_holds(&verified, SCHEDULER, Some(route));
         }
     }
 }
 
-/// An allow binds the token to the caller: its current actor (outermost `act`) is the caller,
-/// or, without `act`, every client it was issued to (else its `sub`) is; no actor is the
-/// subject and none appears twice.
-fn assert_bound_to_caller(verified: &VerifiedToken) {
+/// What every allow of the fixed configuration must satisfy, checked independently of the
+/// policy code: the token is bound to `caller` (its current actor — the outermost `act` — or,
+/// without `act`, every client it was issued to, else its `sub`); `may_act`, when present, names
+/// the caller; every actor is a workload of `example.org`, differs from the subject and appears
+/// once; the chain is no deeper than the global (3) or the route's limit; the route's scopes are
+/// all granted, and only the orchestrator may call the admin route.
+fn assert_allow_holds(
+    verified: &VerifiedToken,
+    caller: &str,
+    route: Option<&crate::decision::routes::Route>,
+) {
     match verified.actors().first() {
-        Some(current) => assert_eq!(current.subject(), Some(SCHEDULER), "current actor"),
+        Some(current) => assert_eq!(current.subject(), Some(caller), "current actor"),
         None => {
             let clients: Vec<&str> = [verified.client_id(), verified.authorized_party()]
                 .into_iter()
                 .flatten()
                 .collect();
             if clients.is_empty() {
-                assert_eq!(verified.subject(), SCHEDULER, "sub of a direct token");
+                assert_eq!(verified.subject(), caller, "sub of a direct token");
             } else {
-                assert!(
-                    clients.iter().all(|client| *client == SCHEDULER),
-                    "issued to"
-                );
+                assert!(clients.iter().all(|client| *client == caller), "issued to");
             }
         }
     }
+    match verified.may_act() {
+        None => {}
+        Some(token::MayAct::Subject(allowed)) => assert_eq!(&**allowed, caller, "may_act"),
+        Some(other) => panic!("an allow with may_act {other:?}"),
+    }
     let actors: Vec<Option<&str>> = verified.actors().iter().map(|a| a.subject()).collect();
+    assert!(actors.len() <= 3, "deeper than delegation.max_depth");
     for (index, actor) in actors.iter().enumerate() {
-        assert_ne!(*actor, Some(verified.subject()), "an actor is the subject");
+        let actor = actor.expect("every actor has a sub");
+        let id = SpiffeId::parse(actor).expect("every actor is a SPIFFE ID");
         assert!(
-            !actors[index + 1..].contains(actor),
+            id.is_workload() && id.trust_domain() == "example.org",
+            "{actor}"
+        );
+        assert_ne!(actor, verified.subject(), "an actor is the subject");
+        assert!(
+            !actors[index + 1..].contains(&Some(actor)),
             "an actor appears twice"
         );
     }
+    let Some(route) = route else { return };
+    if let Some(depth) = route.max_depth {
+        assert!(actors.len() <= depth, "deeper than the route allows");
+    }
+    for scope in &route.require_scopes {
+        assert!(
+            verified.scopes().iter().any(|granted| **granted == **scope),
+            "allowed without {scope}"
+        );
+    }
+    if &*route.name == "admin" {
+        let operator = caller
+            .strip_prefix("spiffe://example.org/ops/")
+            .is_some_and(|rest| !rest.is_empty());
+        assert!(
+            caller == ORCHESTRATOR || operator,
+            "admin called by {caller}"
+        );
+    }
+    // The ceiling on agents: a chain through one (a direct call by one) carries no other scope.
+    let through_agent = actors
+        .iter()
+        .flatten()
+        .chain(actors.is_empty().then_some(&caller))
+        .any(|actor| under(actor, "spiffe://example.org/agent/"));
+    if through_agent {
+        for scope in verified.scopes() {
+            assert!(
+                ["calendar:read", "admin"].contains(&&**scope),
+                "ceiling: {scope}"
+            );
+        }
+    }
+    // The edges, subject → first delegate → … → current actor.
+    let mut hops: Vec<&str> = vec![verified.subject()];
+    hops.extend(actors.iter().rev().flatten());
+    for pair in hops.windows(2) {
+        let (from, to) = (pair[0], pair[1]);
+        let allowed = (from.starts_with("user:") && under(to, "spiffe://example.org/agent/"))
+            || (from == ORCHESTRATOR && to == SCHEDULER)
+            || (under(from, "spiffe://example.org/agent/") && to == PLANNER);
+        assert!(allowed, "hop {from} → {to} is not an edge");
+    }
+}
+
+const ORCHESTRATOR: &str = "spiffe://example.org/agent/orchestrator";
+const PLANNER: &str = "spiffe://example.org/agent/planner";
+
+/// Whether `id` is strictly under `prefix` (which ends with `/`).
+fn under(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix).is_some_and(|rest| !rest.is_empty())
 }
 
 /// The strict JSON parser accepts a subset of what serde_json accepts, with the same meaning.
@@ -268,7 +336,7 @@ pub fn path(data: &[u8]) {
     }
     assert!(!normal.contains("//"), "{normal:?}");
     let upper = normal.to_ascii_uppercase();
-    for encoded in ["%2F", "%5C", "%2E", "%25", "%3B"] {
+    for encoded in ["%2F", "%5C", "%2E", "%25", "%3B", "%3F", "%23"] {
         assert!(!upper.contains(encoded), "{normal:?}");
     }
     assert_eq!(
@@ -324,8 +392,14 @@ pub fn admin_messages(data: &[u8]) {
             return;
         };
         let answer = complete(service.revoke(tonic::Request::new(request.clone())));
-        if answer.is_ok() {
-            let listed = list.list(crate::decision::token::unix_now());
+        if let Ok(answer) = answer {
+            // Listed at the time it was made, so a TTL that ends a second later replays too.
+            let made = answer
+                .into_inner()
+                .revocation
+                .expect("the revocation")
+                .created_at;
+            let listed = list.list(made);
             assert!(
                 listed
                     .iter()
@@ -361,13 +435,19 @@ pub fn check_request(data: &[u8]) {
     let fixture = fixture();
     let facts = RequestFacts::from_check_request(&request);
     let evaluation = fixture.uncached.evaluate(&facts, NOW);
-    if let Ok(grant) = &evaluation.outcome {
-        let caller = evaluation.caller.as_ref().map(SpiffeId::as_str);
-        assert_eq!(
-            Some(grant.actor()),
-            caller,
-            "an allow for another actor than the caller"
-        );
+    if evaluation.outcome.is_ok() {
+        let caller = evaluation.caller.as_ref().expect("an allow has a caller");
+        let token = evaluation.token.as_ref().expect("an allow has a token");
+        let route = evaluation.route.as_ref().and_then(|name| {
+            fixture
+                .config
+                .decision
+                .routes
+                .iter()
+                .find(|route| route.name == *name)
+        });
+        assert!(route.is_some(), "an allow names its route");
+        assert_allow_holds(token, caller.as_str(), route);
     }
     let uncached = evaluation.outcome;
     let first = fixture.cached.evaluate(&facts, NOW).outcome;

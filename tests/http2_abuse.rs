@@ -190,10 +190,12 @@ async fn rule_rapid_reset_is_cut_off_and_others_keep_being_answered() {
             let stream = 1 + 2 * index;
             let mut burst = frame(HEADERS, END_HEADERS, stream, &headers);
             burst.extend(frame(RST_STREAM, 0, stream, &8u32.to_be_bytes()));
-            if writer.write_all(&burst).await.is_err() {
-                break;
+            // A server that stops reading without closing would stall this write: that is
+            // not the limit we look for, so it ends the flood and the assertion below fails.
+            match tokio::time::timeout(Duration::from_secs(2), writer.write_all(&burst)).await {
+                Ok(Ok(())) => sent += 1,
+                _ => break,
             }
-            sent += 1;
         }
         (ending(&mut reader, Duration::from_secs(5)).await, sent)
     })
@@ -286,7 +288,7 @@ async fn rule_a_header_list_past_the_limit_is_refused() {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, reader.read(&mut chunk)).await {
             Err(_) => break false,
-            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(0)) | Ok(Err(_)) => break false,
             Ok(Ok(read)) => buffer.extend(&chunk[..read]),
         }
         let mut offset = 0;
@@ -309,9 +311,7 @@ async fn rule_a_header_list_past_the_limit_is_refused() {
             let status_431 = payload
                 .windows(3)
                 .any(|w| w == b"431" || w == [0x69, 0x90, 0xff]);
-            if (kind == HEADERS && stream == 1 && status_431)
-                || (kind == RST_STREAM && stream == 1)
-                || kind == GOAWAY
+            if (kind == HEADERS && stream == 1 && status_431) || (kind == RST_STREAM && stream == 1)
             {
                 found = true;
             }
@@ -342,29 +342,43 @@ async fn rule_settings_and_ping_floods_do_not_starve_other_clients() {
             };
             let one = frame(kind, 0, 0, &payload);
             let burst: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
+            // Write for up to 10 s; the flood is bounded when the server closes the connection
+            // or stops reading it (a write stalls: back-pressure), never by us giving up.
             let started = Instant::now();
             let mut bytes = 0usize;
-            while started.elapsed() < Duration::from_secs(3) {
+            let outcome = loop {
+                if started.elapsed() > Duration::from_secs(10) {
+                    break Flood::Unbounded;
+                }
                 match tokio::time::timeout(Duration::from_millis(500), writer.write_all(&burst))
                     .await
                 {
                     Ok(Ok(())) => bytes += burst.len(),
-                    // The server stopped reading (back-pressure) or closed: either bounds it.
-                    Ok(Err(_)) => break,
-                    Err(_) => break,
+                    Ok(Err(_)) => break Flood::Closed,
+                    Err(_) => break Flood::Stalled,
                 }
-            }
+            };
+            let ended = ending(&mut reader, Duration::from_millis(200)).await;
             drop(writer);
-            (ending(&mut reader, Duration::from_secs(2)).await, bytes)
+            (outcome, ended, bytes)
         })
         .await;
-        // The flood met a bound: the server closed the connection, or stopped reading it while
-        // its answers went unread (the writes then stall at the sockets' buffers, a few MiB).
+        let (outcome, ended, bytes) = ended;
         assert!(
-            ended.0 != Ending::StillOpen || ended.1 < 64 * 1024 * 1024,
-            "frame type {kind}: {ended:?} bytes accepted"
+            outcome != Flood::Unbounded || ended != Ending::StillOpen,
+            "frame type {kind}: the server read {bytes} bytes of it for 10 s and kept going"
         );
     }
+}
+
+#[derive(Debug, PartialEq)]
+enum Flood {
+    /// The server closed the connection.
+    Closed,
+    /// The server stopped reading while its answers went unread.
+    Stalled,
+    /// Neither, for 10 s.
+    Unbounded,
 }
 
 #[tokio::test]
@@ -390,7 +404,7 @@ async fn rule_many_slow_connections_do_not_shut_out_a_client() {
         held
     })
     .await;
-    assert_eq!(held.len(), 600);
+    drop(held);
     // And a new client is still accepted and answered while they are held.
     let mut late = AuthorizationClient::connect(format!("http://{}", server.address))
         .await

@@ -10,6 +10,8 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyUsagePurpose, SanType}
 fn params_with_sans(sans: &[SanType]) -> CertificateParams {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.subject_alt_names = sans.to_vec();
+    // What an X509-SVID carries, so each case fails for its own reason only.
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params
 }
 
@@ -34,6 +36,10 @@ async fn malformed_certificates_are_caller_identity_invalid() {
         "scheduler.example.org".try_into().unwrap(),
     )]);
     let https_uri = params_with_sans(&[uri("https://example.org/agent/scheduler")]);
+    let mut no_key_usage = params_with_sans(&[uri(SCHEDULER)]);
+    no_key_usage.key_usages = Vec::new();
+    let mut without_digital_signature = params_with_sans(&[uri(SCHEDULER)]);
+    without_digital_signature.key_usages = vec![KeyUsagePurpose::KeyEncipherment];
     let uppercase_domain = params_with_sans(&[uri("spiffe://Example.org/agent/scheduler")]);
     let dot_segment = params_with_sans(&[uri("spiffe://example.org/agent/../scheduler")]);
     let percent = params_with_sans(&[uri("spiffe://example.org/agent%2Fscheduler")]);
@@ -47,6 +53,11 @@ async fn malformed_certificates_are_caller_identity_invalid() {
         ("SPIFFE and https URI SANs", issue(spiffe_and_https)),
         ("no URI SAN", issue(dns_only)),
         ("non-SPIFFE URI", issue(https_uri)),
+        ("leaf without key usage", issue(no_key_usage)),
+        (
+            "leaf without digitalSignature",
+            issue(without_digital_signature),
+        ),
         ("uppercase trust domain", issue(uppercase_domain)),
         ("dot segment", issue(dot_segment)),
         ("percent-encoded path", issue(percent)),

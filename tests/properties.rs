@@ -26,8 +26,8 @@ const AGENTS: [&str; 5] = [
 fn path_piece() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec![
         "/", "//", "a", "calendar", "admin", ".", "..", "%2e", "%2E%2e", "%2F", "%5c", "\\", ";x",
-        ";", "%3B", "%61", "%7e", "%25", "%", "%zz", "?q=1", "#f", "é", "%C3%A9", "%00", "..;",
-        "x..", ".a",
+        ";", "%3B", "%3F", "%23", "%3f", "%61", "%7e", "%25", "%", "%zz", "?q=1", "#f", "é",
+        "%C3%A9", "%00", "..;", "x..", ".a",
     ])
 }
 
@@ -48,7 +48,7 @@ proptest! {
                 prop_assert!(segment != "." && segment != "..", "{normal:?}");
             }
             let upper = normal.to_ascii_uppercase();
-            for encoded in ["%2F", "%5C", "%2E", "%25", "%3B"] {
+            for encoded in ["%2F", "%5C", "%2E", "%25", "%3B", "%3F", "%23"] {
                 prop_assert!(!upper.contains(encoded), "{normal:?} holds {encoded}");
             }
             let again = normalize(&normal);
@@ -194,7 +194,49 @@ proptest! {
         let reversed_token = world.issuer.sign(&reversed_claims).unwrap();
         let reversed = decide(&world.uncached, chain[0], &reversed_token, "GET", "/calendar/events");
         if forward.is_ok() {
-            prop_assert!(reversed.is_err(), "{actors:?} allowed both ways round");
+            prop_assert_eq!(reversed, Err(DenyReason::DelegationEdgeDenied), "{:?} reversed", actors);
         }
     }
+}
+
+/// The generated chain property checks allowed chains only when the configuration allows some:
+/// this one is, and its reverse is not.
+#[test]
+fn a_known_chain_is_allowed_forward_and_refused_reversed() {
+    let world = world();
+    let (orchestrator, scheduler) = (0, 1);
+    let forward = [AGENTS[orchestrator], AGENTS[scheduler]];
+    let token = |actors: &[&str]| {
+        let claims = delegated_claims(
+            ISSUER,
+            "user:alice",
+            LOCAL,
+            "calendar:read",
+            actors,
+            NOW - 60,
+            600,
+        );
+        world.issuer.sign(&claims).unwrap()
+    };
+    assert_eq!(
+        decide(
+            &world.uncached,
+            scheduler,
+            &token(&forward),
+            "GET",
+            "/calendar/events"
+        ),
+        Ok(forward.iter().map(|a| a.to_string()).collect())
+    );
+    let reversed = [AGENTS[scheduler], AGENTS[orchestrator]];
+    assert_eq!(
+        decide(
+            &world.uncached,
+            orchestrator,
+            &token(&reversed),
+            "GET",
+            "/calendar/events"
+        ),
+        Err(DenyReason::DelegationEdgeDenied)
+    );
 }

@@ -14,16 +14,22 @@ pub const MAX_REVOCATION_FILE_BYTES: u64 = 256 * 1024 * 1024;
 /// The bytes of the regular file at `path`, if it holds at most `limit` bytes. The error names
 /// the file. Symbolic links are followed (Kubernetes mounts secrets through them).
 pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let refused = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
-    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
-    let metadata = std::fs::metadata(path)?;
+    // Opened without blocking (a FIFO nobody writes would block `open` itself) and checked on
+    // the descriptor, so a path swapped between a check and the open cannot slip through; a
+    // "regular" file that blocks its reader (`/proc/kmsg`) fails the read instead of hanging.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let metadata = file.metadata()?;
     if !metadata.is_file() {
         return Err(refused("not a regular file".to_owned()));
     }
     if metadata.len() > limit {
         return Err(refused(format!("larger than {limit} bytes")));
     }
-    let file = std::fs::File::open(path)?;
     let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
     // The file may grow between the check and the read.
     file.take(limit + 1).read_to_end(&mut bytes)?;
@@ -57,7 +63,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(made.success());
-        // Would block forever if it were opened.
+        // Would block forever if it were opened for reading the usual way.
         let error = read_limited(&fifo, 1 << 20).unwrap_err();
         assert!(error.to_string().contains("not a regular file"), "{error}");
     }

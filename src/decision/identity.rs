@@ -6,7 +6,8 @@
 //! `caller_identity_invalid` rather than falling through to a weaker source.
 //!
 //! What this module checks of a certificate: it parses as X.509, is not a CA (basic
-//! constraints, `keyCertSign`/`cRLSign` key usage), and carries exactly one URI SAN, which is a
+//! constraints, `keyCertSign`/`cRLSign` key usage), has a key usage with `digitalSignature`
+//! (X509-SVID §4.3), and carries exactly one URI SAN, which is a
 //! canonical SPIFFE ID (the X509-SVID rules), and — on every check, cached or not — that the
 //! check happens inside the certificate's validity period: a connection can outlive the
 //! certificate Envoy verified at its handshake. It does not check the chain: Envoy validated it
@@ -162,10 +163,18 @@ pub fn spiffe_id_from_der(der: &[u8]) -> Result<Svid, Denial> {
     let key_usage = certificate
         .key_usage()
         .map_err(|_| invalid("the peer certificate has a malformed key usage"))?;
-    if key_usage
-        .is_some_and(|extension| extension.value.key_cert_sign() || extension.value.crl_sign())
-    {
+    // X509-SVID §4.3: a leaf carries the key usage extension with digitalSignature set, and
+    // neither keyCertSign nor cRLSign.
+    let Some(key_usage) = key_usage else {
+        return Err(invalid("the peer certificate has no key usage"));
+    };
+    if key_usage.value.key_cert_sign() || key_usage.value.crl_sign() {
         return Err(invalid("the peer certificate may sign certificates"));
+    }
+    if !key_usage.value.digital_signature() {
+        return Err(invalid(
+            "the peer certificate's key usage lacks digitalSignature",
+        ));
     }
     let alternative_names = certificate
         .subject_alternative_name()
@@ -415,6 +424,7 @@ mod tests {
         assert_eq!(from_xfcc, Err(DenyReason::CallerIdentityInvalid), "xfcc");
         let ca = crate::devkit::DevCa::new("example.org").unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         params
             .subject_alt_names
             .push(rcgen::SanType::URI(root.try_into().unwrap()));
@@ -432,6 +442,7 @@ mod tests {
         let svid = ca.issue_svid(SCHEDULER).unwrap().url_encoded();
         let two_uris = {
             let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
             for uri in [SCHEDULER, "spiffe://example.org/agent/other"] {
                 params
                     .subject_alt_names
@@ -441,6 +452,7 @@ mod tests {
         };
         let expired = {
             let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
             params
                 .subject_alt_names
                 .push(rcgen::SanType::URI(SCHEDULER.try_into().unwrap()));

@@ -4,7 +4,7 @@
 //! `..` segments, no matrix parameters (`;…` is cut from each segment, as Tomcat-style servers
 //! do before they route), and no percent-encoding of unreserved characters (decoded, so
 //! `/%61dmin` is matched as `/admin`). Anything whose meaning differs between servers is
-//! rejected instead of guessed: encoded `/`, `\`, `.` or `%`, a raw backslash, control
+//! rejected instead of guessed: encoded `/`, `\`, `.`, `%`, `?` or `#`, a raw backslash, control
 //! characters, malformed escapes, `..;`-style dot segments with parameters, `..` above the
 //! root, and a `..` whose target depends on the server: one that follows an empty segment (`//`)
 //! or a segment of parameters only (`;x`) since the last real segment. RFC 3986 resolvers
@@ -79,7 +79,8 @@ fn percent_decode_strict(raw: &str) -> Result<String, PathError> {
             };
             index += 3;
             let value = high << 4 | low;
-            if matches!(value, b'/' | b'\\' | b'.' | b';' | b'%') {
+            // `?` and `#` too: decoded they would end the path for the next reader.
+            if matches!(value, b'/' | b'\\' | b'.' | b';' | b'%' | b'?' | b'#') {
                 return Err(PathError::EncodedSeparator);
             }
             value
@@ -249,6 +250,12 @@ mod tests {
             ("encoded backslash", "/admin%5Cusers", EncodedSeparator),
             ("encoded dot", "/%2e%2e/admin", EncodedSeparator),
             ("double encoding", "/admin%252F", EncodedSeparator),
+            (
+                "encoded question mark",
+                "/admin%3F/calendar",
+                EncodedSeparator,
+            ),
+            ("encoded hash", "/calendar%23x", EncodedSeparator),
             ("raw backslash", "/public\\..\\admin", Backslash),
             ("encoded nul", "/a%00b", ControlCharacter),
             ("raw newline", "/a\nb", ControlCharacter),

@@ -81,6 +81,11 @@ struct Server {
 
 /// The gRPC listener with the options `actguard serve` uses by default.
 async fn server() -> Server {
+    server_with(grpc::PREFACE_DEADLINE).await
+}
+
+/// [`server`] with another deadline for the HTTP/2 preface.
+async fn server_with(preface_deadline: Duration) -> Server {
     let scratch = tempfile::tempdir().unwrap();
     let issuer =
         actguard::devkit::DevIssuer::generate(ISSUER, "k1", actguard::devkit::DevAlgorithm::Es256)
@@ -93,6 +98,7 @@ async fn server() -> Server {
     let options = ServeOptions {
         max_concurrent_checks: config.limits.max_concurrent_checks,
         check_timeout: Some(config.limits.check_timeout),
+        preface_deadline,
         ..ServeOptions::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -383,7 +389,8 @@ enum Flood {
 
 #[tokio::test]
 async fn rule_many_slow_connections_do_not_shut_out_a_client() {
-    let server = server().await;
+    // A short preface deadline, so the test sees the silent ones cut.
+    let server = server_with(Duration::from_secs(2)).await;
     let address = server.address.clone();
     let held = while_well_behaved_client_checks(&server, async move {
         let mut held = Vec::new();
@@ -404,7 +411,38 @@ async fn rule_many_slow_connections_do_not_shut_out_a_client() {
         held
     })
     .await;
-    drop(held);
+    // Those that never sent a whole preface are closed by the server once its deadline
+    // passes; those that did stay open (keep-alive governs them).
+    let started = Instant::now();
+    for (index, mut stream) in held.into_iter().enumerate() {
+        let preface_sent = index % 3 == 2;
+        // Silent ones share one 5 s budget; a preface-sent one is only looked at.
+        let patience = if preface_sent {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_secs(5).saturating_sub(started.elapsed())
+        };
+        let mut byte = [0u8; 64];
+        let closed = loop {
+            match tokio::time::timeout(patience, stream.read(&mut byte)).await {
+                Err(_) => break false,
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                // The server's SETTINGS (or GOAWAY) before it closes.
+                Ok(Ok(_)) => continue,
+            }
+        };
+        if preface_sent {
+            assert!(
+                !closed,
+                "connection {index} sent its preface and was closed"
+            );
+        } else {
+            assert!(
+                closed,
+                "connection {index} never sent a preface and is still open"
+            );
+        }
+    }
     // And a new client is still accepted and answered while they are held.
     let mut late = AuthorizationClient::connect(format!("http://{}", server.address))
         .await

@@ -263,7 +263,13 @@ pub struct ServeOptions {
     pub health: Option<HealthServer<HealthService>>,
     /// Serve gRPC reflection (for `grpcurl`).
     pub reflection: bool,
+    /// How long a plain (TCP, Unix) connection may take to send the HTTP/2 preface.
+    pub preface_deadline: Duration,
 }
+
+/// The default [`ServeOptions::preface_deadline`]: Envoy sends the preface with its first
+/// request, at once.
+pub const PREFACE_DEADLINE: Duration = Duration::from_secs(10);
 
 impl Default for ServeOptions {
     fn default() -> Self {
@@ -272,6 +278,7 @@ impl Default for ServeOptions {
             check_timeout: None,
             health: None,
             reflection: false,
+            preface_deadline: PREFACE_DEADLINE,
         }
     }
 }
@@ -345,14 +352,17 @@ pub async fn run_with<H: CheckHandler>(
         Listener::Tcp(listener) => {
             let incoming = TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
-                .map(|accepted| accepted.map(BatchedWrites));
+                .map(|accepted| {
+                    accepted.map(|io| BatchedWrites::opening(io, options.preface_deadline))
+                });
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         Listener::Unix(listener) => {
-            let incoming =
-                UnixListenerStream::new(listener).map(|accepted| accepted.map(BatchedWrites));
+            let incoming = UnixListenerStream::new(listener).map(|accepted| {
+                accepted.map(|io| BatchedWrites::opening(io, options.preface_deadline))
+            });
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await

@@ -145,6 +145,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
             HealthService::from_health_reporter(health.clone()),
         )),
         reflection: listen.reflection,
+        ..ServeOptions::default()
     };
     let grpc_stop = stopped(stop.subscribe());
     let grpc_authorizer = Arc::clone(&authorizer);

@@ -134,7 +134,7 @@ impl TlsGate {
             }
         };
         let Mode::Mutual(settings) = &*self.mode else {
-            return Some(BatchedWrites(tls));
+            return Some(BatchedWrites::opened(tls));
         };
         let peer = tls
             .get_ref()
@@ -144,7 +144,7 @@ impl TlsGate {
             .map(|leaf| identity::spiffe_id_from_der(leaf.as_ref()).map(|svid| svid.id));
         match peer {
             Some(Ok(id)) if settings.allow_peers.iter().any(|p| p.matches(&id)) => {
-                Some(BatchedWrites(tls))
+                Some(BatchedWrites::opened(tls))
             }
             Some(Ok(id)) => {
                 tracing::warn!(peer = %id, "TLS client not in allow_peers");

@@ -249,3 +249,51 @@ async fn admin_api_over_a_unix_socket_found_from_the_config_file() {
     assert!(ok && output.starts_with("unrevoked"), "{output}");
     sidecar.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_revoked_token_is_401_even_where_a_later_step_would_deny() {
+    let scratch = tempfile::tempdir().unwrap();
+    let issuer = DevIssuer::generate(ISSUER, "key-es256", DevAlgorithm::Es256).unwrap();
+    std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
+    let fixture = Fixture {
+        issuer,
+        ca: DevCa::new("example.org").unwrap(),
+        scratch,
+    };
+    let (sidecar, mut client) = start(&fixture).await;
+    let revoked = token(&fixture, &[SCHEDULER], "t-revoked", "s-revoked");
+    let (ok, output) = admin(&sidecar, &["revoke", "--jti", "t-revoked"]);
+    assert!(ok, "{output}");
+    let certificate = fixture.ca.issue_svid(SCHEDULER).unwrap().url_encoded();
+    let orchestrator = fixture.ca.issue_svid(ORCHESTRATOR).unwrap().url_encoded();
+    // Each request would be denied by a step after verification if the token were not revoked:
+    // the admin route (caller not allowed, scope missing), and a caller that is not the token's
+    // current actor. Revocation is checked right after verification, so both are 401.
+    let cases = [
+        ("admin route", "/admin/users", &certificate),
+        ("actor is not the caller", "/calendar/events", &orchestrator),
+    ];
+    for (name, path, caller) in cases {
+        let request = RequestSpec::get(path)
+            .certificate(caller)
+            .bearer(&revoked)
+            .build();
+        let answer = Answer::from(client.check(request).await.unwrap().into_inner());
+        assert_eq!(answer.reason, "token_revoked", "{name}");
+        assert_eq!(answer.http_status, 401, "{name}");
+        let challenge = answer.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.contains("error=\"invalid_token\""),
+            "{name}: {challenge}"
+        );
+    }
+    // The same shapes with an unrevoked token get the later step's own answer (the control).
+    let fresh = token(&fixture, &[SCHEDULER], "t-fresh", "s-fresh");
+    let request = RequestSpec::get("/calendar/events")
+        .certificate(&orchestrator)
+        .bearer(&fresh)
+        .build();
+    let answer = Answer::from(client.check(request).await.unwrap().into_inner());
+    assert_eq!(answer.reason, "actor_mismatch");
+    sidecar.shutdown().await.unwrap();
+}

@@ -268,3 +268,42 @@ fn rs256_tokens_from_a_2048_bit_key_verify() {
     let answer = Answer::from(authorizer.check(&request, false).ok().unwrap());
     assert_eq!(answer.reason, "token_signature_invalid");
 }
+
+#[test]
+fn rule_no_kid_is_refused_even_when_the_issuer_has_a_single_key() {
+    // With one key there is no doubt which one was meant; the token is still refused: keys are
+    // chosen by `kid` only, never guessed.
+    let scratch = tempfile::tempdir().unwrap();
+    let issuer = DevIssuer::generate(ISSUER, "only-key", DevAlgorithm::Es256).unwrap();
+    assert_eq!(issuer.jwks()["keys"].as_array().unwrap().len(), 1);
+    std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
+    let config = Config::from_yaml(&config_yaml("  leeway: 30s", ""), scratch.path()).unwrap();
+    let authorizer = actguard::decision::Authorizer::new(config.decision);
+    let ca = actguard::devkit::DevCa::new("example.org").unwrap();
+    let scheduler = ca.issue_svid(SCHEDULER).unwrap().url_encoded();
+    let claims = actguard::devkit::delegated_claims(
+        ISSUER,
+        "user:alice",
+        LOCAL,
+        "calendar:read",
+        &[SCHEDULER],
+        unix_now(),
+        300,
+    );
+    let decide = |token: &str| {
+        let request = RequestSpec::get("/calendar/events")
+            .certificate(&scheduler)
+            .bearer(token)
+            .build();
+        Answer::from(authorizer.check(&request, false).ok().unwrap()).reason
+    };
+    assert_eq!(
+        decide(&issuer.sign(&claims).unwrap()),
+        "allow",
+        "the control"
+    );
+    let without_kid = issuer
+        .sign_raw(&json!({"alg": "ES256", "typ": "at+jwt"}), &claims)
+        .unwrap();
+    assert_eq!(decide(&without_kid), "token_key_unknown");
+}

@@ -85,3 +85,26 @@ fn the_checker_sees_a_missing_test() {
     assert!(!defined(code, &names[0]));
     assert!(defined(code, &names[1]));
 }
+
+#[test]
+fn every_reason_code_is_in_the_readme_table() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reasons = std::fs::read_to_string(root.join("src/decision/reason.rs")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    // `Self::Variant => "code",` lines of DenyReason::code.
+    let codes: Vec<&str> = reasons
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("Self::"))
+        .filter_map(|rest| rest.split_once("=> \"").map(|(_, code)| code))
+        .filter_map(|code| code.strip_suffix("\","))
+        .collect();
+    assert!(codes.len() > 25, "found only {codes:?}");
+    let missing: Vec<&&str> = codes
+        .iter()
+        .filter(|code| !readme.contains(&format!("| `{code}` | ")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "reason codes missing from README's table: {missing:?}"
+    );
+}

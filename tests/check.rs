@@ -359,3 +359,109 @@ async fn raw_header_map_is_read_like_envoy_encode_raw_headers() {
     let answer = harness.check(with_raw(b"Bearer \xff\xfe".to_vec())).await;
     assert_eq!(answer.reason, "authorization_invalid");
 }
+
+#[tokio::test]
+async fn rule_edges_ceilings_and_sessions_hold_from_yaml_end_to_end() {
+    // From the YAML a user writes, through the real gRPC server, with the exact codes.
+    let yaml = config_yaml("  leeway: 30s", "")
+        .replace(
+            "delegation:\n  max_depth: 3\n",
+            r#"delegation:
+  max_depth: 3
+  ceilings:
+    - {actor: "spiffe://example.org/agent/planner", scopes: [calendar:read]}
+  edges:
+    - {from: "user:*", to: "spiffe://example.org/agent/*"}
+    - {from: "spiffe://example.org/agent/orchestrator", to: "spiffe://example.org/agent/scheduler"}
+    - {from: "spiffe://example.org/agent/planner", to: "spiffe://example.org/agent/scheduler"}
+"#,
+        )
+        .replace(
+            "default: deny",
+            "  - name: sessions\n    path_prefix: /sessions\n    require_session: true\ndefault: deny",
+        );
+    let mut harness = Harness::start_with(&yaml).await;
+    let scheduler = harness.svid(SCHEDULER).url_encoded();
+    let token = |actors: &[&str], scope: &str, sid: Option<&str>| {
+        let mut claims = harness.claims(actors);
+        claims["scope"] = json!(scope);
+        if let Some(sid) = sid {
+            claims["sid"] = json!(sid);
+        }
+        harness.sign(&claims)
+    };
+    let both = "calendar:read calendar:write";
+    let cases = [
+        (
+            "edges: allowed hops",
+            "GET",
+            "/calendar/events",
+            token(&[ORCHESTRATOR, SCHEDULER], "calendar:read", None),
+            "allow",
+        ),
+        (
+            "edges: a hop with no edge",
+            "GET",
+            "/calendar/events",
+            token(&[ORCHESTRATOR, PLANNER, SCHEDULER], "calendar:read", None),
+            "delegation_edge_denied",
+        ),
+        (
+            "edges: the subject's hop too",
+            "GET",
+            "/calendar/events",
+            token(
+                &["spiffe://partner.example/agent/x", SCHEDULER],
+                "calendar:read",
+                None,
+            ),
+            "delegation_edge_denied",
+        ),
+        (
+            "ceiling: within",
+            "GET",
+            "/calendar/events",
+            token(&[PLANNER, SCHEDULER], "calendar:read", None),
+            "allow",
+        ),
+        (
+            "ceiling: a scope past the planner's",
+            "POST",
+            "/calendar",
+            token(&[PLANNER, SCHEDULER], both, None),
+            "delegation_ceiling_exceeded",
+        ),
+        (
+            "ceiling: not on other chains",
+            "POST",
+            "/calendar",
+            token(&[ORCHESTRATOR, SCHEDULER], both, None),
+            "allow",
+        ),
+        (
+            "session: without sid",
+            "GET",
+            "/sessions/x",
+            token(&[ORCHESTRATOR, SCHEDULER], "calendar:read", None),
+            "session_required",
+        ),
+        (
+            "session: with sid",
+            "GET",
+            "/sessions/x",
+            token(&[ORCHESTRATOR, SCHEDULER], "calendar:read", Some("wf-1")),
+            "allow",
+        ),
+    ];
+    for (name, method, path, token, expected) in cases {
+        let request = RequestSpec::new(method, path)
+            .certificate(&scheduler)
+            .bearer(&token)
+            .build();
+        let answer = harness.check(request).await;
+        assert_eq!(answer.reason, expected, "{name}");
+        if expected != "allow" {
+            assert_eq!(answer.http_status, 403, "{name}");
+        }
+    }
+}

@@ -105,11 +105,71 @@ fn check_references(document: &Value) -> Result<(), String> {
     if ext_authz_filters == 0 {
         problems.push("no ext_authz filter".into());
     }
+    let (managers, tls_contexts) = security_settings(document, &mut problems);
+    if managers == 0 || tls_contexts == 0 {
+        problems.push(format!(
+            "{managers} HTTP connection managers and {tls_contexts} downstream TLS contexts found"
+        ));
+    }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(problems.join("; "))
     }
+}
+
+fn type_is(map: &serde_json::Map<String, Value>, suffix: &str) -> bool {
+    map.get("@type")
+        .and_then(Value::as_str)
+        .is_some_and(|kind| kind.ends_with(suffix))
+}
+
+/// Every setting of a shipped bootstrap that actguard's answers depend on, on every HTTP
+/// connection manager and every downstream TLS context: the path Envoy routes on is the one
+/// actguard checked (normalised, slashes merged, escaped slashes refused), the client
+/// certificate header cannot be forged (sanitised), and the caller must present a certificate
+/// of the expected trust domain. Returns how many of each were found.
+fn security_settings(document: &Value, problems: &mut Vec<String>) -> (usize, usize) {
+    let (mut managers, mut tls_contexts) = (0, 0);
+    walk(document, &mut |map| {
+        if type_is(map, "HttpConnectionManager") {
+            managers += 1;
+            let setting = |name: &str| map.get(name).cloned().unwrap_or(Value::Null);
+            for (name, wanted) in [
+                ("normalize_path", Value::Bool(true)),
+                ("merge_slashes", Value::Bool(true)),
+                (
+                    "path_with_escaped_slashes_action",
+                    Value::from("REJECT_REQUEST"),
+                ),
+            ] {
+                if setting(name) != wanted {
+                    problems.push(format!("HTTP connection manager without {name}: {wanted}"));
+                }
+            }
+            let forwarding = setting("forward_client_cert_details");
+            if forwarding != "SANITIZE" && forwarding != "SANITIZE_SET" {
+                problems.push(format!(
+                    "HTTP connection manager with forward_client_cert_details {forwarding}"
+                ));
+            }
+        }
+        if type_is(map, "DownstreamTlsContext") {
+            tls_contexts += 1;
+            if map.get("require_client_certificate") != Some(&Value::Bool(true)) {
+                problems.push("downstream TLS without require_client_certificate: true".into());
+            }
+            let text = Value::Object(map.clone()).to_string();
+            if !text.contains("\"match_typed_subject_alt_names\"") || !text.contains("\"spiffe://")
+            {
+                problems.push(
+                    "downstream TLS without match_typed_subject_alt_names on a spiffe:// URI"
+                        .into(),
+                );
+            }
+        }
+    });
+    (managers, tls_contexts)
 }
 
 fn read(name: &str) -> String {
@@ -187,6 +247,42 @@ fn validation_catches_what_breaks_envoy_configs() {
             "failure_mode_allow: false",
             "failure_mode_allow: true",
             "failure_mode_allow",
+        ),
+        (
+            "client certificate optional",
+            "require_client_certificate: true",
+            "require_client_certificate: false",
+            "require_client_certificate",
+        ),
+        (
+            "client certificate header forwarded as sent",
+            "forward_client_cert_details: SANITIZE",
+            "forward_client_cert_details: FORWARD_ONLY",
+            "forward_client_cert_details",
+        ),
+        (
+            "escaped slashes kept",
+            "path_with_escaped_slashes_action: REJECT_REQUEST",
+            "path_with_escaped_slashes_action: KEEP_UNCHANGED",
+            "path_with_escaped_slashes_action",
+        ),
+        (
+            "slashes not merged",
+            "merge_slashes: true",
+            "merge_slashes: false",
+            "merge_slashes",
+        ),
+        (
+            "path not normalised",
+            "normalize_path: true",
+            "normalize_path: false",
+            "normalize_path",
+        ),
+        (
+            "any certificate of the CA accepted",
+            "                  match_typed_subject_alt_names:\n                    - san_type: URI\n                      matcher: { prefix: \"spiffe://example.org/\" }\n",
+            "",
+            "match_typed_subject_alt_names",
         ),
     ];
     for (name, from, to, expected) in cases {

@@ -19,6 +19,20 @@ struct Fixture {
     scratch: tempfile::TempDir,
 }
 
+impl Fixture {
+    /// A scratch directory with the issuer's JWKS, and a CA for callers.
+    fn new() -> Self {
+        let scratch = tempfile::tempdir().unwrap();
+        let issuer = DevIssuer::generate(ISSUER, "key-es256", DevAlgorithm::Es256).unwrap();
+        std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
+        Fixture {
+            issuer,
+            ca: DevCa::new("example.org").unwrap(),
+            scratch,
+        }
+    }
+}
+
 fn config(dir: &Path) -> Config {
     let yaml = config_yaml(
         "  leeway: 30s",
@@ -87,14 +101,7 @@ async fn reason(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_revocations_cut_the_next_check_and_survive_a_restart() {
-    let scratch = tempfile::tempdir().unwrap();
-    let issuer = DevIssuer::generate(ISSUER, "key-es256", DevAlgorithm::Es256).unwrap();
-    std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
-    let fixture = Fixture {
-        issuer,
-        ca: DevCa::new("example.org").unwrap(),
-        scratch,
-    };
+    let fixture = Fixture::new();
     let (sidecar, mut client) = start(&fixture).await;
 
     let through_orchestrator = token(&fixture, &[ORCHESTRATOR, SCHEDULER], "t1", "s1");
@@ -252,14 +259,7 @@ async fn admin_api_over_a_unix_socket_found_from_the_config_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_a_revoked_token_is_401_even_where_a_later_step_would_deny() {
-    let scratch = tempfile::tempdir().unwrap();
-    let issuer = DevIssuer::generate(ISSUER, "key-es256", DevAlgorithm::Es256).unwrap();
-    std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
-    let fixture = Fixture {
-        issuer,
-        ca: DevCa::new("example.org").unwrap(),
-        scratch,
-    };
+    let fixture = Fixture::new();
     let (sidecar, mut client) = start(&fixture).await;
     let revoked = token(&fixture, &[SCHEDULER], "t-revoked", "s-revoked");
     let (ok, output) = admin(&sidecar, &["revoke", "--jti", "t-revoked"]);

@@ -10,7 +10,8 @@ shift
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  mapfile -t targets < <(cargo +nightly fuzz list)
+  # Every fuzz target (the seeds writer is a binary of the crate, not a target).
+  mapfile -t targets < <(cargo +nightly fuzz list | grep -vx seeds)
 fi
 cargo +nightly fuzz build
 mkdir -p ../target/fuzz-logs

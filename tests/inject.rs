@@ -409,7 +409,28 @@ async fn contradictory_or_malformed_annotations_are_refused_with_a_reason() {
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "actguard-socket", "emptyDir": {}}));
+    let mut host_network = pod(json!({"actguard.io/inject": "true"}));
+    host_network["spec"]["hostNetwork"] = json!(true);
+    // A container of the Pod mounting a volume actguard adds: it would get actguard's admin
+    // socket or Envoy's SVID key.
+    let mounting = |volume: &str| {
+        let mut pod = pod(json!({"actguard.io/inject": "true"}));
+        pod["spec"]["containers"][0]["volumeMounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": volume, "mountPath": "/stolen"}));
+        pod
+    };
     let cases = [
+        (host_network, "hostNetwork Pods cannot be protected"),
+        (
+            mounting("actguard-admin"),
+            "container \"calendar\" mounts \"actguard-admin\"",
+        ),
+        (
+            mounting("actguard-svid"),
+            "container \"calendar\" mounts \"actguard-svid\"",
+        ),
         (
             pod(json!({"actguard.io/inject": "yes"})),
             "actguard.io/inject must be \"true\" or \"false\"",

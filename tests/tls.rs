@@ -178,6 +178,21 @@ fn tls_configuration_errors_name_the_key() {
     let yaml = yaml.replace("allow_peers: []", &format!("allow_peers: [{ENVOY}]"));
     let errors = Config::from_yaml(&yaml, dir).unwrap_err().to_string();
     assert!(errors.starts_with("listen.grpc_tls: "), "{errors}");
+    // Without client_ca there is nothing to verify Envoy's certificate against: refused, named.
+    let without_ca = yaml.replace(", client_ca: ca.pem", "");
+    assert!(!without_ca.contains("client_ca"));
+    let errors = Config::from_yaml(&without_ca, dir).unwrap_err().to_string();
+    assert!(errors.contains("listen.grpc_tls.client_ca"), "{errors}");
+    // TLS over a Unix socket is refused: a Unix socket is already local to the pod.
+    let on_unix = yaml.replace(
+        "grpc: 127.0.0.1:0",
+        &format!("grpc: unix:{}", dir.join("grpc.sock").display()),
+    );
+    let errors = Config::from_yaml(&on_unix, dir).unwrap_err().to_string();
+    assert!(
+        errors.contains("listen.grpc_tls: needs a TCP listen.grpc"),
+        "{errors}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

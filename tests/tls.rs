@@ -183,7 +183,14 @@ fn tls_configuration_errors_name_the_key() {
     assert!(!without_ca.contains("client_ca"));
     let errors = Config::from_yaml(&without_ca, dir).unwrap_err().to_string();
     assert!(errors.contains("listen.grpc_tls.client_ca"), "{errors}");
-    // TLS over a Unix socket is refused: a Unix socket is already local to the pod.
+    // TLS over a Unix socket is refused: a Unix socket is already local to the pod. (With
+    // usable certificates, so this is the only error.)
+    let ca = DevCa::new("example.org").unwrap();
+    let served = server_certificate(&ca);
+    write(dir, "svid.pem", &served.cert_pem);
+    write(dir, "key.pem", &served.key_pem);
+    write(dir, "ca.pem", ca.bundle_pem());
+    assert!(Config::from_yaml(&yaml, dir).is_ok(), "the TCP variant loads");
     let on_unix = yaml.replace(
         "grpc: 127.0.0.1:0",
         &format!("grpc: unix:{}", dir.join("grpc.sock").display()),

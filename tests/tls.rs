@@ -190,7 +190,10 @@ fn tls_configuration_errors_name_the_key() {
     write(dir, "svid.pem", &served.cert_pem);
     write(dir, "key.pem", &served.key_pem);
     write(dir, "ca.pem", ca.bundle_pem());
-    assert!(Config::from_yaml(&yaml, dir).is_ok(), "the TCP variant loads");
+    assert!(
+        Config::from_yaml(&yaml, dir).is_ok(),
+        "the TCP variant loads"
+    );
     let on_unix = yaml.replace(
         "grpc: 127.0.0.1:0",
         &format!("grpc: unix:{}", dir.join("grpc.sock").display()),

@@ -61,15 +61,17 @@ async fn sigterm_during_load_drains_every_in_flight_check() {
     let answered = Arc::new(AtomicU64::new(0));
     let bad_answers = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let lost = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut workers = Vec::new();
     for _ in 0..4 {
         let channel = unix_channel(socket.display().to_string()).await;
         let mut client = AuthorizationClient::new(channel);
-        let (request, answered, bad_answers, stop) = (
+        let (request, answered, bad_answers, stop, lost) = (
             request.clone(),
             Arc::clone(&answered),
             Arc::clone(&bad_answers),
             Arc::clone(&stop),
+            Arc::clone(&lost),
         );
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -80,8 +82,21 @@ async fn sigterm_during_load_drains_every_in_flight_check() {
                             bad_answers.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    // Refused once the server stopped accepting: this request never started.
-                    Err(_) => break,
+                    // Once the server stops accepting, a request may only fail in ways that show
+                    // it never started: the connection refused, the request still queued in the
+                    // client when the connection closed (hyper's "canceled: connection closed",
+                    // never written), or the stream refused (REFUSED_STREAM). Anything else —
+                    // a reset, a connection cut mid-stream — is a check accepted and dropped.
+                    Err(status) => {
+                        let cause = format!("{:?}", std::error::Error::source(&status));
+                        let never_started = cause.contains("ConnectionRefused")
+                            || cause.contains("Canceled, \"connection closed\"")
+                            || cause.contains("REFUSED_STREAM");
+                        if !never_started {
+                            lost.lock().unwrap().push(format!("{status:?}"));
+                        }
+                        break;
+                    }
                 }
             }
         }));
@@ -104,6 +119,11 @@ async fn sigterm_during_load_drains_every_in_flight_check() {
     }
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(bad_answers.load(Ordering::Relaxed), 0);
+    let lost = lost.lock().unwrap();
+    assert!(
+        lost.is_empty(),
+        "checks accepted and never answered: {lost:?}"
+    );
     let audit = std::fs::read_to_string(scratch.path().join("audit.log")).unwrap();
     let logged = audit.lines().count() as u64;
     assert_eq!(

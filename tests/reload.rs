@@ -113,6 +113,23 @@ async fn rule_reload_swaps_rules_and_drops_cached_decisions() {
         "insufficient_scope",
         "old config serves on"
     );
+
+    // What the cache holds (the token's verification) is dropped too, not only the rules that
+    // run on every check: the same token, verified and remembered under ES256, is refused once
+    // a reload allows EdDSA only, although nothing else about it changed.
+    std::fs::write(&file, yaml(LOCAL_LISTEN, "calendar:read")).unwrap();
+    sidecar.reload(&file).await.unwrap();
+    assert_eq!(reason(&mut client, &setup.request).await, "allow");
+    assert_eq!(reason(&mut client, &setup.request).await, "allow", "cached");
+    let eddsa_only = yaml(LOCAL_LISTEN, "calendar:read")
+        .replace("algorithms: [ES256, EdDSA]", "algorithms: [EdDSA]");
+    std::fs::write(&file, eddsa_only).unwrap();
+    sidecar.reload(&file).await.unwrap();
+    assert_eq!(
+        reason(&mut client, &setup.request).await,
+        "token_alg_denied",
+        "a verification remembered under the old configuration was not reused"
+    );
     sidecar.shutdown().await.unwrap();
 }
 
@@ -171,6 +188,7 @@ async fn reloads_under_load_never_fail_a_check() {
             }
         }));
     }
+    let mut probe = client.clone();
     for round in 0..6 {
         let scope = if round % 2 == 0 {
             "calendar:admin"
@@ -179,8 +197,24 @@ async fn reloads_under_load_never_fail_a_check() {
         };
         std::fs::write(&file, yaml(LOCAL_LISTEN, scope)).unwrap();
         sidecar.reload(&file).await.unwrap();
+        // The reload took effect for the very next check, and a failed one changes nothing.
+        let expected = if round % 2 == 0 {
+            "insufficient_scope"
+        } else {
+            "allow"
+        };
+        assert_eq!(
+            reason(&mut probe, &setup.request).await,
+            expected,
+            "round {round}"
+        );
         std::fs::write(&file, "routes: {").unwrap();
         assert!(sidecar.reload(&file).await.is_err());
+        assert_eq!(
+            reason(&mut probe, &setup.request).await,
+            expected,
+            "round {round}: a failed reload changed the answer"
+        );
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     stop.store(true, Ordering::Relaxed);

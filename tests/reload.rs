@@ -273,3 +273,27 @@ async fn sighup_reloads_the_running_binary() {
         .status();
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_kid_republished_with_new_key_material_stops_verifying_the_old_tokens() {
+    // The same `kid`, another key: tokens signed by the old key are refused after the reload
+    // the changed JWKS file causes, the one verified and cached a moment before included.
+    let setup = setup();
+    let file = config_file(&setup, &yaml(LOCAL_LISTEN, "calendar:read"));
+    let (sidecar, mut client) = start(&setup, &file).await;
+    assert_eq!(reason(&mut client, &setup.request).await, "allow");
+    assert_eq!(reason(&mut client, &setup.request).await, "allow", "cached");
+    let same_kid = DevIssuer::generate(ISSUER, "key-es256", DevAlgorithm::Es256).unwrap();
+    assert_eq!(same_kid.kid(), setup.issuer.kid());
+    std::fs::write(
+        setup.scratch.path().join("jwks.json"),
+        same_kid.jwks().to_string(),
+    )
+    .unwrap();
+    sidecar.reload(&file).await.unwrap();
+    assert_eq!(
+        reason(&mut client, &setup.request).await,
+        "token_signature_invalid"
+    );
+    sidecar.shutdown().await.unwrap();
+}

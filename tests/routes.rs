@@ -11,6 +11,21 @@ async fn rule_paths_are_normalised_before_matching() {
     let certificate = harness.svid(SCHEDULER).url_encoded();
     let cases = [
         ("plain", "GET", "/calendar/events", "allow", 200),
+        // Prefixes compare case-sensitively: `/Admin` is not the admin route (nor any other).
+        (
+            "prefix case-sensitive",
+            "GET",
+            "/Admin/users",
+            "no_route",
+            403,
+        ),
+        (
+            "prefix case-sensitive, other route",
+            "GET",
+            "/CALENDAR/events",
+            "no_route",
+            403,
+        ),
         ("query stripped", "GET", "/calendar?x=/admin", "allow", 200),
         (
             "dot segments resolve into admin",

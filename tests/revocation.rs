@@ -297,3 +297,46 @@ async fn rule_a_revoked_token_is_401_even_where_a_later_step_would_deny() {
     assert_eq!(answer.reason, "actor_mismatch");
     sidecar.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_revocations_survive_a_hot_reload() {
+    let fixture = Fixture::new();
+    let (sidecar, mut client) = start(&fixture).await;
+    let revoked = token(&fixture, &[SCHEDULER], "t-reload", "s-reload");
+    let (ok, output) = admin(&sidecar, &["revoke", "--jti", "t-reload"]);
+    assert!(ok, "{output}");
+    assert_eq!(
+        reason(&fixture, &mut client, &revoked).await,
+        "token_revoked"
+    );
+    // A reload builds a new pipeline; the revocation list is the process's, not the config's.
+    sidecar
+        .reload(&fixture.scratch.path().join("config.yaml"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reason(&fixture, &mut client, &revoked).await,
+        "token_revoked",
+        "after the reload"
+    );
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_corrupt_revocation_file_stops_the_start() {
+    // Starting with an empty list instead would silently un-revoke everything.
+    let fixture = Fixture::new();
+    std::fs::write(
+        fixture.scratch.path().join("revocations.json"),
+        "[{\"kind\": \"jti\", \"value\": ",
+    )
+    .unwrap();
+    let error = match runtime::start(config(fixture.scratch.path())).await {
+        Ok(_) => panic!("started on a corrupt revocation file"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("revocations.json") && error.contains("not a revocation list"),
+        "{error}"
+    );
+}

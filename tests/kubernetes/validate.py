@@ -273,6 +273,12 @@ def self_test(models):
         ("another sidecar before actguard",
          lambda docs: docs["Deployment"]["spec"]["template"]["spec"]["initContainers"].insert(
              0, {"name": "actguard-envoy", "image": "envoyproxy/envoy:v1.40.0"})),
+        ("the tool mounting the admin socket",
+         lambda docs: docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+         .setdefault("volumeMounts", []).append({"name": "actguard-admin", "mountPath": "/x"})),
+        ("the sockets on the node's disk",
+         lambda docs: docs["Deployment"]["spec"]["template"]["spec"]["volumes"][0]
+         .__setitem__("emptyDir", {})),
     ]:
         broken = copy.deepcopy(documents)
         mutate(broken)
@@ -284,7 +290,7 @@ def self_test(models):
         del failures[before:]
         if not caught:
             fail(f"self-test: {what} was not caught")
-    print(f"ok   self-test: {len(cases) + 2} broken manifests caught")
+    print(f"ok   self-test: {len(cases) + 4} broken manifests caught")
 
 
 # Kinds that live in a namespace (the rest here are cluster-scoped).
@@ -293,6 +299,20 @@ EXPECTED_NAMESPACE = {
     "base": "actguard-demo", "overlays/spire": "actguard-demo",
     "overlays/istio": "actguard-demo", "injector": "actguard-system",
 }
+
+
+def check_socket_volumes(spec, where):
+    """The sockets live in memory (never on the node's disk) and only actguard reaches the admin
+    socket: any other container mounting actguard-admin could revoke and unrevoke."""
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for name in ["actguard-socket", "actguard-admin"]:
+        medium = volumes.get(name, {}).get("emptyDir", {}).get("medium")
+        if medium != "Memory":
+            fail(f"{where}: volume {name} is not a memory-backed emptyDir ({volumes.get(name)})")
+    for container in spec.get("initContainers", []) + spec.get("containers", []):
+        mounts = [m["name"] for m in container.get("volumeMounts", [])]
+        if "actguard-admin" in mounts and container["name"] != "actguard":
+            fail(f"{where}: container {container['name']} mounts actguard-admin")
 
 
 def check_rendered(directory, documents):
@@ -308,6 +328,7 @@ def check_rendered(directory, documents):
             names = [c["name"] for c in document["spec"]["template"]["spec"].get("initContainers", [])]
             if not names or names[0] != "actguard":
                 fail(f"kustomize {directory}: initContainers {names}: actguard must come first")
+            check_socket_volumes(document["spec"]["template"]["spec"], f"kustomize {directory}")
 
 
 def check_manifests():
@@ -467,6 +488,7 @@ def check_injected(pod, where, expect_envoy, svid):
         fail(f"{where}: SVID volume injected without Envoy")
     if pod["metadata"].get("annotations", {}).get("actguard.io/status") != "injected":
         fail(f"{where}: no actguard.io/status annotation")
+    check_socket_volumes(spec, where)
 
 
 def check_webhook(binary):

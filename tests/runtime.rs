@@ -233,7 +233,8 @@ async fn admin_endpoints_metrics_health_and_audit() {
     let moved = |name: &str, labels: &[&str]| {
         metric_value(&after.body, name, labels) - metric_value(&before, name, labels)
     };
-    // The recorder is process-wide and other tests run beside this one: at least, not exactly.
+    // The recorder is process-wide and other tests run beside this one: at least, not exactly
+    // (tests/metrics.rs, alone in its binary, asserts exact deltas).
     assert!(
         moved(
             "actguard_decisions_total",

@@ -80,6 +80,9 @@ async fn jwks_server(ca: &DevCa) -> JwksServer {
                         ("200 OK", served.jwks.clone())
                     } else if path == "/.well-known/openid-configuration" {
                         ("200 OK", served.discovery.clone())
+                    } else if path == "/moved" {
+                        // Where the keys "moved": answered as a redirect to the real /jwks.
+                        ("302 Found\r\nlocation: /jwks", String::new())
                     } else {
                         ("404 Not Found", String::new())
                     }
@@ -375,4 +378,86 @@ async fn admin_get(address: std::net::SocketAddr, path: &str) -> String {
     let mut text = String::new();
     stream.read_to_string(&mut text).await.unwrap();
     text
+}
+
+impl World {
+    /// Starts actguard with these issuer settings, and asks once: the answer, or the start's
+    /// error. Either way, how often the server's real `/jwks` was read.
+    async fn outcome(&self, issuer_settings: &str) -> (Result<String, String>, usize) {
+        let issuer = &self.server.url;
+        let yaml = config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n").replace(
+            &format!("  - issuer: {ISSUER}\n    jwks_file: jwks.json"),
+            &format!("  - issuer: {issuer}\n    ca_file: ca.pem\n{issuer_settings}"),
+        );
+        let outcome = match Config::from_yaml(&yaml, self.scratch.path()) {
+            Err(errors) => Err(errors.to_string()),
+            Ok(config) => match runtime::start(config).await {
+                Err(error) => Err(error),
+                Ok(sidecar) => {
+                    let mut client =
+                        AuthorizationClient::connect(format!("http://{}", sidecar.grpc_address))
+                            .await
+                            .unwrap();
+                    let key = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();
+                    let answer = self.ask(&mut client, &self.token(&key)).await;
+                    sidecar.shutdown().await.unwrap();
+                    answer.map_err(|code| format!("{code:?}"))
+                }
+            },
+        };
+        let hits = self.server.served.lock().unwrap().jwks_hits;
+        (outcome, hits)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_jwks_redirects_are_not_followed() {
+    let world = world().await;
+    let key = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();
+    world.serve_keys(&[&key]);
+    let (outcome, hits) = world
+        .outcome(&format!("    jwks_uri: {}/moved\n", world.server.url))
+        .await;
+    assert_eq!(hits, 0, "the redirect's target was fetched");
+    assert!(
+        outcome.is_err(),
+        "keys behind a redirect were used: {outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_discovery_document_naming_another_issuer_is_refused() {
+    let world = world().await;
+    let key = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();
+    world.serve_keys(&[&key]);
+    world.server.served.lock().unwrap().discovery = serde_json::json!({
+        "issuer": "https://evil.example",
+        "jwks_uri": format!("{}/jwks", world.server.url),
+    })
+    .to_string();
+    let (outcome, hits) = world.outcome("    discovery: true\n").await;
+    assert_eq!(
+        hits, 0,
+        "the keys of a document for another issuer were fetched"
+    );
+    assert!(outcome.is_err(), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_jwks_server_not_certified_by_ca_file_is_refused() {
+    // ca_file holds another CA than the one that certified the server: no keys, although the
+    // server answers and its certificate is valid for its own CA.
+    let world = world().await;
+    let key = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();
+    world.serve_keys(&[&key]);
+    let other = DevCa::new("example.org").unwrap();
+    std::fs::write(world.scratch.path().join("ca.pem"), other.bundle_pem()).unwrap();
+    let (outcome, hits) = world
+        .outcome(&format!("    jwks_uri: {}/jwks\n", world.server.url))
+        .await;
+    assert_eq!(
+        hits, 0,
+        "a TLS session with an untrusted server went as far as the request"
+    );
+    assert!(outcome.is_err(), "{outcome:?}");
 }

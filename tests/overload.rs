@@ -47,9 +47,13 @@ struct Setup {
 }
 
 async fn start(limits: &str) -> Setup {
-    let scratch = tempfile::tempdir().unwrap();
     let issuer = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();
     let issuer_url = stalling_issuer(issuer.jwks().to_string());
+    start_with_issuer(limits, issuer, issuer_url).await
+}
+
+async fn start_with_issuer(limits: &str, issuer: DevIssuer, issuer_url: String) -> Setup {
+    let scratch = tempfile::tempdir().unwrap();
     let yaml = config_yaml("  leeway: 30s", &format!("audit:\n  output: \"off\"\n{limits}"))
         .replace(
             "trust_domains: [example.org, partner.example]",
@@ -167,9 +171,33 @@ async fn rule_limits_check_timeout_from_yaml_ends_a_check_that_waits() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_an_issuer_without_keys_fails_closed_with_503_in_http_mode() {
+    // The issuer is down from the start (nothing listens at its address): no keys were ever
+    // fetched. gRPC answers UNAVAILABLE (Envoy denies); HTTP mode answers 503 with the code.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let issuer = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();
+    let setup = start_with_issuer("", issuer, url).await;
+    let token = setup.token(&setup.issuer);
+    let mut client = setup.client().await;
+    let error = client.check(setup.check(&token)).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::Unavailable);
+    let http = setup.sidecar.http_address.unwrap();
+    let (status, body) = http_answer(http, &token).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("issuer_keys_unavailable"), "{body}");
+}
+
 /// GET /calendar/events in HTTP mode as the request itself (`as_received`) from the scheduler
 /// (its XFCC, as a sanitising proxy would set it), with `token`: its HTTP status.
 async fn http_get(address: std::net::SocketAddr, token: &str) -> u16 {
+    http_answer(address, token).await.0
+}
+
+/// [`http_get`]'s status and body.
+async fn http_answer(address: std::net::SocketAddr, token: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let request = format!(
         "GET /calendar/events HTTP/1.1\r\nhost: calendar.example.org\r\nauthorization: Bearer {token}\r\nx-forwarded-client-cert: URI={SCHEDULER}\r\nconnection: close\r\n\r\n"
@@ -179,8 +207,11 @@ async fn http_get(address: std::net::SocketAddr, token: &str) -> u16 {
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response).await;
     let text = String::from_utf8_lossy(&response);
-    text.split(' ')
+    let status = text
+        .split(' ')
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, body.to_owned())
 }

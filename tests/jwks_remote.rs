@@ -280,7 +280,23 @@ async fn rule_issuer_down_keeps_keys_until_max_stale_then_fails_closed() {
         Ok("allow".into()),
         "malformed JWKS ignored"
     );
+    // Good keys again, and one refresh with them: the last good fetch is then at most 1 s
+    // (refresh_interval) before the issuer goes down.
+    world.serve_keys(&[&key]);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     world.server.served.lock().unwrap().down = true;
+    let down = std::time::Instant::now();
+    // The issuer is down: the keys fetched last keep serving until max_stale (3 s) after that
+    // fetch, so for at least 2 s from now — not only until the first failed refresh.
+    while down.elapsed() < Duration::from_millis(1800) {
+        assert_eq!(
+            world.ask(&mut client, &token).await,
+            Ok("allow".into()),
+            "{:?} after the issuer went down, within max_stale",
+            down.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let admin = sidecar.admin_address.unwrap();
     let mut answer = world.ask(&mut client, &token).await;
     for _ in 0..60 {
@@ -460,4 +476,32 @@ async fn rule_a_jwks_server_not_certified_by_ca_file_is_refused() {
         "a TLS session with an untrusted server went as far as the request"
     );
     assert!(outcome.is_err(), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_keys_stay_fresh_while_the_issuer_answers() {
+    // refresh_interval 1s, max_stale 3s, the issuer up throughout: never stale. (A 10 s floor
+    // on the configured interval once made such keys expire between refreshes.)
+    let world = world().await;
+    let key = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();
+    world.serve_keys(&[&key]);
+    let settings = jwks_uri_settings(&world, "    refresh_interval: 1s\n    max_stale: 3s\n");
+    let (sidecar, mut client) = world.start(&settings).await;
+    let token = world.token(&key);
+    let hits_before = world.jwks_hits();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(4500) {
+        assert_eq!(
+            world.ask(&mut client, &token).await,
+            Ok("allow".into()),
+            "{:?} in",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        world.jwks_hits() - hits_before >= 3,
+        "refreshed about every second"
+    );
+    sidecar.shutdown().await.unwrap();
 }

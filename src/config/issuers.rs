@@ -161,6 +161,13 @@ fn read_remote(
             .string(&child(path, "ca_file"), value)
             .map(|file| Some(base_dir.join(file))),
     };
+    if refresh_interval.is_some_and(|refresh| refresh < Duration::from_secs(1)) {
+        reader.error(
+            child(path, "refresh_interval"),
+            "must be at least 1s (the issuer would be fetched in a tight loop)",
+        );
+        return None;
+    }
     if let (Some(refresh), Some(stale)) = (&refresh_interval, &max_stale)
         && refresh >= stale
     {

@@ -222,6 +222,11 @@ fn issuer_key_sources_are_exclusive_and_https_only() {
             "issuers[0]: needs exactly one of",
         ),
         (
+            "refresh in a tight loop",
+            "jwks_uri: \"https://sts.example.org/jwks\", refresh_interval: 500ms",
+            "issuers[0].refresh_interval: must be at least 1s",
+        ),
+        (
             "no source",
             "algorithms: [ES256]",
             "issuers[0]: needs exactly one of",

@@ -20,6 +20,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The shortest refresh interval `Cache-Control: max-age` can ask for.
+const MIN_MAX_AGE_REFRESH: Duration = Duration::from_secs(10);
+
 /// Where the keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksLocation {
@@ -251,16 +254,18 @@ impl RemoteKeys {
         // whole refresh interval.
         let mut failures: u32 = u32::from(self.loaded.load().is_none());
         loop {
+            // `Cache-Control: max-age` may shorten the configured interval, to 10 s at the
+            // least (a `max-age=0` issuer is not refreshed in a tight loop). The configured
+            // interval itself is never lengthened: a floor applied to it made keys go stale
+            // between refreshes whenever max_stale was under 10 s, with the issuer up.
             let interval = self
                 .loaded
                 .load()
                 .as_ref()
                 .and_then(|loaded| loaded.max_age)
                 .map_or(self.spec.refresh_interval, |age| {
-                    age.min(self.spec.refresh_interval)
-                })
-                // A `max-age=0` issuer is refreshed every 10 s, not in a tight loop.
-                .max(Duration::from_secs(10));
+                    age.max(MIN_MAX_AGE_REFRESH).min(self.spec.refresh_interval)
+                });
             let wait = if failures == 0 {
                 interval
             } else {

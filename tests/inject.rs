@@ -421,7 +421,37 @@ async fn contradictory_or_malformed_annotations_are_refused_with_a_reason() {
             .push(json!({"name": volume, "mountPath": "/stolen"}));
         pod
     };
+    // A container that takes actguard's name: not injected, not "already injected" either.
+    let impostor = |status: Option<&str>, init: bool| {
+        let mut annotations = json!({"actguard.io/inject": "true"});
+        if let Some(status) = status {
+            annotations["actguard.io/status"] = json!(status);
+        }
+        let mut pod = pod(annotations);
+        let container = json!({"name": "actguard", "image": "registry.example.org/impostor:1"});
+        if init {
+            pod["spec"]["initContainers"] = json!([container]);
+        } else {
+            pod["spec"]["containers"]
+                .as_array_mut()
+                .unwrap()
+                .push(container);
+        }
+        pod
+    };
     let cases = [
+        (
+            impostor(None, false),
+            "already has a container named \"actguard\" that this injector did not add",
+        ),
+        (
+            impostor(None, true),
+            "already has a container named \"actguard\" that this injector did not add",
+        ),
+        (
+            impostor(Some("injected"), true),
+            "already has a container named \"actguard\" that this injector did not add",
+        ),
         (host_network, "hostNetwork Pods cannot be protected"),
         (
             mounting("actguard-admin"),

@@ -178,8 +178,19 @@ pub fn decide(pod: &Pod, settings: &InjectorConfig) -> Outcome {
             .flatten()
             .chain(spec.containers.iter())
     };
-    if all_containers().any(|c| c.name == ACTGUARD_CONTAINER) {
-        return unchanged("already has an actguard container");
+    if let Some(existing) = all_containers().find(|c| c.name == ACTGUARD_CONTAINER) {
+        // Left alone only when it is this injector's work (reinvocation, a re-applied injected
+        // manifest): the status annotation and the configured image. A container that merely
+        // takes the name would otherwise pass as protection that is not there.
+        let injected = annotations.get(ANNOTATION_STATUS).map(String::as_str) == Some("injected")
+            && existing.image.as_deref() == Some(settings.actguard.image.as_str());
+        if injected {
+            return unchanged("already has an actguard container");
+        }
+        return Outcome::Reject(format!(
+            "the Pod already has a container named {ACTGUARD_CONTAINER:?} that this injector did \
+             not add (no {ANNOTATION_STATUS}: injected, or another image): rename it"
+        ));
     }
     if annotations.contains_key(ANNOTATION_STATUS) {
         return Outcome::Reject(format!(

@@ -247,6 +247,26 @@ mod tests {
     }
 
     #[test]
+    fn rule_a_poisoned_revocation_lock_still_cuts_revoked_tokens() {
+        let list = std::sync::Arc::new(RevocationList::in_memory());
+        list.revoke(revocation(RevocationKind::Jti, "t1", None)).unwrap();
+        // A thread panics while it holds the write lock: the lock is poisoned.
+        let holder = std::sync::Arc::clone(&list);
+        let panicked = std::thread::spawn(move || {
+            let _guard = holder.entries.write().unwrap();
+            panic!("a writer dies holding the lock");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(list.entries.is_poisoned());
+        // Reading goes on from the last consistent list: the token is still revoked.
+        assert_eq!(
+            list.matching(&token(), CALLER, 0),
+            Some(RevocationKind::Jti)
+        );
+    }
+
+    #[test]
     fn each_kind_matches_its_claim() {
         let cases = [
             (RevocationKind::Jti, "t1"),

@@ -249,7 +249,8 @@ mod tests {
     #[test]
     fn rule_a_poisoned_revocation_lock_still_cuts_revoked_tokens() {
         let list = std::sync::Arc::new(RevocationList::in_memory());
-        list.revoke(revocation(RevocationKind::Jti, "t1", None)).unwrap();
+        list.revoke(revocation(RevocationKind::Jti, "t1", None))
+            .unwrap();
         // A thread panics while it holds the write lock: the lock is poisoned.
         let holder = std::sync::Arc::clone(&list);
         let panicked = std::thread::spawn(move || {

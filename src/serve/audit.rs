@@ -400,4 +400,52 @@ mod tests {
         assert!(log.dropped() > 0, "nothing was dropped with nobody reading");
         // The writer is blocked for good; the test ends without finishing it.
     }
+
+    #[test]
+    fn rule_every_decision_is_written_or_counted_as_dropped() {
+        // A reader that falls behind, then catches up: each record is either a line of the
+        // output or one count of `dropped` (the metric's source) — never lost uncounted, never
+        // counted and written both.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("audit.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let reader_path = fifo.clone();
+        let reader = std::thread::spawn(move || std::fs::File::open(reader_path).unwrap());
+        let config = AuditConfig {
+            output: AuditOutput::File(fifo),
+            sample_allows: 1.0,
+            buffer_lines: 8,
+            buffer_bytes: 64 * 1024,
+        };
+        let (log, writer) = AuditLog::start(&config).unwrap();
+        let mut held_open = reader.join().unwrap();
+        let path = format!("/{}", "y".repeat(900));
+        let records = 2000;
+        for _ in 0..records {
+            log.write(&record_with(&path));
+        }
+        let dropped = log.dropped();
+        assert!(
+            dropped > 0,
+            "the reader never fell behind: nothing was tested"
+        );
+        // Catch up: read everything while the writer finishes.
+        let drain = std::thread::spawn(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut held_open, &mut text).unwrap();
+            text
+        });
+        writer.finish();
+        drop(log);
+        let written = drain.join().unwrap().lines().count() as u64;
+        assert_eq!(
+            written + dropped,
+            records,
+            "{written} written, {dropped} dropped"
+        );
+    }
 }

@@ -11,7 +11,6 @@ use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
 use actguard::serve::runtime;
 use common::*;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use std::io::{Read, Write};
 use std::time::Duration;
 
 fn metric(scrape: &str, name: &str, labels: &[&str]) -> f64 {
@@ -38,35 +37,11 @@ async fn scrape(admin: std::net::SocketAddr) -> String {
     raw.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
-/// An `http://` JWKS endpoint: serves `jwks`, except to its second request (the unknown-kid
-/// refetch), which it holds unanswered.
-fn stalling_issuer(jwks: String) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for (index, stream) in listener.incoming().enumerate() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.read(&mut [0u8; 4096]);
-            if index != 1 {
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{jwks}",
-                    jwks.len()
-                );
-            } else {
-                held.push(stream);
-            }
-        }
-    });
-    url
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_series_moves_by_exactly_what_was_done() {
     let scratch = tempfile::tempdir().unwrap();
     let issuer = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();
-    let issuer_url = stalling_issuer(issuer.jwks().to_string());
+    let issuer_url = common::issuer::stalling_issuer(issuer.jwks().to_string(), |index| index == 1);
     let issuer_label = format!("issuer=\"{issuer_url}\"");
     let yaml = config_yaml(
         "  leeway: 30s",

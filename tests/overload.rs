@@ -11,32 +11,7 @@ use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
 use actguard::serve::runtime::{self, Sidecar};
 use common::*;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-
-/// An `http://` JWKS endpoint that serves `jwks` once, then accepts and never answers.
-fn stalling_issuer(jwks: String) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for (index, stream) in listener.incoming().enumerate() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request);
-            if index == 0 {
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{jwks}",
-                    jwks.len()
-                );
-            } else {
-                held.push(stream);
-            }
-        }
-    });
-    url
-}
 
 struct Setup {
     sidecar: Sidecar,
@@ -48,7 +23,7 @@ struct Setup {
 
 async fn start(limits: &str) -> Setup {
     let issuer = DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap();
-    let issuer_url = stalling_issuer(issuer.jwks().to_string());
+    let issuer_url = common::issuer::stalling_issuer(issuer.jwks().to_string(), |index| index > 0);
     start_with_issuer(limits, issuer, issuer_url).await
 }
 

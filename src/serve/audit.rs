@@ -367,10 +367,8 @@ mod tests {
         assert!(short.get("truncated").is_none());
     }
 
-    #[test]
-    fn rule_the_audit_queue_is_bounded_in_bytes_when_nobody_reads() {
-        // A FIFO whose reader never reads: the pipe fills, the writer blocks, the queue grows
-        // until its byte bound, then lines are dropped and counted.
+    /// An audit configuration writing every record to a new FIFO, with these queue bounds.
+    fn fifo_config(buffer_lines: usize, buffer_bytes: usize) -> (tempfile::TempDir, AuditConfig) {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("audit.fifo");
         let made = std::process::Command::new("mkfifo")
@@ -378,16 +376,32 @@ mod tests {
             .status()
             .unwrap();
         assert!(made.success());
-        let reader_path = fifo.clone();
-        let reader = std::thread::spawn(move || std::fs::File::open(reader_path).unwrap());
         let config = AuditConfig {
             output: AuditOutput::File(fifo),
             sample_allows: 1.0,
-            buffer_lines: 1_000_000,
-            buffer_bytes: 256 * 1024,
+            buffer_lines,
+            buffer_bytes,
         };
-        let (log, _writer) = AuditLog::start(&config).unwrap();
-        let _held_open = reader.join().unwrap();
+        (dir, config)
+    }
+
+    /// Starts the log on `config`'s FIFO with its read end opened (and not read) by the test.
+    fn start_with_reader(config: &AuditConfig) -> (AuditLog, AuditWriter, std::fs::File) {
+        let AuditOutput::File(fifo) = &config.output else {
+            unreachable!("a FIFO configuration")
+        };
+        let fifo = fifo.clone();
+        let reader = std::thread::spawn(move || std::fs::File::open(fifo).unwrap());
+        let (log, writer) = AuditLog::start(config).unwrap();
+        (log, writer, reader.join().unwrap())
+    }
+
+    #[test]
+    fn rule_the_audit_queue_is_bounded_in_bytes_when_nobody_reads() {
+        // A FIFO whose reader never reads: the pipe fills, the writer blocks, the queue grows
+        // until its byte bound, then lines are dropped and counted.
+        let (_dir, config) = fifo_config(1_000_000, 256 * 1024);
+        let (log, _writer, _held_open) = start_with_reader(&config);
         let path = format!("/{}", "x".repeat(64 * 1024));
         for _ in 0..1000 {
             log.write(&record_with(&path));
@@ -406,23 +420,8 @@ mod tests {
         // A reader that falls behind, then catches up: each record is either a line of the
         // output or one count of `dropped` (the metric's source) — never lost uncounted, never
         // counted and written both.
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("audit.fifo");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success());
-        let reader_path = fifo.clone();
-        let reader = std::thread::spawn(move || std::fs::File::open(reader_path).unwrap());
-        let config = AuditConfig {
-            output: AuditOutput::File(fifo),
-            sample_allows: 1.0,
-            buffer_lines: 8,
-            buffer_bytes: 64 * 1024,
-        };
-        let (log, writer) = AuditLog::start(&config).unwrap();
-        let mut held_open = reader.join().unwrap();
+        let (_dir, config) = fifo_config(8, 64 * 1024);
+        let (log, writer, mut held_open) = start_with_reader(&config);
         let path = format!("/{}", "y".repeat(900));
         let records = 2000;
         for _ in 0..records {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod envoy;
+pub mod issuer;
 pub mod nginx;
 pub mod sds;
 pub mod upstream;

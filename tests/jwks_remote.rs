@@ -126,20 +126,22 @@ impl World {
         self.server.served.lock().unwrap().jwks = serde_json::json!({ "keys": keys }).to_string();
     }
 
+    /// The configuration with this server as the issuer (its CA in `ca.pem`) and an admin
+    /// listener.
+    fn yaml(&self, issuer_settings: &str) -> String {
+        let yaml = config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n").replace(
+            "listen:\n  grpc: 127.0.0.1:0",
+            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0",
+        );
+        let settings = format!("    ca_file: ca.pem\n{issuer_settings}");
+        with_issuer(&yaml, &self.server.url, &settings)
+    }
+
     async fn start(
         &self,
         issuer_settings: &str,
     ) -> (Sidecar, AuthorizationClient<tonic::transport::Channel>) {
-        let issuer = &self.server.url;
-        let yaml = config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n")
-            .replace(
-                "listen:\n  grpc: 127.0.0.1:0",
-                "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0",
-            )
-            .replace(
-                &format!("  - issuer: {ISSUER}\n    jwks_file: jwks.json"),
-                &format!("  - issuer: {issuer}\n    ca_file: ca.pem\n{issuer_settings}"),
-            );
+        let yaml = self.yaml(issuer_settings);
         let sidecar = runtime::start(Config::from_yaml(&yaml, self.scratch.path()).unwrap())
             .await
             .unwrap();
@@ -341,20 +343,7 @@ async fn rule_reload_fetches_remote_keys_before_it_serves() {
     assert_eq!(world.ask(&mut client, &token).await, Ok("allow".into()));
     // Reload the same configuration from a file: its fresh remote key set is fetched first.
     let file = world.scratch.path().join("reloaded.yaml");
-    let yaml = config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n")
-        .replace(
-            "listen:\n  grpc: 127.0.0.1:0",
-            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0",
-        )
-        .replace(
-            &format!("  - issuer: {ISSUER}\n    jwks_file: jwks.json"),
-            &format!(
-                "  - issuer: {}\n    ca_file: ca.pem\n{}",
-                world.server.url,
-                jwks_uri_settings(&world, "")
-            ),
-        );
-    std::fs::write(&file, yaml).unwrap();
+    std::fs::write(&file, world.yaml(&jwks_uri_settings(&world, ""))).unwrap();
     sidecar.reload(&file).await.unwrap();
     assert_eq!(
         world.ask(&mut client, &token).await,
@@ -400,12 +389,7 @@ impl World {
     /// Starts actguard with these issuer settings, and asks once: the answer, or the start's
     /// error. Either way, how often the server's real `/jwks` was read.
     async fn outcome(&self, issuer_settings: &str) -> (Result<String, String>, usize) {
-        let issuer = &self.server.url;
-        let yaml = config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n").replace(
-            &format!("  - issuer: {ISSUER}\n    jwks_file: jwks.json"),
-            &format!("  - issuer: {issuer}\n    ca_file: ca.pem\n{issuer_settings}"),
-        );
-        let outcome = match Config::from_yaml(&yaml, self.scratch.path()) {
+        let outcome = match Config::from_yaml(&self.yaml(issuer_settings), self.scratch.path()) {
             Err(errors) => Err(errors.to_string()),
             Ok(config) => match runtime::start(config).await {
                 Err(error) => Err(error),

@@ -50,12 +50,11 @@ async fn every_series_moves_by_exactly_what_was_done() {
     .replace(
         "listen:\n  grpc: 127.0.0.1:0",
         "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0",
-    )
-    .replace(
-        &format!("  - issuer: {ISSUER}\n    jwks_file: jwks.json"),
-        &format!(
-            "  - issuer: {issuer_url}\n    jwks_uri: {issuer_url}/jwks\n    insecure_http: true\n    fetch_timeout: 1s"
-        ),
+    );
+    let yaml = with_issuer(
+        &yaml,
+        &issuer_url,
+        &format!("    jwks_uri: {issuer_url}/jwks\n    insecure_http: true\n    fetch_timeout: 1s"),
     );
     let file = scratch.path().join("config.yaml");
     std::fs::write(&file, &yaml).unwrap();

@@ -29,21 +29,25 @@ async fn start(limits: &str) -> Setup {
 
 async fn start_with_issuer(limits: &str, issuer: DevIssuer, issuer_url: String) -> Setup {
     let scratch = tempfile::tempdir().unwrap();
-    let yaml = config_yaml("  leeway: 30s", &format!("audit:\n  output: \"off\"\n{limits}"))
-        .replace(
-            "trust_domains: [example.org, partner.example]",
-            "trust_domains: [example.org, partner.example]\n  sources: [certificate, xfcc]",
-        )
-        .replace(
-            "listen:\n  grpc: 127.0.0.1:0",
-            "listen:\n  grpc: 127.0.0.1:0\n  http: 127.0.0.1:0\n  admin: \"off\"",
-        )
-        .replace(
-            &format!("  - issuer: {ISSUER}\n    jwks_file: jwks.json"),
-            &format!(
-                "  - issuer: {issuer_url}\n    jwks_uri: {issuer_url}/jwks\n    insecure_http: true\n    fetch_timeout: 5s\n    unknown_kid_cooldown: 1s"
-            ),
-        );
+    let yaml = config_yaml(
+        "  leeway: 30s",
+        &format!("audit:\n  output: \"off\"\n{limits}"),
+    )
+    .replace(
+        "trust_domains: [example.org, partner.example]",
+        "trust_domains: [example.org, partner.example]\n  sources: [certificate, xfcc]",
+    )
+    .replace(
+        "listen:\n  grpc: 127.0.0.1:0",
+        "listen:\n  grpc: 127.0.0.1:0\n  http: 127.0.0.1:0\n  admin: \"off\"",
+    );
+    let yaml = with_issuer(
+        &yaml,
+        &issuer_url,
+        &format!(
+            "    jwks_uri: {issuer_url}/jwks\n    insecure_http: true\n    fetch_timeout: 5s\n    unknown_kid_cooldown: 1s"
+        ),
+    );
     let config = Config::from_yaml(&yaml, scratch.path()).unwrap();
     let sidecar = runtime::start(config).await.unwrap();
     let certificate = DevCa::new("example.org")

@@ -70,6 +70,15 @@ default: deny
     )
 }
 
+/// `yaml` (from [`config_yaml`]) with its one issuer replaced: `issuer` and the lines of
+/// `settings` (each indented by four spaces, newline-terminated or not) instead of the file JWKS.
+pub fn with_issuer(yaml: &str, issuer: &str, settings: &str) -> String {
+    yaml.replace(
+        &format!("  - issuer: {ISSUER}\n    jwks_file: jwks.json"),
+        &format!("  - issuer: {issuer}\n{}", settings.trim_end_matches('\n')),
+    )
+}
+
 pub struct Harness {
     pub ca: DevCa,
     pub issuer: DevIssuer,

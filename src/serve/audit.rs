@@ -1,44 +1,73 @@
 //! The audit log: one JSON line per decision (every deny; allows sampled), never the token,
 //! a signature or a query string.
 //!
-//! Writing never blocks a check: lines go through a queue bounded in lines
-//! (`audit.buffer_lines`) and in bytes (`audit.buffer_bytes`) to a dedicated writer thread; when
-//! either bound is reached the line is dropped and `actguard_audit_lines_dropped_total` counts
-//! it. Each field is cut at [`MAX_FIELD_BYTES`] (the chain at [`MAX_CHAIN_ENTRIES`] actors) and
-//! the record then names the cut fields in `"truncated"`, so a line is small whatever the
-//! request carried. [`AuditWriter::finish`] queues a stop marker behind every line already
-//! accepted, so shutdown flushes everything that was not dropped.
+//! Writing never blocks a check for long: a check serialises its record straight into a
+//! per-thread buffer (no intermediate JSON value) and appends the line, whole, to one shared
+//! batch under a mutex held for a copy. A dedicated writer thread takes the batch and writes
+//! it with one `write` and one flush. The writer is woken once per batch — when a line lands
+//! in an empty batch, or when the batch passes [`WAKE_BYTES`] — then gathers for up to
+//! [`GATHER`] so a busy sidecar writes a few hundred lines per system call instead of
+//! waking the writer for each. Lines queued and not yet written are bounded in lines
+//! (`audit.buffer_lines`) and in bytes (`audit.buffer_bytes`); past either bound the line is
+//! dropped and `actguard_audit_lines_dropped_total` counts it. Each field is cut at
+//! [`MAX_FIELD_BYTES`] (the chain at [`MAX_CHAIN_ENTRIES`] actors) and the record then names
+//! the cut fields in `"truncated"`, so a line is small whatever the request carried.
+//! [`AuditWriter::finish`] stops the writer after everything already accepted is written.
 
 use crate::config::{AuditConfig, AuditOutput};
 use crate::decision::record::{AuditRecord, DecisionLog};
 use crate::decision::telemetry;
-use serde_json::json;
+use std::cell::RefCell;
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-enum Message {
-    Line(String),
-    Stop,
-}
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Longest value of one field in a line (bytes, cut at a character boundary).
 pub const MAX_FIELD_BYTES: usize = 1024;
 /// Most actors of a chain written in a line.
 pub const MAX_CHAIN_ENTRIES: usize = 16;
+/// A batch this large wakes the writer at once instead of at the end of its gathering time.
+pub const WAKE_BYTES: usize = 64 * 1024;
+/// How long the writer lets a batch gather after its first line before writing it.
+pub const GATHER: Duration = Duration::from_millis(2);
+
+/// Lines accepted and not yet written: the batch being filled and the one being written.
+#[derive(Default)]
+struct Queue {
+    /// Whole lines, each ending in `\n`.
+    pending: Vec<u8>,
+    pending_lines: usize,
+    /// Taken by the writer and not yet written out.
+    writing_bytes: usize,
+    writing_lines: usize,
+    /// The writer sleeps until a line arrives (nothing is pending).
+    writer_idle: bool,
+    /// The writer is gathering a batch and wants to hear when it passes [`WAKE_BYTES`].
+    writer_gathering: bool,
+    stop: bool,
+}
 
 struct Sink {
-    sender: SyncSender<Message>,
-    /// Bytes of lines queued and not yet written, shared with the writer thread.
-    queued_bytes: Arc<AtomicUsize>,
+    queue: Mutex<Queue>,
+    wake: Condvar,
     max_bytes: usize,
+    max_lines: usize,
     /// Lines this log dropped (also counted in the process-wide metric).
     dropped: AtomicU64,
     /// Log every `allow_stride`-th allow; 0 logs none.
     allow_stride: u64,
     allows_seen: AtomicU64,
+}
+
+impl Sink {
+    /// The queue, also after a thread panicked holding it: it holds only whole lines and
+    /// counters, each updated before the lock is released.
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// A cheap, cloneable handle for recording decisions.
@@ -49,8 +78,13 @@ pub struct AuditLog {
 
 /// Owns the writer thread; [`finish`](Self::finish) flushes and stops it.
 pub struct AuditWriter {
-    sender: SyncSender<Message>,
+    sink: Arc<Sink>,
     thread: std::thread::JoinHandle<()>,
+}
+
+thread_local! {
+    /// The line being serialised on this thread, reused from check to check.
+    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl AuditLog {
@@ -70,28 +104,28 @@ impl AuditLog {
                     .open(path)?,
             ),
         };
-        let (sender, receiver) = sync_channel(config.buffer_lines.max(1));
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let written = Arc::clone(&queued_bytes);
-        let thread = std::thread::Builder::new()
-            .name("actguard-audit".into())
-            .spawn(move || write_lines(receiver, output, &written))?;
         let allow_stride = if config.sample_allows <= 0.0 {
             0
         } else {
             (1.0 / config.sample_allows).round().max(1.0) as u64
         };
+        let sink = Arc::new(Sink {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            max_bytes: config.buffer_bytes.max(1),
+            max_lines: config.buffer_lines.max(1),
+            dropped: AtomicU64::new(0),
+            allow_stride,
+            allows_seen: AtomicU64::new(0),
+        });
+        let writer_sink = Arc::clone(&sink);
+        let thread = std::thread::Builder::new()
+            .name("actguard-audit".into())
+            .spawn(move || write_batches(&writer_sink, output))?;
         let log = Self {
-            sink: Some(Arc::new(Sink {
-                sender: sender.clone(),
-                queued_bytes,
-                max_bytes: config.buffer_bytes.max(1),
-                dropped: AtomicU64::new(0),
-                allow_stride,
-                allows_seen: AtomicU64::new(0),
-            })),
+            sink: Some(Arc::clone(&sink)),
         };
-        Ok((log, AuditWriter { sender, thread }))
+        Ok((log, AuditWriter { sink, thread }))
     }
 
     /// Queues the line for a decision, or drops (and counts) it when the queue is full.
@@ -122,32 +156,64 @@ impl DecisionLog for AuditLog {
         let Some(sink) = &self.sink else {
             return;
         };
-        let line = audit_line(record);
-        let size = line.len() + 1;
-        // Reserve the bytes first, so concurrent writers cannot overshoot the bound together.
-        let reserved = sink
-            .queued_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                (queued + size <= sink.max_bytes).then_some(queued + size)
-            })
-            .is_ok();
-        let sent = reserved && sink.sender.try_send(Message::Line(line)).is_ok();
-        if !sent {
-            if reserved {
-                sink.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+        let accepted = LINE.with(|line| {
+            // A re-entrant use cannot happen (nothing below records a decision); a fresh
+            // buffer keeps even that case correct.
+            let mut fresh = Vec::new();
+            let mut borrowed = line.try_borrow_mut();
+            let line = borrowed.as_deref_mut().unwrap_or(&mut fresh);
+            line.clear();
+            write_line(line, record, SystemTime::now());
+            line.push(b'\n');
+            let accepted = enqueue(sink, line);
+            // A pathological line (every field at its cap) must not pin its size per thread.
+            if line.capacity() > 4 * MAX_FIELD_BYTES * 8 {
+                *line = Vec::new();
             }
+            accepted
+        });
+        if !accepted {
             sink.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(telemetry::AUDIT_DROPPED).increment(1);
         }
     }
 }
 
+/// Appends one whole line to the batch unless a bound would be passed; wakes the writer only
+/// when it sleeps on an empty batch, or gathers and the batch just grew past [`WAKE_BYTES`].
+fn enqueue(sink: &Sink, line: &[u8]) -> bool {
+    let mut queue = sink.queue();
+    let bytes = queue.pending.len() + queue.writing_bytes + line.len();
+    let lines = queue.pending_lines + queue.writing_lines + 1;
+    if bytes > sink.max_bytes || lines > sink.max_lines || queue.stop {
+        return false;
+    }
+    let was_small = queue.pending.len() < WAKE_BYTES;
+    queue.pending.extend_from_slice(line);
+    queue.pending_lines += 1;
+    let wake = if queue.writer_idle {
+        queue.writer_idle = false;
+        true
+    } else if queue.writer_gathering && was_small && queue.pending.len() >= WAKE_BYTES {
+        queue.writer_gathering = false;
+        true
+    } else {
+        false
+    };
+    drop(queue);
+    if wake {
+        sink.wake.notify_one();
+    }
+    true
+}
+
 impl AuditLog {
     /// Bytes queued for the writer and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.sink
-            .as_ref()
-            .map_or(0, |sink| sink.queued_bytes.load(Ordering::Acquire))
+        self.sink.as_ref().map_or(0, |sink| {
+            let queue = sink.queue();
+            queue.pending.len() + queue.writing_bytes
+        })
     }
 
     /// Lines this log dropped because the queue was full.
@@ -159,42 +225,85 @@ impl AuditLog {
 }
 
 impl AuditWriter {
-    /// Writes every queued line, flushes and stops the writer thread.
+    /// Writes every line accepted so far, flushes and stops the writer thread; lines offered
+    /// afterwards are dropped and counted.
     pub fn finish(self) {
-        // A blocking send: the marker waits for room behind the queued lines.
-        if self.sender.send(Message::Stop).is_ok() {
-            let _ = self.thread.join();
+        let mut queue = self.sink.queue();
+        queue.stop = true;
+        drop(queue);
+        self.sink.wake.notify_one();
+        let _ = self.thread.join();
+    }
+}
+
+/// The writer thread: takes whole batches and writes each with one call, then flushes.
+fn write_batches(sink: &Sink, output: Box<dyn Write + Send>) {
+    let mut output = output;
+    let mut batch = Vec::new();
+    loop {
+        let mut queue = sink.queue();
+        while queue.pending.is_empty() && !queue.stop {
+            queue.writer_idle = true;
+            queue = sink.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+        queue.writer_idle = false;
+        // Let the batch gather, unless it is already large or the log is stopping.
+        let deadline = Instant::now() + GATHER;
+        while !queue.stop && queue.pending.len() < WAKE_BYTES {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            queue.writer_gathering = true;
+            queue = sink
+                .wake
+                .wait_timeout(queue, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        queue.writer_gathering = false;
+        let stop = queue.stop;
+        std::mem::swap(&mut queue.pending, &mut batch);
+        queue.writing_bytes = batch.len();
+        queue.writing_lines = std::mem::take(&mut queue.pending_lines);
+        drop(queue);
+        if !batch.is_empty() {
+            let _ = output.write_all(&batch);
+            let _ = output.flush();
+        }
+        let mut queue = sink.queue();
+        queue.writing_bytes = 0;
+        queue.writing_lines = 0;
+        drop(queue);
+        // Both buffers trade places each batch; neither keeps more than a burst's size.
+        if batch.capacity() > 4 * WAKE_BYTES {
+            batch = Vec::with_capacity(WAKE_BYTES);
+        } else {
+            batch.clear();
+        }
+        if stop {
+            return;
         }
     }
 }
 
-fn write_lines(
-    receiver: Receiver<Message>,
-    output: Box<dyn Write + Send>,
-    queued_bytes: &AtomicUsize,
-) {
-    let mut output = std::io::BufWriter::new(output);
-    while let Ok(message) = receiver.recv() {
-        let mut next = Some(message);
-        // Write what is queued, then flush once: one syscall per burst, not per line.
-        while let Some(message) = next.take() {
-            match message {
-                Message::Line(line) => {
-                    let _ = output.write_all(line.as_bytes());
-                    let _ = output.write_all(b"\n");
-                    queued_bytes.fetch_sub(line.len() + 1, Ordering::AcqRel);
-                }
-                Message::Stop => {
-                    let _ = output.flush();
-                    return;
-                }
-            }
-            next = receiver.try_recv().ok();
-        }
-        let _ = output.flush();
-    }
-    let _ = output.flush();
-}
+/// The members of a line, in the order they are written (README, "Audit log").
+pub const FIELDS: [&str; 14] = [
+    "time",
+    "request_id",
+    "caller",
+    "subject",
+    "chain",
+    "route",
+    "method",
+    "path",
+    "decision",
+    "reason",
+    "jti",
+    "sid",
+    "latency_us",
+    "truncated",
+];
 
 /// `value` cut at [`MAX_FIELD_BYTES`] on a character boundary; records `name` when cut.
 fn capped<'a>(value: &'a str, name: &'static str, truncated: &mut Vec<&'static str>) -> &'a str {
@@ -211,7 +320,49 @@ fn capped<'a>(value: &'a str, name: &'static str, truncated: &mut Vec<&'static s
     &value[..end]
 }
 
-fn audit_line(record: &AuditRecord<'_>) -> String {
+/// A JSON string: `"` and `\` escaped, control characters as `\n`-style or `\u00XX` escapes,
+/// everything else (non-ASCII included) as is — what serde_json writes.
+fn json_string(out: &mut Vec<u8>, value: &str) {
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..index]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = index + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn json_optional(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(value) => json_string(out, value),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Serialises one record as a JSON object, members in the order of [`FIELDS`] (`truncated`
+/// only when a field was cut), written straight into `out`.
+fn write_line(out: &mut Vec<u8>, record: &AuditRecord<'_>, now: SystemTime) {
     let mut truncated = Vec::new();
     let path = record.path.split(['?', '#']).next().unwrap_or_default();
     let path = capped(path, "path", &mut truncated);
@@ -225,37 +376,78 @@ fn audit_line(record: &AuditRecord<'_>) -> String {
     if record.chain.len() > MAX_CHAIN_ENTRIES {
         truncated.push("chain");
     }
-    let chain: Vec<&str> = record
-        .chain
-        .iter()
-        .take(MAX_CHAIN_ENTRIES)
-        .map(|actor| capped(actor, "chain", &mut truncated))
-        .collect();
-    let mut line = json!({
-        "time": rfc3339(SystemTime::now()),
-        "request_id": request_id,
-        "caller": caller,
-        "subject": subject,
-        "chain": chain,
-        "route": route,
-        "method": method,
-        "path": path,
-        "decision": if record.reason.is_none() { "allow" } else { "deny" },
-        "reason": record.reason,
-        "jti": jti,
-        "sid": sid,
-        "latency_us": record.latency.as_micros() as u64,
-    });
-    if !truncated.is_empty() {
-        line["truncated"] = json!(truncated);
+    out.extend_from_slice(b"{\"time\":\"");
+    write_time(out, now);
+    out.extend_from_slice(b"\",\"request_id\":");
+    json_string(out, request_id);
+    out.extend_from_slice(b",\"caller\":");
+    json_optional(out, caller);
+    out.extend_from_slice(b",\"subject\":");
+    json_optional(out, subject);
+    out.extend_from_slice(b",\"chain\":[");
+    for (index, actor) in record.chain.iter().take(MAX_CHAIN_ENTRIES).enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        json_string(out, capped(actor, "chain", &mut truncated));
     }
-    line.to_string()
+    out.extend_from_slice(b"],\"route\":");
+    json_optional(out, route);
+    out.extend_from_slice(b",\"method\":");
+    json_string(out, method);
+    out.extend_from_slice(b",\"path\":");
+    json_string(out, path);
+    out.extend_from_slice(match record.reason {
+        None => b",\"decision\":\"allow\"",
+        Some(_) => b",\"decision\":\"deny\"",
+    });
+    out.extend_from_slice(b",\"reason\":");
+    json_optional(out, record.reason);
+    out.extend_from_slice(b",\"jti\":");
+    json_optional(out, jti);
+    out.extend_from_slice(b",\"sid\":");
+    json_optional(out, sid);
+    out.extend_from_slice(b",\"latency_us\":");
+    let _ = write!(out, "{}", record.latency.as_micros() as u64);
+    if !truncated.is_empty() {
+        out.extend_from_slice(b",\"truncated\":[");
+        for (index, name) in truncated.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            json_string(out, name);
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
 }
 
-/// `2026-11-22T14:43:40.123Z`.
-pub fn rfc3339(time: SystemTime) -> String {
+thread_local! {
+    /// The second last formatted on this thread and its `YYYY-MM-DDTHH:MM:SS`: a busy
+    /// sidecar formats the date once a second per thread, not once a line.
+    static SECOND: RefCell<(u64, [u8; 19])> = const { RefCell::new((u64::MAX, [0; 19])) };
+}
+
+/// `2026-11-22T14:43:40.123Z` into `out`.
+fn write_time(out: &mut Vec<u8>, time: SystemTime) {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since_epoch.as_secs();
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != seconds {
+            let text = civil_second(seconds);
+            cached.1.copy_from_slice(text.as_bytes());
+            cached.0 = seconds;
+        }
+        out.extend_from_slice(&cached.1);
+    });
+    let _ = write!(out, ".{:03}Z", since_epoch.subsec_millis());
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) of a second since the epoch; years past 9999 are clamped so
+/// the text keeps its width.
+fn civil_second(seconds: u64) -> String {
+    let seconds = seconds.min(253_402_300_799); // 9999-12-31T23:59:59
     let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -273,12 +465,18 @@ pub fn rfc3339(time: SystemTime) -> String {
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         second_of_day / 3600,
         second_of_day % 3600 / 60,
         second_of_day % 60,
-        since_epoch.subsec_millis()
     )
+}
+
+/// `2026-11-22T14:43:40.123Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_time(&mut out, time);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -292,6 +490,12 @@ mod tests {
         assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(at(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(at(1_795_358_620_123), "2026-11-22T14:43:40.123Z");
+        // The date is cached per second: the next milliseconds and the next second still right.
+        assert_eq!(at(1_795_358_620_999), "2026-11-22T14:43:40.999Z");
+        assert_eq!(at(1_795_358_621_000), "2026-11-22T14:43:41.000Z");
+        assert_eq!(at(1_795_358_620_001), "2026-11-22T14:43:40.001Z");
+        // Past year 9999 the text keeps its width (clamped), it does not panic.
+        assert_eq!(at(u64::MAX / 4), "9999-12-31T23:59:59.903Z");
     }
 
     #[test]
@@ -338,6 +542,142 @@ mod tests {
         assert!(!text.contains("secret"));
     }
 
+    fn line_of(record: &AuditRecord<'_>) -> String {
+        let mut out = Vec::new();
+        write_line(&mut out, record, SystemTime::now());
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The line as the log wrote it before it serialised records itself — a `serde_json::Value`
+    /// built with `json!` — printed member by member by serde_json in the order of [`FIELDS`].
+    fn reference_line(record: &AuditRecord<'_>, now: SystemTime) -> String {
+        let mut truncated = Vec::new();
+        let path = record.path.split(['?', '#']).next().unwrap_or_default();
+        let path = capped(path, "path", &mut truncated);
+        let request_id = capped(record.request_id, "request_id", &mut truncated);
+        let method = capped(record.method, "method", &mut truncated);
+        let caller = record.caller.map(|v| capped(v, "caller", &mut truncated));
+        let subject = record.subject.map(|v| capped(v, "subject", &mut truncated));
+        let jti = record.jti.map(|v| capped(v, "jti", &mut truncated));
+        let sid = record.sid.map(|v| capped(v, "sid", &mut truncated));
+        let route = record.route.map(|v| capped(v, "route", &mut truncated));
+        if record.chain.len() > MAX_CHAIN_ENTRIES {
+            truncated.push("chain");
+        }
+        let chain: Vec<&str> = record
+            .chain
+            .iter()
+            .take(MAX_CHAIN_ENTRIES)
+            .map(|actor| capped(actor, "chain", &mut truncated))
+            .collect();
+        let mut line = serde_json::json!({
+            "time": rfc3339(now),
+            "request_id": request_id,
+            "caller": caller,
+            "subject": subject,
+            "chain": chain,
+            "route": route,
+            "method": method,
+            "path": path,
+            "decision": if record.reason.is_none() { "allow" } else { "deny" },
+            "reason": record.reason,
+            "jti": jti,
+            "sid": sid,
+            "latency_us": record.latency.as_micros() as u64,
+        });
+        if !truncated.is_empty() {
+            line["truncated"] = serde_json::json!(truncated);
+        }
+        let members: Vec<String> = FIELDS
+            .iter()
+            .filter_map(|name| Some(format!("\"{name}\":{}", line.get(name)?)))
+            .collect();
+        format!("{{{}}}", members.join(","))
+    }
+
+    #[test]
+    fn lines_are_byte_for_byte_what_serde_json_wrote() {
+        // Every control character, quotes, backslashes, non-ASCII, DEL, caps and nulls.
+        let controls: String = (0u8..0x20).map(char::from).collect();
+        let awkward = format!("a\"b\\c/d\u{7f}é€😀{controls}");
+        let long_actor = "x".repeat(MAX_FIELD_BYTES + 10);
+        let many: Vec<String> = (0..MAX_CHAIN_ENTRIES + 3)
+            .map(|i| format!("spiffe://e.org/{i}"))
+            .collect();
+        let now = UNIX_EPOCH + Duration::from_millis(1_795_358_620_123);
+        let mut records = vec![record_with("/calendar?q=1#frag")];
+        let mut full = record_with(&awkward);
+        full.request_id = &awkward;
+        full.method = "PÖST";
+        full.subject = Some(&awkward);
+        full.jti = Some("j\u{2028}");
+        full.sid = Some("");
+        full.route = Some("route\t1");
+        full.chain = vec![awkward.as_str(), long_actor.as_str()];
+        full.latency = Duration::from_micros(123_456_789);
+        records.push(full);
+        let mut allow = record_with("/");
+        allow.reason = None;
+        allow.caller = None;
+        allow.subject = None;
+        allow.chain = many.iter().map(String::as_str).collect();
+        records.push(allow);
+        for record in &records {
+            let mut ours = Vec::new();
+            write_line(&mut ours, record, now);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                reference_line(record, now)
+            );
+        }
+    }
+
+    #[test]
+    fn lines_from_many_threads_stay_whole_and_all_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let config = AuditConfig {
+            output: AuditOutput::File(path.clone()),
+            sample_allows: 1.0,
+            buffer_lines: 1_000_000,
+            buffer_bytes: 1 << 30,
+        };
+        let (log, writer) = AuditLog::start(&config).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|thread| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for index in 0..5000 {
+                        let id = format!("{thread}-{index}");
+                        let mut record = record_with("/calendar");
+                        record.request_id = &id;
+                        log.write(&record);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        writer.finish();
+        assert_eq!(log.dropped(), 0);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut next = [0usize; 4];
+        for line in text.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = value["request_id"].as_str().unwrap();
+            let (thread, index) = id.split_once('-').unwrap();
+            let thread: usize = thread.parse().unwrap();
+            // Each thread's lines come out in the order it wrote them.
+            assert_eq!(index.parse::<usize>().unwrap(), next[thread], "{id}");
+            next[thread] += 1;
+        }
+        assert_eq!(next, [5000; 4]);
+        // Accepted after finish: dropped and counted, never written.
+        log.write(&record_with("/late"));
+        assert_eq!(log.dropped(), 1);
+    }
+
     fn record_with(path: &str) -> AuditRecord<'_> {
         AuditRecord {
             request_id: "r",
@@ -357,13 +697,12 @@ mod tests {
     #[test]
     fn rule_audit_fields_are_capped_and_say_so() {
         let huge = format!("/{}", "é".repeat(40_000));
-        let line: serde_json::Value =
-            serde_json::from_str(&audit_line(&record_with(&huge))).unwrap();
+        let line: serde_json::Value = serde_json::from_str(&line_of(&record_with(&huge))).unwrap();
         let path = line["path"].as_str().unwrap();
         assert!(path.len() <= MAX_FIELD_BYTES && huge.starts_with(path));
         assert_eq!(line["truncated"], serde_json::json!(["path"]));
         let short: serde_json::Value =
-            serde_json::from_str(&audit_line(&record_with("/calendar"))).unwrap();
+            serde_json::from_str(&line_of(&record_with("/calendar"))).unwrap();
         assert!(short.get("truncated").is_none());
     }
 

@@ -103,6 +103,17 @@ impl Grant {
     pub fn forward_token(&self) -> bool {
         self.forward_token
     }
+
+    /// Whether `other` carries the same answer as this grant because it is the same decision:
+    /// the very same verified token (one allocation, immutable), the very same route of the
+    /// same configuration, the same caller and token forwarding. Cheap: two pointer
+    /// comparisons and one string comparison.
+    pub fn is_same_decision(&self, other: &Grant) -> bool {
+        Arc::ptr_eq(&self.token, &other.token)
+            && Arc::ptr_eq(&self.route, &other.route)
+            && self.forward_token == other.forward_token
+            && self.actor == other.actor
+    }
 }
 
 fn deny(reason: DenyReason, description: &'static str) -> Denial {

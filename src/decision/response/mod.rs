@@ -309,10 +309,46 @@ impl Default for Answer {
     }
 }
 
+thread_local! {
+    /// The last allow encoded on this thread and its bytes. A cache hit repeats the decision
+    /// of the token before it, and its allow is then the same bytes: they are copied instead of
+    /// encoded again (nested protobuf messages are measured once per level).
+    static LAST_ALLOW: std::cell::RefCell<Option<(Grant, Vec<u8>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `use_bytes` on the encoding of the allow for `grant` (no client headers to remove):
+/// from the thread's memo when it holds the same decision, else encoded and remembered.
+fn with_allow_bytes<R>(grant: &Grant, use_bytes: impl FnOnce(&[u8]) -> R) -> R {
+    LAST_ALLOW.with(|memo| {
+        let Ok(mut memo) = memo.try_borrow_mut() else {
+            // Not re-entered in practice; encode without the memo if it were.
+            let mut bytes = Vec::new();
+            wire::encode_allow(&mut wire::Writer(&mut bytes), grant, &[]);
+            return use_bytes(&bytes);
+        };
+        let fresh = !matches!(&*memo, Some((last, _)) if last.is_same_decision(grant));
+        if fresh {
+            let mut bytes = memo.take().map(|(_, bytes)| bytes).unwrap_or_default();
+            bytes.clear();
+            wire::encode_allow(&mut wire::Writer(&mut bytes), grant, &[]);
+            *memo = Some((grant.clone(), bytes));
+        }
+        let (_, bytes) = memo.as_ref().expect("set above");
+        use_bytes(bytes)
+    })
+}
+
 impl prost::Message for Answer {
     fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
         match self {
             Self::Message(response) => response.encode_raw(buf),
+            Self::Allow {
+                grant,
+                client_removals,
+            } if client_removals.is_empty() => {
+                with_allow_bytes(grant, |bytes| buf.put_slice(bytes));
+            }
             Self::Allow {
                 grant,
                 client_removals,
@@ -338,6 +374,10 @@ impl prost::Message for Answer {
     fn encoded_len(&self) -> usize {
         match self {
             Self::Message(response) => response.encoded_len(),
+            Self::Allow {
+                grant,
+                client_removals,
+            } if client_removals.is_empty() => with_allow_bytes(grant, <[u8]>::len),
             Self::Allow {
                 grant,
                 client_removals,

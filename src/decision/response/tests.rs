@@ -174,3 +174,66 @@ fn denials_are_sent_as_built() {
     assert_eq!(answer, Answer::Message(expected.clone()));
     assert_eq!(answer.encode_to_vec(), expected.encode_to_vec());
 }
+
+#[test]
+fn rule_a_remembered_allow_is_only_sent_for_the_same_decision() {
+    // The thread remembers the last allow's bytes; each grant below shares all but one part
+    // with the one remembered — another token (equal claims, or other claims), another route
+    // of the same name, the token forwarded, another caller — and must get its own answer,
+    // never the remembered one. The same decision again gets identical bytes.
+    use crate::decision::spiffe::SpiffeId;
+    use crate::decision::token::VerifiedToken;
+    use prost::Message;
+    use std::sync::Arc;
+    let actor = "spiffe://example.org/agent/scheduler";
+    let claims = |subject: &str| {
+        serde_json::json!({
+            "sub": subject, "act": chain_claims(2, actor), "scope": "calendar:read", "jti": "j-1"
+        })
+    };
+    let token = Arc::new(VerifiedToken::from_claims_for_tests(&claims("user:alice")));
+    let route: Arc<str> = "calendar-read".into();
+    let caller = SpiffeId::parse(actor).unwrap();
+    let first = Grant::new(token.clone(), caller.clone(), route.clone(), false);
+    let encode = |grant: &Grant| {
+        let answer = answer(Ok(grant.clone()), &[], &settings());
+        let bytes = answer.encode_to_vec();
+        assert_eq!(bytes.len(), answer.encoded_len());
+        let expected = check_response(&Ok(grant.clone()), &[], &settings());
+        assert_eq!(CheckResponse::decode(bytes.as_slice()).unwrap(), expected);
+        bytes
+    };
+    let remembered = encode(&first);
+    let again = Grant::new(token.clone(), caller.clone(), route.clone(), false);
+    assert!(again.is_same_decision(&first));
+    assert_eq!(
+        encode(&again),
+        remembered,
+        "the same decision, the same bytes"
+    );
+    let other_token = Arc::new(VerifiedToken::from_claims_for_tests(&claims("user:bob")));
+    let renamed: Arc<str> = "calendar-write".into();
+    let mailer = SpiffeId::parse("spiffe://example.org/agent/mailer").unwrap();
+    let variants = [
+        Grant::new(other_token, caller.clone(), route.clone(), false),
+        Grant::new(token.clone(), caller.clone(), renamed, false),
+        Grant::new(token.clone(), caller.clone(), route.clone(), true),
+        Grant::new(token.clone(), mailer, route.clone(), false),
+    ];
+    for variant in &variants {
+        assert!(!variant.is_same_decision(&first));
+        assert_eq!(encode(&first), remembered);
+        assert_ne!(encode(variant), remembered);
+    }
+    // Equal claims in another allocation, a route of the same name in another: not the same
+    // decision (identity, not equality, is what the memo trusts); the answer is right anyway.
+    let twin = Grant::new(
+        Arc::new(VerifiedToken::from_claims_for_tests(&claims("user:alice"))),
+        caller,
+        "calendar-read".into(),
+        false,
+    );
+    assert!(!twin.is_same_decision(&first));
+    encode(&first);
+    assert_eq!(encode(&twin), remembered);
+}

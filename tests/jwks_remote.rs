@@ -222,6 +222,28 @@ async fn rule_rotation_accepts_new_kid_and_cuts_removed_key_even_when_cached() {
         Ok("token_key_unknown".into()),
         "removed key: the cached allow is gone"
     );
+    // The issuer replaces the material behind `k-new` (and adds `k-third`, whose unknown kid
+    // makes actguard fetch again): the cached allow of the new token was verified by a key that
+    // is no longer published, so it is verified again — against the replacement.
+    assert_eq!(
+        world.ask(&mut client, &new_token).await,
+        Ok("allow".into()),
+        "cached"
+    );
+    let replaced = DevIssuer::generate("x", "k-new", DevAlgorithm::Es256).unwrap();
+    let third = DevIssuer::generate("x", "k-third", DevAlgorithm::Es256).unwrap();
+    world.serve_keys(&[&replaced, &third]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        world.ask(&mut client, &world.token(&third)).await,
+        Ok("allow".into()),
+        "unknown kid → refetch"
+    );
+    assert_eq!(
+        world.ask(&mut client, &new_token).await,
+        Ok("token_signature_invalid".into()),
+        "replaced key material: the cached allow is gone"
+    );
     sidecar.shutdown().await.unwrap();
 }
 

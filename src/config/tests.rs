@@ -160,6 +160,18 @@ extra: 1
 }
 
 #[test]
+fn rule_token_leeway_is_at_most_five_minutes() {
+    // RFC 9068 §4 leaves the skew to the resource server; more than minutes would keep
+    // expired tokens alive.
+    let with_leeway = |leeway: &str| VALID.replace("leeway: 30s", &format!("leeway: {leeway}"));
+    assert_eq!(errors_of(&with_leeway("5m")), Vec::<String>::new());
+    assert_eq!(
+        errors_of(&with_leeway("6m")),
+        vec!["tokens.leeway: must be at most 300s".to_owned()]
+    );
+}
+
+#[test]
 fn route_errors_name_the_route_key() {
     let yaml = r#"
 identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}

@@ -466,6 +466,51 @@ async fn rule_a_discovery_document_naming_another_issuer_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_running_issuers_discovery_naming_another_issuer_leaves_its_keys_unchanged() {
+    // The issuer rotates to k2 while its discovery document names another issuer: neither the
+    // refresh nor an unknown kid may fetch keys through that document; k1 keeps verifying.
+    let world = world().await;
+    let (k1, k2) = (
+        DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap(),
+        DevIssuer::generate("x", "k2", DevAlgorithm::Es256).unwrap(),
+    );
+    let discovery = |issuer: &str| {
+        serde_json::json!({"issuer": issuer, "jwks_uri": format!("{}/jwks", world.server.url)})
+            .to_string()
+    };
+    world.serve_keys(&[&k1]);
+    world.server.served.lock().unwrap().discovery = discovery(&world.server.url);
+    let settings = "    discovery: true\n    refresh_interval: 1s\n    unknown_kid_cooldown: 1s\n";
+    let (sidecar, mut client) = world.start(settings).await;
+    let (old_token, new_token) = (world.token(&k1), world.token(&k2));
+    assert_eq!(world.ask(&mut client, &old_token).await, Ok("allow".into()));
+    world.serve_keys(&[&k2]);
+    world.server.served.lock().unwrap().discovery = discovery("https://evil.example");
+    let hits_before = world.jwks_hits();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        world.ask(&mut client, &new_token).await,
+        Ok("token_key_unknown".into()),
+        "k2 learned through a document for another issuer"
+    );
+    assert_eq!(
+        world.ask(&mut client, &old_token).await,
+        Ok("allow".into()),
+        "keys unchanged"
+    );
+    assert_eq!(world.jwks_hits(), hits_before, "keys fetched through the bad document");
+    // The control: once the document names the issuer again, the next refresh rotates.
+    world.server.served.lock().unwrap().discovery = discovery(&world.server.url);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(world.ask(&mut client, &new_token).await, Ok("allow".into()));
+    assert_eq!(
+        world.ask(&mut client, &old_token).await,
+        Ok("token_key_unknown".into())
+    );
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_a_jwks_server_not_certified_by_ca_file_is_refused() {
     // ca_file holds another CA than the one that certified the server: no keys, although the
     // server answers and its certificate is valid for its own CA.

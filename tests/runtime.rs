@@ -714,3 +714,35 @@ async fn rule_http_mode_audits_the_request_id_the_proxy_sent() {
     assert_eq!(request_id_of("/calendar/with-id"), "req-7f3a");
     assert_eq!(request_id_of("/calendar/without-id"), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_http_mode_has_envoy_remove_the_token_unless_the_route_forwards_it() {
+    // Envoy's http_service removes what `x-envoy-auth-headers-to-remove` names: the client's
+    // unknown x-actguard-* headers always, `authorization` unless the route sets forward_token.
+    let running = start_sidecar("  sources: [xfcc]").await;
+    let address = running.sidecar.http_address.unwrap();
+    let xfcc = format!("By={LOCAL};URI={SCHEDULER}");
+    let claims = delegated_claims_for(&[SCHEDULER]);
+    let bearer = format!("Bearer {}", running.issuer.sign(&claims).unwrap());
+    let headers = [
+        ("x-forwarded-client-cert", xfcc.as_str()),
+        ("authorization", bearer.as_str()),
+        ("x-actguard-extra", "smuggled"),
+    ];
+    for (route, path, expected) in [
+        ("calendar-read", "/calendar/events", "x-actguard-extra,authorization"),
+        ("webhook (forward_token)", "/hooks/run", "x-actguard-extra"),
+    ] {
+        let answer = http(address, "GET", path, &headers).await;
+        assert_eq!(answer.status, 200, "{route}: {}", answer.body);
+        assert_eq!(
+            answer
+                .headers
+                .get("x-envoy-auth-headers-to-remove")
+                .map(String::as_str),
+            Some(expected),
+            "{route}"
+        );
+    }
+    running.sidecar.shutdown().await.unwrap();
+}

@@ -31,7 +31,8 @@ async fn malformed_certificates_are_caller_identity_invalid() {
         KeyUsagePurpose::KeyCertSign,
     ];
     let mut crl_signer_params = params_with_sans(&[uri(SCHEDULER)]);
-    crl_signer_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign];
+    crl_signer_params.key_usages =
+        vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign];
     let two_uris = params_with_sans(&[uri(SCHEDULER), uri(ORCHESTRATOR)]);
     let spiffe_and_https = params_with_sans(&[uri(SCHEDULER), uri("https://example.org/x")]);
     let dns_only = params_with_sans(&[SanType::DnsName(
@@ -177,7 +178,11 @@ async fn rule_an_unusable_principal_does_not_fall_through_to_xfcc() {
     let cases = [
         ("XFCC alone", None, "allow"),
         ("valid principal beside it", Some(SCHEDULER), "allow"),
-        ("non-SPIFFE principal beside it", Some("CN=scheduler"), "caller_identity_invalid"),
+        (
+            "non-SPIFFE principal beside it",
+            Some("CN=scheduler"),
+            "caller_identity_invalid",
+        ),
         (
             "trust domain as principal beside it",
             Some("spiffe://example.org"),

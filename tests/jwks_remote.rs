@@ -498,7 +498,11 @@ async fn rule_a_running_issuers_discovery_naming_another_issuer_leaves_its_keys_
         Ok("allow".into()),
         "keys unchanged"
     );
-    assert_eq!(world.jwks_hits(), hits_before, "keys fetched through the bad document");
+    assert_eq!(
+        world.jwks_hits(),
+        hits_before,
+        "keys fetched through the bad document"
+    );
     // The control: once the document names the issuer again, the next refresh rotates.
     world.server.served.lock().unwrap().discovery = discovery(&world.server.url);
     tokio::time::sleep(Duration::from_millis(2500)).await;

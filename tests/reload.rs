@@ -328,7 +328,11 @@ async fn rule_a_reload_naming_a_bad_file_is_refused_and_the_old_config_keeps_ser
     for (name, jwks_file, expected) in [
         ("a FIFO", "fifo.json", "not a regular file"),
         ("a directory", "directory.json", "not a regular file"),
-        ("one byte over 4 MiB", "oversized.json", "larger than 4194304 bytes"),
+        (
+            "one byte over 4 MiB",
+            "oversized.json",
+            "larger than 4194304 bytes",
+        ),
     ] {
         std::fs::write(&file, naming(jwks_file)).unwrap();
         let reloaded = tokio::time::timeout(Duration::from_secs(5), sidecar.reload(&file))

@@ -177,7 +177,9 @@ async fn rule_revocations_cut_the_next_check_and_survive_a_restart() {
     // Refused by the server as INVALID_ARGUMENT (the CLI prints the code, then the message).
     let (ok, output) = admin(&sidecar, &["revoke", "--actor", "orchestrator"]);
     assert!(
-        !ok && output.contains("Client specified an invalid argument: an ACTOR revocation needs a canonical SPIFFE ID"),
+        !ok && output.contains(
+            "Client specified an invalid argument: an ACTOR revocation needs a canonical SPIFFE ID"
+        ),
         "{output}"
     );
     let (ok, output) = admin(&sidecar, &["revoke", "--jti", "t1", "--for", "soon"]);
@@ -355,11 +357,12 @@ async fn rule_an_unreadable_or_oversized_revocation_file_stops_the_start() {
         let file = std::fs::File::create(path).unwrap();
         file.set_len(256 * 1024 * 1024 + 1).unwrap();
     };
-    let cases: [(&str, &dyn Fn(&Path), &str); 2] = [
-        ("a directory", &make_directory, "not a regular file"),
+    type MakeFile = fn(&Path);
+    let cases: [(&str, MakeFile, &str); 2] = [
+        ("a directory", make_directory, "not a regular file"),
         (
             "one byte over 256 MiB",
-            &make_oversized,
+            make_oversized,
             "larger than 268435456 bytes",
         ),
     ];
@@ -372,7 +375,9 @@ async fn rule_an_unreadable_or_oversized_revocation_file_stops_the_start() {
             Err(error) => error.to_string(),
         };
         assert!(
-            error.contains("cannot read") && error.contains("revocations.json") && error.contains(expected),
+            error.contains("cannot read")
+                && error.contains("revocations.json")
+                && error.contains(expected),
             "{name}: {error}"
         );
     }

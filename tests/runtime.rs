@@ -654,11 +654,17 @@ async fn rule_http_mode_reads_only_the_configured_proxys_headers_each_once() {
     for (name, duplicated) in [
         (
             "uri",
-            [("x-forwarded-uri", "/calendar/events"), ("x-forwarded-uri", "/admin")],
+            [
+                ("x-forwarded-uri", "/calendar/events"),
+                ("x-forwarded-uri", "/admin"),
+            ],
         ),
         (
             "method",
-            [("x-forwarded-method", "GET"), ("x-forwarded-method", "POST")],
+            [
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-method", "POST"),
+            ],
         ),
         (
             "host",
@@ -673,7 +679,11 @@ async fn rule_http_mode_reads_only_the_configured_proxys_headers_each_once() {
         headers.extend_from_slice(&duplicated);
         let answer = http(address, "GET", "/", &headers).await;
         assert_eq!(answer.status, 400, "{name} twice: {}", answer.body);
-        assert!(answer.body.contains("path_invalid"), "{name} twice: {}", answer.body);
+        assert!(
+            answer.body.contains("path_invalid"),
+            "{name} twice: {}",
+            answer.body
+        );
     }
     traefik.sidecar.shutdown().await.unwrap();
 }
@@ -692,13 +702,20 @@ async fn rule_http_mode_audits_the_request_id_the_proxy_sent() {
             .sign(&delegated_claims_for(&[ORCHESTRATOR, SCHEDULER]))
             .unwrap()
     );
-    for (path, request_id) in [("/calendar/with-id", Some("req-7f3a")), ("/calendar/without-id", None)] {
+    for (path, request_id) in [
+        ("/calendar/with-id", Some("req-7f3a")),
+        ("/calendar/without-id", None),
+    ] {
         let mut headers = vec![
             ("x-forwarded-client-cert", xfcc.as_str()),
             ("authorization", bearer.as_str()),
         ];
         headers.extend(request_id.map(|id| ("x-request-id", id)));
-        assert_eq!(http(address, "GET", path, &headers).await.status, 200, "{path}");
+        assert_eq!(
+            http(address, "GET", path, &headers).await.status,
+            200,
+            "{path}"
+        );
     }
     let audit_path = running.audit_path.clone();
     running.sidecar.shutdown().await.unwrap();
@@ -730,7 +747,11 @@ async fn rule_http_mode_has_envoy_remove_the_token_unless_the_route_forwards_it(
         ("x-actguard-extra", "smuggled"),
     ];
     for (route, path, expected) in [
-        ("calendar-read", "/calendar/events", "x-actguard-extra,authorization"),
+        (
+            "calendar-read",
+            "/calendar/events",
+            "x-actguard-extra,authorization",
+        ),
         ("webhook (forward_token)", "/hooks/run", "x-actguard-extra"),
     ] {
         let answer = http(address, "GET", path, &headers).await;

@@ -342,9 +342,14 @@ fn rule_a_jwks_file_over_4_mib_is_refused_and_a_symbolic_link_is_followed() {
         .unwrap();
     let oversized = std::fs::File::create(dir.path().join("oversized.json")).unwrap();
     oversized.set_len(4 * 1024 * 1024 + 1).unwrap();
-    let with_file = |name: &str| VALID.replace("jwks_file: jwks.json", &format!("jwks_file: {name}"));
+    let with_file =
+        |name: &str| VALID.replace("jwks_file: jwks.json", &format!("jwks_file: {name}"));
     let loaded = Config::from_yaml(&with_file("linked.json"), dir.path());
-    assert!(loaded.is_ok(), "a symbolic link to a regular file: {:?}", loaded.err());
+    assert!(
+        loaded.is_ok(),
+        "a symbolic link to a regular file: {:?}",
+        loaded.err()
+    );
     let errors = Config::from_yaml(&with_file("oversized.json"), dir.path()).unwrap_err();
     assert_eq!(errors.0.len(), 1, "{errors:?}");
     assert_eq!(errors.0[0].path, "issuers[0].jwks_file");

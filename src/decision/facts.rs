@@ -105,8 +105,8 @@ impl<'a> RequestFacts<'a> {
 mod tests {
     use super::*;
     use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
     use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 
     fn check_request(http: HttpRequest) -> CheckRequest {
         CheckRequest {
@@ -144,7 +144,11 @@ mod tests {
             ..Default::default()
         };
         let cases = [
-            ("x-request-id header", with_header(&[("x-request-id", "req-9b2c")]), "req-9b2c"),
+            (
+                "x-request-id header",
+                with_header(&[("x-request-id", "req-9b2c")]),
+                "req-9b2c",
+            ),
             ("no header: http.id", with_header(&[]), "14321"),
             ("raw header_map", raw_headers, "req-raw"),
         ];

@@ -298,8 +298,14 @@ mod tests {
         let of_length = |length: usize| format!("{prefix}{}", "a".repeat(length - prefix.len()));
         let longest = of_length(2048);
         assert_eq!(longest.len(), 2048);
-        assert_eq!(SpiffeId::parse(&longest).map(|id| id.as_str().len()), Ok(2048));
-        assert_eq!(SpiffeId::parse(&of_length(2049)), Err(SpiffeIdError::TooLong));
+        assert_eq!(
+            SpiffeId::parse(&longest).map(|id| id.as_str().len()),
+            Ok(2048)
+        );
+        assert_eq!(
+            SpiffeId::parse(&of_length(2049)),
+            Err(SpiffeIdError::TooLong)
+        );
     }
 
     #[test]

@@ -339,7 +339,10 @@ mod tests {
         let peer = |n: u32| std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
         // One peer: 8 handshakes, not a 9th.
         let mut held: Vec<HandshakeSlot> = (0..8).map(|_| slots.enter(peer(0)).unwrap()).collect();
-        assert!(slots.enter(peer(0)).is_none(), "a 9th handshake from one peer");
+        assert!(
+            slots.enter(peer(0)).is_none(),
+            "a 9th handshake from one peer"
+        );
         // 31 more peers fill the listener's 256 slots; a 33rd peer gets none.
         for n in 1..32 {
             for _ in 0..8 {
@@ -350,7 +353,13 @@ mod tests {
         assert!(slots.enter(peer(32)).is_none(), "a 257th handshake");
         // A finished handshake (one of peer 0's) gives back both its slots.
         drop(held.swap_remove(0));
-        assert!(slots.enter(peer(32)).is_some(), "the listener's slot is free again");
-        assert!(slots.enter(peer(0)).is_some(), "the peer's share is given back too");
+        assert!(
+            slots.enter(peer(32)).is_some(),
+            "the listener's slot is free again"
+        );
+        assert!(
+            slots.enter(peer(0)).is_some(),
+            "the peer's share is given back too"
+        );
     }
 }

@@ -30,6 +30,9 @@ async fn malformed_certificates_are_caller_identity_invalid() {
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyCertSign,
     ];
+    let mut crl_signer_params = params_with_sans(&[uri(SCHEDULER)]);
+    crl_signer_params.key_usages =
+        vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign];
     let two_uris = params_with_sans(&[uri(SCHEDULER), uri(ORCHESTRATOR)]);
     let spiffe_and_https = params_with_sans(&[uri(SCHEDULER), uri("https://example.org/x")]);
     let dns_only = params_with_sans(&[SanType::DnsName(
@@ -49,6 +52,7 @@ async fn malformed_certificates_are_caller_identity_invalid() {
     let cases: Vec<(&str, String)> = vec![
         ("CA certificate", issue(ca_params)),
         ("leaf with keyCertSign", issue(signer_params)),
+        ("leaf with cRLSign", issue(crl_signer_params)),
         ("two SPIFFE URI SANs", issue(two_uris)),
         ("SPIFFE and https URI SANs", issue(spiffe_and_https)),
         ("no URI SAN", issue(dns_only)),
@@ -158,6 +162,43 @@ async fn rule_principal_is_used_when_no_certificate_is_sent() {
         harness.check(request).await.reason,
         "caller_identity_invalid"
     );
+}
+
+#[tokio::test]
+async fn rule_an_unusable_principal_does_not_fall_through_to_xfcc() {
+    // A principal that is no SPIFFE ID next to a plausible XFCC is an attack signal: the
+    // request is refused, not decided on the weaker source after it.
+    let yaml = config_yaml("  leeway: 30s", "").replace(
+        "  trust_domains: [example.org, partner.example]",
+        "  trust_domains: [example.org, partner.example]\n  sources: [principal, xfcc]",
+    );
+    let mut harness = Harness::start_with(&yaml).await;
+    let token = harness.delegated(&[SCHEDULER]);
+    let xfcc = format!("By={LOCAL};Hash=abc;URI={SCHEDULER}");
+    let cases = [
+        ("XFCC alone", None, "allow"),
+        ("valid principal beside it", Some(SCHEDULER), "allow"),
+        (
+            "non-SPIFFE principal beside it",
+            Some("CN=scheduler"),
+            "caller_identity_invalid",
+        ),
+        (
+            "trust domain as principal beside it",
+            Some("spiffe://example.org"),
+            "caller_identity_invalid",
+        ),
+    ];
+    for (name, principal, expected) in cases {
+        let mut spec = RequestSpec::get("/calendar")
+            .header("x-forwarded-client-cert", &xfcc)
+            .bearer(&token);
+        if let Some(principal) = principal {
+            spec = spec.principal(principal);
+        }
+        let answer = harness.check(spec.build()).await;
+        assert_eq!(answer.reason, expected, "case {name}");
+    }
 }
 
 #[tokio::test]

@@ -258,6 +258,8 @@ async fn annotated_pod_gets_actguard_and_envoy_as_native_sidecars() {
     };
     assert!(volume("kube-api-access").get("projected").is_some());
     assert_eq!(volume("actguard-socket")["emptyDir"]["medium"], "Memory");
+    // The admin socket's directory is memory-backed too: nothing of it reaches the node's disk.
+    assert_eq!(volume("actguard-admin")["emptyDir"]["medium"], "Memory");
     assert_eq!(volume("actguard-config")["configMap"]["name"], "actguard");
     assert_eq!(volume("actguard-jwks")["configMap"]["optional"], true);
     assert_eq!(

@@ -222,6 +222,28 @@ async fn rule_rotation_accepts_new_kid_and_cuts_removed_key_even_when_cached() {
         Ok("token_key_unknown".into()),
         "removed key: the cached allow is gone"
     );
+    // The issuer replaces the material behind `k-new` (and adds `k-third`, whose unknown kid
+    // makes actguard fetch again): the cached allow of the new token was verified by a key that
+    // is no longer published, so it is verified again — against the replacement.
+    assert_eq!(
+        world.ask(&mut client, &new_token).await,
+        Ok("allow".into()),
+        "cached"
+    );
+    let replaced = DevIssuer::generate("x", "k-new", DevAlgorithm::Es256).unwrap();
+    let third = DevIssuer::generate("x", "k-third", DevAlgorithm::Es256).unwrap();
+    world.serve_keys(&[&replaced, &third]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        world.ask(&mut client, &world.token(&third)).await,
+        Ok("allow".into()),
+        "unknown kid → refetch"
+    );
+    assert_eq!(
+        world.ask(&mut client, &new_token).await,
+        Ok("token_signature_invalid".into()),
+        "replaced key material: the cached allow is gone"
+    );
     sidecar.shutdown().await.unwrap();
 }
 
@@ -441,6 +463,55 @@ async fn rule_a_discovery_document_naming_another_issuer_is_refused() {
         "the keys of a document for another issuer were fetched"
     );
     assert!(outcome.is_err(), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_running_issuers_discovery_naming_another_issuer_leaves_its_keys_unchanged() {
+    // The issuer rotates to k2 while its discovery document names another issuer: neither the
+    // refresh nor an unknown kid may fetch keys through that document; k1 keeps verifying.
+    let world = world().await;
+    let (k1, k2) = (
+        DevIssuer::generate("x", "k1", DevAlgorithm::Es256).unwrap(),
+        DevIssuer::generate("x", "k2", DevAlgorithm::Es256).unwrap(),
+    );
+    let discovery = |issuer: &str| {
+        serde_json::json!({"issuer": issuer, "jwks_uri": format!("{}/jwks", world.server.url)})
+            .to_string()
+    };
+    world.serve_keys(&[&k1]);
+    world.server.served.lock().unwrap().discovery = discovery(&world.server.url);
+    let settings = "    discovery: true\n    refresh_interval: 1s\n    unknown_kid_cooldown: 1s\n";
+    let (sidecar, mut client) = world.start(settings).await;
+    let (old_token, new_token) = (world.token(&k1), world.token(&k2));
+    assert_eq!(world.ask(&mut client, &old_token).await, Ok("allow".into()));
+    world.serve_keys(&[&k2]);
+    world.server.served.lock().unwrap().discovery = discovery("https://evil.example");
+    let hits_before = world.jwks_hits();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        world.ask(&mut client, &new_token).await,
+        Ok("token_key_unknown".into()),
+        "k2 learned through a document for another issuer"
+    );
+    assert_eq!(
+        world.ask(&mut client, &old_token).await,
+        Ok("allow".into()),
+        "keys unchanged"
+    );
+    assert_eq!(
+        world.jwks_hits(),
+        hits_before,
+        "keys fetched through the bad document"
+    );
+    // The control: once the document names the issuer again, the next refresh rotates.
+    world.server.served.lock().unwrap().discovery = discovery(&world.server.url);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(world.ask(&mut client, &new_token).await, Ok("allow".into()));
+    assert_eq!(
+        world.ask(&mut client, &old_token).await,
+        Ok("token_key_unknown".into())
+    );
+    sidecar.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

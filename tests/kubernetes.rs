@@ -73,8 +73,30 @@ fn base_actguard_config_loads_and_envoy_dials_its_socket() {
         .probes
         .expect("kubelet probes need listen.probes");
     let deployment = documents("base/deployment.yaml").remove(0);
-    let actguard = &deployment["spec"]["template"]["spec"]["initContainers"][0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let actguard = &pod["initContainers"][0];
     assert_eq!(actguard["name"], "actguard");
+    // The admin socket: a memory emptyDir of its own, mounted by the actguard container only.
+    let admin_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|volume| volume["name"] == actguard::inject::ADMIN_VOLUME)
+        .expect("the admin socket's volume");
+    assert_eq!(admin_volume["emptyDir"]["medium"], "Memory");
+    let admin_mounts: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|list| pod[list].as_array().into_iter().flatten())
+        .filter(|container| {
+            container["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|mount| mount["name"] == actguard::inject::ADMIN_VOLUME)
+        })
+        .map(|container| &container["name"])
+        .collect();
+    assert_eq!(admin_mounts, [&Value::from("actguard")]);
     assert_eq!(actguard["restartPolicy"], "Always");
     assert_eq!(
         actguard["startupProbe"]["httpGet"]["port"],

@@ -297,3 +297,64 @@ async fn rule_a_kid_republished_with_new_key_material_stops_verifying_the_old_to
     );
     sidecar.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_reload_naming_a_bad_file_is_refused_and_the_old_config_keeps_serving() {
+    // A FIFO nobody writes once blocked the reload for ever; a file too large or not a file at
+    // all is refused the same way, naming the key, while the running configuration answers.
+    let setup = setup();
+    let file = config_file(&setup, &yaml(LOCAL_LISTEN, "calendar:read"));
+    let (sidecar, mut client) = start(&setup, &file).await;
+    assert_eq!(reason(&mut client, &setup.request).await, "allow");
+    let dir = setup.scratch.path();
+    let fifo = dir.join("fifo.json");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::create_dir(dir.join("directory.json")).unwrap();
+    std::fs::File::create(dir.join("oversized.json"))
+        .unwrap()
+        .set_len(4 * 1024 * 1024 + 1)
+        .unwrap();
+    std::os::unix::fs::symlink(dir.join("jwks.json"), dir.join("linked.json")).unwrap();
+    let naming = |jwks_file: &str| {
+        yaml(LOCAL_LISTEN, "calendar:admin")
+            .replace("jwks_file: jwks.json", &format!("jwks_file: {jwks_file}"))
+    };
+    for (name, jwks_file, expected) in [
+        ("a FIFO", "fifo.json", "not a regular file"),
+        ("a directory", "directory.json", "not a regular file"),
+        (
+            "one byte over 4 MiB",
+            "oversized.json",
+            "larger than 4194304 bytes",
+        ),
+    ] {
+        std::fs::write(&file, naming(jwks_file)).unwrap();
+        let reloaded = tokio::time::timeout(Duration::from_secs(5), sidecar.reload(&file))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the reload hangs"));
+        let error = format!("{:?}", reloaded.unwrap_err());
+        assert!(
+            error.contains("issuers[0].jwks_file") && error.contains(expected),
+            "{name}: {error}"
+        );
+        assert_eq!(
+            reason(&mut client, &setup.request).await,
+            "allow",
+            "{name}: the old configuration keeps serving"
+        );
+    }
+    // The control: through a symbolic link (as Kubernetes mounts files) the reload applies.
+    std::fs::write(&file, naming("linked.json")).unwrap();
+    sidecar.reload(&file).await.unwrap();
+    assert_eq!(
+        reason(&mut client, &setup.request).await,
+        "insufficient_scope"
+    );
+    sidecar.shutdown().await.unwrap();
+}

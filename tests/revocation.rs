@@ -174,8 +174,14 @@ async fn rule_revocations_cut_the_next_check_and_survive_a_restart() {
     let (ok, _) = admin(&sidecar, &["unrevoke", "--actor", SCHEDULER]);
     assert!(ok);
 
+    // Refused by the server as INVALID_ARGUMENT (the CLI prints the code, then the message).
     let (ok, output) = admin(&sidecar, &["revoke", "--actor", "orchestrator"]);
-    assert!(!ok && output.contains("canonical SPIFFE ID"), "{output}");
+    assert!(
+        !ok && output.contains(
+            "Client specified an invalid argument: an ACTOR revocation needs a canonical SPIFFE ID"
+        ),
+        "{output}"
+    );
     let (ok, output) = admin(&sidecar, &["revoke", "--jti", "t1", "--for", "soon"]);
     assert!(!ok && output.contains("--for soon"), "{output}");
 
@@ -339,4 +345,40 @@ async fn rule_a_corrupt_revocation_file_stops_the_start() {
         error.contains("revocations.json") && error.contains("not a revocation list"),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_an_unreadable_or_oversized_revocation_file_stops_the_start() {
+    // Read as "no revocations", either would silently un-revoke everything. (Not mode 000: the
+    // tests may run as root, who reads it anyway.)
+    let make_directory = |path: &Path| std::fs::create_dir(path).unwrap();
+    let make_oversized = |path: &Path| {
+        // Sparse: one byte past the 256 MiB limit, without writing 256 MiB.
+        let file = std::fs::File::create(path).unwrap();
+        file.set_len(256 * 1024 * 1024 + 1).unwrap();
+    };
+    type MakeFile = fn(&Path);
+    let cases: [(&str, MakeFile, &str); 2] = [
+        ("a directory", make_directory, "not a regular file"),
+        (
+            "one byte over 256 MiB",
+            make_oversized,
+            "larger than 268435456 bytes",
+        ),
+    ];
+    for (name, make, expected) in cases {
+        let fixture = Fixture::new();
+        let file = fixture.scratch.path().join("revocations.json");
+        make(&file);
+        let error = match runtime::start(config(fixture.scratch.path())).await {
+            Ok(_) => panic!("{name}: started without its revocation list"),
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            error.contains("cannot read")
+                && error.contains("revocations.json")
+                && error.contains(expected),
+            "{name}: {error}"
+        );
+    }
 }

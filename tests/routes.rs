@@ -84,6 +84,13 @@ async fn rule_paths_are_normalised_before_matching() {
             400,
         ),
         (
+            "dot with parameters rejected",
+            "GET",
+            "/.;x/admin",
+            "path_invalid",
+            400,
+        ),
+        (
             "above root rejected",
             "GET",
             "/../calendar",

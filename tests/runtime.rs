@@ -641,5 +641,129 @@ async fn rule_http_mode_reads_only_the_configured_proxys_headers_each_once() {
     ]);
     let answer = http(address, "GET", "/", &headers).await;
     assert_eq!(answer.status, 400, "{}", answer.body);
+    // Each X-Forwarded-* header it reads, twice: refused as with nginx's X-Original-*.
+    let forwarded = [
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/calendar/events"),
+        ("x-forwarded-host", "calendar.example.org"),
+    ];
+    let mut headers = base.clone();
+    headers.extend_from_slice(&forwarded);
+    let answer = http(address, "GET", "/", &headers).await;
+    assert_eq!(answer.status, 200, "the control: {}", answer.body);
+    for (name, duplicated) in [
+        (
+            "uri",
+            [
+                ("x-forwarded-uri", "/calendar/events"),
+                ("x-forwarded-uri", "/admin"),
+            ],
+        ),
+        (
+            "method",
+            [
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-method", "POST"),
+            ],
+        ),
+        (
+            "host",
+            [
+                ("x-forwarded-host", "calendar.example.org"),
+                ("x-forwarded-host", "admin.example.org"),
+            ],
+        ),
+    ] {
+        let mut headers = base.clone();
+        headers.extend(forwarded.iter().filter(|(n, _)| *n != duplicated[0].0));
+        headers.extend_from_slice(&duplicated);
+        let answer = http(address, "GET", "/", &headers).await;
+        assert_eq!(answer.status, 400, "{name} twice: {}", answer.body);
+        assert!(
+            answer.body.contains("path_invalid"),
+            "{name} twice: {}",
+            answer.body
+        );
+    }
     traefik.sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_http_mode_audits_the_request_id_the_proxy_sent() {
+    // HTTP mode has no Envoy stream id: the audit record carries the request's X-Request-Id,
+    // or nothing.
+    let running = start_sidecar("  sources: [xfcc]").await;
+    let address = running.sidecar.http_address.unwrap();
+    let xfcc = format!("By={LOCAL};URI={SCHEDULER}");
+    let bearer = format!(
+        "Bearer {}",
+        running
+            .issuer
+            .sign(&delegated_claims_for(&[ORCHESTRATOR, SCHEDULER]))
+            .unwrap()
+    );
+    for (path, request_id) in [
+        ("/calendar/with-id", Some("req-7f3a")),
+        ("/calendar/without-id", None),
+    ] {
+        let mut headers = vec![
+            ("x-forwarded-client-cert", xfcc.as_str()),
+            ("authorization", bearer.as_str()),
+        ];
+        headers.extend(request_id.map(|id| ("x-request-id", id)));
+        assert_eq!(
+            http(address, "GET", path, &headers).await.status,
+            200,
+            "{path}"
+        );
+    }
+    let audit_path = running.audit_path.clone();
+    running.sidecar.shutdown().await.unwrap();
+    let audit = std::fs::read_to_string(audit_path).unwrap();
+    let request_id_of = |path: &str| {
+        audit
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .find(|line| line["path"] == path)
+            .unwrap_or_else(|| panic!("no audit line for {path}:\n{audit}"))["request_id"]
+            .clone()
+    };
+    assert_eq!(request_id_of("/calendar/with-id"), "req-7f3a");
+    assert_eq!(request_id_of("/calendar/without-id"), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_http_mode_has_envoy_remove_the_token_unless_the_route_forwards_it() {
+    // Envoy's http_service removes what `x-envoy-auth-headers-to-remove` names: the client's
+    // unknown x-actguard-* headers always, `authorization` unless the route sets forward_token.
+    let running = start_sidecar("  sources: [xfcc]").await;
+    let address = running.sidecar.http_address.unwrap();
+    let xfcc = format!("By={LOCAL};URI={SCHEDULER}");
+    let claims = delegated_claims_for(&[SCHEDULER]);
+    let bearer = format!("Bearer {}", running.issuer.sign(&claims).unwrap());
+    let headers = [
+        ("x-forwarded-client-cert", xfcc.as_str()),
+        ("authorization", bearer.as_str()),
+        ("x-actguard-extra", "smuggled"),
+    ];
+    for (route, path, expected) in [
+        (
+            "calendar-read",
+            "/calendar/events",
+            "x-actguard-extra,authorization",
+        ),
+        ("webhook (forward_token)", "/hooks/run", "x-actguard-extra"),
+    ] {
+        let answer = http(address, "GET", path, &headers).await;
+        assert_eq!(answer.status, 200, "{route}: {}", answer.body);
+        assert_eq!(
+            answer
+                .headers
+                .get("x-envoy-auth-headers-to-remove")
+                .map(String::as_str),
+            Some(expected),
+            "{route}"
+        );
+    }
+    running.sidecar.shutdown().await.unwrap();
 }

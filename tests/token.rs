@@ -42,6 +42,32 @@ async fn token_rejections_each_have_their_code() {
     let (header_part, payload_part) = (parts.next().unwrap(), parts.next().unwrap());
     let jwk_header = json!({"alg": "ES256", "kid": "key-es256", "jwk": attacker.jwks()["keys"][0],
                             "jku": "https://evil.example/jwks", "x5u": "https://evil.example/x5u"});
+    // A certificate for the attacker's own key, carried in `x5c` (standard base64 DER, which is
+    // the PEM body).
+    let rogue_ca = actguard::devkit::DevCa::new("example.org").unwrap();
+    let rogue = DevIssuer::from_key_pem(ISSUER, "key-es256", rogue_ca.key_pem()).unwrap();
+    let rogue_der: String = rogue_ca
+        .bundle_pem()
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    let x5c_header = json!({"alg": "ES256", "kid": "key-es256", "x5c": [rogue_der]});
+    // The signature over the original claims, glued to claims changed after signing.
+    let old_signature = good_token.rsplit('.').next().unwrap();
+    let tampered = |changes: Value| {
+        format!(
+            "{header_part}.{}.{old_signature}",
+            b64(&with(good.clone(), changes).to_string())
+        )
+    };
+    // Valid JSON apart from one byte that is not UTF-8, signed by the issuer.
+    let mut not_utf8 = format!(
+        r#"{{"iss":"{ISSUER}","sub":"user:alice","aud":"{LOCAL}","exp":{},"act":{{"sub":"{SCHEDULER}"}},"scope":"calendar:read","note":"a?b"}}"#,
+        now + 300
+    )
+    .into_bytes();
+    let question_mark = not_utf8.iter().rposition(|&byte| byte == b'?').unwrap();
+    not_utf8[question_mark] = 0xff;
 
     let cases: Vec<(&str, String, &str)> = vec![
         ("valid", good_token.clone(), "allow"),
@@ -101,9 +127,22 @@ async fn token_rejections_each_have_their_code() {
             "token_signature_invalid",
         ),
         (
-            "payload tampered",
-            format!("{header_part}.{}.{}", b64(&with(good.clone(), json!({"scope":"admin"})).to_string()), good_token.rsplit('.').next().unwrap()),
+            "embedded x5c is never trusted",
+            rogue.sign_raw(&x5c_header, &good).unwrap(),
             "token_signature_invalid",
+        ),
+        ("payload tampered", tampered(json!({"scope":"admin"})), "token_signature_invalid"),
+        // Claims are read only after the signature verifies: a tampered token that is also
+        // expired, or for another audience, is a bad signature first.
+        ("payload tampered to an expired exp", tampered(json!({"exp": now - 3600})), "token_signature_invalid"),
+        ("payload tampered to another aud", tampered(json!({"aud": "spiffe://example.org/tool/email"})), "token_signature_invalid"),
+        (
+            "payload not UTF-8",
+            harness
+                .issuer
+                .sign_input(&format!("{header_part}.{}", URL_SAFE_NO_PAD.encode(&not_utf8)))
+                .unwrap(),
+            "token_malformed",
         ),
         ("issuer unknown", sign(&with(good.clone(), json!({"iss": "https://evil.example"}))), "token_issuer_unknown"),
         ("issuer not exact", sign(&with(good.clone(), json!({"iss": format!("{ISSUER}/")}))), "token_issuer_unknown"),
@@ -116,6 +155,7 @@ async fn token_rejections_each_have_their_code() {
         ("nbf future within leeway", sign(&with(good.clone(), json!({"nbf": now + 10}))), "allow"),
         ("iat future", sign(&with(good.clone(), json!({"iat": now + 120}))), "token_not_yet_valid"),
         ("nbf not numeric", sign(&with(good.clone(), json!({"nbf": "now"}))), "token_not_yet_valid"),
+        ("iat not numeric", sign(&with(good.clone(), json!({"iat": "now"}))), "token_not_yet_valid"),
         ("aud other workload", sign(&with(good.clone(), json!({"aud": "spiffe://example.org/tool/email"}))), "token_audience_mismatch"),
         ("aud prefix of local", sign(&with(good.clone(), json!({"aud": "spiffe://example.org/tool"}))), "token_audience_mismatch"),
         ("aud extends local", sign(&with(good.clone(), json!({"aud": format!("{LOCAL}/x")}))), "token_audience_mismatch"),
@@ -145,9 +185,11 @@ async fn token_rejections_each_have_their_code() {
             };
             assert_eq!(answer.http_status, expected_status, "case {name:?}");
             if expected_status == 401 {
+                // RFC 6750 §3: every challenge names the realm.
                 let challenge = answer.header("www-authenticate").unwrap();
                 assert!(
-                    challenge.contains("error=\"invalid_token\""),
+                    challenge.starts_with("Bearer realm=\"")
+                        && challenge.contains("error=\"invalid_token\""),
                     "case {name:?}: {challenge}"
                 );
             }

@@ -160,6 +160,18 @@ extra: 1
 }
 
 #[test]
+fn rule_token_leeway_is_at_most_five_minutes() {
+    // RFC 9068 §4 leaves the skew to the resource server; more than minutes would keep
+    // expired tokens alive.
+    let with_leeway = |leeway: &str| VALID.replace("leeway: 30s", &format!("leeway: {leeway}"));
+    assert_eq!(errors_of(&with_leeway("5m")), Vec::<String>::new());
+    assert_eq!(
+        errors_of(&with_leeway("6m")),
+        vec!["tokens.leeway: must be at most 300s".to_owned()]
+    );
+}
+
+#[test]
 fn route_errors_name_the_route_key() {
     let yaml = r#"
 identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
@@ -318,6 +330,33 @@ issuers: [{issuer: "https://sts.example.org", jwks_file: /dev/zero}]
     assert!(
         errors[0].starts_with("issuers[0].jwks_file") && errors[0].contains("not a regular file"),
         "{errors:?}"
+    );
+}
+
+#[test]
+fn rule_a_jwks_file_over_4_mib_is_refused_and_a_symbolic_link_is_followed() {
+    // Kubernetes mounts ConfigMaps through symbolic links; a file past the limit is a clear
+    // error naming its key, never read.
+    let dir = scratch_with_jwks();
+    std::os::unix::fs::symlink(dir.path().join("jwks.json"), dir.path().join("linked.json"))
+        .unwrap();
+    let oversized = std::fs::File::create(dir.path().join("oversized.json")).unwrap();
+    oversized.set_len(4 * 1024 * 1024 + 1).unwrap();
+    let with_file =
+        |name: &str| VALID.replace("jwks_file: jwks.json", &format!("jwks_file: {name}"));
+    let loaded = Config::from_yaml(&with_file("linked.json"), dir.path());
+    assert!(
+        loaded.is_ok(),
+        "a symbolic link to a regular file: {:?}",
+        loaded.err()
+    );
+    let errors = Config::from_yaml(&with_file("oversized.json"), dir.path()).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors:?}");
+    assert_eq!(errors.0[0].path, "issuers[0].jwks_file");
+    assert!(
+        errors.0[0].message.contains("larger than 4194304 bytes"),
+        "{}",
+        errors.0[0].message
     );
 }
 

@@ -100,3 +100,62 @@ impl<'a> RequestFacts<'a> {
         facts
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+
+    fn check_request(http: HttpRequest) -> CheckRequest {
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(Request {
+                    http: Some(http),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn rule_the_request_id_is_x_request_id_else_envoys_stream_id() {
+        // `x-request-id` joins the audit record with Envoy's access log and the upstream;
+        // `http.id` (Envoy's internal stream id) only when the header is absent.
+        let with_header = |headers: &[(&str, &str)]| HttpRequest {
+            id: "14321".into(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+            ..Default::default()
+        };
+        let raw_headers = HttpRequest {
+            id: "14321".into(),
+            header_map: Some(HeaderMap {
+                headers: vec![HeaderValue {
+                    key: "x-request-id".into(),
+                    raw_value: b"req-raw".to_vec(),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                "x-request-id header",
+                with_header(&[("x-request-id", "req-9b2c")]),
+                "req-9b2c",
+            ),
+            ("no header: http.id", with_header(&[]), "14321"),
+            ("raw header_map", raw_headers, "req-raw"),
+        ];
+        for (name, http, expected) in cases {
+            let request = check_request(http);
+            let facts = RequestFacts::from_check_request(&request);
+            assert_eq!(facts.request_id, expected, "case {name}");
+        }
+    }
+}

@@ -78,9 +78,21 @@ fn rule_current_actor_must_be_the_caller() {
 
 #[test]
 fn rule_current_actor_needs_a_sub() {
-    let token =
-        verified(&json!({"sub": "user:alice", "scope": "calendar:read", "act": {"client": "x"}}));
-    assert_eq!(decide(SCHEDULER, &token), Err(DenyReason::ActorInvalid));
+    // An `act` that is not an object names no actor; skipping it would turn a delegated token
+    // into a direct one.
+    for (name, act) in [
+        ("object without sub", json!({"client": "x"})),
+        ("a string", json!("x")),
+        ("a number", json!(7)),
+        ("sub not a string", json!({"sub": 7})),
+    ] {
+        let token = verified(&json!({"sub": SCHEDULER, "scope": "calendar:read", "act": act}));
+        assert_eq!(
+            decide(SCHEDULER, &token),
+            Err(DenyReason::ActorInvalid),
+            "act {name}"
+        );
+    }
 }
 
 #[test]
@@ -125,13 +137,19 @@ fn rule_client_id_decides_over_sub() {
 
 #[test]
 fn rule_may_act_must_name_the_caller() {
-    let token = delegated(&[SCHEDULER], json!({"may_act": {"sub": ORCHESTRATOR}}));
-    assert_eq!(decide(SCHEDULER, &token), Err(DenyReason::MayActMismatch));
-    let unusable = delegated(&[SCHEDULER], json!({"may_act": "anyone"}));
-    assert_eq!(
-        decide(SCHEDULER, &unusable),
-        Err(DenyReason::MayActMismatch)
-    );
+    for (name, may_act) in [
+        ("another workload", json!({"sub": ORCHESTRATOR})),
+        ("a string", json!("anyone")),
+        ("an empty object", json!({})),
+        ("sub not a string", json!({"sub": 7})),
+    ] {
+        let token = delegated(&[SCHEDULER], json!({ "may_act": may_act }));
+        assert_eq!(
+            decide(SCHEDULER, &token),
+            Err(DenyReason::MayActMismatch),
+            "may_act {name}"
+        );
+    }
     let matching = delegated(&[SCHEDULER], json!({"may_act": {"sub": SCHEDULER}}));
     assert!(decide(SCHEDULER, &matching).is_ok());
 }
@@ -189,6 +207,22 @@ fn rule_required_scopes_are_exact_tokens() {
     assert_eq!(denial.required_scope.as_deref(), Some("calendar:read"));
     let exact = verified(&json!({"sub": SCHEDULER, "scope": "openid  calendar:read"}));
     assert!(decide(SCHEDULER, &exact).is_ok());
+}
+
+#[test]
+fn rule_scp_is_not_read_as_scopes() {
+    // RFC 9068 names `scope` only; `scp` (some issuers' array form) grants nothing.
+    for (name, scp) in [
+        ("scp string", json!("calendar:read")),
+        ("scp array", json!(["calendar:read"])),
+    ] {
+        let token = verified(&json!({"sub": SCHEDULER, "scope": "openid", "scp": scp}));
+        assert_eq!(
+            decide(SCHEDULER, &token),
+            Err(DenyReason::InsufficientScope),
+            "{name}"
+        );
+    }
 }
 
 #[test]

@@ -292,6 +292,23 @@ mod tests {
     }
 
     #[test]
+    fn rule_ids_up_to_2048_bytes_parse_and_longer_ones_do_not() {
+        // SPIFFE-ID §2.3: IDs up to 2048 bytes MUST be supported; the limit is exact.
+        let prefix = "spiffe://example.org/";
+        let of_length = |length: usize| format!("{prefix}{}", "a".repeat(length - prefix.len()));
+        let longest = of_length(2048);
+        assert_eq!(longest.len(), 2048);
+        assert_eq!(
+            SpiffeId::parse(&longest).map(|id| id.as_str().len()),
+            Ok(2048)
+        );
+        assert_eq!(
+            SpiffeId::parse(&of_length(2049)),
+            Err(SpiffeIdError::TooLong)
+        );
+    }
+
+    #[test]
     fn caller_pattern_glob_is_segment_aware() {
         let pattern = CallerPattern::parse("spiffe://example.org/agent/*").unwrap();
         let id = |s: &str| SpiffeId::parse(s).unwrap();

@@ -385,3 +385,21 @@ impl From<Fault> for Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_http2_streams_are_twice_the_checks_and_at_least_256() {
+        for (name, max_concurrent_checks, streams) in [
+            ("one check: the floor", 1, 256),
+            ("exactly at the floor", 128, 256),
+            ("just above the floor", 129, 258),
+            ("the default", 1024, 2048),
+            ("too many for u32", usize::MAX, u32::MAX),
+        ] {
+            assert_eq!(http2_max_streams(max_concurrent_checks), streams, "{name}");
+        }
+    }
+}

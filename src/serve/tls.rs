@@ -220,6 +220,33 @@ impl Drop for PeerSlot {
     }
 }
 
+/// The handshake slots of one listener: [`MAX_PENDING_HANDSHAKES`] in all, and
+/// [`MAX_PENDING_HANDSHAKES_PER_PEER`] for each peer address.
+struct HandshakeSlots {
+    all: Arc<Semaphore>,
+    peers: Arc<PeerHandshakes>,
+}
+
+/// A handshake's share of both limits, given back when dropped.
+type HandshakeSlot = (PeerSlot, tokio::sync::OwnedSemaphorePermit);
+
+impl HandshakeSlots {
+    fn new() -> Self {
+        Self {
+            all: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
+            peers: Arc::new(PeerHandshakes::default()),
+        }
+    }
+
+    /// A slot for one more handshake from `peer`, unless the peer's share or the listener's
+    /// slots are used up.
+    fn enter(&self, peer: std::net::IpAddr) -> Option<HandshakeSlot> {
+        let peer_slot = self.peers.enter(peer)?;
+        let permit = Arc::clone(&self.all).try_acquire_owned().ok()?;
+        Some((peer_slot, permit))
+    }
+}
+
 /// Accepts TCP connections and hands over those that pass the TLS gate. Each handshake runs in
 /// its own task, so a slow or hostile client cannot hold up the accept loop; the loop ends when
 /// the server drops the stream.
@@ -230,8 +257,7 @@ pub(crate) fn tls_incoming(
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     // Unauthenticated clients may hold at most this many handshakes at once, and each peer
     // address only a few of them.
-    let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    let peers = Arc::new(PeerHandshakes::default());
+    let slots = HandshakeSlots::new();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -247,12 +273,9 @@ pub(crate) fn tls_incoming(
                     continue;
                 }
             };
-            let Some(peer_slot) = peers.enter(peer.ip()) else {
-                // This peer already has its share of handshakes in progress.
-                continue;
-            };
-            let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
-                // Too many handshakes in progress: drop the connection at once.
+            let Some(slot) = slots.enter(peer.ip()) else {
+                // This peer already has its share of handshakes in progress, or the listener
+                // has too many: drop the connection at once.
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -260,7 +283,7 @@ pub(crate) fn tls_incoming(
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(HANDSHAKE_DEADLINE, gate.accept(stream));
                 let accepted = handshake.await;
-                drop((permit, peer_slot));
+                drop(slot);
                 if let Ok(Some(connection)) = accepted {
                     let _ = sender.send(Ok(connection)).await;
                 }
@@ -303,5 +326,40 @@ impl axum::serve::Listener for TlsAxumListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.address)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_handshake_slots_are_bounded_per_peer_and_in_all() {
+        let slots = HandshakeSlots::new();
+        let peer = |n: u32| std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+        // One peer: 8 handshakes, not a 9th.
+        let mut held: Vec<HandshakeSlot> = (0..8).map(|_| slots.enter(peer(0)).unwrap()).collect();
+        assert!(
+            slots.enter(peer(0)).is_none(),
+            "a 9th handshake from one peer"
+        );
+        // 31 more peers fill the listener's 256 slots; a 33rd peer gets none.
+        for n in 1..32 {
+            for _ in 0..8 {
+                held.push(slots.enter(peer(n)).unwrap());
+            }
+        }
+        assert_eq!(held.len(), 256);
+        assert!(slots.enter(peer(32)).is_none(), "a 257th handshake");
+        // A finished handshake (one of peer 0's) gives back both its slots.
+        drop(held.swap_remove(0));
+        assert!(
+            slots.enter(peer(32)).is_some(),
+            "the listener's slot is free again"
+        );
+        assert!(
+            slots.enter(peer(0)).is_some(),
+            "the peer's share is given back too"
+        );
     }
 }

@@ -28,12 +28,15 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-## bench: criterion microbenchmarks, what actguard adds through real Envoy (beside Envoy alone and
-## Envoy with a no-op ext_authz), then the end-to-end load benchmark beside a no-op server,
-## memory and start-up; writes docs/benchmarks.md
+## bench: the release binary as deployed (default configuration, own process) beside a minimal
+## no-op under h2load and our own client; criterion microbenchmarks; what actguard adds through
+## real Envoy (beside Envoy alone and Envoy with a no-op ext_authz); the in-process load
+## benchmark, memory and start-up; writes docs/benchmarks.md
 bench:
 	tests/envoy/setup.sh
+	tests/system-packages.sh h2load=nghttp2-client
 	$(CARGO) build --locked --release --bin actguard
+	$(CARGO) bench --locked --bench deployed
 	$(CARGO) bench --locked --bench decision
 	$(CARGO) bench --locked --bench envoy
 	$(CARGO) bench --locked --bench load

@@ -136,6 +136,35 @@ fn benches(c: &mut Criterion) {
         });
     }
 
+    // The signature alone, for the same tokens: what `jsonwebtoken::crypto::verify` costs (the
+    // JWK's key parsed on every call), and aws-lc-rs with the key parsed once — the floor any
+    // verifier meets for a token it has not seen.
+    for (algorithm, issuer) in &cold.issuers {
+        let token = token(issuer, 2, 0);
+        let (signing_input, signature) = token.rsplit_once('.').unwrap();
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(issuer.jwks()["keys"][0].clone()).unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+        let jwt_algorithm = match algorithm {
+            DevAlgorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+            DevAlgorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            DevAlgorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
+        };
+        let verify = || {
+            jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key, jwt_algorithm)
+                .unwrap()
+        };
+        assert!(verify());
+        c.bench_function(&format!("verify/jsonwebtoken/{algorithm:?}"), |b| {
+            b.iter(|| black_box(verify()))
+        });
+        let raw = raw_verifier(issuer, &token);
+        assert!(raw());
+        c.bench_function(&format!("verify/aws_lc_parsed_key/{algorithm:?}"), |b| {
+            b.iter(|| black_box(raw()))
+        });
+    }
+
     let mut depth_group = c.benchmark_group("check/chain_depth_cache_hit");
     for depth in [1, 3, 8] {
         let request = check_request(

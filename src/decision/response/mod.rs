@@ -30,7 +30,7 @@ pub const SID_HEADER: &str = "x-actguard-sid";
 pub const JTI_HEADER: &str = "x-actguard-jti";
 
 /// What the responses need from configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResponseSettings {
     /// `realm` of every `WWW-Authenticate` challenge (validated: no quotes or control characters).
     pub realm: String,
@@ -266,16 +266,47 @@ pub fn answer(
             client_removals: client_removals(client_prefixed),
             grant,
         },
-        Err(denial) => Answer::Message(deny(&denial, settings)),
+        Err(denial) => Answer::Denied(deny_bytes(&denial, settings)),
     }
+}
+
+thread_local! {
+    /// The last denial encoded on this thread, the settings it was encoded with, and its bytes.
+    /// Denials repeat (a misconfigured or hostile caller sends the same request again and
+    /// again): the same denial under the same settings is the same bytes, shared.
+    static LAST_DENY: std::cell::RefCell<Option<(Denial, ResponseSettings, prost::bytes::Bytes)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The encoded `CheckResponse` of `denial`: the thread's remembered bytes when the denial and
+/// the settings are equal to the ones they were encoded for, else encoded now and remembered.
+fn deny_bytes(denial: &Denial, settings: &ResponseSettings) -> prost::bytes::Bytes {
+    use prost::Message;
+    let encode = || prost::bytes::Bytes::from(deny(denial, settings).encode_to_vec());
+    LAST_DENY.with(|memo| {
+        let Ok(mut memo) = memo.try_borrow_mut() else {
+            return encode();
+        };
+        if let Some((last, last_settings, bytes)) = &*memo
+            && last == denial
+            && last_settings == settings
+        {
+            return bytes.clone();
+        }
+        let bytes = encode();
+        *memo = Some((denial.clone(), settings.clone(), bytes.clone()));
+        bytes
+    })
 }
 
 /// A `CheckResponse` as the gRPC server sends it: a [`prost::Message`] whose encoding is the
 /// `CheckResponse`'s, so the ext_authz service's codec writes it like any message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
-    /// A built message (denials; handlers that only build messages).
+    /// A built message (handlers that only build messages).
     Message(CheckResponse),
+    /// A denial, already encoded (see [`deny_bytes`]).
+    Denied(prost::bytes::Bytes),
     /// An allow, written from the grant when encoded: the bytes decode to the message
     /// [`Answer::into_response`] returns.
     Allow {
@@ -289,6 +320,17 @@ impl Answer {
     pub fn into_response(self) -> CheckResponse {
         match self {
             Self::Message(response) => response,
+            // Bytes this module encoded from a `CheckResponse` always decode; were they ever
+            // not to, the answer is an internal fault, never an allow.
+            Self::Denied(bytes) => <CheckResponse as prost::Message>::decode(bytes.as_ref())
+                .unwrap_or_else(|_| CheckResponse {
+                    status: status(Code::Internal, "actguard internal fault"),
+                    http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                        status: Some(HttpStatus { code: 500 }),
+                        ..Default::default()
+                    })),
+                    dynamic_metadata: None,
+                }),
             Self::Allow {
                 grant,
                 client_removals,
@@ -343,6 +385,7 @@ impl prost::Message for Answer {
     fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
         match self {
             Self::Message(response) => response.encode_raw(buf),
+            Self::Denied(bytes) => buf.put_slice(bytes),
             Self::Allow {
                 grant,
                 client_removals,
@@ -374,6 +417,7 @@ impl prost::Message for Answer {
     fn encoded_len(&self) -> usize {
         match self {
             Self::Message(response) => response.encoded_len(),
+            Self::Denied(bytes) => bytes.len(),
             Self::Allow {
                 grant,
                 client_removals,

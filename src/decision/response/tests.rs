@@ -171,8 +171,68 @@ fn denials_are_sent_as_built() {
     let denial = Denial::new(DenyReason::ActorMismatch, "d");
     let answer = answer(Err(denial.clone()), &[], &settings());
     let expected = check_response(&Err(denial), &[], &settings());
-    assert_eq!(answer, Answer::Message(expected.clone()));
     assert_eq!(answer.encode_to_vec(), expected.encode_to_vec());
+    assert_eq!(answer.encoded_len(), expected.encoded_len());
+    assert_eq!(answer.into_response(), expected);
+}
+
+#[test]
+fn rule_a_remembered_denial_is_only_sent_for_the_same_denial_and_settings() {
+    // The thread remembers the last denial's bytes; each case below differs from it in one
+    // part — reason, description, required scope, realm, resource metadata — and must get its
+    // own answer. The same denial under the same settings gets the same bytes again.
+    use prost::Message;
+    let base = Denial {
+        required_scope: Some("calendar:read".into()),
+        ..Denial::new(DenyReason::InsufficientScope, "the route needs more scopes")
+    };
+    let encode = |denial: &Denial, settings: &ResponseSettings| {
+        let bytes = answer(Err(denial.clone()), &[], settings).encode_to_vec();
+        let expected = check_response(&Err(denial.clone()), &[], settings);
+        assert_eq!(bytes, expected.encode_to_vec(), "{denial:?} {settings:?}");
+        bytes
+    };
+    let remembered = encode(&base, &settings());
+    assert_eq!(encode(&base, &settings()), remembered);
+    let other_realm = ResponseSettings {
+        realm: "other".into(),
+        ..settings()
+    };
+    let with_metadata = ResponseSettings {
+        resource_metadata: Some(
+            "https://tool.example.org/.well-known/oauth-protected-resource".into(),
+        ),
+        ..settings()
+    };
+    let cases = [
+        (
+            Denial {
+                reason: DenyReason::ActorMismatch,
+                ..base.clone()
+            },
+            settings(),
+        ),
+        (
+            Denial {
+                description: "another text",
+                ..base.clone()
+            },
+            settings(),
+        ),
+        (
+            Denial {
+                required_scope: Some("calendar:write".into()),
+                ..base.clone()
+            },
+            settings(),
+        ),
+        (base.clone(), other_realm),
+        (base.clone(), with_metadata),
+    ];
+    for (denial, settings_of_case) in &cases {
+        assert_eq!(encode(&base, &settings()), remembered);
+        assert_ne!(encode(denial, settings_of_case), remembered, "{denial:?}");
+    }
 }
 
 #[test]

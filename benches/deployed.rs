@@ -402,10 +402,6 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn micros(duration: Duration) -> String {
-    format!("{:.1}", duration.as_secs_f64() * 1e6)
-}
-
 struct Issuers {
     issuers: Vec<(DevAlgorithm, &'static str, DevIssuer)>,
 }

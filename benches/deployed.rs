@@ -12,13 +12,10 @@
 mod common;
 
 use actguard::decision::token::unix_now;
-use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
+use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer};
 use common::*;
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
-    Authorization, AuthorizationServer,
-};
-use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
-use envoy_types::pb::google::rpc;
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use prost::Message as _;
 use std::fmt::Write as _;
 use std::io::Read as _;
@@ -27,7 +24,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 /// Both servers and the generator use the allocator of the `actguard` binary.
 #[global_allocator]
@@ -48,19 +44,6 @@ const COLD_SLICE: Duration = Duration::from_millis(400);
 /// three 0.7 s ones (warm-up included).
 const COLD_TOKENS: u64 = 110_000;
 
-/// The minimal baseline: an ext_authz server whose handler returns an empty OK.
-struct NoOp;
-
-#[tonic::async_trait]
-impl Authorization for NoOp {
-    async fn check(
-        &self,
-        _request: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(CheckResponse::default()))
-    }
-}
-
 fn serve_noop() {
     let address: std::net::SocketAddr = std::env::var("ACTGUARD_BENCH_ADDRESS")
         .expect("ACTGUARD_BENCH_ADDRESS")
@@ -73,7 +56,7 @@ fn serve_noop() {
         .block_on(async move {
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
-                .add_service(AuthorizationServer::new(NoOp))
+                .add_service(AuthorizationServer::new(EmptyAuthorization))
                 .serve(address)
                 .await
                 .unwrap();
@@ -182,33 +165,6 @@ fn spawn_actguard(binary: &Path, config: &Path, name: &'static str) -> Server {
     }
 }
 
-/// The part of a `CheckResponse` the generator reads: its gRPC status (field 1), so it spends
-/// the same on the no-op's empty answer and on actguard's allow, as h2load does.
-#[derive(Clone, PartialEq, prost::Message)]
-struct CheckStatus {
-    #[prost(message, optional, tag = "1")]
-    status: Option<rpc::Status>,
-}
-
-#[derive(Clone)]
-struct Client(tonic::client::Grpc<Channel>);
-
-impl Client {
-    async fn check(&mut self, request: CheckRequest) -> Result<i32, tonic::Status> {
-        self.0
-            .ready()
-            .await
-            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
-        let codec = tonic_prost::ProstCodec::<CheckRequest, CheckStatus>::default();
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static(CHECK_PATH);
-        let response = self
-            .0
-            .unary(tonic::Request::new(request), path, codec)
-            .await?;
-        Ok(response.into_inner().status.map_or(0, |status| status.code))
-    }
-}
-
 async fn connect(address: &str, count: usize) -> Vec<Client> {
     let mut clients = Vec::new();
     for _ in 0..count {
@@ -223,7 +179,7 @@ async fn connect(address: &str, count: usize) -> Vec<Client> {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
-        clients.push(Client(tonic::client::Grpc::new(channel)));
+        clients.push(Client::new(channel));
     }
     clients
 }
@@ -428,17 +384,7 @@ impl Issuers {
     }
 
     fn token(issuer: &DevIssuer, jti: u64) -> String {
-        let mut claims = delegated_claims(
-            issuer.issuer(),
-            "user:alice",
-            LOCAL,
-            "calendar:read",
-            &[ORCHESTRATOR, SCHEDULER],
-            unix_now(),
-            3600,
-        );
-        claims["jti"] = jti.to_string().into();
-        issuer.sign(&claims).unwrap()
+        calendar_token(issuer, jti)
     }
 
     /// `count` distinct tokens of `issuer`, minted on every core.

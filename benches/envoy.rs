@@ -10,6 +10,8 @@
 //! Writes target/envoy-bench.md, which the load benchmark puts into docs/benchmarks.md.
 //! `ACTGUARD_BENCH_SLICES=N` (default 5) sets the rounds.
 
+#[allow(dead_code)] // the minimal no-op only
+mod common;
 #[path = "../tests/common/envoy.rs"]
 #[allow(dead_code)]
 mod envoy_fixture;
@@ -24,10 +26,9 @@ mod world;
 const ISSUER: &str = "https://sts.example.org";
 const LOCAL: &str = "spiffe://example.org/tool/calendar";
 
+use common::EmptyAuthorization;
 use envoy_fixture::{Envoy, Relocation, Upstream};
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
-    Authorization, AuthorizationServer,
-};
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use http_body_util::Empty;
 use hyper::body::Bytes;
@@ -58,19 +59,6 @@ impl actguard::serve::grpc::CheckHandler for EmptyHandler {
         _may_retry: bool,
     ) -> Result<CheckResponse, actguard::decision::CheckError> {
         Ok(CheckResponse::default())
-    }
-}
-
-/// The minimal baseline: an ext_authz server whose handler returns an empty OK.
-struct NoOp;
-
-#[tonic::async_trait]
-impl Authorization for NoOp {
-    async fn check(
-        &self,
-        _request: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(CheckResponse::default()))
     }
 }
 
@@ -243,7 +231,7 @@ async fn main() {
     let noop_port = listener.local_addr().unwrap().port();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(NoOp))
+            .add_service(AuthorizationServer::new(EmptyAuthorization))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let stack = actguard::serve::grpc::Listener::bind(

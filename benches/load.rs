@@ -11,8 +11,7 @@ mod common;
 
 use actguard::config::{Config, ListenAddress};
 use actguard::decision::CheckError;
-use actguard::decision::token::unix_now;
-use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
+use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer};
 use actguard::serve::grpc::{self, CheckHandler, Listener, ServeOptions};
 use actguard::serve::runtime;
 use common::*;
@@ -22,7 +21,6 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 /// The allocator of the `actguard` binary, so the in-process server runs as it does in
 /// production (the no-op server shares it: ratios stay fair).
@@ -134,57 +132,7 @@ impl Fixture {
     }
 
     fn token(&self, jti: u64) -> String {
-        let mut claims = delegated_claims(
-            ISSUER,
-            "user:alice",
-            LOCAL,
-            "calendar:read",
-            &[ORCHESTRATOR, SCHEDULER],
-            unix_now(),
-            3600,
-        );
-        claims["jti"] = jti.to_string().into();
-        self.issuer.sign(&claims).unwrap()
-    }
-}
-
-/// The part of a `CheckResponse` the load generator reads: its gRPC status (field 1). prost
-/// skips the other fields unparsed, so the generator spends the same on a small no-op answer
-/// and on actguard's allow with its headers and dynamic metadata, as h2load would (it decodes
-/// nothing). What the response carries is tested by the end-to-end tests, not here.
-#[derive(Clone, PartialEq, prost::Message)]
-struct CheckStatus {
-    #[prost(message, optional, tag = "1")]
-    status: Option<rpc::Status>,
-}
-
-/// A tonic ext_authz client that decodes only [`CheckStatus`].
-#[derive(Clone)]
-struct Client(tonic::client::Grpc<Channel>);
-
-impl Client {
-    fn new(channel: Channel) -> Self {
-        Self(tonic::client::Grpc::new(channel))
-    }
-
-    /// The answer's gRPC status code (0 allow, 7 deny), or `Err` for a transport or gRPC error.
-    async fn check(&mut self, request: CheckRequest) -> Result<i32, tonic::Status> {
-        self.0
-            .ready()
-            .await
-            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
-        let codec = tonic_prost::ProstCodec::<CheckRequest, CheckStatus>::default();
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-            "/envoy.service.auth.v3.Authorization/Check",
-        );
-        let response = self
-            .0
-            .unary(tonic::Request::new(request), path, codec)
-            .await?;
-        Ok(response
-            .into_inner()
-            .status
-            .map_or(-1, |status| status.code))
+        calendar_token(&self.issuer, jti)
     }
 }
 

@@ -1,7 +1,9 @@
 //! What both benchmarks share: the identities of the scenario and the one request shape they
 //! send (a cached-path GET of the calendar tool, as Envoy reports it).
 
-use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use envoy_types::pb::google::rpc;
 
 pub const ISSUER: &str = "https://sts.example.org";
 pub const LOCAL: &str = "spiffe://example.org/tool/calendar";
@@ -68,4 +70,76 @@ pub fn raw_verifier(
             )
             .is_ok(),
     }
+}
+
+/// The minimal baseline: an ext_authz server whose handler returns an empty OK (no actguard
+/// code in it).
+#[allow(dead_code)] // not the in-process load benchmark's baseline
+pub struct EmptyAuthorization;
+
+#[tonic::async_trait]
+impl Authorization for EmptyAuthorization {
+    async fn check(
+        &self,
+        _request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(CheckResponse::default()))
+    }
+}
+
+/// The part of a `CheckResponse` the load generators read: its gRPC status (field 1). prost
+/// skips the other fields unparsed, so a generator spends the same on a no-op's empty answer
+/// and on actguard's allow with its headers and dynamic metadata, as h2load does (it decodes
+/// nothing). What the response carries is tested by the end-to-end tests, not here.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CheckStatus {
+    #[prost(message, optional, tag = "1")]
+    pub status: Option<rpc::Status>,
+}
+
+/// A tonic ext_authz client that decodes only [`CheckStatus`].
+#[allow(dead_code)] // the Envoy benchmark speaks HTTP to Envoy instead
+#[derive(Clone)]
+pub struct Client(tonic::client::Grpc<tonic::transport::Channel>);
+
+#[allow(dead_code)]
+impl Client {
+    pub fn new(channel: tonic::transport::Channel) -> Self {
+        Self(tonic::client::Grpc::new(channel))
+    }
+
+    /// The answer's gRPC status code (0 allow — also when absent, as Envoy reads it — 7 deny),
+    /// or `Err` for a transport or gRPC error.
+    pub async fn check(&mut self, request: CheckRequest) -> Result<i32, tonic::Status> {
+        self.0
+            .ready()
+            .await
+            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        let codec = tonic_prost::ProstCodec::<CheckRequest, CheckStatus>::default();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/envoy.service.auth.v3.Authorization/Check",
+        );
+        let response = self
+            .0
+            .unary(tonic::Request::new(request), path, codec)
+            .await?;
+        Ok(response.into_inner().status.map_or(0, |status| status.code))
+    }
+}
+
+/// A token of `issuer` for `user:alice` through the orchestrator to the scheduler, with
+/// `calendar:read`, valid for an hour, unique by `jti`.
+#[allow(dead_code)] // not the Envoy benchmark's
+pub fn calendar_token(issuer: &actguard::devkit::DevIssuer, jti: u64) -> String {
+    let mut claims = actguard::devkit::delegated_claims(
+        issuer.issuer(),
+        "user:alice",
+        LOCAL,
+        "calendar:read",
+        &[ORCHESTRATOR, SCHEDULER],
+        actguard::decision::token::unix_now(),
+        3600,
+    );
+    claims["jti"] = jti.to_string().into();
+    issuer.sign(&claims).unwrap()
 }

@@ -704,6 +704,31 @@ mod tests {
         let short: serde_json::Value =
             serde_json::from_str(&line_of(&record_with("/calendar"))).unwrap();
         assert!(short.get("truncated").is_none());
+        // A chain of 20 actors keeps its first 16; a 2 KiB subject keeps its first 1 KiB.
+        let actors: Vec<String> = (0..20).map(|i| format!("spiffe://e.org/a{i}")).collect();
+        let subject = "s".repeat(2 * MAX_FIELD_BYTES);
+        let mut long = record_with("/calendar");
+        long.chain = actors.iter().map(String::as_str).collect();
+        long.subject = Some(&subject);
+        let line: serde_json::Value = serde_json::from_str(&line_of(&long)).unwrap();
+        let chain: Vec<&str> = line["chain"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|actor| actor.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            chain,
+            actors[..MAX_CHAIN_ENTRIES]
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            line["subject"].as_str().unwrap(),
+            &subject[..MAX_FIELD_BYTES]
+        );
+        assert_eq!(line["truncated"], serde_json::json!(["subject", "chain"]));
     }
 
     /// An audit configuration writing every record to a new FIFO, with these queue bounds.

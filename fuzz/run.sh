@@ -16,7 +16,11 @@ if [ ${#targets[@]} -eq 0 ]; then
   # Every fuzz target (the seeds writer is a binary of the crate, not a target).
   mapfile -t targets < <(cargo +nightly fuzz list | grep -vx seeds)
 fi
-cargo +nightly fuzz build -s "$sanitizer"
+# One target at a time: building every binary of the crate at once also links `seeds` (no
+# libFuzzer in it), which fails without a sanitizer runtime to provide the coverage hooks.
+for target in "${targets[@]}"; do
+  cargo +nightly fuzz build -s "$sanitizer" "$target"
+done
 mkdir -p ../target/fuzz-logs
 printf '| target | executions | exec/s | seconds | result |\n|---|---|---|---|---|\n'
 for target in "${targets[@]}"; do

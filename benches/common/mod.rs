@@ -23,8 +23,7 @@ pub fn check_request(certificate: &str, token: &str) -> CheckRequest {
 }
 
 /// aws-lc-rs verifying `token`'s signature over its signing input with `issuer`'s public key
-/// parsed once (RSA from its components): the least any verifier must do for a token it has
-/// not seen. The closure answers whether the signature holds.
+/// parsed once: the least any verifier must do for a token it has not seen. The closure answers whether the signature holds.
 #[allow(dead_code)] // the load benchmark does not use it
 pub fn raw_verifier(
     issuer: &actguard::devkit::DevIssuer,
@@ -32,44 +31,23 @@ pub fn raw_verifier(
 ) -> impl Fn() -> bool + Send + Sync + 'static {
     use aws_lc_rs::signature::{self, UnparsedPublicKey};
     use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let jwk = &issuer.jwks()["keys"][0];
-    let field = |name: &str| b64.decode(jwk[name].as_str().unwrap()).unwrap();
+    use jsonwebtoken::jwk::AlgorithmParameters;
+    let jwk: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(issuer.jwks()["keys"][0].clone()).unwrap();
     let (signing_input, signature) = token.rsplit_once('.').unwrap();
-    let signature = b64.decode(signature).unwrap();
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature)
+        .unwrap();
     let signing_input = signing_input.as_bytes().to_vec();
-    enum Key {
-        Parsed(signature::ParsedPublicKey),
-        Rsa(signature::RsaPublicKeyComponents<Vec<u8>>),
-    }
-    let key = match jwk["kty"].as_str().unwrap() {
-        "EC" => {
-            let mut point = vec![4u8];
-            point.extend(field("x"));
-            point.extend(field("y"));
-            let key = UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point);
-            Key::Parsed(key.parse().unwrap())
-        }
-        "OKP" => Key::Parsed(
-            UnparsedPublicKey::new(&signature::ED25519, field("x"))
-                .parse()
-                .unwrap(),
-        ),
-        _ => Key::Rsa(signature::RsaPublicKeyComponents {
-            n: field("n"),
-            e: field("e"),
-        }),
+    let algorithm: &'static dyn signature::VerificationAlgorithm = match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(_) => &signature::ECDSA_P256_SHA256_FIXED,
+        AlgorithmParameters::OctetKeyPair(_) => &signature::ED25519,
+        _ => &signature::RSA_PKCS1_2048_8192_SHA256,
     };
-    move || match &key {
-        Key::Parsed(parsed) => parsed.verify_sig(&signing_input, &signature).is_ok(),
-        Key::Rsa(components) => components
-            .verify(
-                &signature::RSA_PKCS1_2048_8192_SHA256,
-                &signing_input,
-                &signature,
-            )
-            .is_ok(),
-    }
+    // The key as aws-lc-rs reads it (EC point, Ed25519 bytes, DER RSAPublicKey), parsed once.
+    let bytes = actguard::decision::token::keys::public_key_bytes(&jwk.algorithm).unwrap();
+    let key = UnparsedPublicKey::new(algorithm, bytes).parse().unwrap();
+    move || key.verify_sig(&signing_input, &signature).is_ok()
 }
 
 /// The minimal baseline: an ext_authz server whose handler returns an empty OK (no actguard

@@ -38,8 +38,12 @@ cache:
 
 fn scratch_with_jwks() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let coordinate = "A".repeat(43);
-    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": coordinate, "y": coordinate, "kid": "k1"}]});
+    // P-256's base point: a valid public key (keys are parsed when loaded).
+    let (x, y) = (
+        "axfR8uEsQkf4vOblY6RA8ncDfYEt6zOg9KE5RdiYwpY",
+        "T-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU",
+    );
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": "k1"}]});
     std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
     dir
 }

@@ -31,7 +31,6 @@ const MIN_RSA_MODULUS_BYTES: usize = 256;
 pub struct VerificationKey {
     /// Shared with every cached verification this key made.
     kid: Arc<str>,
-    key: DecodingKey,
     /// SHA-256 of the JWK as published: a cached verification stays valid only while the
     /// issuer still publishes this very key under its kid.
     fingerprint: [u8; 32],
@@ -41,6 +40,10 @@ pub struct VerificationKey {
     /// Issuer, kid and fingerprint as verified tokens point to them; made at the first
     /// verification (the key set does not know its issuer's name).
     identity: std::sync::OnceLock<Arc<super::claims::KeyIdentity>>,
+    /// The public key parsed once per algorithm it may verify (aws-lc-rs), so a new token's
+    /// signature is checked without decoding the key again (an EC point, an RSA modulus and
+    /// its Montgomery form) on every verification.
+    verifiers: Vec<(Algorithm, aws_lc_rs::signature::ParsedPublicKey)>,
 }
 
 impl VerificationKey {
@@ -48,8 +51,12 @@ impl VerificationKey {
         self.algorithms.contains(&algorithm)
     }
 
-    pub fn decoding_key(&self) -> &DecodingKey {
-        &self.key
+    /// The parsed key for `algorithm`, when this key may verify it.
+    pub fn verifier(&self, algorithm: Algorithm) -> Option<&aws_lc_rs::signature::ParsedPublicKey> {
+        self.verifiers
+            .iter()
+            .find(|(accepted, _)| *accepted == algorithm)
+            .map(|(_, parsed)| parsed)
     }
 
     pub fn fingerprint(&self) -> [u8; 32] {
@@ -233,7 +240,20 @@ fn parse_key(entry: &serde_json::Value) -> Result<Option<(String, VerificationKe
             vec![declared]
         }
     };
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key: {e}"))?;
+    // jsonwebtoken's reading of the JWK stays the gate for what a usable key is.
+    DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key: {e}"))?;
+    let public_key = public_key_bytes(&jwk.algorithm)?;
+    let verifiers = algorithms
+        .iter()
+        .map(|&algorithm| {
+            let parsed = aws_lc_rs::signature::ParsedPublicKey::new(
+                verification_algorithm(algorithm)?,
+                &public_key,
+            )
+            .map_err(|error| format!("unusable key: {error}"))?;
+            Ok((algorithm, parsed))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let digest =
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, entry.to_string().as_bytes());
     let mut fingerprint = [0u8; 32];
@@ -243,12 +263,92 @@ fn parse_key(entry: &serde_json::Value) -> Result<Option<(String, VerificationKe
         kid,
         VerificationKey {
             kid: shared_kid,
-            key,
             fingerprint,
             algorithms,
             identity: std::sync::OnceLock::new(),
+            verifiers,
         },
     )))
+}
+
+/// aws-lc-rs's verification algorithm for a JWS `alg` — the same ones jsonwebtoken's aws-lc-rs
+/// backend uses (RSA keys of 2048–8192 bits).
+fn verification_algorithm(
+    algorithm: Algorithm,
+) -> Result<&'static dyn aws_lc_rs::signature::VerificationAlgorithm, String> {
+    use aws_lc_rs::signature as sig;
+    Ok(match algorithm {
+        Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        Algorithm::EdDSA => &sig::ED25519,
+        other => return Err(format!("{other:?} is not a signature algorithm we verify")),
+    })
+}
+
+/// The public key as aws-lc-rs reads it: an uncompressed EC point (`04 || x || y`), an
+/// Ed25519 key's 32 bytes, or an RSA key as a DER `RSAPublicKey` (RFC 8017 A.1.1).
+pub fn public_key_bytes(parameters: &AlgorithmParameters) -> Result<Vec<u8>, String> {
+    let decode = |field: &str, value: &str| {
+        URL_SAFE_NO_PAD
+            .decode(value)
+            .map_err(|_| format!("{field} is not unpadded base64url"))
+    };
+    match parameters {
+        AlgorithmParameters::EllipticCurve(params) => {
+            let mut point = vec![0x04];
+            point.extend(decode("x", &params.x)?);
+            point.extend(decode("y", &params.y)?);
+            Ok(point)
+        }
+        AlgorithmParameters::OctetKeyPair(params) => decode("x", &params.x),
+        AlgorithmParameters::RSA(params) => {
+            let mut body = der_unsigned_integer(&decode("n", &params.n)?);
+            body.extend(der_unsigned_integer(&decode("e", &params.e)?));
+            Ok(der_element(0x30, &body))
+        }
+        _ => Err("key type not supported".to_owned()),
+    }
+}
+
+/// A DER INTEGER of a big-endian unsigned value: leading zero bytes dropped, one put back
+/// when the high bit is set (so it does not read as negative).
+fn der_unsigned_integer(value: &[u8]) -> Vec<u8> {
+    let start = value
+        .iter()
+        .position(|&byte| byte != 0)
+        .unwrap_or(value.len());
+    let digits = &value[start..];
+    let mut content = Vec::with_capacity(digits.len() + 1);
+    if digits.first().is_none_or(|&first| first & 0x80 != 0) {
+        content.push(0);
+    }
+    content.extend_from_slice(digits);
+    der_element(0x02, &content)
+}
+
+/// A DER element: tag, definite length (short or long form), content.
+fn der_element(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut element = vec![tag];
+    let length = content.len();
+    if length < 0x80 {
+        element.push(length as u8);
+    } else {
+        let bytes = length.to_be_bytes();
+        let first = bytes
+            .iter()
+            .position(|&byte| byte != 0)
+            .unwrap_or(bytes.len() - 1);
+        element.push(0x80 | (bytes.len() - first) as u8);
+        element.extend_from_slice(&bytes[first..]);
+    }
+    element.extend_from_slice(content);
+    element
 }
 
 fn algorithm_of(declared: KeyAlgorithm) -> Option<Algorithm> {
@@ -288,8 +388,12 @@ mod tests {
     use super::*;
 
     fn p256_key(kid: &str) -> serde_json::Value {
-        let coordinate = URL_SAFE_NO_PAD.encode([7u8; 32]);
-        serde_json::json!({"kty":"EC","crv":"P-256","x":coordinate,"y":coordinate,"kid":kid})
+        // P-256's base point: a valid public key (keys are parsed when loaded).
+        let (x, y) = (
+            "axfR8uEsQkf4vOblY6RA8ncDfYEt6zOg9KE5RdiYwpY",
+            "T-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU",
+        );
+        serde_json::json!({"kty":"EC","crv":"P-256","x":x,"y":y,"kid":kid})
     }
 
     fn jwks(keys: Vec<serde_json::Value>) -> Vec<u8> {
@@ -346,6 +450,27 @@ mod tests {
         assert!(problems[1].starts_with("keys[2]: has no kid"));
         assert!(problems[2].starts_with("keys[3]: RSA modulus"));
         assert!(problems[3].contains("appears twice"));
+    }
+
+    #[test]
+    fn rule_a_key_that_does_not_parse_is_refused_when_loaded() {
+        // A point that is not on P-256, an Ed25519 key of the right length that is not a
+        // point: jsonwebtoken reads both JWKs, aws-lc-rs cannot use them. They are refused at
+        // load, with their index, instead of failing every verification later.
+        let off_curve = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let off_curve =
+            serde_json::json!({"kty":"EC","crv":"P-256","x":off_curve,"y":off_curve,"kid":"p"});
+        let problems =
+            KeySet::from_jwks(&jwks(vec![p256_key("a"), off_curve.clone()])).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("keys[1]: unusable key"),
+            "{problems:?}"
+        );
+        // A fetched set skips it and keeps the usable key.
+        let (set, skipped) =
+            KeySet::from_jwks_skipping_unusable(&jwks(vec![p256_key("a"), off_curve])).unwrap();
+        assert_eq!((set.len(), skipped.len()), (1, 1), "{skipped:?}");
     }
 
     #[test]

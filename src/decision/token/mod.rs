@@ -409,7 +409,17 @@ impl Verifier {
         }
         let signed_len = header_part.len() + 1 + payload_part.len();
         let signed = &token.as_bytes()[..signed_len];
-        match jsonwebtoken::crypto::verify(signature_part, signed, key.decoding_key(), algorithm) {
+        // With the key parsed once: a key has one per algorithm it accepts (a key set refuses
+        // a key it cannot parse), and none means no verification, so no allow. The signature
+        // is decoded as jsonwebtoken decodes it (unpadded base64url, canonical trailing bits).
+        let verified = match key.verifier(algorithm) {
+            Some(parsed) => URL_SAFE_NO_PAD
+                .decode(signature_part)
+                .map(|signature| parsed.verify_sig(signed, &signature).is_ok())
+                .map_err(|_| ()),
+            None => Err(()),
+        };
+        match verified {
             Ok(true) => {}
             Ok(false) => {
                 return Err(denial(

@@ -73,6 +73,14 @@ instead of per-entry expiry (−2.6 MiB at 100k, but expired entries would linge
 | + normal paths and hosts borrowed, token68 checked only for tokens not seen before; method: alternating one-second slices, medians | 74–82k/s | 60–68k/s | 0.82–0.84 |\n\
 | + answers batched: h2 gave every DATA frame ≥ 256 bytes its own write system call on vectored-write sockets; the sidecar's plain connections are offered without vectored writes (frames up to 1 KiB share a write, as on TLS) | 76–77k/s | 68–70k/s | 0.91 |\n\n\
 Every row above was measured with **audit off and admin off**, by this project's own client, against a baseline running actguard's own gRPC stack (deadline layer, health service) with an empty handler — legitimate choices, but not what a default deployment gets, and that baseline hides the stack's own cost. Measured independently (issue #19: h2load, a minimal tonic no-op, the default configuration with every decision audited), the same code gave 0.57× for cache-hit allows and 0.47–0.53× for denies (audit off: 0.73–0.80×), with 45–54 µs sequential p50 overhead. The section \"As deployed\" at the top measures that way since.\n\n\
+As deployed (`benches/deployed.rs`, issue #19; default configuration against a minimal tonic no-op, h2load `-c 4 -m 32 -t 1`):\n\n\
+| change | allow × no-op | deny × no-op | audit on ÷ off | sequential p50 overhead |\n\
+|---|---|---|---|---|\n\
+| before (the issue's own measurement) | 0.57 | 0.47–0.53 | 0.71–0.78 | 45–54 µs |\n\
+| audit record serialised into a per-thread buffer, the writer woken once per batch (one core busy fuzzing) | 0.76 | 0.95 | 1.00–1.02 | 3 µs |\n\
+| + the last allow's bytes re-sent for the same decision (quiet machine) | 0.80 | 0.74 | 0.92–0.93 | — (not yet in alternating rounds) |\n\
+| + the last denial's bytes re-sent for an equal denial (quiet, `make bench`) | 0.78 | 0.80 | 0.94 | 1 µs |\n\n\
+Cold decisions ÷ raw verification (ES256 / RS256 / EdDSA): 0.81 / 0.64 / 0.75 before keys were parsed once (quiet); 0.87 / 0.67 / 0.82 with `ParsedPublicKey` per key and algorithm (one core busy fuzzing; the raw RSA baseline parses its key once too). What is left for RS256 is mostly the cache insert (~6 µs of ~10 µs beyond the signature: `check/cold_verify` without a cache is 21.8 µs against 17.4 µs raw).\n\n\
 How the last gap was found: a no-op answering actguard's allow bytes lost 9–13 % of its throughput, while a no-op that ran the \
 whole decision and answered small lost almost nothing against actguard's deny; so the answer's size, not the decision, \
 was the cost, and in h2 the size decides whether a frame is copied into the connection buffer or written on its own. \

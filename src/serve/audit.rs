@@ -268,8 +268,14 @@ fn write_batches(sink: &Sink, output: Box<dyn Write + Send>) {
         queue.writing_lines = std::mem::take(&mut queue.pending_lines);
         drop(queue);
         if !batch.is_empty() {
-            let _ = output.write_all(&batch);
-            let _ = output.flush();
+            let written = output.write_all(&batch).and_then(|()| output.flush());
+            if written.is_err() {
+                // The output refused the batch (disk full, a closed pipe): its lines are lost,
+                // so they are counted as dropped, never lost uncounted.
+                let lost = sink.queue().writing_lines as u64;
+                sink.dropped.fetch_add(lost, Ordering::Relaxed);
+                metrics::counter!(telemetry::AUDIT_DROPPED).increment(lost);
+            }
         }
         let mut queue = sink.queue();
         queue.writing_bytes = 0;
@@ -630,6 +636,23 @@ mod tests {
                 reference_line(record, now)
             );
         }
+    }
+
+    #[test]
+    fn rule_lines_the_output_refuses_are_counted_as_dropped() {
+        // /dev/full accepts the open and fails every write (ENOSPC).
+        let config = AuditConfig {
+            output: AuditOutput::File("/dev/full".into()),
+            sample_allows: 1.0,
+            buffer_lines: 1000,
+            buffer_bytes: 1 << 20,
+        };
+        let (log, writer) = AuditLog::start(&config).unwrap();
+        for _ in 0..10 {
+            log.write(&record_with("/calendar"));
+        }
+        writer.finish();
+        assert_eq!(log.dropped(), 10);
     }
 
     #[test]

@@ -413,29 +413,12 @@ impl Issuers {
 /// Raw signature verifications per second of `issuer`'s algorithm on every core (see
 /// [`raw_verifier`]).
 fn raw_verifications_per_second(issuer: &DevIssuer, token: &str, duration: Duration) -> f64 {
-    let verify: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(raw_verifier(issuer, token));
+    let verify = raw_verifier(issuer, token);
     assert!(verify(), "the raw verifier rejects a valid token");
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let started = Instant::now();
-    let counts: Vec<u64> = (0..threads)
-        .map(|_| {
-            let verify = verify.clone();
-            std::thread::spawn(move || {
-                let mut count = 0u64;
-                while started.elapsed() < duration {
-                    for _ in 0..16 {
-                        assert!(verify());
-                    }
-                    count += 16;
-                }
-                count
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|handle| handle.join().unwrap())
-        .collect();
-    counts.iter().sum::<u64>() as f64 / started.elapsed().as_secs_f64()
+    per_second_on_every_core(duration, move || {
+        assert!(verify());
+        true
+    })
 }
 
 /// `Authorizer::answer` on every core for [`COLD_SLICE`], each thread taking the next
@@ -445,26 +428,39 @@ fn decisions_per_second(
     requests: &Arc<Vec<CheckRequest>>,
     next: &Arc<AtomicU64>,
 ) -> f64 {
+    let (authorizer, requests, next) = (authorizer.clone(), requests.clone(), next.clone());
+    per_second_on_every_core(COLD_SLICE, move || {
+        let index = next.fetch_add(1, Ordering::Relaxed) as usize;
+        let Some(request) = requests.get(index) else {
+            return false;
+        };
+        let answer = authorizer.answer(request, false);
+        assert!(
+            matches!(
+                answer,
+                Ok(actguard::decision::response::Answer::Allow { .. })
+            ),
+            "a cold decision was not an allow"
+        );
+        true
+    })
+}
+
+/// `work` run in a loop on one thread per core for `duration` (a thread stops early when
+/// `work` says there is nothing left): completed runs per second, all threads together.
+fn per_second_on_every_core(
+    duration: Duration,
+    work: impl Fn() -> bool + Send + Sync + 'static,
+) -> f64 {
+    let work = Arc::new(work);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (authorizer, requests, next) = (authorizer.clone(), requests.clone(), next.clone());
+            let work = work.clone();
             std::thread::spawn(move || {
                 let mut count = 0u64;
-                while started.elapsed() < COLD_SLICE {
-                    let index = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(request) = requests.get(index) else {
-                        break;
-                    };
-                    let answer = authorizer.answer(request, false);
-                    assert!(
-                        matches!(
-                            answer,
-                            Ok(actguard::decision::response::Answer::Allow { .. })
-                        ),
-                        "a cold decision was not an allow"
-                    );
+                while started.elapsed() < duration && work() {
                     count += 1;
                 }
                 count

@@ -151,6 +151,13 @@ async fn every_series_moves_by_exactly_what_was_done() {
     let held_answer = Answer::from(held.await.unwrap().unwrap().into_inner());
     assert_eq!(held_answer.reason, "token_key_unknown");
 
+    // A process on the host tries to lift a revocation over the plain-TCP admin listener.
+    let unrevoke = std::process::Command::new(env!("CARGO_BIN_EXE_actguard"))
+        .args(["admin", "--admin", &admin.to_string(), "unrevoke", "--jti", "t1"])
+        .output()
+        .unwrap();
+    assert!(!unrevoke.status.success());
+
     // A failed reload, then a successful one.
     std::fs::write(&file, "routes: {").unwrap();
     assert!(sidecar.reload(&file).await.is_err());
@@ -221,6 +228,14 @@ async fn every_series_moves_by_exactly_what_was_done() {
         1.0,
         "the reload's own fetch"
     );
+    assert_eq!(
+        moved(
+            "actguard_admin_operations_total",
+            &["op=\"unrevoke\"", "outcome=\"refused\""]
+        ),
+        1.0
+    );
+    assert_eq!(moved("actguard_admin_operations_total", &[]), 1.0);
     assert!(metric(&after, "actguard_jwks_age_seconds", &[&issuer_label]) >= 0.0);
     assert!(after.contains("actguard_jwks_age_seconds{"), "{after}");
     sidecar.shutdown().await.unwrap();

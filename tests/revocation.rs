@@ -40,7 +40,10 @@ fn config(dir: &Path) -> Config {
     )
     .replace(
         "listen:\n  grpc: 127.0.0.1:0",
-        "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0",
+        &format!(
+            "listen:\n  grpc: 127.0.0.1:0\n  admin: unix:{}",
+            dir.join("admin.sock").display()
+        ),
     );
     std::fs::write(dir.join("config.yaml"), &yaml).unwrap();
     Config::from_yaml(&yaml, dir).unwrap()
@@ -61,7 +64,7 @@ fn admin(sidecar: &Sidecar, args: &[&str]) -> (bool, String) {
         .args([
             "admin",
             "--admin",
-            &sidecar.admin_address.unwrap().to_string(),
+            &format!("unix:{}", sidecar.admin_socket.as_ref().unwrap().display()),
         ])
         .args(args)
         .output()

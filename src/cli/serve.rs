@@ -8,7 +8,10 @@ use std::process::ExitCode;
 /// `check-config`: every problem printed, exit 0 (valid) or 1.
 pub fn check_config(file: &Path) -> ExitCode {
     match load(file) {
-        Some(_) => {
+        Some(config) => {
+            for warning in config.warnings() {
+                eprintln!("{}: warning: {warning}", file.display());
+            }
             println!("{}: configuration is valid", file.display());
             ExitCode::SUCCESS
         }

@@ -12,7 +12,8 @@ pub(crate) mod reader;
 pub mod tls;
 
 pub use operations::{
-    AuditConfig, AuditOutput, HttpRequestSource, Limits, ListenAddress, Listeners,
+    AdminOperation, AdminRights, AuditConfig, AuditOutput, Grantees, HttpRequestSource, Limits,
+    ListenAddress, Listeners,
 };
 pub use reader::{ConfigError, ConfigErrors, parse_duration};
 
@@ -34,6 +35,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct Config {
     pub listen: Listeners,
+    /// `admin`: who may revoke, unrevoke and list on the admin listener.
+    pub admin: AdminRights,
     /// Everything a decision depends on; the pipeline is built from this alone.
     pub decision: DecisionSettings,
     /// `None` when `audit.output: off`.
@@ -60,6 +63,7 @@ const TOP_KEYS: &[&str] = &[
     "limits",
     "log",
     "revocation",
+    "admin",
 ];
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
@@ -69,6 +73,11 @@ impl Config {
         let text = reader::read_text(path)?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         Self::from_yaml(&text, base)
+    }
+
+    /// Valid but risky shapes, for `check-config` and the start-up log.
+    pub fn warnings(&self) -> Vec<String> {
+        operations::admin_warnings(&self.listen, &self.admin)
     }
 
     /// Parses and validates YAML text; relative paths are resolved against `base_dir`.
@@ -87,6 +96,7 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
     let top = reader.mapping("", document, TOP_KEYS)?;
     let empty = Value::Object(Default::default());
     let listen = operations::read_listen(reader, top.get("listen").unwrap_or(&empty), base_dir);
+    let admin = operations::read_admin(reader, top.get("admin"), listen.as_ref());
     let identity = reader
         .required("", top, "identity")
         .and_then(|value| read_identity(reader, value));
@@ -157,6 +167,7 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         .unwrap_or_else(|| local_identity.as_str().to_owned());
     Some(Config {
         listen,
+        admin: admin?,
         decision: DecisionSettings {
             local_identity,
             identity_sources,

@@ -426,3 +426,203 @@ impl Default for AuditConfig {
         }
     }
 }
+
+/// One operation of the revocation API, authorized on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminOperation {
+    Revoke,
+    Unrevoke,
+    List,
+}
+
+impl AdminOperation {
+    pub const ALL: [Self; 3] = [Self::Revoke, Self::Unrevoke, Self::List];
+
+    /// `revoke`, `unrevoke` or `list`: the configuration word, the metric label and the audit
+    /// record's `op`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Revoke => "revoke",
+            Self::Unrevoke => "unrevoke",
+            Self::List => "list",
+        }
+    }
+}
+
+/// Who may perform one operation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Grantees {
+    /// TLS peers (on a `listen.admin_tls` listener) by SPIFFE ID pattern; `None` means the
+    /// default of the operation (see [`AdminRights`]).
+    pub peers: Option<Vec<CallerPattern>>,
+    /// Peers of a Unix-socket admin listener by uid (`SO_PEERCRED`); `None` means the uid
+    /// actguard runs as (the owner of the socket).
+    pub uids: Option<Vec<u32>>,
+}
+
+/// Who may revoke, unrevoke and list (the `admin` section).
+///
+/// Defaults: on a Unix socket, actguard's own uid may do all three (whoever can act as that
+/// uid controls the process anyway); on a TLS listener, peers in `listen.admin_tls.allow_peers`
+/// may revoke and list, and no one may unrevoke until `admin.unrevoke_peers` names someone; on
+/// plain TCP, no one may do anything unless `admin.insecure_unauthenticated_tcp` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdminRights {
+    pub revoke: Grantees,
+    pub unrevoke: Grantees,
+    pub list: Grantees,
+    /// Operations anyone who reaches a plain-TCP admin listener may perform (opt-in, warned).
+    pub insecure_unauthenticated_tcp: Vec<AdminOperation>,
+}
+
+impl AdminRights {
+    pub fn grantees(&self, operation: AdminOperation) -> &Grantees {
+        match operation {
+            AdminOperation::Revoke => &self.revoke,
+            AdminOperation::Unrevoke => &self.unrevoke,
+            AdminOperation::List => &self.list,
+        }
+    }
+}
+
+const ADMIN_KEYS: &[&str] = &[
+    "revoke_peers",
+    "unrevoke_peers",
+    "list_peers",
+    "revoke_uids",
+    "unrevoke_uids",
+    "list_uids",
+    "insecure_unauthenticated_tcp",
+];
+
+/// The `admin` section, checked against the admin listener it governs: peer patterns need
+/// `listen.admin_tls`, uids a Unix-socket `listen.admin`, and the plain-TCP opt-in a plain
+/// TCP `listen.admin` (a right that could never apply is a mistake worth hearing about).
+pub fn read_admin(
+    reader: &mut Reader,
+    value: Option<&Value>,
+    listen: Option<&Listeners>,
+) -> Option<AdminRights> {
+    let Some(value) = value else {
+        return Some(AdminRights::default());
+    };
+    let map = reader.mapping("admin", value, ADMIN_KEYS)?;
+    let (tls, unix, plain_tcp) = match listen {
+        Some(listen) => (
+            listen.admin_tls.is_some(),
+            matches!(listen.admin, Some(ListenAddress::Unix(_))),
+            matches!(listen.admin, Some(ListenAddress::Tcp(_))) && listen.admin_tls.is_none(),
+        ),
+        // listen has errors of its own: check the keys, not their fit.
+        None => (true, true, true),
+    };
+    let mut complete = true;
+    let mut rights = AdminRights::default();
+    for operation in AdminOperation::ALL {
+        let peers_key = format!("{}_peers", operation.name());
+        let uids_key = format!("{}_uids", operation.name());
+        let path = child("admin", &peers_key);
+        let peers = match map.get(peers_key.as_str()) {
+            None => Some(None),
+            Some(_) if !tls => {
+                reader.error(&path, "applies to TLS peers: needs listen.admin_tls");
+                None
+            }
+            Some(value) => reader
+                .list(&path, value, |reader, item_path, element| {
+                    let text = reader.string(item_path, element)?;
+                    CallerPattern::parse(text)
+                        .map_err(|error| {
+                            reader.error(item_path, format!("SPIFFE ID pattern {error}"))
+                        })
+                        .ok()
+                })
+                .map(Some),
+        };
+        let path = child("admin", &uids_key);
+        let uids = match map.get(uids_key.as_str()) {
+            None => Some(None),
+            Some(_) if !unix => {
+                reader.error(&path, "applies to Unix-socket peers: needs listen.admin: unix:/path");
+                None
+            }
+            Some(value) => reader
+                .list(&path, value, |reader, item_path, element| {
+                    reader
+                        .integer(item_path, element, 0, u64::from(u32::MAX))
+                        .map(|uid| uid as u32)
+                })
+                .map(Some),
+        };
+        match (peers, uids) {
+            (Some(peers), Some(uids)) => {
+                let grantees = Grantees { peers, uids };
+                match operation {
+                    AdminOperation::Revoke => rights.revoke = grantees,
+                    AdminOperation::Unrevoke => rights.unrevoke = grantees,
+                    AdminOperation::List => rights.list = grantees,
+                }
+            }
+            _ => complete = false,
+        }
+    }
+    if let Some(value) = map.get("insecure_unauthenticated_tcp") {
+        let path = "admin.insecure_unauthenticated_tcp";
+        if !plain_tcp {
+            reader.error(
+                path,
+                "applies only to a plain-TCP listen.admin (without listen.admin_tls)",
+            );
+            complete = false;
+        } else {
+            let operations = reader.list(path, value, |reader, item_path, element| {
+                let text = reader.string(item_path, element)?;
+                let operation = AdminOperation::ALL
+                    .into_iter()
+                    .find(|operation| operation.name() == text);
+                if operation.is_none() {
+                    reader.error(item_path, "must be revoke, unrevoke or list");
+                }
+                operation
+            });
+            match operations {
+                Some(operations) => rights.insecure_unauthenticated_tcp = operations,
+                None => complete = false,
+            }
+        }
+    }
+    complete.then_some(rights)
+}
+
+/// What `check-config` and the start-up log warn about: shapes that are valid but let more
+/// processes change revocations than the defaults do.
+pub fn admin_warnings(listen: &Listeners, rights: &AdminRights) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let (Some(ListenAddress::Tcp(address)), false) =
+        (&listen.admin, rights.insecure_unauthenticated_tcp.is_empty())
+    {
+        let operations: Vec<&str> = rights
+            .insecure_unauthenticated_tcp
+            .iter()
+            .map(|operation| operation.name())
+            .collect();
+        warnings.push(format!(
+            "admin.insecure_unauthenticated_tcp: every process that can reach {address} may {} revocations without authenticating{}",
+            operations.join(", "),
+            if rights.insecure_unauthenticated_tcp.contains(&AdminOperation::Unrevoke) {
+                " — including the workload a revocation was meant to stop, which can lift its own"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(ListenAddress::Tcp(address)) = &listen.admin
+        && listen.admin_tls.is_none()
+        && !address.ip().is_loopback()
+    {
+        warnings.push(format!(
+            "listen.admin: {address} is not loopback: /metrics and /readyz are served to the network without authentication"
+        ));
+    }
+    warnings
+}

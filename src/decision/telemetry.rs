@@ -22,6 +22,9 @@ pub const INFLIGHT: &str = "actguard_checks_in_flight";
 pub const OVERLOAD_REJECTIONS: &str = "actguard_overload_rejections_total";
 pub const AUDIT_DROPPED: &str = "actguard_audit_lines_dropped_total";
 pub const READY: &str = "actguard_ready";
+/// Revocation API calls by `op` (revoke, unrevoke, list) and `outcome` (accepted, refused,
+/// invalid, failed).
+pub const ADMIN_OPERATIONS: &str = "actguard_admin_operations_total";
 
 /// Check latencies are microseconds when cached and tens of microseconds when verifying;
 /// the buckets resolve both and still show a pathological tail.

@@ -1,7 +1,8 @@
 //! The admin listener: `/healthz` (process alive), `/readyz` (ready to decide), `/metrics`
 //! (Prometheus text format), and on the same port the revocation gRPC API
-//! (`actguard.admin.v1.Revocations`, HTTP/2). Loopback by default: whoever reaches it can
-//! revoke, and unrevoke.
+//! (`actguard.admin.v1.Revocations`, HTTP/2), each of whose calls is authorized by the peer
+//! the transport proved ([`crate::serve::admin_auth`]): on the default plain-TCP loopback
+//! listener, no one may revoke or unrevoke.
 //!
 //! Readiness is a latch set by the runtime: ready once every listener is bound and every
 //! issuer has keys, not ready again from the moment shutdown begins.
@@ -9,6 +10,8 @@
 use crate::decision::Authorizer;
 use crate::decision::telemetry;
 use crate::serve::admin_api::{self, RevocationService, pb::revocations_server::RevocationsServer};
+use crate::serve::admin_auth::AdminPolicy;
+use crate::serve::audit::AuditLog;
 use crate::serve::reload::LiveAuthorizer;
 use axum::Router;
 use axum::extract::State;
@@ -63,6 +66,13 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
 }
 
+/// What the revocation API needs beside the probes' state.
+#[derive(Clone)]
+pub struct AdminApi {
+    pub policy: Arc<AdminPolicy>,
+    pub audit: AuditLog,
+}
+
 /// `/healthz`, `/readyz` and `/metrics`: what the probe listener serves, and the admin listener
 /// beside the revocation API. Nothing here changes state.
 pub fn probe_router(state: AdminState) -> Router {
@@ -74,10 +84,12 @@ pub fn probe_router(state: AdminState) -> Router {
 }
 
 /// The admin routes, plus the revocation gRPC API (and reflection when asked) on the same port.
-pub fn router(state: AdminState, reflection: bool) -> Router {
-    let revocations = RevocationsServer::new(RevocationService::new(Arc::clone(
-        state.authorizer.current().revocations(),
-    )));
+pub fn router(state: AdminState, api: AdminApi, reflection: bool) -> Router {
+    let revocations = RevocationsServer::new(RevocationService::new(
+        Arc::clone(state.authorizer.current().revocations()),
+        api.policy,
+        api.audit,
+    ));
     let mut grpc = tonic::service::Routes::new(revocations);
     if reflection {
         match admin_api::reflection() {

@@ -1,10 +1,15 @@
 //! The revocation admin API (`proto/actguard/admin/v1/revocation.proto`), served over gRPC on
 //! the admin listener, and gRPC reflection for it and for Envoy's ext_authz service.
 //!
+//! Every call is authorized by who is asking (see [`crate::serve::admin_auth`]) and audited.
 //! Refuses what would silently revoke nothing: an unspecified kind, an empty value, an
 //! `ACTOR` that is not a canonical SPIFFE ID.
 
+use crate::config::AdminOperation;
 use crate::decision::revocation::{Revocation, RevocationKind, RevocationList};
+use crate::decision::telemetry;
+use crate::serve::admin_auth::{AdminPeer, AdminPolicy};
+use crate::serve::audit::{AdminRecord, AuditLog};
 use crate::decision::spiffe::SpiffeId;
 use crate::decision::token::unix_now;
 use std::sync::Arc;
@@ -51,6 +56,11 @@ fn checked_value(kind: RevocationKind, value: &str) -> Result<(), Status> {
     if value.is_empty() {
         return Err(Status::invalid_argument("value must not be empty"));
     }
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "value must be at most {MAX_VALUE_BYTES} bytes"
+        )));
+    }
     if kind == RevocationKind::Actor && SpiffeId::parse(value).is_err() {
         return Err(Status::invalid_argument(
             "an ACTOR revocation needs a canonical SPIFFE ID (anything else would match nothing)",
@@ -68,15 +78,112 @@ fn to_message(revocation: &Revocation) -> pb::Revocation {
     }
 }
 
-/// The `Revocations` gRPC service over the process-wide list.
+/// The `Revocations` gRPC service over the process-wide list: every call authorized by its
+/// peer and operation ([`AdminPolicy`]), and every call — accepted, refused, invalid or
+/// failed — written to the audit log and counted in `actguard_admin_operations_total`.
 pub struct RevocationService {
     list: Arc<RevocationList>,
+    policy: Arc<AdminPolicy>,
+    audit: AuditLog,
 }
 
+/// What one call asked for, as its audit record names it.
+#[derive(Default)]
+struct Asked<'a> {
+    kind: Option<&'a str>,
+    value: Option<&'a str>,
+    ttl_seconds: Option<u64>,
+}
+
+/// Longest revocation value accepted (a SPIFFE ID is at most 2048 bytes; a jti, sid or sub
+/// longer than this would not be in a token this sidecar accepts).
+pub const MAX_VALUE_BYTES: usize = 2048;
+
 impl RevocationService {
-    pub fn new(list: Arc<RevocationList>) -> Self {
-        Self { list }
+    pub fn new(list: Arc<RevocationList>, policy: Arc<AdminPolicy>, audit: AuditLog) -> Self {
+        Self {
+            list,
+            policy,
+            audit,
+        }
     }
+
+    /// Records the outcome of one call: an audit record, the metric, and a log line.
+    fn record(
+        &self,
+        operation: AdminOperation,
+        peer: &str,
+        asked: &Asked<'_>,
+        outcome: &'static str,
+        detail: Option<&str>,
+    ) {
+        metrics::counter!(
+            telemetry::ADMIN_OPERATIONS,
+            "op" => operation.name(),
+            "outcome" => outcome
+        )
+        .increment(1);
+        self.audit.write_admin(&AdminRecord {
+            op: operation.name(),
+            outcome,
+            by: peer,
+            kind: asked.kind,
+            value: asked.value,
+            ttl_seconds: asked.ttl_seconds,
+            detail,
+        });
+        let (op, kind, value) = (operation.name(), asked.kind, asked.value);
+        match outcome {
+            "accepted" if operation == AdminOperation::List => {
+                tracing::info!(op, by = peer, "admin: revocations listed");
+            }
+            "accepted" => {
+                tracing::warn!(op, by = peer, kind, value, ttl_seconds = asked.ttl_seconds, detail, "admin: {op}");
+            }
+            _ => tracing::warn!(op, by = peer, kind, value, outcome, detail, "admin: {op} not done"),
+        }
+    }
+
+    /// The caller's description, once it may perform `operation`; otherwise the refusal is
+    /// recorded and returned.
+    fn authorize<T>(
+        &self,
+        operation: AdminOperation,
+        request: &Request<T>,
+        asked: &Asked<'_>,
+    ) -> Result<String, Status> {
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<AdminPeer>>()
+            .map(|info| &info.0);
+        let by = peer.map_or_else(|| "unknown".to_owned(), AdminPeer::describe);
+        match self.policy.permits(operation, peer) {
+            Ok(()) => Ok(by),
+            Err(why) => {
+                self.record(operation, &by, asked, "refused", Some(&why));
+                Err(Status::permission_denied(why))
+            }
+        }
+    }
+
+    /// Kind and value checked; an invalid call is recorded.
+    fn checked(
+        &self,
+        operation: AdminOperation,
+        by: &str,
+        asked: &Asked<'_>,
+        raw_kind: i32,
+        value: &str,
+    ) -> Result<RevocationKind, Status> {
+        let checked = kind_of(raw_kind).and_then(|kind| checked_value(kind, value).map(|()| kind));
+        checked.inspect_err(|status| {
+            self.record(operation, by, asked, "invalid", Some(status.message()));
+        })
+    }
+}
+
+fn kind_name(raw: i32) -> Option<&'static str> {
+    kind_of(raw).ok().map(RevocationKind::name)
 }
 
 #[tonic::async_trait]
@@ -85,49 +192,80 @@ impl pb::revocations_server::Revocations for RevocationService {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        let request = request.into_inner();
-        let kind = kind_of(request.kind)?;
-        checked_value(kind, &request.value)?;
+        let operation = AdminOperation::Revoke;
+        let message = request.get_ref();
+        let asked = Asked {
+            kind: kind_name(message.kind),
+            value: Some(&message.value),
+            ttl_seconds: (message.ttl_seconds > 0).then_some(message.ttl_seconds),
+        };
+        let by = self.authorize(operation, &request, &asked)?;
+        let kind = self.checked(operation, &by, &asked, message.kind, &message.value)?;
         let now = unix_now();
-        let expires_at = match request.ttl_seconds {
+        let expires_at = match message.ttl_seconds {
             0 => None,
             ttl => Some(now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX))),
         };
-        let revocation = self
-            .list
-            .revoke(Revocation {
-                kind,
-                value: request.value,
-                created_at: now,
-                expires_at,
-            })
-            .map_err(Status::unavailable)?;
-        tracing::warn!(kind = kind.name(), value = %revocation.value, ?expires_at, "revoked");
-        Ok(Response::new(pb::RevokeResponse {
-            revocation: Some(to_message(&revocation)),
-        }))
+        let revoked = self.list.revoke(Revocation {
+            kind,
+            value: message.value.clone(),
+            created_at: now,
+            expires_at,
+        });
+        match revoked {
+            Ok(revocation) => {
+                self.record(operation, &by, &asked, "accepted", None);
+                Ok(Response::new(pb::RevokeResponse {
+                    revocation: Some(to_message(&revocation)),
+                }))
+            }
+            Err(error) => {
+                self.record(operation, &by, &asked, "failed", Some(&error));
+                Err(Status::unavailable(error))
+            }
+        }
     }
 
     async fn unrevoke(
         &self,
         request: Request<pb::UnrevokeRequest>,
     ) -> Result<Response<pb::UnrevokeResponse>, Status> {
-        let request = request.into_inner();
-        let kind = kind_of(request.kind)?;
-        checked_value(kind, &request.value)?;
-        let removed = self
-            .list
-            .unrevoke(kind, &request.value)
-            .map_err(Status::unavailable)?;
-        tracing::warn!(kind = kind.name(), value = %request.value, removed, "unrevoked");
-        Ok(Response::new(pb::UnrevokeResponse { removed }))
+        let operation = AdminOperation::Unrevoke;
+        let message = request.get_ref();
+        let asked = Asked {
+            kind: kind_name(message.kind),
+            value: Some(&message.value),
+            ttl_seconds: None,
+        };
+        let by = self.authorize(operation, &request, &asked)?;
+        let kind = self.checked(operation, &by, &asked, message.kind, &message.value)?;
+        match self.list.unrevoke(kind, &message.value) {
+            Ok(removed) => {
+                let detail = if removed {
+                    "removed"
+                } else {
+                    "no such revocation was in force"
+                };
+                self.record(operation, &by, &asked, "accepted", Some(detail));
+                Ok(Response::new(pb::UnrevokeResponse { removed }))
+            }
+            Err(error) => {
+                self.record(operation, &by, &asked, "failed", Some(&error));
+                Err(Status::unavailable(error))
+            }
+        }
     }
 
     async fn list(
         &self,
-        _request: Request<pb::ListRequest>,
+        request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let revocations = self.list.list(unix_now()).iter().map(to_message).collect();
+        let operation = AdminOperation::List;
+        let asked = Asked::default();
+        let by = self.authorize(operation, &request, &asked)?;
+        let revocations: Vec<_> = self.list.list(unix_now()).iter().map(to_message).collect();
+        let detail = format!("{} in force", revocations.len());
+        self.record(operation, &by, &asked, "accepted", Some(&detail));
         Ok(Response::new(pb::ListResponse { revocations }))
     }
 }
@@ -142,4 +280,20 @@ pub fn reflection() -> Result<ServerReflectionServer<impl ServerReflection>, Str
     builder
         .build_v1()
         .map_err(|error| format!("reflection: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_a_revocation_value_over_2048_bytes_is_refused() {
+        let longest = "x".repeat(MAX_VALUE_BYTES);
+        assert!(checked_value(RevocationKind::Jti, &longest).is_ok());
+        let over = "x".repeat(MAX_VALUE_BYTES + 1);
+        for kind in [RevocationKind::Jti, RevocationKind::Sid, RevocationKind::Sub] {
+            let refused = checked_value(kind, &over).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        }
+    }
 }

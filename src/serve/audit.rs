@@ -209,6 +209,74 @@ fn enqueue(sink: &Sink, line: &[u8]) -> bool {
     true
 }
 
+/// One call of the revocation API, as the audit log records it: who asked, what, and what
+/// came of it. Every call is recorded, accepted or not; none is sampled.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminRecord<'a> {
+    /// `revoke`, `unrevoke` or `list`.
+    pub op: &'static str,
+    /// `accepted`, `refused`, `invalid` or `failed`.
+    pub outcome: &'static str,
+    /// `uid:1000 pid:42`, a TLS peer's SPIFFE ID, or `tcp:IP:PORT (unauthenticated)`.
+    pub by: &'a str,
+    /// `jti`, `sid`, `sub` or `actor`; `None` for a list or an unknown kind.
+    pub kind: Option<&'a str>,
+    pub value: Option<&'a str>,
+    /// Seconds the revocation lasts; `None` until removed (or not a revoke).
+    pub ttl_seconds: Option<u64>,
+    /// Why it was refused or failed; for an accepted unrevoke, whether one was in force.
+    pub detail: Option<&'a str>,
+}
+
+impl AuditLog {
+    /// Queues the line of one admin call (never sampled), or counts it dropped.
+    pub fn write_admin(&self, record: &AdminRecord<'_>) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        let mut line = Vec::with_capacity(256);
+        write_admin_line(&mut line, record, SystemTime::now());
+        line.push(b'\n');
+        if !enqueue(sink, &line) {
+            sink.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(telemetry::AUDIT_DROPPED).increment(1);
+        }
+    }
+}
+
+/// `{"time":…,"event":"admin","op":…,"outcome":…,"by":…,"kind":…,"value":…,"ttl_seconds":…,
+/// "detail":…}`, each string cut at [`MAX_FIELD_BYTES`] (named in `"truncated"` when cut).
+fn write_admin_line(out: &mut Vec<u8>, record: &AdminRecord<'_>, now: SystemTime) {
+    let mut truncated = Vec::new();
+    let by = capped(record.by, "by", &mut truncated);
+    let kind = record.kind.map(|v| capped(v, "kind", &mut truncated));
+    let value = record.value.map(|v| capped(v, "value", &mut truncated));
+    let detail = record.detail.map(|v| capped(v, "detail", &mut truncated));
+    out.extend_from_slice(b"{\"time\":\"");
+    write_time(out, now);
+    out.extend_from_slice(b"\",\"event\":\"admin\",\"op\":");
+    json_string(out, record.op);
+    out.extend_from_slice(b",\"outcome\":");
+    json_string(out, record.outcome);
+    out.extend_from_slice(b",\"by\":");
+    json_string(out, by);
+    out.extend_from_slice(b",\"kind\":");
+    json_optional(out, kind);
+    out.extend_from_slice(b",\"value\":");
+    json_optional(out, value);
+    out.extend_from_slice(b",\"ttl_seconds\":");
+    match record.ttl_seconds {
+        Some(seconds) => {
+            let _ = write!(out, "{seconds}");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"detail\":");
+    json_optional(out, detail);
+    write_truncated(out, &truncated);
+    out.push(b'}');
+}
+
 impl AuditLog {
     /// Bytes queued for the writer and not yet written.
     pub fn queued_bytes(&self) -> usize {
@@ -383,6 +451,21 @@ fn json_string(out: &mut Vec<u8>, value: &str) {
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
+/// `,"truncated":[…]` when a field was cut, else nothing.
+fn write_truncated(out: &mut Vec<u8>, truncated: &[&'static str]) {
+    if truncated.is_empty() {
+        return;
+    }
+    out.extend_from_slice(b",\"truncated\":[");
+    for (index, name) in truncated.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        json_string(out, name);
+    }
+    out.push(b']');
+}
+
 fn json_optional(out: &mut Vec<u8>, value: Option<&str>) {
     match value {
         Some(value) => json_string(out, value),
@@ -438,16 +521,7 @@ fn write_line(out: &mut Vec<u8>, record: &AuditRecord<'_>, now: SystemTime) {
     json_optional(out, sid);
     out.extend_from_slice(b",\"latency_us\":");
     let _ = write!(out, "{}", record.latency.as_micros() as u64);
-    if !truncated.is_empty() {
-        out.extend_from_slice(b",\"truncated\":[");
-        for (index, name) in truncated.iter().enumerate() {
-            if index > 0 {
-                out.push(b',');
-            }
-            json_string(out, name);
-        }
-        out.push(b']');
-    }
+    write_truncated(out, &truncated);
     out.push(b'}');
 }
 

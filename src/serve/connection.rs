@@ -35,6 +35,11 @@ impl<T> BatchedWrites<T> {
         Self { io, opening: None }
     }
 
+    /// The connection underneath.
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.io
+    }
+
     /// A plain connection that must send [`PREFACE_BYTES`] within `deadline`.
     pub(crate) fn opening(io: T, deadline: std::time::Duration) -> Self {
         let sleep = Box::pin(tokio::time::sleep(deadline));

@@ -3,6 +3,7 @@
 //! come from `decision`; nothing here decides.
 pub mod admin;
 pub mod admin_api;
+pub mod admin_auth;
 pub mod audit;
 pub mod connection;
 pub mod grpc;

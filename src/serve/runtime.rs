@@ -14,6 +14,7 @@ use crate::decision::revocation::RevocationList;
 use crate::decision::telemetry;
 use crate::decision::{Authorizer, Shared};
 use crate::serve::admin::{self, AdminState, Readiness};
+use crate::serve::admin_auth::{AdminPeer, AdminPolicy, CredentialedUnixListener};
 use crate::serve::audit::{AuditLog, AuditWriter};
 use crate::serve::grpc::{self, Listener, ServeOptions};
 use crate::serve::http_authz;
@@ -75,6 +76,9 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 pub async fn start(config: Config) -> Result<Sidecar, String> {
     let metrics = telemetry::install()?;
     telemetry::record_config_load(true);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let bound = BoundSettings::of(&config);
     let listen = config.listen.clone();
     let limits = config.limits;
@@ -120,6 +124,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         }
         None => RevocationList::in_memory(),
     };
+    let admin_audit = audit.clone();
     let shared = Shared {
         audit: Arc::new(audit),
         revocations: Arc::new(revocations),
@@ -185,11 +190,16 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         }));
     }
     if let Some(listener) = admin {
-        let router = admin::router(state, listen.reflection);
         let admin_stop = stopped(stop.subscribe());
+        let api = |socket_owner: Option<u32>| admin::AdminApi {
+            policy: Arc::new(AdminPolicy::new(&listen, config.admin.clone(), socket_owner)),
+            audit: admin_audit.clone(),
+        };
         let served = match listener {
             Listener::Tcp(listener) => {
                 admin_address = listener.local_addr().ok();
+                let router = admin::router(state, api(None), listen.reflection)
+                    .into_make_service_with_connect_info::<AdminPeer>();
                 tokio::spawn(async move {
                     axum::serve(listener, router)
                         .with_graceful_shutdown(admin_stop)
@@ -201,12 +211,21 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
                     .local_addr()
                     .ok()
                     .and_then(|a| a.as_pathname().map(Path::to_path_buf));
-                // Whoever can connect can revoke: the admin socket is for its owner only.
+                // The socket is for its owner only (and root); the policy then decides by uid.
+                let mut socket_owner = None;
                 if let Some(path) = &admin_socket {
-                    use std::os::unix::fs::PermissionsExt;
+                    use std::os::unix::fs::{MetadataExt, PermissionsExt};
                     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                         .map_err(|error| format!("listen.admin: {error}"))?;
+                    socket_owner = Some(
+                        std::fs::metadata(path)
+                            .map_err(|error| format!("listen.admin: {error}"))?
+                            .uid(),
+                    );
                 }
+                let router = admin::router(state, api(socket_owner), listen.reflection)
+                    .into_make_service_with_connect_info::<AdminPeer>();
+                let listener = CredentialedUnixListener(listener);
                 tokio::spawn(async move {
                     axum::serve(listener, router)
                         .with_graceful_shutdown(admin_stop)
@@ -216,6 +235,8 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
             Listener::Tls(tcp, gate) => {
                 let listener = crate::serve::tls::TlsAxumListener::new(tcp, gate)
                     .map_err(|error| format!("listen.admin_tls: {error}"))?;
+                let router = admin::router(state, api(None), listen.reflection)
+                    .into_make_service_with_connect_info::<AdminPeer>();
                 tokio::spawn(async move {
                     axum::serve(listener, router)
                         .with_graceful_shutdown(admin_stop)

@@ -309,14 +309,41 @@ impl TlsAxumListener {
     }
 }
 
+/// Who is at the other end of a TLS connection: its address and, in mutual mode, the
+/// SPIFFE ID of the certificate it passed the gate with. (The listener's own
+/// [`local_addr`](axum::serve::Listener::local_addr) reports its address and no ID.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPeer {
+    pub address: std::net::SocketAddr,
+    pub id: Option<crate::decision::spiffe::SpiffeId>,
+}
+
+impl TlsPeer {
+    fn of(connection: &TlsConnection, local: std::net::SocketAddr) -> Self {
+        let (tcp, session) = connection.get_ref().get_ref();
+        let id = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| identity::spiffe_id_from_der(leaf.as_ref()).ok())
+            .map(|svid| svid.id);
+        Self {
+            address: tcp.peer_addr().unwrap_or(local),
+            id,
+        }
+    }
+}
+
 impl axum::serve::Listener for TlsAxumListener {
     type Io = TlsConnection;
-    type Addr = std::net::SocketAddr;
+    type Addr = TlsPeer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.connections.recv().await {
-                Some(Ok(connection)) => return (connection, self.address),
+                Some(Ok(connection)) => {
+                    let peer = TlsPeer::of(&connection, self.address);
+                    return (connection, peer);
+                }
                 Some(Err(_)) => continue,
                 // The accept loop ended: wait for the server's shutdown.
                 None => std::future::pending::<()>().await,
@@ -325,7 +352,10 @@ impl axum::serve::Listener for TlsAxumListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.address)
+        Ok(TlsPeer {
+            address: self.address,
+            id: None,
+        })
     }
 }
 

@@ -65,7 +65,8 @@ impl Fixture {
 
     /// A revocation of `jti` in force before the sidecar starts (as an operator made it).
     fn seed(&self, jti: &str) {
-        let stored = json!([{ "kind": "jti", "value": jti, "created_at": unix_now(), "expires_at": null }]);
+        let stored =
+            json!([{ "kind": "jti", "value": jti, "created_at": unix_now(), "expires_at": null }]);
         std::fs::write(self.dir().join("revocations.json"), stored.to_string()).unwrap();
     }
 
@@ -157,15 +158,33 @@ async fn rule_a_same_host_process_cannot_unrevoke_over_the_default_tcp_admin_lis
         .unwrap();
     let address = sidecar.admin_address.unwrap();
     // The plain-TCP listener still serves the probes and metrics.
-    assert!(http_get(address, "/readyz").await.starts_with("HTTP/1.1 200"));
-    assert!(http_get(address, "/metrics").await.contains("actguard_ready"));
+    assert!(
+        http_get(address, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        http_get(address, "/metrics")
+            .await
+            .contains("actguard_ready")
+    );
     assert_eq!(fixture.reason(&sidecar, "t-revoked").await, "token_revoked");
     // The revoked workload, in the same network namespace, tries to lift its revocation, to
     // add one, and to read the list: each is refused.
-    let (ok, output) = cli(&address.to_string(), None, &["unrevoke", "--jti", "t-revoked"]);
+    let (ok, output) = cli(
+        &address.to_string(),
+        None,
+        &["unrevoke", "--jti", "t-revoked"],
+    );
     assert!(!ok, "{output}");
-    assert!(output.contains("PermissionDenied") || output.contains("permission"), "{output}");
-    assert!(output.contains("listen.admin_tls"), "the refusal says what to do: {output}");
+    assert!(
+        output.contains("PermissionDenied") || output.contains("permission"),
+        "{output}"
+    );
+    assert!(
+        output.contains("listen.admin_tls"),
+        "the refusal says what to do: {output}"
+    );
     let (ok, output) = cli(&address.to_string(), None, &["revoke", "--jti", "other"]);
     assert!(!ok, "{output}");
     let (ok, output) = cli(&address.to_string(), None, &["revocations"]);
@@ -181,17 +200,30 @@ async fn rule_a_same_host_process_cannot_unrevoke_over_the_default_tcp_admin_lis
         .collect();
     assert_eq!(
         ops,
-        [("unrevoke", "refused"), ("revoke", "refused"), ("list", "refused")]
+        [
+            ("unrevoke", "refused"),
+            ("revoke", "refused"),
+            ("list", "refused")
+        ]
     );
     let unrevoke = &records[0];
     assert!(
-        unrevoke["by"].as_str().unwrap().starts_with("tcp:127.0.0.1:")
-            && unrevoke["by"].as_str().unwrap().ends_with("(unauthenticated)"),
+        unrevoke["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("tcp:127.0.0.1:")
+            && unrevoke["by"]
+                .as_str()
+                .unwrap()
+                .ends_with("(unauthenticated)"),
         "{unrevoke}"
     );
     assert_eq!(unrevoke["kind"], "jti");
     assert_eq!(unrevoke["value"], "t-revoked");
-    assert!(unrevoke["time"].as_str().unwrap().ends_with('Z'), "{unrevoke}");
+    assert!(
+        unrevoke["time"].as_str().unwrap().ends_with('Z'),
+        "{unrevoke}"
+    );
     sidecar.shutdown().await.unwrap();
 }
 
@@ -233,7 +265,10 @@ async fn rule_a_socket_peer_without_the_unrevoke_right_is_refused() {
     let (ok, output) = cli(&address, None, &["revoke", "--jti", "t-new", "--for", "1h"]);
     assert!(ok, "the socket's owner revokes: {output}");
     let (ok, listed) = cli(&address, None, &["revocations"]);
-    assert!(ok && listed.contains("t-new") && listed.contains("t-revoked"), "{listed}");
+    assert!(
+        ok && listed.contains("t-new") && listed.contains("t-revoked"),
+        "{listed}"
+    );
     let (ok, output) = cli(&address, None, &["unrevoke", "--jti", "t-revoked"]);
     assert!(!ok, "{output}");
     assert!(output.contains("may not unrevoke"), "{output}");
@@ -272,9 +307,10 @@ async fn rule_an_accepted_unrevoke_is_audited() {
     let fixture = Fixture::new();
     fixture.seed("t-revoked");
     let socket = fixture.dir().join("admin.sock");
-    let sidecar = runtime::start(fixture.config(&format!("  admin: unix:{}", socket.display()), ""))
-        .await
-        .unwrap();
+    let sidecar =
+        runtime::start(fixture.config(&format!("  admin: unix:{}", socket.display()), ""))
+            .await
+            .unwrap();
     let address = format!("unix:{}", socket.display());
     let (ok, output) = cli(&address, None, &["unrevoke", "--jti", "t-revoked"]);
     assert!(ok, "{output}");
@@ -315,20 +351,31 @@ async fn rule_a_tls_peer_without_the_unrevoke_right_is_refused() {
         write(&format!("{name}-key.pem"), &certificate.key_pem);
     }
     let listen = "  admin: 127.0.0.1:0\n  admin_tls:\n    cert: svid.pem\n    key: key.pem\n    client_ca: bundle.pem\n    allow_peers: [\"spiffe://example.org/ops/*\", \"spiffe://example.org/agent/*\"]";
-    let sidecar = runtime::start(fixture.config(
-        listen,
-        &format!("admin:\n  unrevoke_peers: [{OPERATOR}]\n"),
-    ))
+    let sidecar = runtime::start(
+        fixture.config(listen, &format!("admin:\n  unrevoke_peers: [{OPERATOR}]\n")),
+    )
     .await
     .unwrap();
     let address = sidecar.admin_address.unwrap().to_string();
-    let (ok, output) = cli(&address, Some((dir, "workload")), &["unrevoke", "--jti", "t-revoked"]);
+    let (ok, output) = cli(
+        &address,
+        Some((dir, "workload")),
+        &["unrevoke", "--jti", "t-revoked"],
+    );
     assert!(!ok, "{output}");
     assert!(output.contains("may not unrevoke"), "{output}");
     assert_eq!(fixture.reason(&sidecar, "t-revoked").await, "token_revoked");
-    let (ok, output) = cli(&address, Some((dir, "workload")), &["revoke", "--jti", "t-self"]);
+    let (ok, output) = cli(
+        &address,
+        Some((dir, "workload")),
+        &["revoke", "--jti", "t-self"],
+    );
     assert!(ok, "{output}");
-    let (ok, output) = cli(&address, Some((dir, "operator")), &["unrevoke", "--jti", "t-revoked"]);
+    let (ok, output) = cli(
+        &address,
+        Some((dir, "operator")),
+        &["unrevoke", "--jti", "t-revoked"],
+    );
     assert!(ok, "{output}");
     assert_eq!(fixture.reason(&sidecar, "t-revoked").await, "allow");
     let records = fixture.wait_for_admin_records(3).await;
@@ -377,7 +424,10 @@ fn rule_a_socket_peer_is_authorized_by_its_kernel_uid() {
     let socket = dir.join("admin.sock");
     let yaml = config_yaml("  leeway: 30s", "audit:\n  output: \"off\"\n").replace(
         "listen:\n  grpc: 127.0.0.1:0",
-        &format!("listen:\n  grpc: 127.0.0.1:0\n  admin: unix:{}", socket.display()),
+        &format!(
+            "listen:\n  grpc: 127.0.0.1:0\n  admin: unix:{}",
+            socket.display()
+        ),
     );
     let file = dir.join("config.yaml");
     std::fs::write(&file, yaml).unwrap();
@@ -468,12 +518,36 @@ fn rule_check_config_warns_about_unauthenticated_revocation_and_refuses_rights_t
     assert!(ok && output.contains("warning: listen.admin"), "{output}");
     // Rights that could never apply are errors naming the key.
     for (listen, admin, key) in [
-        ("  admin: 127.0.0.1:9192", "admin:\n  unrevoke_peers: [spiffe://example.org/ops/x]\n", "admin.unrevoke_peers"),
-        ("  admin: 127.0.0.1:9192", "admin:\n  revoke_uids: [0]\n", "admin.revoke_uids"),
-        ("  admin: unix:/run/a.sock", "admin:\n  insecure_unauthenticated_tcp: [list]\n", "admin.insecure_unauthenticated_tcp"),
-        ("  admin: unix:/run/a.sock", "admin:\n  unrevoke_uids: [-1]\n", "admin.unrevoke_uids[0]"),
-        ("  admin: 127.0.0.1:9192", "admin:\n  insecure_unauthenticated_tcp: [delete]\n", "admin.insecure_unauthenticated_tcp[0]"),
-        ("  admin: 127.0.0.1:9192", "admin:\n  revoke_peer: []\n", "admin.revoke_peer"),
+        (
+            "  admin: 127.0.0.1:9192",
+            "admin:\n  unrevoke_peers: [spiffe://example.org/ops/x]\n",
+            "admin.unrevoke_peers",
+        ),
+        (
+            "  admin: 127.0.0.1:9192",
+            "admin:\n  revoke_uids: [0]\n",
+            "admin.revoke_uids",
+        ),
+        (
+            "  admin: unix:/run/a.sock",
+            "admin:\n  insecure_unauthenticated_tcp: [list]\n",
+            "admin.insecure_unauthenticated_tcp",
+        ),
+        (
+            "  admin: unix:/run/a.sock",
+            "admin:\n  unrevoke_uids: [-1]\n",
+            "admin.unrevoke_uids[0]",
+        ),
+        (
+            "  admin: 127.0.0.1:9192",
+            "admin:\n  insecure_unauthenticated_tcp: [delete]\n",
+            "admin.insecure_unauthenticated_tcp[0]",
+        ),
+        (
+            "  admin: 127.0.0.1:9192",
+            "admin:\n  revoke_peer: []\n",
+            "admin.revoke_peer",
+        ),
     ] {
         let (ok, output) = check(listen, admin);
         assert!(!ok && output.contains(key), "{key}: {output}");

@@ -153,7 +153,14 @@ async fn every_series_moves_by_exactly_what_was_done() {
 
     // A process on the host tries to lift a revocation over the plain-TCP admin listener.
     let unrevoke = std::process::Command::new(env!("CARGO_BIN_EXE_actguard"))
-        .args(["admin", "--admin", &admin.to_string(), "unrevoke", "--jti", "t1"])
+        .args([
+            "admin",
+            "--admin",
+            &admin.to_string(),
+            "unrevoke",
+            "--jti",
+            "t1",
+        ])
         .output()
         .unwrap();
     assert!(!unrevoke.status.success());

@@ -543,7 +543,10 @@ pub fn read_admin(
         let uids = match map.get(uids_key.as_str()) {
             None => Some(None),
             Some(_) if !unix => {
-                reader.error(&path, "applies to Unix-socket peers: needs listen.admin: unix:/path");
+                reader.error(
+                    &path,
+                    "applies to Unix-socket peers: needs listen.admin: unix:/path",
+                );
                 None
             }
             Some(value) => reader
@@ -598,9 +601,10 @@ pub fn read_admin(
 /// processes change revocations than the defaults do.
 pub fn admin_warnings(listen: &Listeners, rights: &AdminRights) -> Vec<String> {
     let mut warnings = Vec::new();
-    if let (Some(ListenAddress::Tcp(address)), false) =
-        (&listen.admin, rights.insecure_unauthenticated_tcp.is_empty())
-    {
+    if let (Some(ListenAddress::Tcp(address)), false) = (
+        &listen.admin,
+        rights.insecure_unauthenticated_tcp.is_empty(),
+    ) {
         let operations: Vec<&str> = rights
             .insecure_unauthenticated_tcp
             .iter()

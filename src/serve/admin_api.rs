@@ -7,11 +7,11 @@
 
 use crate::config::AdminOperation;
 use crate::decision::revocation::{Revocation, RevocationKind, RevocationList};
+use crate::decision::spiffe::SpiffeId;
 use crate::decision::telemetry;
+use crate::decision::token::unix_now;
 use crate::serve::admin_auth::{AdminPeer, AdminPolicy};
 use crate::serve::audit::{AdminRecord, AuditLog};
-use crate::decision::spiffe::SpiffeId;
-use crate::decision::token::unix_now;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
@@ -138,9 +138,25 @@ impl RevocationService {
                 tracing::info!(op, by = peer, "admin: revocations listed");
             }
             "accepted" => {
-                tracing::warn!(op, by = peer, kind, value, ttl_seconds = asked.ttl_seconds, detail, "admin: {op}");
+                tracing::warn!(
+                    op,
+                    by = peer,
+                    kind,
+                    value,
+                    ttl_seconds = asked.ttl_seconds,
+                    detail,
+                    "admin: {op}"
+                );
             }
-            _ => tracing::warn!(op, by = peer, kind, value, outcome, detail, "admin: {op} not done"),
+            _ => tracing::warn!(
+                op,
+                by = peer,
+                kind,
+                value,
+                outcome,
+                detail,
+                "admin: {op} not done"
+            ),
         }
     }
 
@@ -291,7 +307,11 @@ mod tests {
         let longest = "x".repeat(MAX_VALUE_BYTES);
         assert!(checked_value(RevocationKind::Jti, &longest).is_ok());
         let over = "x".repeat(MAX_VALUE_BYTES + 1);
-        for kind in [RevocationKind::Jti, RevocationKind::Sid, RevocationKind::Sub] {
+        for kind in [
+            RevocationKind::Jti,
+            RevocationKind::Sid,
+            RevocationKind::Sub,
+        ] {
             let refused = checked_value(kind, &over).unwrap_err();
             assert_eq!(refused.code(), tonic::Code::InvalidArgument);
         }

@@ -33,7 +33,10 @@ impl AdminPeer {
     /// How audit records and logs name the peer.
     pub fn describe(&self) -> String {
         match self {
-            Self::Socket { uid, pid: Some(pid) } => format!("uid:{uid} pid:{pid}"),
+            Self::Socket {
+                uid,
+                pid: Some(pid),
+            } => format!("uid:{uid} pid:{pid}"),
             Self::Socket { uid, pid: None } => format!("uid:{uid}"),
             Self::Tls { id: Some(id), .. } => id.as_str().to_owned(),
             Self::Tls { id: None, address } => format!("tls:{address} (no SPIFFE ID)"),
@@ -136,7 +139,11 @@ impl AdminPolicy {
     }
 
     /// `Ok` when `peer` may perform `operation`; else why not, in words for the caller.
-    pub fn permits(&self, operation: AdminOperation, peer: Option<&AdminPeer>) -> Result<(), String> {
+    pub fn permits(
+        &self,
+        operation: AdminOperation,
+        peer: Option<&AdminPeer>,
+    ) -> Result<(), String> {
         let grantees = self.rights.grantees(operation);
         let op = operation.name();
         match peer {
@@ -169,7 +176,11 @@ impl AdminPolicy {
                 }
             }
             Some(AdminPeer::Tcp { .. }) => {
-                if self.rights.insecure_unauthenticated_tcp.contains(&operation) {
+                if self
+                    .rights
+                    .insecure_unauthenticated_tcp
+                    .contains(&operation)
+                {
                     Ok(())
                 } else {
                     Err(format!(
@@ -191,7 +202,10 @@ mod tests {
             cert: "svid.pem".into(),
             key: "key.pem".into(),
             client_ca: "bundle.pem".into(),
-            allow_peers: peers.iter().map(|p| CallerPattern::parse(p).unwrap()).collect(),
+            allow_peers: peers
+                .iter()
+                .map(|p| CallerPattern::parse(p).unwrap())
+                .collect(),
             reload_interval: std::time::Duration::from_secs(10),
         });
         Listeners {
@@ -220,8 +234,14 @@ mod tests {
             AdminRights::default(),
             Some(1000),
         );
-        let owner = AdminPeer::Socket { uid: 1000, pid: None };
-        let other = AdminPeer::Socket { uid: 1001, pid: None };
+        let owner = AdminPeer::Socket {
+            uid: 1000,
+            pid: None,
+        };
+        let other = AdminPeer::Socket {
+            uid: 1001,
+            pid: None,
+        };
         let root = AdminPeer::Socket { uid: 0, pid: None };
         for operation in AdminOperation::ALL {
             assert_eq!(policy.permits(operation, Some(&owner)), Ok(()));
@@ -245,12 +265,29 @@ mod tests {
             ..AdminRights::default()
         };
         let policy = AdminPolicy::new(&listen("unix:/run/a.sock", None), rights, Some(1000));
-        let owner = AdminPeer::Socket { uid: 1000, pid: None };
-        let operator = AdminPeer::Socket { uid: 2000, pid: None };
-        assert_eq!(policy.permits(AdminOperation::Revoke, Some(&operator)), Ok(()));
-        assert!(policy.permits(AdminOperation::List, Some(&operator)).is_err());
+        let owner = AdminPeer::Socket {
+            uid: 1000,
+            pid: None,
+        };
+        let operator = AdminPeer::Socket {
+            uid: 2000,
+            pid: None,
+        };
+        assert_eq!(
+            policy.permits(AdminOperation::Revoke, Some(&operator)),
+            Ok(())
+        );
+        assert!(
+            policy
+                .permits(AdminOperation::List, Some(&operator))
+                .is_err()
+        );
         assert_eq!(policy.permits(AdminOperation::List, Some(&owner)), Ok(()));
-        assert!(policy.permits(AdminOperation::Unrevoke, Some(&owner)).is_err());
+        assert!(
+            policy
+                .permits(AdminOperation::Unrevoke, Some(&owner))
+                .is_err()
+        );
     }
 
     #[test]
@@ -260,21 +297,38 @@ mod tests {
         let policy = AdminPolicy::new(&listen, AdminRights::default(), None);
         assert_eq!(policy.permits(AdminOperation::Revoke, Some(&ops)), Ok(()));
         assert_eq!(policy.permits(AdminOperation::List, Some(&ops)), Ok(()));
-        assert!(policy.permits(AdminOperation::Unrevoke, Some(&ops)).is_err());
+        assert!(
+            policy
+                .permits(AdminOperation::Unrevoke, Some(&ops))
+                .is_err()
+        );
         // A socket peer is not a TLS peer: no right carries over.
         let socket = AdminPeer::Socket { uid: 0, pid: None };
-        assert!(policy.permits(AdminOperation::Revoke, Some(&socket)).is_err());
+        assert!(
+            policy
+                .permits(AdminOperation::Revoke, Some(&socket))
+                .is_err()
+        );
         let rights = AdminRights {
             unrevoke: Grantees {
-                peers: Some(vec![CallerPattern::parse("spiffe://example.org/ops/oncall").unwrap()]),
+                peers: Some(vec![
+                    CallerPattern::parse("spiffe://example.org/ops/oncall").unwrap(),
+                ]),
                 uids: None,
             },
             ..AdminRights::default()
         };
         let policy = AdminPolicy::new(&listen, rights, None);
-        assert!(policy.permits(AdminOperation::Unrevoke, Some(&ops)).is_err());
+        assert!(
+            policy
+                .permits(AdminOperation::Unrevoke, Some(&ops))
+                .is_err()
+        );
         let oncall = tls_peer("spiffe://example.org/ops/oncall");
-        assert_eq!(policy.permits(AdminOperation::Unrevoke, Some(&oncall)), Ok(()));
+        assert_eq!(
+            policy.permits(AdminOperation::Unrevoke, Some(&oncall)),
+            Ok(())
+        );
     }
 
     #[test]
@@ -293,7 +347,11 @@ mod tests {
         };
         let policy = AdminPolicy::new(&listen, rights, None);
         assert_eq!(policy.permits(AdminOperation::Revoke, Some(&peer)), Ok(()));
-        assert!(policy.permits(AdminOperation::Unrevoke, Some(&peer)).is_err());
+        assert!(
+            policy
+                .permits(AdminOperation::Unrevoke, Some(&peer))
+                .is_err()
+        );
         assert!(policy.permits(AdminOperation::List, Some(&peer)).is_err());
     }
 }

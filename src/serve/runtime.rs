@@ -192,7 +192,11 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
     if let Some(listener) = admin {
         let admin_stop = stopped(stop.subscribe());
         let api = |socket_owner: Option<u32>| admin::AdminApi {
-            policy: Arc::new(AdminPolicy::new(&listen, config.admin.clone(), socket_owner)),
+            policy: Arc::new(AdminPolicy::new(
+                &listen,
+                config.admin.clone(),
+                socket_owner,
+            )),
             audit: admin_audit.clone(),
         };
         let served = match listener {

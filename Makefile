@@ -27,6 +27,7 @@ test:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --lib --features fuzzing -- -D warnings
 
 ## bench: the release binary as deployed (default configuration, own process) beside a minimal
 ## no-op under h2load and our own client; criterion microbenchmarks; what actguard adds through

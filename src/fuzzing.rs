@@ -376,22 +376,72 @@ pub fn config(data: &[u8]) {
     let _ = Config::from_yaml(text, &fixture().scratch);
 }
 
+/// The revocation service as the socket's owner reaches it (every right), auditing nowhere.
+fn admin_service(
+    list: &Arc<crate::decision::revocation::RevocationList>,
+) -> crate::serve::admin_api::RevocationService {
+    use crate::config::{ListenAddress, Listeners};
+    use crate::serve::admin_auth::AdminPolicy;
+    let listen = Listeners {
+        grpc: ListenAddress::Tcp(([127, 0, 0, 1], 9191).into()),
+        grpc_tls: None,
+        http: None,
+        http_request: Default::default(),
+        admin: Some(ListenAddress::Unix("/run/actguard/admin.sock".into())),
+        admin_tls: None,
+        probes: None,
+        reflection: false,
+    };
+    let policy = AdminPolicy::new(&listen, Default::default(), Some(OWNER_UID));
+    crate::serve::admin_api::RevocationService::new(
+        Arc::clone(list),
+        Arc::new(policy),
+        crate::serve::audit::AuditLog::disabled(),
+    )
+}
+
+/// The uid the fuzzed admin calls come from: the socket's owner.
+const OWNER_UID: u32 = 1000;
+
+/// A request from the admin socket's owner.
+fn from_owner<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.extensions_mut().insert(axum::extract::ConnectInfo(
+        crate::serve::admin_auth::AdminPeer::Socket {
+            uid: OWNER_UID,
+            pid: None,
+        },
+    ));
+    request
+}
+
 /// Admin API messages: a `RevokeRequest` (first byte even) or an `UnrevokeRequest` (odd), as
 /// protobuf, through the service's handlers against a fresh in-memory list.
 pub fn admin_messages(data: &[u8]) {
     use crate::decision::revocation::RevocationList;
-    use crate::serve::admin_api::{RevocationService, pb, pb::revocations_server::Revocations};
+    use crate::serve::admin_api::{pb, pb::revocations_server::Revocations};
     use prost::Message as _;
     let Some((selector, message)) = data.split_first() else {
         return;
     };
     let list = Arc::new(RevocationList::in_memory());
-    let service = RevocationService::new(Arc::clone(&list));
+    let service = admin_service(&list);
     if selector % 2 == 0 {
         let Ok(request) = pb::RevokeRequest::decode(message) else {
             return;
         };
-        let answer = complete(service.revoke(tonic::Request::new(request.clone())));
+        // Whatever it holds, a request from another uid changes nothing.
+        let mut stranger = tonic::Request::new(request.clone());
+        stranger.extensions_mut().insert(axum::extract::ConnectInfo(
+            crate::serve::admin_auth::AdminPeer::Socket {
+                uid: OWNER_UID + 1,
+                pid: None,
+            },
+        ));
+        let refused = complete(service.revoke(stranger)).expect_err("a stranger revoked");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(list.list(0).is_empty());
+        let answer = complete(service.revoke(from_owner(request.clone())));
         if let Ok(answer) = answer {
             // Listed at the time it was made, so a TTL that ends a second later replays too.
             let made = answer
@@ -410,7 +460,7 @@ pub fn admin_messages(data: &[u8]) {
         let Ok(request) = pb::UnrevokeRequest::decode(message) else {
             return;
         };
-        let _ = complete(service.unrevoke(tonic::Request::new(request)));
+        let _ = complete(service.unrevoke(from_owner(request)));
     }
 }
 

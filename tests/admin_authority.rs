@@ -275,7 +275,20 @@ async fn rule_a_socket_peer_without_the_unrevoke_right_is_refused() {
     assert_eq!(fixture.reason(&sidecar, "t-revoked").await, "token_revoked");
     let (ok, output) = cli(&address, None, &["revoke", "--jti", ""]);
     assert!(!ok, "{output}");
-    let records = fixture.wait_for_admin_records(4).await;
+    let (ok, output) = cli(&address, None, &["revoke", "--jti", &"x".repeat(2049)]);
+    assert!(!ok && output.contains("at most 2048 bytes"), "{output}");
+    // Past 8 KiB the request is not even decoded (nor audited).
+    let (ok, output) = cli(&address, None, &["revoke", "--jti", &"x".repeat(9000)]);
+    assert!(!ok, "{output}");
+    // The revocation file cannot be written (its temporary name is taken by a directory):
+    // the revocation is not applied, and the failure is recorded.
+    let blocker = fixture.dir().join("revocations.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let (ok, output) = cli(&address, None, &["revoke", "--jti", "t-unwritable"]);
+    assert!(!ok, "{output}");
+    std::fs::remove_dir(&blocker).unwrap();
+    assert_eq!(fixture.reason(&sidecar, "t-unwritable").await, "allow");
+    let records = fixture.wait_for_admin_records(6).await;
     let own_uid = std::fs::metadata(&socket).map(|m| {
         use std::os::unix::fs::MetadataExt;
         m.uid()
@@ -291,9 +304,12 @@ async fn rule_a_socket_peer_without_the_unrevoke_right_is_refused() {
             ("revoke", "accepted"),
             ("list", "accepted"),
             ("unrevoke", "refused"),
-            ("revoke", "invalid")
+            ("revoke", "invalid"),
+            ("revoke", "invalid"),
+            ("revoke", "failed")
         ]
     );
+    assert_eq!(records[4]["truncated"], json!(["value"]), "{}", records[4]);
     for record in &records {
         assert!(record["by"].as_str().unwrap().starts_with(&by), "{record}");
     }
@@ -398,6 +414,26 @@ async fn rule_a_tls_peer_without_the_unrevoke_right_is_refused() {
         ]
     );
     sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_socket_right_for_a_uid_that_can_never_connect_stops_the_start() {
+    let fixture = Fixture::new();
+    let socket = fixture.dir().join("admin.sock");
+    let other = if own_uid() == 4242 { 4243 } else { 4242 };
+    let error = runtime::start(fixture.config(
+        &format!("  admin: unix:{}", socket.display()),
+        &format!("admin:\n  unrevoke_uids: [0, {other}]\n"),
+    ))
+    .await
+    .err()
+    .expect("a right no one can use");
+    assert!(
+        error.starts_with(&format!(
+            "admin.unrevoke_uids: uid {other} can never connect"
+        )),
+        "{error}"
+    );
 }
 
 /// The effective uid of this process (the owner of `/proc/self`).

@@ -13,7 +13,7 @@ pub mod tls;
 
 pub use operations::{
     AdminOperation, AdminRights, AuditConfig, AuditOutput, Grantees, HttpRequestSource, Limits,
-    ListenAddress, Listeners,
+    ListenAddress, Listeners, NatsSettings, NatsTls,
 };
 pub use reader::{ConfigError, ConfigErrors, parse_duration};
 
@@ -46,6 +46,8 @@ pub struct Config {
     pub log_level: Option<tracing::Level>,
     /// `revocation.file`: where revocations persist across restarts.
     pub revocation_file: Option<std::path::PathBuf>,
+    /// `revocation.nats`: the fleet-wide bucket the list mirrors.
+    pub revocation_nats: Option<NatsSettings>,
     /// Every `issuers[].jwks_file`, resolved: a change to one triggers a reload.
     pub jwks_files: Vec<std::path::PathBuf>,
 }
@@ -127,16 +129,24 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         .filter_map(|issuer| issuer.get("jwks_file").and_then(Value::as_str))
         .map(|file| base_dir.join(file))
         .collect();
-    let revocation_file = match top.get("revocation") {
-        None => Some(None),
-        Some(value) => reader
-            .mapping("revocation", value, &["file"])
-            .and_then(|map| match map.get("file") {
-                None => Some(None),
-                Some(file) => reader
-                    .string("revocation.file", file)
-                    .map(|file| Some(base_dir.join(file))),
-            }),
+    let (revocation_file, revocation_nats) = match top.get("revocation") {
+        None => (Some(None), Some(None)),
+        Some(value) => match reader.mapping("revocation", value, &["file", "nats"]) {
+            None => (None, None),
+            Some(map) => {
+                let file = match map.get("file") {
+                    None => Some(None),
+                    Some(file) => reader
+                        .string("revocation.file", file)
+                        .map(|file| Some(base_dir.join(file))),
+                };
+                let nats = match map.get("nats") {
+                    None => Some(None),
+                    Some(nats) => operations::read_nats(reader, nats, base_dir).map(Some),
+                };
+                (file, nats)
+            }
+        },
     };
     // Routes are read even when identity or delegation failed, so their errors are reported
     // too; checks that need those values are skipped until they are valid.
@@ -187,6 +197,7 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         limits: limits?,
         log_level: log_level?,
         revocation_file: revocation_file?,
+        revocation_nats: revocation_nats?,
         jwks_files,
     })
 }

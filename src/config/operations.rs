@@ -630,3 +630,227 @@ pub fn admin_warnings(listen: &Listeners, rights: &AdminRights) -> Vec<String> {
     }
     warnings
 }
+
+/// `revocation.nats`: fleet-wide revocation on a NATS JetStream key-value bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsSettings {
+    /// `nats://HOST:PORT` (plaintext: tests, local) or `tls://HOST:PORT`.
+    pub servers: Vec<String>,
+    pub bucket: String,
+    pub tls: Option<NatsTls>,
+    /// NATS user (with `password_file`), e.g. the read-only sidecar user.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// How long the sidecar may go without confirming it has every revocation; past it,
+    /// checks answer UNAVAILABLE and readiness fails.
+    pub max_staleness: Duration,
+    /// The sidecar's own admin API writes to the bucket (its NATS user needs publish rights);
+    /// off by default: revocations are written by operators with `actguard admin --nats`.
+    pub write_through: bool,
+}
+
+/// TLS to NATS: the CA the servers' certificates chain to, and a client certificate (the
+/// SVID) for servers that map certificates to users (`verify_and_map`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTls {
+    pub ca: PathBuf,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// A KV bucket name: letters, digits, `-` and `_`.
+fn valid_bucket(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `nats://HOST:PORT` or `tls://HOST:PORT`; `Some(true)` for TLS.
+fn nats_scheme(url: &str) -> Option<bool> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("nats://") {
+        (false, rest)
+    } else {
+        (true, url.strip_prefix("tls://")?)
+    };
+    let (host, port) = rest.rsplit_once(':')?;
+    (!host.is_empty() && !host.contains(['/', '@', '?', '#']) && port.parse::<u16>().is_ok())
+        .then_some(tls)
+}
+
+pub fn read_nats(reader: &mut Reader, value: &Value, base_dir: &Path) -> Option<NatsSettings> {
+    let path = "revocation.nats";
+    let keys = [
+        "servers",
+        "bucket",
+        "tls",
+        "user",
+        "password_file",
+        "credentials",
+        "max_staleness",
+        "write_through",
+    ];
+    let map = reader.mapping(path, value, &keys)?;
+    let mut complete = true;
+    if map.contains_key("credentials") {
+        reader.error(
+            "revocation.nats.credentials",
+            "NATS credentials files (user JWT + nkey) are not supported: they would bring a second Ed25519 implementation; authenticate with tls client certificates (verify_and_map) or user and password_file",
+        );
+        complete = false;
+    }
+    let servers = reader.required(path, map, "servers").and_then(|value| {
+        reader.list(
+            "revocation.nats.servers",
+            value,
+            |reader, item_path, element| {
+                let text = reader.string(item_path, element)?;
+                match nats_scheme(text) {
+                    Some(tls) => Some((text.to_owned(), tls)),
+                    None => {
+                        reader.error(item_path, "must be nats://HOST:PORT or tls://HOST:PORT");
+                        None
+                    }
+                }
+            },
+        )
+    });
+    if servers.as_ref().is_some_and(Vec::is_empty) {
+        reader.error("revocation.nats.servers", "must list at least one server");
+        complete = false;
+    }
+    let bucket = match map.get("bucket") {
+        None => Some("actguard-revocations".to_owned()),
+        Some(value) => match reader.string("revocation.nats.bucket", value) {
+            Some(name) if valid_bucket(name) => Some(name.to_owned()),
+            Some(_) => {
+                reader.error(
+                    "revocation.nats.bucket",
+                    "must be 1 to 64 letters, digits, - or _",
+                );
+                None
+            }
+            None => None,
+        },
+    };
+    let tls = match map.get("tls") {
+        None => Some(None),
+        Some(value) => {
+            let tls_path = "revocation.nats.tls";
+            reader
+                .mapping(tls_path, value, &["ca", "cert", "key"])
+                .and_then(|tls| {
+                    let mut file = |key: &str| {
+                        tls.get(key).map(|value| {
+                            reader
+                                .string(&child(tls_path, key), value)
+                                .map(|text| base_dir.join(text))
+                        })
+                    };
+                    let (ca, cert, key) = (file("ca"), file("cert"), file("key"));
+                    let Some(ca) = ca else {
+                        reader.error(
+                            tls_path,
+                            "needs ca: the CA the NATS servers' certificates chain to (platform roots are never used)",
+                        );
+                        return None;
+                    };
+                    if cert.is_some() != key.is_some() {
+                        reader.error(tls_path, "cert and key go together");
+                        return None;
+                    }
+                    Some(Some(NatsTls {
+                        ca: ca?,
+                        cert: cert.flatten(),
+                        key: key.flatten(),
+                    }))
+                })
+        }
+    };
+    if let (Some(servers), Some(tls)) = (&servers, &tls) {
+        let any_tls = servers.iter().any(|(_, tls)| *tls);
+        let any_plain = servers.iter().any(|(_, tls)| !*tls);
+        if any_tls && any_plain {
+            reader.error(
+                "revocation.nats.servers",
+                "mixes nats:// and tls://: one fleet, one transport",
+            );
+            complete = false;
+        } else if any_tls && tls.is_none() {
+            reader.error(
+                "revocation.nats.tls",
+                "tls:// servers need tls.ca (and usually the SVID as cert and key)",
+            );
+            complete = false;
+        } else if any_plain && tls.is_some() {
+            reader.error("revocation.nats.tls", "needs tls:// servers");
+            complete = false;
+        }
+    }
+    let user = match map.get("user") {
+        None => Some(None),
+        Some(value) => reader
+            .string("revocation.nats.user", value)
+            .map(|text| Some(text.to_owned())),
+    };
+    let password_file = match map.get("password_file") {
+        None => Some(None),
+        Some(value) => {
+            let file = reader
+                .string("revocation.nats.password_file", value)
+                .map(|text| base_dir.join(text));
+            match file {
+                Some(file) if std::fs::metadata(&file).is_ok_and(|m| m.is_file()) => {
+                    Some(Some(file))
+                }
+                Some(file) => {
+                    reader.error(
+                        "revocation.nats.password_file",
+                        format!("{} is not a readable file", file.display()),
+                    );
+                    None
+                }
+                None => None,
+            }
+        }
+    };
+    if let (Some(None), Some(Some(_))) = (&user, &password_file) {
+        reader.error(
+            "revocation.nats.password_file",
+            "needs revocation.nats.user",
+        );
+        complete = false;
+    }
+    let max_staleness = match map.get("max_staleness") {
+        None => Some(Duration::from_secs(5)),
+        Some(value) => reader
+            .duration(
+                "revocation.nats.max_staleness",
+                value,
+                Duration::from_secs(300),
+            )
+            .and_then(|duration| {
+                if duration < Duration::from_secs(1) {
+                    reader.error("revocation.nats.max_staleness", "must be at least 1s");
+                    None
+                } else {
+                    Some(duration)
+                }
+            }),
+    };
+    let write_through = match map.get("write_through") {
+        None => Some(false),
+        Some(value) => reader.boolean("revocation.nats.write_through", value),
+    };
+    let settings = NatsSettings {
+        servers: servers?.into_iter().map(|(url, _)| url).collect(),
+        bucket: bucket?,
+        tls: tls?,
+        user: user?,
+        password_file: password_file?,
+        max_staleness: max_staleness?,
+        write_through: write_through?,
+    };
+    complete.then_some(settings)
+}

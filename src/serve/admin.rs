@@ -85,11 +85,14 @@ pub fn probe_router(state: AdminState) -> Router {
 
 /// The admin routes, plus the revocation gRPC API (and reflection when asked) on the same port.
 pub fn router(state: AdminState, api: AdminApi, reflection: bool) -> Router {
+    // A revocation request is a kind, a value of at most 2 KiB and a TTL: anything much
+    // larger is refused before it is decoded, logged or audited.
     let revocations = RevocationsServer::new(RevocationService::new(
         Arc::clone(state.authorizer.current().revocations()),
         api.policy,
         api.audit,
-    ));
+    ))
+    .max_decoding_message_size(admin_api::MAX_REQUEST_BYTES);
     let mut grpc = tonic::service::Routes::new(revocations);
     if reflection {
         match admin_api::reflection() {

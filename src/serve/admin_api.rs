@@ -98,6 +98,21 @@ struct Asked<'a> {
 /// Longest revocation value accepted (a SPIFFE ID is at most 2048 bytes; a jti, sid or sub
 /// longer than this would not be in a token this sidecar accepts).
 pub const MAX_VALUE_BYTES: usize = 2048;
+/// Largest encoded request the revocation API decodes (a value at its limit fits with room).
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// How much of a value a log line shows (the audit record carries up to 1 KiB).
+const LOGGED_VALUE_BYTES: usize = 256;
+
+/// `value` cut for a log line, at a character boundary.
+fn logged(value: Option<&str>) -> Option<&str> {
+    value.map(|value| {
+        let mut end = value.len().min(LOGGED_VALUE_BYTES);
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        &value[..end]
+    })
+}
 
 impl RevocationService {
     pub fn new(list: Arc<RevocationList>, policy: Arc<AdminPolicy>, audit: AuditLog) -> Self {
@@ -132,7 +147,7 @@ impl RevocationService {
             ttl_seconds: asked.ttl_seconds,
             detail,
         });
-        let (op, kind, value) = (operation.name(), asked.kind, asked.value);
+        let (op, kind, value) = (operation.name(), asked.kind, logged(asked.value));
         match outcome {
             "accepted" if operation == AdminOperation::List => {
                 tracing::info!(op, by = peer, "admin: revocations listed");

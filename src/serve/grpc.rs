@@ -217,6 +217,15 @@ pub enum Listener {
 impl Listener {
     /// Binds `address`. A stale Unix socket file is replaced only if it is a socket.
     pub async fn bind(address: &ListenAddress) -> std::io::Result<Self> {
+        // Envoy runs as another user in the same pod: it must be able to connect. The socket
+        // only answers authorization questions; the directory that holds it (a pod-local
+        // volume) is what limits who can reach it.
+        Self::bind_with_mode(address, 0o666).await
+    }
+
+    /// As [`bind`](Self::bind), a Unix socket getting `mode` at once after it is bound (the
+    /// admin socket: 0600).
+    pub async fn bind_with_mode(address: &ListenAddress, mode: u32) -> std::io::Result<Self> {
         match address {
             ListenAddress::Tcp(socket_address) => {
                 Ok(Self::Tcp(TcpListener::bind(socket_address).await?))
@@ -229,11 +238,8 @@ impl Listener {
                     std::fs::remove_file(path)?;
                 }
                 let listener = UnixListener::bind(path)?;
-                // Envoy runs as another user in the same pod: it must be able to connect.
-                // The socket only answers authorization questions; the directory that holds
-                // it (a pod-local volume) is what limits who can reach it.
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
                 Ok(Self::Unix(listener))
             }
         }

@@ -62,6 +62,37 @@ async fn bind_tcp(key: &str, address: SocketAddr) -> Result<TcpListener, String>
         .map_err(|error| format!("{key}: cannot bind {address}: {error}"))
 }
 
+/// The uid that created a Unix listening socket (its inode's owner): actguard's own.
+fn socket_owner_uid(listener: &tokio::net::UnixListener) -> std::io::Result<u32> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let descriptor = listener.as_fd().try_clone_to_owned()?;
+    Ok(std::fs::File::from(descriptor).metadata()?.uid())
+}
+
+/// A 0600 socket admits only its owner and root: a right granted to any other uid could never
+/// be used, which is a mistake worth stopping for.
+fn check_socket_uids(
+    rights: &crate::config::AdminRights,
+    owner: Option<u32>,
+) -> Result<(), String> {
+    for operation in crate::config::AdminOperation::ALL {
+        let Some(uids) = &rights.grantees(operation).uids else {
+            continue;
+        };
+        if let Some(uid) = uids.iter().find(|uid| **uid != 0 && Some(**uid) != owner) {
+            return Err(format!(
+                "admin.{}_uids: uid {uid} can never connect to the admin socket (mode 0600: only its owner{} and root)",
+                operation.name(),
+                owner
+                    .map(|owner| format!(", uid {owner},"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Resolves when `stop` turns true.
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
@@ -79,6 +110,9 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
+    if config.revocation_nats.is_some() {
+        return Err("revocation.nats: fleet revocation is not served by this build yet".into());
+    }
     let bound = BoundSettings::of(&config);
     let listen = config.listen.clone();
     let limits = config.limits;
@@ -95,13 +129,26 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         }
     }
     let admin = match &listen.admin {
+        // The admin socket is for its owner (and root) from the moment it exists; each call
+        // is then authorized by the peer's uid.
         Some(address) => Some(
-            Listener::bind(address)
+            Listener::bind_with_mode(address, 0o600)
                 .await
                 .map_err(|error| format!("listen.admin: cannot bind {address:?}: {error}"))?,
         ),
         None => None,
     };
+    // The admin socket's owner is read from the socket itself (fstat on its descriptor), never
+    // through the path, which a writable directory would let someone replace.
+    let admin_socket_owner = match &admin {
+        Some(Listener::Unix(listener)) => {
+            Some(socket_owner_uid(listener).map_err(|error| format!("listen.admin: {error}"))?)
+        }
+        _ => None,
+    };
+    if admin_socket_owner.is_some() {
+        check_socket_uids(&config.admin, admin_socket_owner)?;
+    }
     let http = match listen.http {
         Some(address) => Some(bind_tcp("listen.http", address).await?),
         None => None,
@@ -215,19 +262,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
                     .local_addr()
                     .ok()
                     .and_then(|a| a.as_pathname().map(Path::to_path_buf));
-                // The socket is for its owner only (and root); the policy then decides by uid.
-                let mut socket_owner = None;
-                if let Some(path) = &admin_socket {
-                    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                        .map_err(|error| format!("listen.admin: {error}"))?;
-                    socket_owner = Some(
-                        std::fs::metadata(path)
-                            .map_err(|error| format!("listen.admin: {error}"))?
-                            .uid(),
-                    );
-                }
-                let router = admin::router(state, api(socket_owner), listen.reflection)
+                let router = admin::router(state, api(admin_socket_owner), listen.reflection)
                     .into_make_service_with_connect_info::<AdminPeer>();
                 let listener = CredentialedUnixListener(listener);
                 tokio::spawn(async move {

@@ -19,6 +19,7 @@ run: build
 test:
 	tests/system-packages.sh nginx=nginx
 	tests/envoy/setup.sh
+	tests/nats/setup.sh
 	$(CARGO) test --locked
 	tests/independent/run.sh
 	tests/kubernetes/run.sh

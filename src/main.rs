@@ -31,8 +31,32 @@ fn main() -> ExitCode {
             tls_key,
             tls_ca,
             tls_server_name,
+            nats,
+            nats_bucket,
+            nats_tls_ca,
+            nats_tls_cert,
+            nats_tls_key,
+            nats_user,
+            nats_password_file,
             action,
         } => {
+            if !nats.is_empty() {
+                let tls = nats_tls_ca.map(|ca| actguard::config::NatsTls {
+                    ca,
+                    cert: nats_tls_cert,
+                    key: nats_tls_key,
+                });
+                let settings = actguard::config::NatsSettings {
+                    servers: nats,
+                    bucket: nats_bucket,
+                    tls,
+                    user: nats_user,
+                    password_file: nats_password_file,
+                    max_staleness: std::time::Duration::from_secs(5),
+                    write_through: true,
+                };
+                return cli::admin::run_fleet(settings, action);
+            }
             let tls = match (tls_cert, tls_key, tls_ca) {
                 (Some(cert), Some(key), Some(ca)) => Some(cli::admin::ClientTls {
                     cert,

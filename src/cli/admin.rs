@@ -1,10 +1,13 @@
 //! `actguard admin …`: a client for the revocation API of a running actguard.
 
 use super::AdminCommand;
+use crate::config::NatsSettings;
 use crate::config::{Config, ListenAddress, parse_duration};
-use crate::decision::revocation::RevocationKind;
+use crate::decision::revocation::{Revocation, RevocationKind};
 use crate::serve::admin_api::pb::{self, revocations_client::RevocationsClient};
+use crate::serve::admin_api::to_message;
 use crate::serve::audit::rfc3339;
+use crate::serve::fleet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
@@ -238,8 +241,95 @@ pub fn run(
             AdminAction::Unrevoke { kind, value }
         }
         AdminCommand::Revocations => AdminAction::List,
+        AdminCommand::Init { .. } => {
+            eprintln!("actguard admin init creates the fleet bucket: it needs --nats URL");
+            return ExitCode::FAILURE;
+        }
     };
     super::report(super::runtime().block_on(run_action(&address, tls.as_ref(), action)))
+}
+
+/// `actguard admin --nats URL …`: the change straight to the fleet bucket, acknowledged by
+/// the server before this returns; every sidecar following the bucket applies it.
+pub fn run_fleet(settings: NatsSettings, command: AdminCommand) -> ExitCode {
+    super::report(super::runtime().block_on(fleet_action(settings, command)))
+}
+
+async fn fleet_action(settings: NatsSettings, command: AdminCommand) -> Result<String, String> {
+    for server in &settings.servers {
+        let tls = server.starts_with("tls://");
+        if !tls && !server.starts_with("nats://") {
+            return Err(format!(
+                "--nats {server}: expected nats://HOST:PORT or tls://HOST:PORT"
+            ));
+        }
+        if tls && settings.tls.is_none() {
+            return Err(format!("--nats {server}: tls:// needs --nats-tls-ca"));
+        }
+    }
+    let client = fleet::connect(&settings, "actguard-admin").await?;
+    let bucket_name = settings.bucket.as_str();
+    if let AdminCommand::Init { replicas } = command {
+        fleet::Bucket::create(client, bucket_name, replicas).await?;
+        return Ok(format!(
+            "bucket {bucket_name} ready ({replicas} replica{})",
+            if replicas == 1 { "" } else { "s" }
+        ));
+    }
+    let bucket = fleet::Bucket::open(client, bucket_name).await?;
+    let checked = |kind: RevocationKind, value: &str| {
+        crate::serve::admin_api::checked_value(kind, value)
+            .map_err(|status| status.message().to_owned())
+    };
+    match command {
+        AdminCommand::Revoke { target, ttl } => {
+            let (kind, value) = target.kind_and_value();
+            checked(kind, &value)?;
+            let now = crate::decision::token::unix_now();
+            let expires_at =
+                match ttl {
+                    None => None,
+                    Some(text) => Some(now.saturating_add(
+                        i64::try_from(revocation_seconds(&text)?).unwrap_or(i64::MAX),
+                    )),
+                };
+            let revocation = Revocation {
+                kind,
+                value,
+                created_at: now,
+                expires_at,
+            };
+            let revision = bucket.revoke(&revocation).await?;
+            Ok(format!(
+                "revoked {}  (fleet-wide, revision {revision})",
+                describe(&to_message(&revocation))
+            ))
+        }
+        AdminCommand::Unrevoke { target } => {
+            let (kind, value) = target.kind_and_value();
+            checked(kind, &value)?;
+            Ok(if bucket.unrevoke(kind, &value).await? {
+                format!("unrevoked {} {value} (fleet-wide)", kind.name())
+            } else {
+                format!("no revocation of {} {value} was in the bucket", kind.name())
+            })
+        }
+        AdminCommand::Revocations => {
+            let now = crate::decision::token::unix_now();
+            let listed: Vec<String> = bucket
+                .list()
+                .await?
+                .iter()
+                .filter(|revocation| revocation.expires_at.is_none_or(|at| now < at))
+                .map(|revocation| describe(&to_message(revocation)))
+                .collect();
+            if listed.is_empty() {
+                return Ok(format!("no revocations in force in bucket {bucket_name}"));
+            }
+            Ok(listed.join("\n"))
+        }
+        AdminCommand::Init { .. } => unreachable!("handled above"),
+    }
 }
 
 /// `--for`: whole seconds, as the admin API takes them (0 there means "until removed").

@@ -56,6 +56,7 @@ fn step_of(reason: DenyReason) -> usize {
         | TokenIssuerUnknown
         | TokenAudienceMismatch
         | TokenRevoked
+        | RevocationsUnavailable
         | IssuerKeysUnavailable => 4,
         TokenNotBoundToCaller | ActorMismatch | MayActMismatch => 5,
         ActorInvalid

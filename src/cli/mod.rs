@@ -83,8 +83,8 @@ pub enum Command {
         #[arg(
             long,
             value_name = "ADDR",
-            conflicts_with = "config",
-            required_unless_present = "config"
+            conflicts_with_all = ["config", "nats"],
+            required_unless_present_any = ["config", "nats"]
         )]
         admin: Option<String>,
         /// The running server's configuration file (its listen.admin is used).
@@ -102,6 +102,28 @@ pub enum Command {
         /// DNS name on the admin listener's certificate.
         #[arg(long, value_name = "NAME", default_value = "localhost")]
         tls_server_name: String,
+        /// Fleet revocation: a NATS server (nats://HOST:PORT or tls://HOST:PORT), repeatable;
+        /// the change goes to the shared bucket every sidecar follows.
+        #[arg(long, value_name = "URL", conflicts_with = "config")]
+        nats: Vec<String>,
+        /// The fleet revocation bucket.
+        #[arg(long, value_name = "NAME", default_value = "actguard-revocations")]
+        nats_bucket: String,
+        /// CA bundle the NATS servers' certificates chain to (tls:// servers).
+        #[arg(long, value_name = "FILE")]
+        nats_tls_ca: Option<PathBuf>,
+        /// Client certificate (PEM) for NATS mTLS.
+        #[arg(long, value_name = "FILE", requires = "nats_tls_key")]
+        nats_tls_cert: Option<PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "nats_tls_cert")]
+        nats_tls_key: Option<PathBuf>,
+        /// NATS user (the operator user, which may publish to the bucket).
+        #[arg(long, value_name = "USER")]
+        nats_user: Option<String>,
+        /// File holding the NATS user's password.
+        #[arg(long, value_name = "FILE", requires = "nats_user")]
+        nats_password_file: Option<PathBuf>,
         #[command(subcommand)]
         action: AdminCommand,
     },
@@ -180,6 +202,12 @@ pub enum AdminCommand {
     },
     /// List the revocations in force.
     Revocations,
+    /// Create the fleet revocation bucket (with --nats): history 1, per-key TTL, replicas.
+    Init {
+        /// Copies of the bucket in the NATS cluster (1 for a single server).
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+    },
 }
 
 #[derive(clap::Args)]

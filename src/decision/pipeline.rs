@@ -170,10 +170,16 @@ impl Authorizer {
         let evaluation = self
             .evaluate_and_record(&facts, may_retry)
             .map_err(CheckError::RetryAfterRefetch)?;
-        if let Err(denial) = &evaluation.outcome
-            && denial.reason == DenyReason::IssuerKeysUnavailable
-        {
-            return Err(CheckError::Fault(Fault::KeysUnavailable));
+        if let Err(denial) = &evaluation.outcome {
+            match denial.reason {
+                DenyReason::IssuerKeysUnavailable => {
+                    return Err(CheckError::Fault(Fault::KeysUnavailable));
+                }
+                DenyReason::RevocationsUnavailable => {
+                    return Err(CheckError::Fault(Fault::RevocationsUnavailable));
+                }
+                _ => {}
+            }
         }
         Ok(response::answer(
             evaluation.outcome,
@@ -298,7 +304,14 @@ impl Authorizer {
         let bearer = token::bearer_credential(&facts.authorization)?;
         let verified = learned.token.insert(self.verified_token(bearer, now)?);
         // Revocation right after verification: a revoked token is 401 even where a later step
-        // would also deny, and a cached verification is cut at once.
+        // would also deny, and a cached verification is cut at once. A list that cannot be
+        // shown to hold every revocation in force (fleet mode, stale) decides nothing.
+        if !self.shared.revocations.is_current() {
+            return Err(Denial::new(
+                DenyReason::RevocationsUnavailable,
+                "revocations are not confirmed current",
+            ));
+        }
         if self
             .shared
             .revocations

@@ -45,6 +45,7 @@ pub enum DenyReason {
     SessionRequired,
     CallerNotAllowed,
     InsufficientScope,
+    RevocationsUnavailable,
 }
 
 /// The RFC 6750 challenge a denial carries in `WWW-Authenticate`, if any.
@@ -61,7 +62,7 @@ pub enum Challenge {
 
 impl DenyReason {
     /// Every reason, for tables in tests and docs.
-    pub const ALL: [DenyReason; 31] = [
+    pub const ALL: [DenyReason; 32] = [
         Self::CallerIdentityMissing,
         Self::CallerIdentityInvalid,
         Self::CallerTrustDomainDenied,
@@ -93,6 +94,7 @@ impl DenyReason {
         Self::SessionRequired,
         Self::CallerNotAllowed,
         Self::InsufficientScope,
+        Self::RevocationsUnavailable,
     ];
 
     /// The stable code used in response bodies and logs.
@@ -129,6 +131,7 @@ impl DenyReason {
             Self::SessionRequired => "session_required",
             Self::CallerNotAllowed => "caller_not_allowed",
             Self::InsufficientScope => "insufficient_scope",
+            Self::RevocationsUnavailable => "revocations_unavailable",
         }
     }
 
@@ -136,7 +139,7 @@ impl DenyReason {
     pub fn http_status(self) -> u16 {
         match self {
             // Not the caller's fault: answered as a gRPC UNAVAILABLE fault in gRPC mode.
-            Self::IssuerKeysUnavailable => 503,
+            Self::IssuerKeysUnavailable | Self::RevocationsUnavailable => 503,
             Self::PathInvalid | Self::AuthorizationInvalid => 400,
             Self::TokenMissing
             | Self::TokenMalformed
@@ -224,6 +227,8 @@ pub enum Fault {
     Internal(String),
     /// An issuer's keys are unavailable (never fetched, or stale beyond `max_stale`).
     KeysUnavailable,
+    /// Fleet revocations are not confirmed current (beyond `revocation.nats.max_staleness`).
+    RevocationsUnavailable,
 }
 
 impl fmt::Display for Fault {
@@ -231,6 +236,7 @@ impl fmt::Display for Fault {
         match self {
             Self::Internal(message) => write!(f, "internal fault: {message}"),
             Self::KeysUnavailable => f.write_str("issuer keys unavailable"),
+            Self::RevocationsUnavailable => f.write_str("revocations not confirmed current"),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 /// What a revocation matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -28,6 +28,8 @@ pub enum RevocationKind {
 }
 
 impl RevocationKind {
+    pub const ALL: [Self; 4] = [Self::Jti, Self::Sid, Self::Sub, Self::Actor];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Jti => "jti",
@@ -63,6 +65,12 @@ pub struct RevocationList {
     any: AtomicBool,
     /// `revocation.file`, when persistence is on.
     file: Option<PathBuf>,
+    /// Fleet mode: the list mirrors a shared store and is current only while confirmed.
+    fleet: AtomicBool,
+    /// Unix milliseconds until which the list counts as current (fleet mode only).
+    current_until_ms: AtomicI64,
+    /// Unix milliseconds of the last confirmation, 0 before the first.
+    confirmed_at_ms: AtomicI64,
 }
 
 impl RevocationList {
@@ -93,7 +101,61 @@ impl RevocationList {
             any: AtomicBool::new(!entries.is_empty()),
             entries: RwLock::new(entries),
             file: Some(file.to_owned()),
+            ..Self::default()
         })
+    }
+
+    /// Fleet mode: from now on the list is current only until a confirmation says otherwise
+    /// ([`confirm_current_until`](Self::confirm_current_until)); before the first, it is not.
+    pub fn mirror_a_shared_store(&self) {
+        self.current_until_ms.store(0, Ordering::Release);
+        self.fleet.store(true, Ordering::Release);
+    }
+
+    /// Whether the list is known to hold every revocation in force (always, outside fleet
+    /// mode). A list that is not current must not be trusted to allow anything.
+    pub fn is_current(&self) -> bool {
+        if !self.fleet.load(Ordering::Acquire) {
+            return true;
+        }
+        now_millis() < self.current_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Records that everything up to a moment was applied: current until `until_ms`.
+    pub fn confirm_current_until(&self, until_ms: i64) {
+        self.current_until_ms.fetch_max(until_ms, Ordering::AcqRel);
+        self.confirmed_at_ms.store(now_millis(), Ordering::Release);
+    }
+
+    /// Seconds since the last confirmation (fleet mode); `None` before the first or outside
+    /// fleet mode.
+    pub fn staleness_seconds(&self) -> Option<f64> {
+        if !self.fleet.load(Ordering::Acquire) {
+            return None;
+        }
+        let confirmed = self.confirmed_at_ms.load(Ordering::Acquire);
+        (confirmed > 0).then(|| (now_millis() - confirmed).max(0) as f64 / 1000.0)
+    }
+
+    /// Replaces every entry at once (a fleet snapshot), persisted before it returns.
+    pub fn replace_all(&self, revocations: Vec<Revocation>) -> Result<(), String> {
+        let mut entries = self
+            .entries
+            .write()
+            .map_err(|_| "revocation list poisoned")?;
+        let replaced: HashMap<(RevocationKind, String), Revocation> = revocations
+            .into_iter()
+            .map(|revocation| ((revocation.kind, revocation.value.clone()), revocation))
+            .collect();
+        self.persist(&replaced)?;
+        // Set before the entries change: a check never sees entries without the flag.
+        if !replaced.is_empty() {
+            self.any.store(true, Ordering::Release);
+        }
+        let empty = replaced.is_empty();
+        *entries = replaced;
+        self.any.store(!empty, Ordering::Release);
+        Ok(())
     }
 
     /// The revocation that cuts `token`, presented by `caller`, at `now`, if any. The caller
@@ -219,6 +281,12 @@ impl RevocationList {
         };
         write().map_err(|error| format!("cannot write {}: {error}", file.display()))
     }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64)
 }
 
 #[cfg(test)]

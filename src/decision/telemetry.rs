@@ -25,6 +25,14 @@ pub const READY: &str = "actguard_ready";
 /// Revocation API calls by `op` (revoke, unrevoke, list) and `outcome` (accepted, refused,
 /// invalid, failed).
 pub const ADMIN_OPERATIONS: &str = "actguard_admin_operations_total";
+/// Fleet revocation: the last bucket revision applied.
+pub const REVOCATION_REVISION: &str = "actguard_revocation_revision";
+/// Fleet revocation: seconds from a change entering the bucket to this sidecar applying it.
+pub const REVOCATION_LAG: &str = "actguard_revocation_propagation_seconds";
+/// Fleet revocation: seconds since the list was last confirmed current (read at scrape).
+pub const REVOCATION_STALENESS: &str = "actguard_revocation_staleness_seconds";
+/// Fleet revocation: times following the bucket stopped and resumed.
+pub const REVOCATION_RECONNECTS: &str = "actguard_revocation_resumes_total";
 
 /// Check latencies are microseconds when cached and tens of microseconds when verifying;
 /// the buckets resolve both and still show a pathological tail.

@@ -46,6 +46,12 @@ impl Readiness {
         if !self.listeners_bound.load(Ordering::SeqCst) {
             return Err("listeners are not bound yet".into());
         }
+        if !authorizer.revocations().is_current() {
+            return Err(
+                "fleet revocations are not confirmed current (revocation.nats unreachable or behind for longer than max_staleness)"
+                    .into(),
+            );
+        }
         let keyless = authorizer.issuers_without_keys();
         if !keyless.is_empty() {
             return Err(format!(
@@ -71,6 +77,8 @@ pub struct AdminState {
 pub struct AdminApi {
     pub policy: Arc<AdminPolicy>,
     pub audit: AuditLog,
+    /// With `revocation.nats`: where revocations are written (or refused, read-only).
+    pub fleet: Option<Arc<crate::serve::fleet::FleetWrites>>,
 }
 
 /// `/healthz`, `/readyz` and `/metrics`: what the probe listener serves, and the admin listener
@@ -87,11 +95,14 @@ pub fn probe_router(state: AdminState) -> Router {
 pub fn router(state: AdminState, api: AdminApi, reflection: bool) -> Router {
     // A revocation request is a kind, a value of at most 2 KiB and a TTL: anything much
     // larger is refused before it is decoded, logged or audited.
-    let revocations = RevocationsServer::new(RevocationService::new(
-        Arc::clone(state.authorizer.current().revocations()),
-        api.policy,
-        api.audit,
-    ))
+    let revocations = RevocationsServer::new(
+        RevocationService::new(
+            Arc::clone(state.authorizer.current().revocations()),
+            api.policy,
+            api.audit,
+        )
+        .with_fleet(api.fleet),
+    )
     .max_decoding_message_size(admin_api::MAX_REQUEST_BYTES);
     let mut grpc = tonic::service::Routes::new(revocations);
     if reflection {
@@ -130,6 +141,9 @@ async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
         let age = fetched_ages.get(&issuer).copied().unwrap_or(config_age);
         metrics::gauge!(telemetry::JWKS_KEYS, "issuer" => issuer.clone()).set(keys as f64);
         metrics::gauge!(telemetry::JWKS_AGE, "issuer" => issuer).set(age);
+    }
+    if let Some(staleness) = authorizer.revocations().staleness_seconds() {
+        metrics::gauge!(telemetry::REVOCATION_STALENESS).set(staleness);
     }
     let ready = state.readiness.check(&authorizer).is_ok();
     metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });

@@ -12,6 +12,7 @@ use crate::decision::telemetry;
 use crate::decision::token::unix_now;
 use crate::serve::admin_auth::{AdminPeer, AdminPolicy};
 use crate::serve::audit::{AdminRecord, AuditLog};
+use crate::serve::fleet::FleetWrites;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
@@ -52,7 +53,8 @@ fn kind_of(raw: i32) -> Result<RevocationKind, Status> {
     }
 }
 
-fn checked_value(kind: RevocationKind, value: &str) -> Result<(), Status> {
+/// Refuses a value that would silently revoke nothing, or is too long.
+pub fn checked_value(kind: RevocationKind, value: &str) -> Result<(), Status> {
     if value.is_empty() {
         return Err(Status::invalid_argument("value must not be empty"));
     }
@@ -69,7 +71,8 @@ fn checked_value(kind: RevocationKind, value: &str) -> Result<(), Status> {
     Ok(())
 }
 
-fn to_message(revocation: &Revocation) -> pb::Revocation {
+/// A revocation as the API sends it.
+pub fn to_message(revocation: &Revocation) -> pb::Revocation {
     pb::Revocation {
         kind: pb::RevocationKind::from(revocation.kind) as i32,
         value: revocation.value.clone(),
@@ -85,6 +88,8 @@ pub struct RevocationService {
     list: Arc<RevocationList>,
     policy: Arc<AdminPolicy>,
     audit: AuditLog,
+    /// With `revocation.nats`: changes go to the fleet bucket (or are refused, read-only).
+    fleet: Option<Arc<FleetWrites>>,
 }
 
 /// What one call asked for, as its audit record names it.
@@ -120,6 +125,41 @@ impl RevocationService {
             list,
             policy,
             audit,
+            fleet: None,
+        }
+    }
+
+    /// Changes go through the fleet bucket first (acknowledged), then to the local list.
+    pub fn with_fleet(mut self, fleet: Option<Arc<FleetWrites>>) -> Self {
+        self.fleet = fleet;
+        self
+    }
+
+    /// With fleet revocation, the change written to the bucket (acknowledged) before the
+    /// local list; a sidecar that may not write refuses with FAILED_PRECONDITION.
+    async fn write_fleet<F, T>(
+        &self,
+        operation: AdminOperation,
+        by: &str,
+        asked: &Asked<'_>,
+        write: impl FnOnce(Arc<FleetWrites>) -> F,
+    ) -> Result<Option<T>, Status>
+    where
+        F: std::future::Future<Output = Result<T, String>>,
+    {
+        let Some(fleet) = &self.fleet else {
+            return Ok(None);
+        };
+        if let Err(why) = fleet.writable() {
+            self.record(operation, by, asked, "refused", Some(&why));
+            return Err(Status::failed_precondition(why));
+        }
+        match write(Arc::clone(fleet)).await {
+            Ok(written) => Ok(Some(written)),
+            Err(error) => {
+                self.record(operation, by, asked, "failed", Some(&error));
+                Err(Status::unavailable(error))
+            }
         }
     }
 
@@ -237,12 +277,18 @@ impl pb::revocations_server::Revocations for RevocationService {
             0 => None,
             ttl => Some(now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX))),
         };
-        let revoked = self.list.revoke(Revocation {
+        let revocation = Revocation {
             kind,
             value: message.value.clone(),
             created_at: now,
             expires_at,
-        });
+        };
+        self.write_fleet(operation, &by, &asked, |fleet| {
+            let revocation = revocation.clone();
+            async move { fleet.revoke(&revocation).await }
+        })
+        .await?;
+        let revoked = self.list.revoke(revocation);
         match revoked {
             Ok(revocation) => {
                 self.record(operation, &by, &asked, "accepted", None);
@@ -270,8 +316,15 @@ impl pb::revocations_server::Revocations for RevocationService {
         };
         let by = self.authorize(operation, &request, &asked)?;
         let kind = self.checked(operation, &by, &asked, message.kind, &message.value)?;
+        let in_bucket = self
+            .write_fleet(operation, &by, &asked, |fleet| {
+                let value = message.value.clone();
+                async move { fleet.unrevoke(kind, &value).await }
+            })
+            .await?;
         match self.list.unrevoke(kind, &message.value) {
             Ok(removed) => {
+                let removed = removed || in_bucket == Some(true);
                 let detail = if removed {
                     "removed"
                 } else {

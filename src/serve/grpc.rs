@@ -388,6 +388,9 @@ impl From<Fault> for Status {
         match fault {
             Fault::Internal(_) => Status::internal("actguard internal fault"),
             Fault::KeysUnavailable => Status::unavailable("issuer keys unavailable"),
+            Fault::RevocationsUnavailable => {
+                Status::unavailable("revocations not confirmed current")
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod admin_api;
 pub mod admin_auth;
 pub mod audit;
 pub mod connection;
+pub mod fleet;
 pub mod grpc;
 pub mod http_authz;
 pub mod reload;

@@ -32,6 +32,8 @@ pub struct BoundSettings {
     pub audit: Option<AuditConfig>,
     pub limits: Limits,
     pub revocation_file: Option<PathBuf>,
+    pub revocation_nats: Option<crate::config::NatsSettings>,
+    pub admin: crate::config::AdminRights,
 }
 
 impl BoundSettings {
@@ -41,6 +43,8 @@ impl BoundSettings {
             audit: config.audit.clone(),
             limits: config.limits,
             revocation_file: config.revocation_file.clone(),
+            revocation_nats: config.revocation_nats.clone(),
+            admin: config.admin.clone(),
         }
     }
 }
@@ -135,6 +139,11 @@ impl LiveAuthorizer {
                 "revocation.file",
                 next.revocation_file != running.revocation_file,
             ),
+            (
+                "revocation.nats",
+                next.revocation_nats != running.revocation_nats,
+            ),
+            ("admin", next.admin != running.admin),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))

@@ -16,6 +16,7 @@ use crate::decision::{Authorizer, Shared};
 use crate::serve::admin::{self, AdminState, Readiness};
 use crate::serve::admin_auth::{AdminPeer, AdminPolicy, CredentialedUnixListener};
 use crate::serve::audit::{AuditLog, AuditWriter};
+use crate::serve::fleet::FleetSync;
 use crate::serve::grpc::{self, Listener, ServeOptions};
 use crate::serve::http_authz;
 use crate::serve::reload::{self, BoundSettings, LiveAuthorizer};
@@ -110,9 +111,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    if config.revocation_nats.is_some() {
-        return Err("revocation.nats: fleet revocation is not served by this build yet".into());
-    }
+
     let bound = BoundSettings::of(&config);
     let listen = config.listen.clone();
     let limits = config.limits;
@@ -171,11 +170,23 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         }
         None => RevocationList::in_memory(),
     };
+    if config.revocation_nats.is_some() {
+        // Until the bucket's snapshot is applied and confirmed, the list decides nothing.
+        revocations.mirror_a_shared_store();
+    }
     let admin_audit = audit.clone();
     let shared = Shared {
         audit: Arc::new(audit),
         revocations: Arc::new(revocations),
     };
+    if let Some(settings) = &config.revocation_nats {
+        let sync = FleetSync::new(settings.clone(), Arc::clone(&shared.revocations));
+        background.push(tokio::spawn(sync.run()));
+    }
+    let fleet_writes = config
+        .revocation_nats
+        .clone()
+        .map(|settings| Arc::new(crate::serve::fleet::FleetWrites::new(settings)));
     let initial = Authorizer::with_shared(config.decision, shared.clone());
     // Remote keys before readiness; a failure leaves the issuer unavailable (readiness false,
     // its checks fail closed) while the background refresh retries with backoff.
@@ -245,6 +256,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
                 socket_owner,
             )),
             audit: admin_audit.clone(),
+            fleet: fleet_writes.clone(),
         };
         let served = match listener {
             Listener::Tcp(listener) => {

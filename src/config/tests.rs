@@ -534,3 +534,48 @@ fn delegation_policy_parses_and_reports_errors() {
         );
     }
 }
+
+#[test]
+fn rule_nats_credentials_files_are_refused_and_nats_settings_are_checked() {
+    let dir = scratch_with_jwks();
+    let with = |nats: &str| {
+        let yaml = format!("{VALID}revocation:\n  nats:\n{nats}");
+        Config::from_yaml(&yaml, dir.path())
+    };
+    let ok = with("    servers: [nats://127.0.0.1:4222]\n").unwrap();
+    let nats = ok.revocation_nats.unwrap();
+    assert_eq!(nats.bucket, "actguard-revocations");
+    assert_eq!(nats.max_staleness, std::time::Duration::from_secs(5));
+    assert!(!nats.write_through);
+    for (nats, key) in [
+        (
+            "    servers: [nats://h:4222]\n    credentials: x.creds\n",
+            "revocation.nats.credentials",
+        ),
+        (
+            "    servers: [http://h:4222]\n",
+            "revocation.nats.servers[0]",
+        ),
+        ("    servers: []\n", "revocation.nats.servers"),
+        ("    servers: [tls://h:4222]\n", "revocation.nats.tls"),
+        (
+            "    servers: [nats://h:4222, tls://h:4223]\n    tls: {ca: ca.pem}\n",
+            "revocation.nats.servers",
+        ),
+        (
+            "    servers: [nats://h:4222]\n    max_staleness: 500ms\n",
+            "revocation.nats.max_staleness",
+        ),
+        (
+            "    servers: [nats://h:4222]\n    bucket: a.b\n",
+            "revocation.nats.bucket",
+        ),
+        (
+            "    servers: [nats://h:4222]\n    password_file: missing\n",
+            "revocation.nats.password_file",
+        ),
+    ] {
+        let errors = with(nats).unwrap_err().to_string();
+        assert!(errors.contains(key), "{nats}: {errors}");
+    }
+}

@@ -496,3 +496,31 @@ impl FleetWrites {
         self.bucket().await?.unrevoke(kind, value).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_an_unreadable_bucket_value_still_revokes_what_its_key_names() {
+        let key = key_of(RevocationKind::Actor, "spiffe://example.org/agent/x");
+        assert_eq!(
+            parse_key(&key),
+            Some((RevocationKind::Actor, "spiffe://example.org/agent/x".into()))
+        );
+        for body in [
+            &b"not json"[..],
+            b"{}",
+            br#"{"kind":"jti","value":"other","created_at":1,"expires_at":2}"#,
+        ] {
+            let revocation = revocation_of(&key, body).expect("still a revocation");
+            assert_eq!(revocation.kind, RevocationKind::Actor);
+            assert_eq!(revocation.value, "spiffe://example.org/agent/x");
+            assert_eq!(revocation.expires_at, None, "until removed");
+        }
+        // Keys actguard did not write name nothing.
+        for key in ["jti", "nope.dGVzdA", "jti.!!", "jti."] {
+            assert_eq!(parse_key(key), None, "{key}");
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! Fleet-wide revocation against a real nats-server (JetStream KV): revoke once with
+//! Fleet-wide revocation against a real nats-server (JetStream KV) running the shipped
+//! least-privilege configuration (sidecars as the read-only user): revoke once with
 //! `actguard admin --nats`, every sidecar following the bucket denies; a sidecar that cannot
 //! confirm it is current fails closed (UNAVAILABLE, not ready) and recovers by itself.
 
@@ -46,10 +47,15 @@ impl Fleet {
         } else {
             "    max_staleness: 2s\n"
         };
+        // The read-only sidecar user of the shipped least-privilege configuration.
+        let user = format!(
+            "    user: actguard-sidecar\n    password_file: {}\n",
+            password_file("actguard-sidecar").display()
+        );
         let yaml = config_yaml(
             "  leeway: 30s",
             &format!(
-                "audit:\n  output: \"off\"\nrevocation:\n{revocation_extra}  nats:\n    servers: [{url}]\n{staleness}{nats_extra}"
+                "audit:\n  output: \"off\"\nrevocation:\n{revocation_extra}  nats:\n    servers: [{url}]\n{staleness}{user}{nats_extra}"
             ),
         )
         .replace(
@@ -118,10 +124,26 @@ impl Fleet {
     }
 }
 
-/// `actguard admin --nats URL ARGS…`: an operator's command, as a separate process.
+/// The password files of the shipped configuration's two users (one per test process).
+fn password_file(user: &str) -> std::path::PathBuf {
+    let name = user.trim_start_matches("actguard-");
+    let file = std::env::temp_dir().join(format!(
+        "actguard-fleet-{}-{name}.password",
+        std::process::id()
+    ));
+    if !file.exists() {
+        std::fs::write(&file, format!("{name}-secret\n")).unwrap();
+    }
+    file
+}
+
+/// `actguard admin --nats URL ARGS…`: an operator's command (the operator user of the shipped
+/// least-privilege configuration), as a separate process.
 fn operator(url: &str, args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_actguard"))
-        .args(["admin", "--nats", url])
+        .args(["admin", "--nats", url, "--nats-user", "actguard-operator"])
+        .arg("--nats-password-file")
+        .arg(password_file("actguard-operator"))
         .args(args)
         .output()
         .unwrap();
@@ -161,7 +183,7 @@ const SECOND: Duration = Duration::from_secs(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_a_sidecar_is_not_ready_until_the_bucket_snapshot_is_applied() {
-    let nats = NatsServer::start();
+    let nats = least_privilege_server();
     operator(&nats.url(), &["init", "--replicas", "1"]);
     operator(&nats.url(), &["revoke", "--jti", "t-old", "--for", "1h"]);
     let fleet = Fleet::new();
@@ -184,7 +206,7 @@ async fn rule_a_sidecar_is_not_ready_until_the_bucket_snapshot_is_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_an_empty_bucket_does_not_block_readiness() {
-    let nats = NatsServer::start();
+    let nats = least_privilege_server();
     operator(&nats.url(), &["init", "--replicas", "1"]);
     let fleet = Fleet::new();
     let sidecar = fleet.sidecar(&nats.url(), "", "").await;
@@ -195,7 +217,7 @@ async fn rule_an_empty_bucket_does_not_block_readiness() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_a_revocation_reaches_every_sidecar_and_an_unrevoke_lifts_it_everywhere() {
-    let nats = NatsServer::start();
+    let nats = least_privilege_server();
     operator(&nats.url(), &["init", "--replicas", "1"]);
     let fleet = Fleet::new();
     let first = fleet.sidecar(&nats.url(), "", "").await;
@@ -233,7 +255,7 @@ async fn rule_a_revocation_reaches_every_sidecar_and_an_unrevoke_lifts_it_everyw
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_a_revocation_made_during_a_gap_is_applied_when_the_sidecar_resumes() {
-    let nats = NatsServer::start();
+    let nats = least_privilege_server();
     operator(&nats.url(), &["init", "--replicas", "1"]);
     let fleet = Fleet::new();
     let proxy = GapProxy::start(([127, 0, 0, 1], nats.port).into()).await;
@@ -275,7 +297,7 @@ async fn rule_a_revocation_made_during_a_gap_is_applied_when_the_sidecar_resumes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_a_sidecar_out_of_touch_past_max_staleness_fails_closed_and_recovers() {
-    let nats = NatsServer::start();
+    let nats = least_privilege_server();
     operator(&nats.url(), &["init", "--replicas", "1"]);
     let fleet = Fleet::new();
     let proxy = GapProxy::start(([127, 0, 0, 1], nats.port).into()).await;
@@ -302,7 +324,7 @@ async fn rule_a_sidecar_out_of_touch_past_max_staleness_fails_closed_and_recover
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_a_sidecar_restarted_while_nats_is_down_stays_not_ready_its_file_no_proof() {
-    let mut nats = NatsServer::start();
+    let mut nats = least_privilege_server();
     operator(&nats.url(), &["init", "--replicas", "1"]);
     operator(&nats.url(), &["revoke", "--jti", "t-kept"]);
     let fleet = Fleet::new();
@@ -330,7 +352,7 @@ async fn rule_a_sidecar_restarted_while_nats_is_down_stays_not_ready_its_file_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_the_bucket_deleted_fails_closed_and_keeps_what_was_revoked() {
-    let nats = NatsServer::start();
+    let nats = least_privilege_server();
     operator(&nats.url(), &["init", "--replicas", "1"]);
     operator(&nats.url(), &["revoke", "--jti", "t-kept"]);
     let fleet = Fleet::new();
@@ -338,7 +360,13 @@ async fn rule_the_bucket_deleted_fails_closed_and_keeps_what_was_revoked() {
     assert!(until_ready(&sidecar, 5 * SECOND).await);
     assert_eq!(fleet.decide(&sidecar, "t-kept").await, "token_revoked");
     // Someone deletes the bucket: the sidecar can no longer confirm anything.
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let client = async_nats::ConnectOptions::with_user_and_password(
+        "actguard-operator".into(),
+        "operator-secret".into(),
+    )
+    .connect(nats.url())
+    .await
+    .unwrap();
     async_nats::jetstream::new(client)
         .delete_key_value("actguard-revocations")
         .await
@@ -381,26 +409,11 @@ fn least_privilege_server() -> NatsServer {
 async fn rule_sidecar_credentials_can_follow_the_bucket_but_never_put_delete_or_purge() {
     let nats = least_privilege_server();
     let fleet = Fleet::new();
-    let dir = fleet.dir();
-    std::fs::write(dir.join("operator.password"), "operator-secret\n").unwrap();
-    std::fs::write(dir.join("sidecar.password"), "sidecar-secret\n").unwrap();
-    let as_operator = |args: &[&str]| {
-        let mut full = vec!["--nats-user", "actguard-operator", "--nats-password-file"];
-        let file = dir.join("operator.password");
-        full.push(file.to_str().unwrap());
-        full.extend_from_slice(args);
-        operator(&nats.url(), &full)
-    };
+    let as_operator = |args: &[&str]| operator(&nats.url(), args);
     as_operator(&["init", "--replicas", "1"]);
     as_operator(&["revoke", "--jti", "t-stolen"]);
     // A sidecar with the read-only user follows the bucket.
-    let sidecar = fleet
-        .sidecar(
-            &nats.url(),
-            "    user: actguard-sidecar\n    password_file: sidecar.password\n",
-            "",
-        )
-        .await;
+    let sidecar = fleet.sidecar(&nats.url(), "", "").await;
     assert!(until_ready(&sidecar, 5 * SECOND).await);
     assert_eq!(fleet.decide(&sidecar, "t-stolen").await, "token_revoked");
     // The same credentials, in the hands of the workload, try to lift or add revocations.
@@ -462,16 +475,23 @@ async fn rule_sidecar_credentials_can_follow_the_bucket_but_never_put_delete_or_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_a_sidecars_admin_api_writes_to_the_bucket_only_with_write_through() {
-    let nats = NatsServer::start();
+    let nats = least_privilege_server();
     operator(&nats.url(), &["init", "--replicas", "1"]);
     let fleet = Fleet::new();
     let socket = |name: &str| fleet.dir().join(format!("{name}.sock"));
+    // A writing sidecar needs publish rights: the operator user; a reader the sidecar user.
     let start = |name: &str, write_through: bool| {
+        let user = if write_through {
+            "actguard-operator"
+        } else {
+            "actguard-sidecar"
+        };
         let yaml = config_yaml(
             "  leeway: 30s",
             &format!(
-                "audit:\n  output: \"off\"\nrevocation:\n  nats:\n    servers: [{}]\n    write_through: {write_through}\n",
-                nats.url()
+                "audit:\n  output: \"off\"\nrevocation:\n  nats:\n    servers: [{}]\n    write_through: {write_through}\n    user: {user}\n    password_file: {}\n",
+                nats.url(),
+                password_file(user).display()
             ),
         )
         .replace(

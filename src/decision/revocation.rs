@@ -9,7 +9,7 @@
 //!
 //! The hot path takes a read lock only when the list is not empty.
 
-use crate::decision::token::VerifiedToken;
+use crate::decision::token::{VerifiedToken, unix_now_millis as now_millis};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
@@ -148,13 +148,8 @@ impl RevocationList {
             .map(|revocation| ((revocation.kind, revocation.value.clone()), revocation))
             .collect();
         self.persist(&replaced)?;
-        // Set before the entries change: a check never sees entries without the flag.
-        if !replaced.is_empty() {
-            self.any.store(true, Ordering::Release);
-        }
-        let empty = replaced.is_empty();
+        self.any.store(!replaced.is_empty(), Ordering::Release);
         *entries = replaced;
-        self.any.store(!empty, Ordering::Release);
         Ok(())
     }
 
@@ -281,12 +276,6 @@ impl RevocationList {
         };
         write().map_err(|error| format!("cannot write {}: {error}", file.display()))
     }
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64)
 }
 
 #[cfg(test)]

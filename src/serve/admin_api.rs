@@ -110,13 +110,7 @@ const LOGGED_VALUE_BYTES: usize = 256;
 
 /// `value` cut for a log line, at a character boundary.
 fn logged(value: Option<&str>) -> Option<&str> {
-    value.map(|value| {
-        let mut end = value.len().min(LOGGED_VALUE_BYTES);
-        while !value.is_char_boundary(end) {
-            end -= 1;
-        }
-        &value[..end]
-    })
+    value.map(|value| crate::serve::audit::cut_at(value, LOGGED_VALUE_BYTES))
 }
 
 impl RevocationService {

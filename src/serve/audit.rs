@@ -158,7 +158,7 @@ impl DecisionLog for AuditLog {
         let Some(sink) = &self.sink else {
             return;
         };
-        let accepted = LINE.with(|line| {
+        LINE.with(|line| {
             // A re-entrant use cannot happen (nothing below records a decision); a fresh
             // buffer keeps even that case correct.
             let mut fresh = Vec::new();
@@ -167,17 +167,20 @@ impl DecisionLog for AuditLog {
             line.clear();
             write_line(line, record, SystemTime::now());
             line.push(b'\n');
-            let accepted = enqueue(sink, line);
+            offer(sink, line);
             // A pathological line (every field at its cap) must not pin its size per thread.
             if line.capacity() > LINE_KEEP_BYTES {
                 *line = Vec::new();
             }
-            accepted
         });
-        if !accepted {
-            sink.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(telemetry::AUDIT_DROPPED).increment(1);
-        }
+    }
+}
+
+/// Queues one whole line, or counts it dropped (in the log and the process-wide metric).
+fn offer(sink: &Sink, line: &[u8]) {
+    if !enqueue(sink, line) {
+        sink.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(telemetry::AUDIT_DROPPED).increment(1);
     }
 }
 
@@ -237,10 +240,7 @@ impl AuditLog {
         let mut line = Vec::with_capacity(256);
         write_admin_line(&mut line, record, SystemTime::now());
         line.push(b'\n');
-        if !enqueue(sink, &line) {
-            sink.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(telemetry::AUDIT_DROPPED).increment(1);
-        }
+        offer(sink, &line);
     }
 }
 
@@ -383,7 +383,12 @@ pub const FIELDS: [&str; 14] = [
 
 /// `value` cut at [`MAX_FIELD_BYTES`] on a character boundary.
 fn cut(value: &str) -> &str {
-    let mut end = value.len().min(MAX_FIELD_BYTES);
+    cut_at(value, MAX_FIELD_BYTES)
+}
+
+/// `value` cut at `max` bytes on a character boundary.
+pub fn cut_at(value: &str, max: usize) -> &str {
+    let mut end = value.len().min(max);
     while !value.is_char_boundary(end) {
         end -= 1;
     }

@@ -21,13 +21,14 @@
 use crate::config::NatsSettings;
 use crate::decision::revocation::{Revocation, RevocationKind, RevocationList};
 use crate::decision::telemetry;
+use crate::decision::token::{unix_now as now_seconds, unix_now_millis as now_millis};
 use async_nats::jetstream::{self, kv};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt as _;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How long a delete marker left by an expired per-key TTL stays in the bucket.
 const EXPIRY_MARKER_TTL: Duration = Duration::from_secs(3600);
@@ -74,16 +75,25 @@ fn revocation_of(key: &str, body: &[u8]) -> Option<Revocation> {
     })
 }
 
-fn now_seconds() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() as i64)
-}
+/// The bucket's revocations by kind and value, as a snapshot gathers them.
+type Snapshot = HashMap<(RevocationKind, String), Revocation>;
 
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64)
+/// One entry folded into a snapshot: a put adds (or replaces) its revocation, a delete or
+/// purge removes it; a key actguard did not write changes nothing.
+fn gather(snapshot: &mut Snapshot, entry: &kv::Entry) {
+    let Some(key) = parse_key(&entry.key) else {
+        return;
+    };
+    match entry.operation {
+        kv::Operation::Put => {
+            if let Some(revocation) = revocation_of(&entry.key, &entry.value) {
+                snapshot.insert(key, revocation);
+            }
+        }
+        kv::Operation::Delete | kv::Operation::Purge => {
+            snapshot.remove(&key);
+        }
+    }
 }
 
 /// Connects with the settings' servers, TLS and user; the client reconnects on its own.
@@ -214,22 +224,13 @@ impl Bucket {
             .watch_with_history(">")
             .await
             .map_err(|error| format!("cannot read the bucket: {error}"))?;
-        let mut found: HashMap<String, Revocation> = HashMap::new();
+        let mut found = Snapshot::new();
         if self.newest_revision().await?.is_none() {
             return Ok(Vec::new());
         }
         while let Some(entry) = watch.next().await {
             let entry = entry.map_err(|error| format!("cannot read the bucket: {error}"))?;
-            match entry.operation {
-                kv::Operation::Put => {
-                    if let Some(revocation) = revocation_of(&entry.key, &entry.value) {
-                        found.insert(entry.key.clone(), revocation);
-                    }
-                }
-                kv::Operation::Delete | kv::Operation::Purge => {
-                    found.remove(&entry.key);
-                }
-            }
+            gather(&mut found, &entry);
             if entry.delta == 0 {
                 break;
             }
@@ -333,8 +334,7 @@ impl FleetSync {
         }
         .map_err(|error| format!("cannot watch the bucket: {error}"))?;
         // Until the first snapshot is whole, changes gather here; then it replaces the list.
-        let mut snapshot: Option<HashMap<(RevocationKind, String), Revocation>> =
-            (!position.mirrored).then(HashMap::new);
+        let mut snapshot: Option<Snapshot> = (!position.mirrored).then(Snapshot::new);
         let mut probe = tokio::time::interval(self.probe_interval());
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Since when the bucket has had revisions the watch has not delivered.
@@ -389,11 +389,7 @@ impl FleetSync {
         }
     }
 
-    fn apply(
-        &self,
-        entry: &kv::Entry,
-        snapshot: &mut Option<HashMap<(RevocationKind, String), Revocation>>,
-    ) -> Result<(), String> {
+    fn apply(&self, entry: &kv::Entry, snapshot: &mut Option<Snapshot>) -> Result<(), String> {
         let Some((kind, value)) = parse_key(&entry.key) else {
             tracing::warn!(
                 key = entry.key,
@@ -401,24 +397,20 @@ impl FleetSync {
             );
             return Ok(());
         };
+        if let Some(gathering) = snapshot.as_mut() {
+            gather(gathering, entry);
+            return Ok(());
+        }
         let lag = entry.created.unix_timestamp_nanos() as f64 / 1e9;
         let lag = (now_millis() as f64 / 1e3 - lag).max(0.0);
-        match (&entry.operation, snapshot.as_mut()) {
-            (kv::Operation::Put, Some(gathering)) => {
-                if let Some(revocation) = revocation_of(&entry.key, &entry.value) {
-                    gathering.insert((kind, value), revocation);
-                }
-            }
-            (kv::Operation::Put, None) => {
+        match entry.operation {
+            kv::Operation::Put => {
                 if let Some(revocation) = revocation_of(&entry.key, &entry.value) {
                     self.list.revoke(revocation)?;
                     metrics::histogram!(telemetry::REVOCATION_LAG).record(lag);
                 }
             }
-            (kv::Operation::Delete | kv::Operation::Purge, Some(gathering)) => {
-                gathering.remove(&(kind, value));
-            }
-            (kv::Operation::Delete | kv::Operation::Purge, None) => {
+            kv::Operation::Delete | kv::Operation::Purge => {
                 self.list.unrevoke(kind, &value)?;
                 metrics::histogram!(telemetry::REVOCATION_LAG).record(lag);
             }
@@ -429,7 +421,7 @@ impl FleetSync {
     /// The first whole snapshot replaces the list (the file was only a warm start).
     fn finish_snapshot(
         &self,
-        snapshot: &mut Option<HashMap<(RevocationKind, String), Revocation>>,
+        snapshot: &mut Option<Snapshot>,
         position: &mut Position,
     ) -> Result<(), String> {
         let Some(gathered) = snapshot.take() else {
@@ -484,15 +476,15 @@ impl FleetWrites {
         Ok(opened)
     }
 
-    /// Writes a revocation and returns once the server acknowledged it.
+    /// Writes a revocation and returns once the server acknowledged it (the caller checked
+    /// [`writable`](Self::writable)).
     pub async fn revoke(&self, revocation: &Revocation) -> Result<(), String> {
-        self.writable()?;
         self.bucket().await?.revoke(revocation).await.map(|_| ())
     }
 
-    /// Removes a revocation from the bucket; `Ok(true)` when one was there.
+    /// Removes a revocation from the bucket; `Ok(true)` when one was there (the caller
+    /// checked [`writable`](Self::writable)).
     pub async fn unrevoke(&self, kind: RevocationKind, value: &str) -> Result<bool, String> {
-        self.writable()?;
         self.bucket().await?.unrevoke(kind, value).await
     }
 }

@@ -130,6 +130,13 @@ pub fn unix_now() -> i64 {
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
+/// Unix milliseconds now.
+pub fn unix_now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
 /// One trusted issuer: its exact `iss`, the algorithms it may use, and its keys.
 #[derive(Debug)]
 pub struct TrustedIssuer {

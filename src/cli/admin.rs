@@ -277,6 +277,7 @@ async fn fleet_action(settings: NatsSettings, command: AdminCommand) -> Result<S
         ));
     }
     let bucket = fleet::Bucket::open(client, bucket_name).await?;
+    let by = fleet::writer(settings.user.as_deref(), "actguard admin");
     let checked = |kind: RevocationKind, value: &str| {
         crate::serve::admin_api::checked_value(kind, value)
             .map_err(|status| status.message().to_owned())
@@ -299,7 +300,7 @@ async fn fleet_action(settings: NatsSettings, command: AdminCommand) -> Result<S
                 created_at: now,
                 expires_at,
             };
-            let revision = bucket.revoke(&revocation).await?;
+            let revision = bucket.revoke(&revocation, &by).await?;
             Ok(format!(
                 "revoked {}  (fleet-wide, revision {revision})",
                 describe(&to_message(&revocation))
@@ -308,7 +309,7 @@ async fn fleet_action(settings: NatsSettings, command: AdminCommand) -> Result<S
         AdminCommand::Unrevoke { target } => {
             let (kind, value) = target.kind_and_value();
             checked(kind, &value)?;
-            Ok(if bucket.unrevoke(kind, &value).await? {
+            Ok(if bucket.unrevoke(kind, &value, &by).await? {
                 format!("unrevoked {} {value} (fleet-wide)", kind.name())
             } else {
                 format!("no revocation of {} {value} was in the bucket", kind.name())
@@ -364,5 +365,54 @@ mod tests {
         );
         assert_eq!(revocation_seconds("30m"), Ok(1800));
         assert!(revocation_seconds("soon").is_err());
+    }
+
+    /// The kind and value `actguard admin revoke ARGS` names, or clap's refusal.
+    fn target_of(args: &[&str]) -> Result<(RevocationKind, String), String> {
+        use clap::Parser as _;
+        let mut argv = vec!["actguard", "admin", "--admin", "unix:/s", "revoke"];
+        argv.extend_from_slice(args);
+        match crate::cli::Cli::try_parse_from(argv).map_err(|error| error.to_string())? {
+            crate::cli::Cli {
+                command:
+                    crate::cli::Command::Admin {
+                        action: AdminCommand::Revoke { target, .. },
+                        ..
+                    },
+            } => Ok(target.kind_and_value()),
+            _ => Err("not a revoke".into()),
+        }
+    }
+
+    #[test]
+    fn revoke_names_one_target_or_one_agent_inside_one_session() {
+        let actor = "spiffe://example.org/agent/researcher";
+        assert_eq!(
+            target_of(&["--sid", "wf 42", "--actor", actor]),
+            Ok((RevocationKind::SessionActor, format!("{actor} wf 42")))
+        );
+        assert_eq!(
+            target_of(&["--branch", "b-x"]),
+            Ok((RevocationKind::Branch, "b-x".into()))
+        );
+        assert_eq!(
+            target_of(&["--sid", "wf"]),
+            Ok((RevocationKind::Sid, "wf".into()))
+        );
+        assert_eq!(
+            target_of(&["--actor", actor]),
+            Ok((RevocationKind::Actor, actor.into()))
+        );
+        // Anything else that names two things is refused, never guessed at.
+        for both in [
+            &["--jti", "t", "--sid", "s"][..],
+            &["--sub", "u", "--actor", actor],
+            &["--branch", "b", "--sid", "s"],
+            &["--branch", "b", "--actor", actor],
+            &["--jti", "t", "--branch", "b"],
+        ] {
+            assert!(target_of(both).is_err(), "{both:?}");
+        }
+        assert!(target_of(&[]).is_err(), "nothing named");
     }
 }

@@ -186,8 +186,9 @@ pub enum DevCommand {
 
 #[derive(Subcommand)]
 pub enum AdminCommand {
-    /// Revoke a token (--jti), a session (--sid), a principal (--sub) or an agent (--actor:
-    /// every chain through it).
+    /// Revoke a token (--jti), a session (--sid), a principal (--sub), an agent (--actor: every
+    /// chain through it), an execution branch (--branch), or an agent inside one session
+    /// (--sid S --actor A).
     Revoke {
         #[command(flatten)]
         target: Target,
@@ -210,26 +211,39 @@ pub enum AdminCommand {
     },
 }
 
+/// What a revocation names: one of `--jti`, `--sid`, `--sub`, `--actor`, `--branch`, or
+/// `--sid` with `--actor` (that agent inside that session).
 #[derive(clap::Args)]
-#[group(required = true, multiple = false)]
+#[group(required = true, multiple = true)]
 pub struct Target {
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["sid", "sub", "actor", "branch"])]
     pub jti: Option<String>,
-    #[arg(long)]
+    /// A session; with --actor, only that agent inside it.
+    #[arg(long, conflicts_with_all = ["sub", "branch"])]
     pub sid: Option<String>,
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["actor", "branch"])]
     pub sub: Option<String>,
-    #[arg(long, value_name = "SPIFFE_ID")]
+    /// An agent; with --sid, only inside that session.
+    #[arg(long, value_name = "SPIFFE_ID", conflicts_with = "branch")]
     pub actor: Option<String>,
+    /// An execution branch (the branch claim's value, or a derived `b-…` from the audit log)
+    /// and every delegation made in it.
+    #[arg(long)]
+    pub branch: Option<String>,
 }
 
 impl Target {
     pub fn kind_and_value(self) -> (RevocationKind, String) {
-        match (self.jti, self.sid, self.sub, self.actor) {
+        match (self.jti, self.sid, self.sub, self.actor, self.branch) {
             (Some(jti), ..) => (RevocationKind::Jti, jti),
+            (_, Some(sid), _, Some(actor), _) => (
+                RevocationKind::SessionActor,
+                crate::decision::revocation::session_actor_value(&actor, &sid),
+            ),
             (_, Some(sid), ..) => (RevocationKind::Sid, sid),
-            (_, _, Some(sub), _) => (RevocationKind::Sub, sub),
-            (_, _, _, actor) => (RevocationKind::Actor, actor.unwrap_or_default()),
+            (_, _, Some(sub), ..) => (RevocationKind::Sub, sub),
+            (_, _, _, Some(actor), _) => (RevocationKind::Actor, actor),
+            (.., branch) => (RevocationKind::Branch, branch.unwrap_or_default()),
         }
     }
 }

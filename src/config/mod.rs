@@ -186,6 +186,7 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
             leeway: tokens.leeway,
             max_token_bytes: tokens.max_bytes,
             require_access_token_typ: tokens.require_access_token_typ,
+            branch_claim: tokens.branch_claim,
             routes: RouteTable::new(routes),
             cache: cache?,
             response: ResponseSettings {
@@ -287,7 +288,26 @@ struct TokenSettings {
     require_access_token_typ: bool,
     realm: Option<String>,
     resource_metadata: Option<String>,
+    branch_claim: Option<String>,
 }
+
+/// Claims a branch claim may not be: they mean something else to every step of the pipeline.
+const REGISTERED_CLAIMS: [&str; 14] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "sid",
+    "act",
+    "may_act",
+    "scope",
+    "client_id",
+    "azp",
+    "authorization_details",
+];
 
 fn read_tokens(reader: &mut Reader, value: &Value) -> Option<TokenSettings> {
     let keys = [
@@ -296,6 +316,7 @@ fn read_tokens(reader: &mut Reader, value: &Value) -> Option<TokenSettings> {
         "require_typ",
         "realm",
         "resource_metadata",
+        "branch_claim",
     ];
     let map = reader.mapping("tokens", value, &keys)?;
     let leeway = match map.get("leeway") {
@@ -342,12 +363,36 @@ fn read_tokens(reader: &mut Reader, value: &Value) -> Option<TokenSettings> {
     };
     let realm = quoted_text("realm");
     let resource_metadata = quoted_text("resource_metadata");
+    let branch_claim = match map.get("branch_claim") {
+        None => Some(None),
+        Some(value) => match reader.string("tokens.branch_claim", value) {
+            Some(name)
+                if !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+                    && !REGISTERED_CLAIMS.contains(&name) =>
+            {
+                Some(Some(name.to_owned()))
+            }
+            Some(_) => {
+                reader.error(
+                    "tokens.branch_claim".to_owned(),
+                    "must be a claim name of at most 64 letters, digits, '_', '-' or '.', and not a claim with another meaning (sub, sid, jti, act, …)",
+                );
+                None
+            }
+            None => None,
+        },
+    };
     Some(TokenSettings {
         leeway: leeway?,
         max_bytes: usize::try_from(max_bytes?).ok()?,
         require_access_token_typ: require_access_token_typ?,
         realm: realm?,
         resource_metadata: resource_metadata?,
+        branch_claim: branch_claim?,
     })
 }
 

@@ -176,6 +176,30 @@ fn rule_token_leeway_is_at_most_five_minutes() {
 }
 
 #[test]
+fn rule_a_branch_claim_is_a_plain_claim_name_never_one_with_another_meaning() {
+    let with_claim = |claim: &str| {
+        VALID.replace(
+            "leeway: 30s",
+            &format!("leeway: 30s\n  branch_claim: {claim}"),
+        )
+    };
+    let dir = scratch_with_jwks();
+    let config = Config::from_yaml(&with_claim("execution_branch_id"), dir.path()).unwrap();
+    assert_eq!(
+        config.decision.branch_claim.as_deref(),
+        Some("execution_branch_id")
+    );
+    for refused in ["sid", "act", "jti", "sub", "\"\"", "\"a b\"", "[x]"] {
+        let errors = errors_of(&with_claim(refused));
+        assert_eq!(errors.len(), 1, "{refused}: {errors:?}");
+        assert!(
+            errors[0].starts_with("tokens.branch_claim: "),
+            "{refused}: {errors:?}"
+        );
+    }
+}
+
+#[test]
 fn route_errors_name_the_route_key() {
     let yaml = r#"
 identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}

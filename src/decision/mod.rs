@@ -7,6 +7,7 @@
 //! audit log, and the `metrics` facade ([`telemetry`]). Subsystems that talk to a network
 //! service hand it plain values (today: the [`revocation`] list behind an `Arc`). Still here
 //! although it is I/O: [`token::remote`], which fetches JWKS over HTTPS with reqwest.
+pub mod branch;
 pub mod cache;
 pub mod delegation;
 pub mod facts;

@@ -22,7 +22,7 @@ use crate::decision::reason::{Denial, DenyReason, Fault};
 use crate::decision::recent;
 use crate::decision::record::{AuditRecord, DecisionLog, NoDecisionLog};
 use crate::decision::response::{self, Answer, ResponseSettings};
-use crate::decision::revocation::RevocationList;
+use crate::decision::revocation::{RevocationList, Revoked};
 use crate::decision::routes::RouteTable;
 use crate::decision::settings::DecisionSettings;
 use crate::decision::spiffe::SpiffeId;
@@ -88,6 +88,8 @@ pub struct Evaluation {
     /// The route's index in the table (for its metric handles).
     pub route_index: Option<usize>,
     pub token: Option<Arc<VerifiedToken>>,
+    /// The revocation that cut the token (`token_revoked`).
+    pub revoked: Option<Revoked>,
 }
 
 impl Authorizer {
@@ -111,7 +113,8 @@ impl Authorizer {
                 config.leeway,
                 config.max_token_bytes,
             )
-            .requiring_access_token_typ(config.require_access_token_typ),
+            .requiring_access_token_typ(config.require_access_token_typ)
+            .with_branch_claim(config.branch_claim),
             response: config.response,
             token_cache,
             certificate_cache: cache::certificate_cache(),
@@ -235,6 +238,11 @@ impl Authorizer {
                 reason,
                 jti: token.and_then(VerifiedToken::jti),
                 sid: token.and_then(VerifiedToken::sid),
+                branch: token.map(VerifiedToken::branch),
+                revoked: evaluation
+                    .revoked
+                    .as_ref()
+                    .map(|revoked| (revoked.kind.name(), revoked.value.as_str())),
                 latency,
             });
         }
@@ -265,6 +273,7 @@ impl Authorizer {
             route: None,
             route_index: None,
             token: None,
+            revoked: None,
         };
         evaluation.outcome = self.run_pipeline(facts, now, &mut evaluation);
         evaluation
@@ -312,12 +321,12 @@ impl Authorizer {
                 "revocations are not confirmed current",
             ));
         }
-        if self
+        if let Some(revoked) = self
             .shared
             .revocations
             .matching(verified, caller.as_str(), now)
-            .is_some()
         {
+            learned.revoked = Some(revoked);
             return Err(Denial::new(
                 DenyReason::TokenRevoked,
                 "the token has been revoked",

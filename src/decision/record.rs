@@ -19,6 +19,10 @@ pub struct AuditRecord<'a> {
     pub reason: Option<&'static str>,
     pub jti: Option<&'a str>,
     pub sid: Option<&'a str>,
+    /// The token's execution branch ([`crate::decision::branch`]).
+    pub branch: Option<&'a str>,
+    /// Kind and value of the revocation that cut the token (`token_revoked` only).
+    pub revoked: Option<(&'static str, &'a str)>,
     pub latency: Duration,
 }
 

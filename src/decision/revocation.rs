@@ -1,4 +1,5 @@
-//! Revocations: tokens cut off by `jti`, `sid`, `sub`, or any actor in their chain.
+//! Revocations: tokens cut off by `jti`, `sid`, `sub`, any actor in their chain, an execution
+//! branch ([`crate::decision::branch`]), or one actor inside one session.
 //!
 //! Guarantees: a revocation applies to the very next decision, cached verifications included
 //! (the check runs on every request, after verification, before the binding rules); expired
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 
 /// What a revocation matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -25,10 +26,22 @@ pub enum RevocationKind {
     Sid,
     Sub,
     Actor,
+    /// An execution branch ([`crate::decision::branch`]) and every delegation made in it.
+    Branch,
+    /// One agent inside one session: the value is `<actor SPIFFE ID> <session>`
+    /// ([`session_actor_value`]); every chain through that actor in that session.
+    SessionActor,
 }
 
 impl RevocationKind {
-    pub const ALL: [Self; 4] = [Self::Jti, Self::Sid, Self::Sub, Self::Actor];
+    pub const ALL: [Self; 6] = [
+        Self::Jti,
+        Self::Sid,
+        Self::Sub,
+        Self::Actor,
+        Self::Branch,
+        Self::SessionActor,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -36,9 +49,37 @@ impl RevocationKind {
             Self::Sid => "sid",
             Self::Sub => "sub",
             Self::Actor => "actor",
+            Self::Branch => "branch",
+            Self::SessionActor => "session_actor",
         }
     }
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
+
+/// The value of a [`RevocationKind::SessionActor`] revocation: the actor, one space, the
+/// session. A canonical SPIFFE ID holds no space, so the first space splits it unambiguously.
+pub fn session_actor_value(actor: &str, session: &str) -> String {
+    format!("{actor} {session}")
+}
+
+/// Actor and session of a [`RevocationKind::SessionActor`] value; `None` when either is empty.
+pub fn split_session_actor(value: &str) -> Option<(&str, &str)> {
+    let (actor, session) = value.split_once(' ')?;
+    (!actor.is_empty() && !session.is_empty()).then_some((actor, session))
+}
+
+/// Which revocation cut a token: its kind and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub kind: RevocationKind,
+    pub value: String,
+}
+
+/// The entries of one kind, by value.
+type Entries = [HashMap<String, Revocation>; 6];
 
 /// One revocation as stored and listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,9 +101,10 @@ impl Revocation {
 /// The process-wide revocation list.
 #[derive(Debug, Default)]
 pub struct RevocationList {
-    entries: RwLock<HashMap<(RevocationKind, String), Revocation>>,
-    /// Lets the hot path skip the lock entirely while nothing is revoked.
-    any: AtomicBool,
+    entries: RwLock<Entries>,
+    /// One bit per kind that has entries: the hot path skips the lock entirely while nothing
+    /// is revoked, and kinds with no entries cost nothing.
+    kinds: AtomicU8,
     /// `revocation.file`, when persistence is on.
     file: Option<PathBuf>,
     /// Fleet mode: the list mirrors a shared store and is current only while confirmed.
@@ -81,7 +123,7 @@ impl RevocationList {
 
     /// A list persisted in `file`, loaded from it when it exists.
     pub fn persisted(file: &Path) -> Result<Self, String> {
-        let mut entries = HashMap::new();
+        let mut entries = Entries::default();
         match crate::decision::files::read_limited(
             file,
             crate::decision::files::MAX_REVOCATION_FILE_BYTES,
@@ -91,14 +133,14 @@ impl RevocationList {
                     format!("{}: not a revocation list: {error}", file.display())
                 })?;
                 for revocation in stored {
-                    entries.insert((revocation.kind, revocation.value.clone()), revocation);
+                    entries[revocation.kind.index()].insert(revocation.value.clone(), revocation);
                 }
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(format!("cannot read {}: {error}", file.display())),
         }
         Ok(Self {
-            any: AtomicBool::new(!entries.is_empty()),
+            kinds: AtomicU8::new(kinds_of(&entries)),
             entries: RwLock::new(entries),
             file: Some(file.to_owned()),
             ..Self::default()
@@ -143,26 +185,22 @@ impl RevocationList {
             .entries
             .write()
             .map_err(|_| "revocation list poisoned")?;
-        let replaced: HashMap<(RevocationKind, String), Revocation> = revocations
-            .into_iter()
-            .map(|revocation| ((revocation.kind, revocation.value.clone()), revocation))
-            .collect();
+        let mut replaced = Entries::default();
+        for revocation in revocations {
+            replaced[revocation.kind.index()].insert(revocation.value.clone(), revocation);
+        }
         self.persist(&replaced)?;
-        self.any.store(!replaced.is_empty(), Ordering::Release);
+        self.kinds.store(kinds_of(&replaced), Ordering::Release);
         *entries = replaced;
         Ok(())
     }
 
     /// The revocation that cuts `token`, presented by `caller`, at `now`, if any. The caller
     /// counts as an actor: a revoked agent's own direct calls are cut too, not only the chains
-    /// that pass through it.
-    pub fn matching(
-        &self,
-        token: &VerifiedToken,
-        caller: &str,
-        now: i64,
-    ) -> Option<RevocationKind> {
-        if !self.any.load(Ordering::Acquire) {
+    /// that pass through it. Kinds are tried in the order of [`RevocationKind::ALL`].
+    pub fn matching(&self, token: &VerifiedToken, caller: &str, now: i64) -> Option<Revoked> {
+        let kinds = self.kinds.load(Ordering::Acquire);
+        if kinds == 0 {
             return None;
         }
         // A poisoned lock still holds the list: read it rather than fail open.
@@ -170,33 +208,48 @@ impl RevocationList {
             .entries
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let present = |kind: RevocationKind| kinds & (1 << kind.index()) != 0;
         let revoked = |kind: RevocationKind, value: &str| {
-            entries
-                .get(&(kind, value.to_owned()))
+            entries[kind.index()]
+                .get(value)
                 .is_some_and(|revocation| revocation.in_force(now))
+                .then(|| Revoked {
+                    kind,
+                    value: value.to_owned(),
+                })
         };
-        if token
-            .jti()
-            .is_some_and(|jti| revoked(RevocationKind::Jti, jti))
-        {
-            return Some(RevocationKind::Jti);
+        let actors = || {
+            token
+                .actors()
+                .iter()
+                .filter_map(|actor| actor.subject())
+                .chain(std::iter::once(caller))
+        };
+        for kind in RevocationKind::ALL {
+            if !present(kind) {
+                continue;
+            }
+            let found = match kind {
+                RevocationKind::Jti => token.jti().and_then(|jti| revoked(kind, jti)),
+                RevocationKind::Sid => token.sid().and_then(|sid| revoked(kind, sid)),
+                RevocationKind::Sub => revoked(kind, token.subject()),
+                RevocationKind::Actor => actors().find_map(|actor| revoked(kind, actor)),
+                RevocationKind::Branch => token
+                    .branch_lineage()
+                    .iter()
+                    .find_map(|branch| revoked(kind, branch)),
+                RevocationKind::SessionActor => {
+                    crate::decision::branch::session(token).and_then(|session| {
+                        actors()
+                            .find_map(|actor| revoked(kind, &session_actor_value(actor, session)))
+                    })
+                }
+            };
+            if found.is_some() {
+                return found;
+            }
         }
-        if token
-            .sid()
-            .is_some_and(|sid| revoked(RevocationKind::Sid, sid))
-        {
-            return Some(RevocationKind::Sid);
-        }
-        if revoked(RevocationKind::Sub, token.subject()) {
-            return Some(RevocationKind::Sub);
-        }
-        token
-            .actors()
-            .iter()
-            .filter_map(|actor| actor.subject())
-            .chain(std::iter::once(caller))
-            .any(|actor| revoked(RevocationKind::Actor, actor))
-            .then_some(RevocationKind::Actor)
+        None
     }
 
     /// Adds or replaces a revocation; persisted before it returns.
@@ -205,16 +258,16 @@ impl RevocationList {
             .entries
             .write()
             .map_err(|_| "revocation list poisoned")?;
-        let key = (revocation.kind, revocation.value.clone());
-        let previous = entries.insert(key.clone(), revocation.clone());
+        let of_kind = revocation.kind.index();
+        let previous = entries[of_kind].insert(revocation.value.clone(), revocation.clone());
         if let Err(error) = self.persist(&entries) {
             match previous {
-                Some(previous) => entries.insert(key, previous),
-                None => entries.remove(&key),
+                Some(previous) => entries[of_kind].insert(revocation.value.clone(), previous),
+                None => entries[of_kind].remove(&revocation.value),
             };
             return Err(error);
         }
-        self.any.store(true, Ordering::Release);
+        self.kinds.store(kinds_of(&entries), Ordering::Release);
         Ok(revocation)
     }
 
@@ -224,15 +277,14 @@ impl RevocationList {
             .entries
             .write()
             .map_err(|_| "revocation list poisoned")?;
-        let key = (kind, value.to_owned());
-        let Some(removed) = entries.remove(&key) else {
+        let Some(removed) = entries[kind.index()].remove(value) else {
             return Ok(false);
         };
         if let Err(error) = self.persist(&entries) {
-            entries.insert(key, removed);
+            entries[kind.index()].insert(value.to_owned(), removed);
             return Err(error);
         }
-        self.any.store(!entries.is_empty(), Ordering::Release);
+        self.kinds.store(kinds_of(&entries), Ordering::Release);
         Ok(true)
     }
 
@@ -243,7 +295,8 @@ impl RevocationList {
             .read()
             .map(|entries| {
                 entries
-                    .values()
+                    .iter()
+                    .flat_map(HashMap::values)
                     .filter(|r| r.in_force(now))
                     .cloned()
                     .collect()
@@ -253,14 +306,11 @@ impl RevocationList {
         listed
     }
 
-    fn persist(
-        &self,
-        entries: &HashMap<(RevocationKind, String), Revocation>,
-    ) -> Result<(), String> {
+    fn persist(&self, entries: &Entries) -> Result<(), String> {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        let mut stored: Vec<&Revocation> = entries.values().collect();
+        let mut stored: Vec<&Revocation> = entries.iter().flat_map(HashMap::values).collect();
         stored.sort_by(|a, b| (a.kind, &a.value).cmp(&(b.kind, &b.value)));
         let bytes = serde_json::to_vec_pretty(&stored).map_err(|e| e.to_string())?;
         let temporary = file.with_extension("tmp");
@@ -278,6 +328,14 @@ impl RevocationList {
     }
 }
 
+/// One bit per kind with at least one entry.
+fn kinds_of(entries: &Entries) -> u8 {
+    RevocationKind::ALL
+        .into_iter()
+        .filter(|kind| !entries[kind.index()].is_empty())
+        .fold(0, |bits, kind| bits | (1 << kind.index()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +350,12 @@ mod tests {
             "act": {"sub": "spiffe://example.org/agent/scheduler",
                     "act": {"sub": "spiffe://example.org/agent/orchestrator"}}
         }))
+    }
+
+    /// The kind of revocation that cuts [`token`] at `now`.
+    fn cut(list: &RevocationList, now: i64) -> Option<RevocationKind> {
+        list.matching(&token(), CALLER, now)
+            .map(|revoked| revoked.kind)
     }
 
     fn revocation(kind: RevocationKind, value: &str, expires_at: Option<i64>) -> Revocation {
@@ -318,10 +382,7 @@ mod tests {
         assert!(panicked.is_err());
         assert!(list.entries.is_poisoned());
         // Reading goes on from the last consistent list: the token is still revoked.
-        assert_eq!(
-            list.matching(&token(), CALLER, 0),
-            Some(RevocationKind::Jti)
-        );
+        assert_eq!(cut(&list, 0), Some(RevocationKind::Jti));
     }
 
     #[test]
@@ -341,15 +402,11 @@ mod tests {
         ];
         for (kind, value) in cases {
             let list = RevocationList::in_memory();
-            assert_eq!(list.matching(&token(), CALLER, 10), None);
+            assert_eq!(cut(&list, 10), None);
             list.revoke(revocation(kind, value, None)).unwrap();
-            assert_eq!(
-                list.matching(&token(), CALLER, 10),
-                Some(kind),
-                "{kind:?} {value}"
-            );
+            assert_eq!(cut(&list, 10), Some(kind), "{kind:?} {value}");
             assert!(list.unrevoke(kind, value).unwrap());
-            assert_eq!(list.matching(&token(), CALLER, 10), None);
+            assert_eq!(cut(&list, 10), None);
         }
         let list = RevocationList::in_memory();
         list.revoke(revocation(
@@ -359,7 +416,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            list.matching(&token(), CALLER, 10),
+            cut(&list, 10),
             None,
             "an actor outside the chain cuts nothing"
         );
@@ -370,11 +427,8 @@ mod tests {
         let list = RevocationList::in_memory();
         list.revoke(revocation(RevocationKind::Jti, "t1", Some(100)))
             .unwrap();
-        assert_eq!(
-            list.matching(&token(), CALLER, 99),
-            Some(RevocationKind::Jti)
-        );
-        assert_eq!(list.matching(&token(), CALLER, 100), None);
+        assert_eq!(cut(&list, 99), Some(RevocationKind::Jti));
+        assert_eq!(cut(&list, 100), None);
         assert!(list.list(100).is_empty());
     }
 
@@ -389,10 +443,7 @@ mod tests {
             .unwrap();
         let reloaded = RevocationList::persisted(&file).unwrap();
         assert_eq!(reloaded.list(0), list.list(0));
-        assert_eq!(
-            reloaded.matching(&token(), CALLER, 0),
-            Some(RevocationKind::Sid)
-        );
+        assert_eq!(cut(&reloaded, 0), Some(RevocationKind::Sid));
         reloaded.unrevoke(RevocationKind::Sid, "s1").unwrap();
         assert_eq!(RevocationList::persisted(&file).unwrap().list(0).len(), 1);
         assert!(!dir.path().join("revocations.tmp").exists());
@@ -407,7 +458,7 @@ mod tests {
             list.revoke(revocation(RevocationKind::Jti, "t1", None))
                 .is_err()
         );
-        assert_eq!(list.matching(&token(), CALLER, 0), None);
+        assert_eq!(cut(&list, 0), None);
         assert!(list.list(0).is_empty());
     }
 
@@ -417,5 +468,113 @@ mod tests {
         let file = dir.path().join("revocations.json");
         std::fs::write(&file, "not json").unwrap();
         assert!(RevocationList::persisted(&file).is_err());
+    }
+
+    fn delegated(sid: &str, actors: &[&str]) -> VerifiedToken {
+        // `actors` in path order (first delegate → current actor); the current is outermost.
+        let mut act = serde_json::Value::Null;
+        for actor in actors {
+            act = if act.is_null() {
+                json!({ "sub": actor })
+            } else {
+                json!({ "sub": actor, "act": act })
+            };
+        }
+        VerifiedToken::from_claims_for_tests(&json!({"sub": "user:alice", "sid": sid, "act": act}))
+    }
+
+    const ORCHESTRATOR: &str = "spiffe://example.org/agent/orchestrator";
+    const RESEARCHER_A: &str = "spiffe://example.org/agent/researcher-a";
+    const RESEARCHER_B: &str = "spiffe://example.org/agent/researcher-b";
+    const FETCHER: &str = "spiffe://example.org/agent/fetcher";
+
+    /// The kind that cuts `token` presented by its current actor.
+    fn cuts(list: &RevocationList, token: &VerifiedToken) -> Option<RevocationKind> {
+        let caller = token.actors().first().and_then(|a| a.subject()).unwrap();
+        list.matching(token, caller, 0).map(|revoked| revoked.kind)
+    }
+
+    #[test]
+    fn rule_a_revoked_branch_cuts_its_delegations_and_spares_its_siblings() {
+        // orchestrator → researcher-a (→ fetcher) and orchestrator → researcher-b, one session.
+        let a = delegated("s1", &[ORCHESTRATOR, RESEARCHER_A]);
+        let a_child = delegated("s1", &[ORCHESTRATOR, RESEARCHER_A, FETCHER]);
+        let b = delegated("s1", &[ORCHESTRATOR, RESEARCHER_B]);
+        let orchestrator = delegated("s1", &[ORCHESTRATOR]);
+        let elsewhere = delegated("s2", &[ORCHESTRATOR, RESEARCHER_A]);
+        let list = RevocationList::in_memory();
+        list.revoke(revocation(RevocationKind::Branch, a.branch(), None))
+            .unwrap();
+        assert_eq!(cuts(&list, &a), Some(RevocationKind::Branch));
+        assert_eq!(
+            cuts(&list, &a_child),
+            Some(RevocationKind::Branch),
+            "a delegation made inside the branch"
+        );
+        assert_eq!(cuts(&list, &b), None, "the sibling keeps working");
+        assert_eq!(cuts(&list, &orchestrator), None, "the parent keeps working");
+        assert_eq!(
+            cuts(&list, &elsewhere),
+            None,
+            "another session keeps working"
+        );
+        // The match names what cut it, for the audit record.
+        let revoked = list.matching(&a_child, FETCHER, 0).unwrap();
+        assert_eq!(revoked.value, a.branch());
+    }
+
+    #[test]
+    fn rule_a_branch_claim_is_revoked_by_its_value() {
+        let mut claims = json!({"sub": "user:alice", "sid": "s1",
+                                "act": {"sub": RESEARCHER_A, "act": {"sub": ORCHESTRATOR}}});
+        claims["execution_branch_id"] = json!("br-7");
+        let named =
+            VerifiedToken::from_claims_with_branch_claim_for_tests(&claims, "execution_branch_id");
+        claims["execution_branch_id"] = json!("br-8");
+        let other =
+            VerifiedToken::from_claims_with_branch_claim_for_tests(&claims, "execution_branch_id");
+        let list = RevocationList::in_memory();
+        list.revoke(revocation(RevocationKind::Branch, "br-7", None))
+            .unwrap();
+        assert_eq!(cuts(&list, &named), Some(RevocationKind::Branch));
+        assert_eq!(cuts(&list, &other), None);
+    }
+
+    #[test]
+    fn rule_an_actor_revoked_in_one_session_works_elsewhere_and_its_siblings_too() {
+        let list = RevocationList::in_memory();
+        list.revoke(revocation(
+            RevocationKind::SessionActor,
+            &session_actor_value(RESEARCHER_A, "s1"),
+            None,
+        ))
+        .unwrap();
+        assert_eq!(
+            cuts(&list, &delegated("s1", &[ORCHESTRATOR, RESEARCHER_A])),
+            Some(RevocationKind::SessionActor)
+        );
+        assert_eq!(
+            cuts(
+                &list,
+                &delegated("s1", &[ORCHESTRATOR, RESEARCHER_A, FETCHER])
+            ),
+            Some(RevocationKind::SessionActor),
+            "everything through it in that session"
+        );
+        assert_eq!(
+            cuts(&list, &delegated("s2", &[ORCHESTRATOR, RESEARCHER_A])),
+            None,
+            "the agent keeps working in other sessions"
+        );
+        assert_eq!(
+            cuts(&list, &delegated("s1", &[ORCHESTRATOR, RESEARCHER_B])),
+            None,
+            "its sibling keeps working"
+        );
+        assert_eq!(
+            split_session_actor("spiffe://a/b s 1"),
+            Some(("spiffe://a/b", "s 1"))
+        );
+        assert_eq!(split_session_actor("spiffe://a/b"), None);
     }
 }

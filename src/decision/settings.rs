@@ -31,6 +31,8 @@ pub struct DecisionSettings {
     pub max_token_bytes: usize,
     /// `tokens.require_typ: at+jwt`: a token without RFC 9068's explicit `typ` is malformed.
     pub require_access_token_typ: bool,
+    /// `tokens.branch_claim`: the claim that names a token's execution branch.
+    pub branch_claim: Option<String>,
     pub routes: RouteTable,
     pub cache: CacheConfig,
     pub response: ResponseSettings,

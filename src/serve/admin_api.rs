@@ -6,7 +6,9 @@
 //! `ACTOR` that is not a canonical SPIFFE ID.
 
 use crate::config::AdminOperation;
-use crate::decision::revocation::{Revocation, RevocationKind, RevocationList};
+use crate::decision::revocation::{
+    Revocation, RevocationKind, RevocationList, split_session_actor,
+};
 use crate::decision::spiffe::SpiffeId;
 use crate::decision::telemetry;
 use crate::decision::token::unix_now;
@@ -37,6 +39,8 @@ impl From<RevocationKind> for pb::RevocationKind {
             RevocationKind::Sid => Self::Sid,
             RevocationKind::Sub => Self::Sub,
             RevocationKind::Actor => Self::Actor,
+            RevocationKind::Branch => Self::Branch,
+            RevocationKind::SessionActor => Self::SessionActor,
         }
     }
 }
@@ -47,8 +51,10 @@ fn kind_of(raw: i32) -> Result<RevocationKind, Status> {
         Ok(pb::RevocationKind::Sid) => Ok(RevocationKind::Sid),
         Ok(pb::RevocationKind::Sub) => Ok(RevocationKind::Sub),
         Ok(pb::RevocationKind::Actor) => Ok(RevocationKind::Actor),
+        Ok(pb::RevocationKind::Branch) => Ok(RevocationKind::Branch),
+        Ok(pb::RevocationKind::SessionActor) => Ok(RevocationKind::SessionActor),
         _ => Err(Status::invalid_argument(
-            "kind must be JTI, SID, SUB or ACTOR",
+            "kind must be JTI, SID, SUB, ACTOR, BRANCH or SESSION_ACTOR",
         )),
     }
 }
@@ -66,6 +72,20 @@ pub fn checked_value(kind: RevocationKind, value: &str) -> Result<(), Status> {
     if kind == RevocationKind::Actor && SpiffeId::parse(value).is_err() {
         return Err(Status::invalid_argument(
             "an ACTOR revocation needs a canonical SPIFFE ID (anything else would match nothing)",
+        ));
+    }
+    if kind == RevocationKind::SessionActor {
+        let canonical =
+            split_session_actor(value).is_some_and(|(actor, _)| SpiffeId::parse(actor).is_ok());
+        if !canonical {
+            return Err(Status::invalid_argument(
+                "a SESSION_ACTOR revocation is `<actor SPIFFE ID> <session>`: a canonical SPIFFE ID, one space, a non-empty session (anything else would match nothing)",
+            ));
+        }
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(
+            "value must not contain control characters (no token claim that could match does)",
         ));
     }
     Ok(())
@@ -173,6 +193,7 @@ impl RevocationService {
         )
         .increment(1);
         self.audit.write_admin(&AdminRecord {
+            event: "admin",
             op: operation.name(),
             outcome,
             by: peer,
@@ -279,7 +300,8 @@ impl pb::revocations_server::Revocations for RevocationService {
         };
         self.write_fleet(operation, &by, &asked, |fleet| {
             let revocation = revocation.clone();
-            async move { fleet.revoke(&revocation).await }
+            let peer = by.clone();
+            async move { fleet.revoke(&revocation, &peer).await }
         })
         .await?;
         let revoked = self.list.revoke(revocation);
@@ -312,8 +334,8 @@ impl pb::revocations_server::Revocations for RevocationService {
         let kind = self.checked(operation, &by, &asked, message.kind, &message.value)?;
         let in_bucket = self
             .write_fleet(operation, &by, &asked, |fleet| {
-                let value = message.value.clone();
-                async move { fleet.unrevoke(kind, &value).await }
+                let (value, peer) = (message.value.clone(), by.clone());
+                async move { fleet.unrevoke(kind, &value, &peer).await }
             })
             .await?;
         match self.list.unrevoke(kind, &message.value) {
@@ -377,5 +399,26 @@ mod tests {
             let refused = checked_value(kind, &over).unwrap_err();
             assert_eq!(refused.code(), tonic::Code::InvalidArgument);
         }
+    }
+
+    #[test]
+    fn rule_a_revocation_value_that_could_match_nothing_is_refused() {
+        let actor = "spiffe://example.org/agent/researcher";
+        assert!(checked_value(RevocationKind::SessionActor, &format!("{actor} wf 42")).is_ok());
+        for refused in [
+            actor.to_owned(),
+            format!("{actor} "),
+            "agent wf".into(),
+            format!(" {actor} wf"),
+        ] {
+            assert!(
+                checked_value(RevocationKind::SessionActor, &refused).is_err(),
+                "{refused:?}"
+            );
+        }
+        for kind in RevocationKind::ALL {
+            assert!(checked_value(kind, "t\n1").is_err(), "{kind:?}");
+        }
+        assert!(checked_value(RevocationKind::Branch, "b-3m0tJ2o9w1eV8Xb6kQ4yZA").is_ok());
     }
 }

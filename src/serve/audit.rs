@@ -216,13 +216,18 @@ fn enqueue(sink: &Sink, line: &[u8]) -> bool {
 /// came of it. Every call is recorded, accepted or not; none is sampled.
 #[derive(Debug, Clone, Copy)]
 pub struct AdminRecord<'a> {
-    /// `revoke`, `unrevoke` or `list`.
+    /// `admin` (a call of this sidecar's revocation API) or `fleet` (a change of the fleet
+    /// bucket this sidecar applied).
+    pub event: &'static str,
+    /// `revoke`, `unrevoke` or `list`; for `fleet` also `remove` (a removal that names no
+    /// writer) and `snapshot` (the bucket's contents applied at start).
     pub op: &'static str,
-    /// `accepted`, `refused`, `invalid` or `failed`.
+    /// `accepted`, `refused`, `invalid` or `failed`; `applied` for `fleet`.
     pub outcome: &'static str,
-    /// `uid:1000 pid:42`, a TLS peer's SPIFFE ID, or `tcp:IP:PORT (unauthenticated)`.
+    /// `uid:1000 pid:42`, a TLS peer's SPIFFE ID, or `tcp:IP:PORT (unauthenticated)`; for
+    /// `fleet`, the writer the bucket entry names (`nats-user:U (…)`).
     pub by: &'a str,
-    /// `jti`, `sid`, `sub` or `actor`; `None` for a list or an unknown kind.
+    /// The revocation kind (`jti`, `sid`, `sub`, `actor`, `branch`, `session_actor`); `None` for a list or an unknown kind.
     pub kind: Option<&'a str>,
     pub value: Option<&'a str>,
     /// Seconds the revocation lasts; `None` until removed (or not a revoke).
@@ -254,7 +259,9 @@ fn write_admin_line(out: &mut Vec<u8>, record: &AdminRecord<'_>, now: SystemTime
     let detail = record.detail.map(|v| capped(v, "detail", &mut truncated));
     out.extend_from_slice(b"{\"time\":\"");
     write_time(out, now);
-    out.extend_from_slice(b"\",\"event\":\"admin\",\"op\":");
+    out.extend_from_slice(b"\",\"event\":");
+    json_string(out, record.event);
+    out.extend_from_slice(b",\"op\":");
     json_string(out, record.op);
     out.extend_from_slice(b",\"outcome\":");
     json_string(out, record.outcome);
@@ -364,7 +371,7 @@ fn write_batches(sink: &Sink, output: Box<dyn Write + Send>) {
 }
 
 /// The members of a line, in the order they are written (README, "Audit log").
-pub const FIELDS: [&str; 14] = [
+pub const FIELDS: [&str; 16] = [
     "time",
     "request_id",
     "caller",
@@ -377,7 +384,9 @@ pub const FIELDS: [&str; 14] = [
     "reason",
     "jti",
     "sid",
+    "branch",
     "latency_us",
+    "revoked",
     "truncated",
 ];
 
@@ -416,6 +425,8 @@ struct Capped<'a> {
     path: &'a str,
     jti: Option<&'a str>,
     sid: Option<&'a str>,
+    branch: Option<&'a str>,
+    revoked: Option<(&'static str, &'a str)>,
     truncated: Vec<&'static str>,
 }
 
@@ -429,6 +440,10 @@ fn cap<'a>(record: &'a AuditRecord<'a>) -> Capped<'a> {
     let subject = record.subject.map(|v| capped(v, "subject", &mut truncated));
     let jti = record.jti.map(|v| capped(v, "jti", &mut truncated));
     let sid = record.sid.map(|v| capped(v, "sid", &mut truncated));
+    let branch = record.branch.map(|v| capped(v, "branch", &mut truncated));
+    let revoked = record
+        .revoked
+        .map(|(kind, value)| (kind, capped(value, "revoked", &mut truncated)));
     let route = record.route.map(|v| capped(v, "route", &mut truncated));
     let chain = &record.chain[..record.chain.len().min(MAX_CHAIN_ENTRIES)];
     if record.chain.len() > MAX_CHAIN_ENTRIES
@@ -446,6 +461,8 @@ fn cap<'a>(record: &'a AuditRecord<'a>) -> Capped<'a> {
         path,
         jti,
         sid,
+        branch,
+        revoked,
         truncated,
     }
 }
@@ -491,6 +508,8 @@ fn write_line(out: &mut Vec<u8>, record: &AuditRecord<'_>, now: SystemTime) {
         path,
         jti,
         sid,
+        branch,
+        revoked,
         truncated,
     } = cap(record);
     out.extend_from_slice(b"{\"time\":\"");
@@ -524,8 +543,17 @@ fn write_line(out: &mut Vec<u8>, record: &AuditRecord<'_>, now: SystemTime) {
     json_optional(out, jti);
     out.extend_from_slice(b",\"sid\":");
     json_optional(out, sid);
+    out.extend_from_slice(b",\"branch\":");
+    json_optional(out, branch);
     out.extend_from_slice(b",\"latency_us\":");
     let _ = write!(out, "{}", record.latency.as_micros() as u64);
+    if let Some((kind, value)) = revoked {
+        out.extend_from_slice(b",\"revoked\":{\"kind\":");
+        json_string(out, kind);
+        out.extend_from_slice(b",\"value\":");
+        json_string(out, value);
+        out.push(b'}');
+    }
     write_truncated(out, &truncated);
     out.push(b'}');
 }
@@ -628,6 +656,8 @@ mod tests {
             reason,
             jti: None,
             sid: None,
+            branch: None,
+            revoked: None,
             latency: Duration::from_micros(7),
         };
         for _ in 0..4 {
@@ -669,6 +699,8 @@ mod tests {
             path,
             jti,
             sid,
+            branch,
+            revoked,
             truncated,
         } = cap(record);
         let chain: Vec<&str> = chain.iter().map(|actor| cut(actor)).collect();
@@ -685,8 +717,12 @@ mod tests {
             "reason": record.reason,
             "jti": jti,
             "sid": sid,
+            "branch": branch,
             "latency_us": record.latency.as_micros() as u64,
         });
+        if let Some((kind, value)) = revoked {
+            line["revoked"] = serde_json::json!({"kind": kind, "value": value});
+        }
         if !truncated.is_empty() {
             line["truncated"] = serde_json::json!(truncated);
         }
@@ -714,6 +750,8 @@ mod tests {
         full.subject = Some(&awkward);
         full.jti = Some("j\u{2028}");
         full.sid = Some("");
+        full.branch = Some(&awkward);
+        full.revoked = Some(("session_actor", &awkward));
         full.route = Some("route\t1");
         full.chain = vec![awkward.as_str(), long_actor.as_str()];
         full.latency = Duration::from_micros(123_456_789);
@@ -809,6 +847,8 @@ mod tests {
             reason: Some("no_route"),
             jti: None,
             sid: None,
+            branch: Some("b-AAAAAAAAAAAAAAAAAAAAAA"),
+            revoked: None,
             latency: Duration::from_micros(1),
         }
     }

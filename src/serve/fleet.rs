@@ -15,13 +15,20 @@
 //! revocation file is a warm start, never proof of being current.
 //!
 //! Keys are `<kind>.<value, base64url without padding>` (a KV key allows only
-//! `[-/_=.a-zA-Z0-9]`); the value is the revocation as JSON. Each put carries a per-message
-//! TTL (`Nats-TTL`) when the revocation has one, so the bucket forgets what expired.
+//! `[-/_=.a-zA-Z0-9]`); the value is the revocation as JSON with `by`, the writer (its NATS
+//! user and where it ran). Each put carries a per-message TTL (`Nats-TTL`) when the revocation
+//! has one, so the bucket forgets what expired. An unrevoke is a purge whose body names its
+//! writer too. Every change a sidecar applies is an audit line (`"event":"fleet"`) naming it.
+//!
+//! `by` is written by the writer: NATS authenticated the connection as a user with publish
+//! rights on the bucket, and the user name is the writer's own account of itself. A writer
+//! with those rights could name someone else; publish rights are for operators only.
 
 use crate::config::NatsSettings;
 use crate::decision::revocation::{Revocation, RevocationKind, RevocationList};
 use crate::decision::telemetry;
 use crate::decision::token::{unix_now as now_seconds, unix_now_millis as now_millis};
+use crate::serve::audit::{AdminRecord, AuditLog};
 use async_nats::jetstream::{self, kv};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -35,6 +42,8 @@ const EXPIRY_MARKER_TTL: Duration = Duration::from_secs(3600);
 /// How long the purge marker of an unrevoke stays: a sidecar that was away longer than this
 /// and missed it keeps the revocation until it expires (the strict side).
 const UNREVOKE_MARKER_TTL: Duration = Duration::from_secs(24 * 3600);
+/// `by` of a change whose bucket entry names no writer.
+const UNNAMED_WRITER: &str = "unnamed (a per-key TTL expiry, or a writer other than actguard)";
 /// Largest value accepted in the bucket (a revocation is a few hundred bytes).
 const MAX_VALUE_BYTES: i32 = 8192;
 
@@ -53,11 +62,51 @@ pub fn parse_key(key: &str) -> Option<(RevocationKind, String)> {
     (!value.is_empty()).then_some((kind, value))
 }
 
+/// A bucket value: the revocation and who wrote it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    revocation: Revocation,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// The body of an unrevoke's purge marker.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Removal {
+    by: String,
+}
+
+/// `nats-user:U (WHAT, uid N on HOST)`: the writer as a bucket value names it.
+pub fn writer(user: Option<&str>, what: &str) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    // The process's own uid, without unsafe code: /proc/self belongs to it.
+    let uid = std::fs::metadata("/proc/self").map_or_else(|_| "?".into(), |m| m.uid().to_string());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|host| host.trim().to_owned())
+        .unwrap_or_else(|_| "?".into());
+    format!(
+        "nats-user:{} ({what}, uid {uid} on {host})",
+        user.unwrap_or("(none)")
+    )
+}
+
+/// Who a bucket value says wrote it; `None` when it names no one.
+fn writer_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct By {
+        by: Option<String>,
+    }
+    serde_json::from_slice::<By>(body).ok()?.by
+}
+
 /// The revocation a put carries. The key decides kind and value; the body adds times. A body
 /// that does not parse still revokes (until removed): the strict reading.
 fn revocation_of(key: &str, body: &[u8]) -> Option<Revocation> {
     let (kind, value) = parse_key(key)?;
-    let stored: Option<Revocation> = serde_json::from_slice(body).ok();
+    let stored: Option<Revocation> = serde_json::from_slice::<Stored>(body)
+        .ok()
+        .map(|stored| stored.revocation);
     Some(match stored {
         Some(stored) if stored.kind == kind && stored.value == value => stored,
         _ => {
@@ -172,14 +221,19 @@ impl Bucket {
         Ok(Self { context, store })
     }
 
-    /// Stores `revocation` and returns its revision once the server acknowledged it.
-    pub async fn revoke(&self, revocation: &Revocation) -> Result<u64, String> {
+    /// Stores `revocation`, written `by`, and returns its revision once the server
+    /// acknowledged it.
+    pub async fn revoke(&self, revocation: &Revocation, by: &str) -> Result<u64, String> {
         let subject = format!(
             "{}{}",
             self.store.prefix,
             key_of(revocation.kind, &revocation.value)
         );
-        let body = serde_json::to_vec(revocation).map_err(|error| error.to_string())?;
+        let body = serde_json::to_vec(&Stored {
+            revocation: revocation.clone(),
+            by: Some(by.to_owned()),
+        })
+        .map_err(|error| error.to_string())?;
         let mut headers = async_nats::HeaderMap::new();
         // The bucket forgets an expired revocation by itself (the list does too, by time); a
         // TTL beyond ten years is kept as "until removed".
@@ -200,8 +254,14 @@ impl Bucket {
         Ok(ack.sequence)
     }
 
-    /// Removes a revocation; `Ok(true)` when one was in the bucket.
-    pub async fn unrevoke(&self, kind: RevocationKind, value: &str) -> Result<bool, String> {
+    /// Removes a revocation (a purge marker whose body names `by`); `Ok(true)` when one was
+    /// in the bucket.
+    pub async fn unrevoke(
+        &self,
+        kind: RevocationKind,
+        value: &str,
+        by: &str,
+    ) -> Result<bool, String> {
         let key = key_of(kind, value);
         let existed = matches!(
             self.store.entry(key.as_str()).await,
@@ -210,8 +270,21 @@ impl Bucket {
                 ..
             }))
         );
-        self.store
-            .purge_with_ttl(key.as_str(), UNREVOKE_MARKER_TTL)
+        // What `purge_with_ttl` sends, with a body: the KV API's purge has none to name the
+        // writer in.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("KV-Operation", "PURGE");
+        headers.insert("Nats-Rollup", "sub");
+        headers.insert(
+            "Nats-TTL",
+            format!("{}s", UNREVOKE_MARKER_TTL.as_secs()).as_str(),
+        );
+        let body = serde_json::to_vec(&Removal { by: by.to_owned() })
+            .map_err(|error| error.to_string())?;
+        self.context
+            .publish_with_headers(format!("{}{key}", self.store.prefix), headers, body.into())
+            .await
+            .map_err(|error| format!("unrevoke not sent: {error}"))?
             .await
             .map_err(|error| format!("unrevoke not acknowledged: {error}"))?;
         Ok(existed)
@@ -241,11 +314,25 @@ impl Bucket {
     }
 
     /// The revision of the newest message in the bucket; `None` when it holds none.
+    ///
+    /// Asked of the stream leader (the message-get API), not of any replica through direct
+    /// get: the leader is where a revocation is committed. (nats-server 2.15 also stops a
+    /// replica that lost touch from answering direct gets, after several seconds — measured
+    /// about 12 s with quorum lost, against about 2 s for the leader's get; the leader is the
+    /// stricter source.) Without a leader the question goes unanswered and the sidecar fails
+    /// closed once `max_staleness` has passed.
     async fn newest_revision(&self) -> Result<Option<u64>, String> {
         let subject = format!("{}>", self.store.prefix);
-        match self.store.stream.direct_get_last_for_subject(subject).await {
+        match self
+            .store
+            .stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
             Ok(message) => Ok(Some(message.sequence)),
-            Err(error) if error.kind() == jetstream::stream::DirectGetErrorKind::NotFound => {
+            Err(error)
+                if error.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
                 Ok(None)
             }
             Err(error) => Err(format!("cannot ask for the newest revision: {error}")),
@@ -269,6 +356,7 @@ impl Bucket {
 pub struct FleetSync {
     settings: NatsSettings,
     list: Arc<RevocationList>,
+    audit: AuditLog,
 }
 
 /// Where following stands between connections.
@@ -283,8 +371,13 @@ struct Position {
 }
 
 impl FleetSync {
-    pub fn new(settings: NatsSettings, list: Arc<RevocationList>) -> Self {
-        Self { settings, list }
+    /// Mirrors the bucket of `settings` into `list`; each change applied is written to `audit`.
+    pub fn new(settings: NatsSettings, list: Arc<RevocationList>, audit: AuditLog) -> Self {
+        Self {
+            settings,
+            list,
+            audit,
+        }
     }
 
     /// How often being current is confirmed: a fifth of `max_staleness`, 100 ms to 1 s.
@@ -403,16 +496,40 @@ impl FleetSync {
         }
         let lag = entry.created.unix_timestamp_nanos() as f64 / 1e9;
         let lag = (now_millis() as f64 / 1e3 - lag).max(0.0);
+        let by = writer_of(&entry.value);
+        let revision = format!("revision {}", entry.revision);
+        let mut record = AdminRecord {
+            event: "fleet",
+            op: "unrevoke",
+            outcome: "applied",
+            by: by.as_deref().unwrap_or(UNNAMED_WRITER),
+            kind: Some(kind.name()),
+            value: Some(&value),
+            ttl_seconds: None,
+            detail: Some(&revision),
+        };
         match entry.operation {
             kv::Operation::Put => {
                 if let Some(revocation) = revocation_of(&entry.key, &entry.value) {
+                    let ttl = revocation
+                        .expires_at
+                        .map(|at| at.saturating_sub(now_seconds()).max(0) as u64);
                     self.list.revoke(revocation)?;
                     metrics::histogram!(telemetry::REVOCATION_LAG).record(lag);
+                    record.op = "revoke";
+                    record.ttl_seconds = ttl;
+                    self.audit.write_admin(&record);
                 }
             }
             kv::Operation::Delete | kv::Operation::Purge => {
                 self.list.unrevoke(kind, &value)?;
                 metrics::histogram!(telemetry::REVOCATION_LAG).record(lag);
+                if by.is_none() {
+                    // The server's marker for an expired per-key TTL, or a writer that is not
+                    // actguard (`nats kv del`).
+                    record.op = "remove";
+                }
+                self.audit.write_admin(&record);
             }
         }
         Ok(())
@@ -427,8 +544,23 @@ impl FleetSync {
         let Some(gathered) = snapshot.take() else {
             return Ok(());
         };
+        let detail = format!(
+            "{} revocations up to revision {}",
+            gathered.len(),
+            position.applied
+        );
         self.list.replace_all(gathered.into_values().collect())?;
         position.mirrored = true;
+        self.audit.write_admin(&AdminRecord {
+            event: "fleet",
+            op: "snapshot",
+            outcome: "applied",
+            by: "nats",
+            kind: None,
+            value: None,
+            ttl_seconds: None,
+            detail: Some(&detail),
+        });
         tracing::info!(
             applied = position.applied,
             "fleet revocation: snapshot applied"
@@ -478,14 +610,33 @@ impl FleetWrites {
 
     /// Writes a revocation and returns once the server acknowledged it (the caller checked
     /// [`writable`](Self::writable)).
-    pub async fn revoke(&self, revocation: &Revocation) -> Result<(), String> {
-        self.bucket().await?.revoke(revocation).await.map(|_| ())
+    pub async fn revoke(&self, revocation: &Revocation, peer: &str) -> Result<(), String> {
+        let by = self.writer(peer);
+        self.bucket()
+            .await?
+            .revoke(revocation, &by)
+            .await
+            .map(|_| ())
+    }
+
+    /// This sidecar, writing for the admin `peer` it authorized.
+    fn writer(&self, peer: &str) -> String {
+        writer(
+            self.settings.user.as_deref(),
+            &format!("sidecar admin API for {peer}"),
+        )
     }
 
     /// Removes a revocation from the bucket; `Ok(true)` when one was there (the caller
     /// checked [`writable`](Self::writable)).
-    pub async fn unrevoke(&self, kind: RevocationKind, value: &str) -> Result<bool, String> {
-        self.bucket().await?.unrevoke(kind, value).await
+    pub async fn unrevoke(
+        &self,
+        kind: RevocationKind,
+        value: &str,
+        peer: &str,
+    ) -> Result<bool, String> {
+        let by = self.writer(peer);
+        self.bucket().await?.unrevoke(kind, value, &by).await
     }
 }
 

@@ -180,7 +180,11 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         revocations: Arc::new(revocations),
     };
     if let Some(settings) = &config.revocation_nats {
-        let sync = FleetSync::new(settings.clone(), Arc::clone(&shared.revocations));
+        let sync = FleetSync::new(
+            settings.clone(),
+            Arc::clone(&shared.revocations),
+            admin_audit.clone(),
+        );
         background.push(tokio::spawn(sync.run()));
     }
     let fleet_writes = config

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The nats-server binary: `$ACTGUARD_NATS_SERVER`, else the one `make test` installs.
@@ -136,6 +136,8 @@ impl Drop for NatsServer {
 pub struct GapProxy {
     pub port: u16,
     open: Arc<AtomicBool>,
+    /// Milliseconds each chunk waits before it is passed on (0: at once).
+    delay_ms: Arc<AtomicU64>,
     generation: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -145,8 +147,10 @@ impl GapProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let open = Arc::new(AtomicBool::new(true));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let (generation, _) = tokio::sync::watch::channel(0u64);
         let (accept_open, accept_generation) = (Arc::clone(&open), generation.clone());
+        let accept_delay = Arc::clone(&delay_ms);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -157,12 +161,16 @@ impl GapProxy {
                     continue;
                 }
                 let mut cut = accept_generation.subscribe();
+                let delay = Arc::clone(&accept_delay);
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
+                    let (from_client, to_client) = inbound.into_split();
+                    let (from_server, to_server) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = relay(from_client, to_server, Arc::clone(&delay)) => {}
+                        _ = relay(from_server, to_client, delay) => {}
                         _ = cut.changed() => {}
                     }
                 });
@@ -171,9 +179,16 @@ impl GapProxy {
         Self {
             port,
             open,
+            delay_ms,
             generation,
             task,
         }
+    }
+
+    /// From now on every chunk either way waits `delay` before it is passed on.
+    pub fn slow_down(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn url(&self) -> String {
@@ -191,8 +206,74 @@ impl GapProxy {
     }
 }
 
+/// Copies `from` to `to`, each chunk held for the current delay first.
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay_ms: Arc<AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let Ok(read) = from.read(&mut buffer).await else {
+            return;
+        };
+        if read == 0 {
+            return;
+        }
+        let delay = delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
 impl Drop for GapProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A JetStream cluster of real nats-servers on loopback, each running `config` (as
+/// [`NatsServer::start_with_config`]) with `server_name` and a `cluster` block routing to
+/// every other node. Nodes can be stopped and restarted one by one.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub fn start(size: usize, config: &str, envs: &[(&str, &str)]) -> Self {
+        let route_ports: Vec<u16> = (0..size).map(|_| super::envoy::free_port()).collect();
+        let routes: Vec<String> = route_ports
+            .iter()
+            .map(|port| format!("nats-route://127.0.0.1:{port}"))
+            .collect();
+        let nodes = route_ports
+            .iter()
+            .enumerate()
+            .map(|(index, port)| {
+                let clustered = format!(
+                    "server_name: n{index}\n{config}\ncluster {{\n  name: actguard-test\n  listen: 127.0.0.1:{port}\n  routes: [{}]\n}}\n",
+                    routes.join(", ")
+                );
+                NatsServer::start_with_config(&clustered, envs)
+            })
+            .collect();
+        Self { nodes }
+    }
+
+    /// Every node's client URL, for a client that fails over between them.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::url).collect()
+    }
+
+    /// The node named `n<index>` (`server_name`).
+    pub fn index_of(name: &str) -> usize {
+        name.trim_start_matches('n')
+            .parse()
+            .expect("a node name n<index>")
     }
 }

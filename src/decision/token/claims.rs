@@ -9,7 +9,7 @@
 use crate::decision::reason::{Denial, DenyReason};
 use crate::decision::spiffe::SpiffeId;
 use serde_json::{Map, Value};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// One entry of the `act` chain. The `sub` is stored once: inside the parsed SPIFFE ID when it
 /// is one (cached tokens carry many actors; no second copy of the string).
@@ -68,6 +68,8 @@ struct Uncommon {
     authorized_party: Option<Box<str>>,
     may_act: Option<MayAct>,
     sid: Option<Box<str>>,
+    /// The `tokens.branch_claim` value, when configured and present.
+    branch: Option<Box<str>>,
 }
 
 /// Verified claims. See the module docs for what "verified" covers.
@@ -88,6 +90,8 @@ pub struct VerifiedToken {
     jti: Option<Box<str>>,
     uncommon: Option<Box<Uncommon>>,
     verified_by: Option<Arc<KeyIdentity>>,
+    /// [`crate::decision::branch::lineage`], computed on first use and kept with the token.
+    lineage: OnceLock<Box<[Box<str>]>>,
 }
 
 impl VerifiedToken {
@@ -134,6 +138,20 @@ impl VerifiedToken {
     pub fn sid(&self) -> Option<&str> {
         self.uncommon.as_ref()?.sid.as_deref()
     }
+    /// The value of the configured `tokens.branch_claim`, when the token carries it.
+    pub fn branch_claim(&self) -> Option<&str> {
+        self.uncommon.as_ref()?.branch.as_deref()
+    }
+    /// The branch lineage ([`crate::decision::branch`]), root first, this token's branch last.
+    pub fn branch_lineage(&self) -> &[Box<str>] {
+        self.lineage
+            .get_or_init(|| crate::decision::branch::lineage(self))
+    }
+    /// This token's execution branch ([`crate::decision::branch`]).
+    pub fn branch(&self) -> &str {
+        // A lineage always holds at least the token's own branch.
+        self.branch_lineage().last().map_or("", |branch| branch)
+    }
 
     /// Rough heap footprint, for the cache's byte budget: the struct, its out-of-line parts,
     /// and 16 bytes of allocator overhead per allocation.
@@ -143,11 +161,16 @@ impl VerifiedToken {
         let uncommon = self.uncommon.as_ref().map_or(0, |extra| {
             std::mem::size_of::<Uncommon>()
                 + PER_ALLOCATION
-                + [&extra.client_id, &extra.authorized_party, &extra.sid]
-                    .into_iter()
-                    .flatten()
-                    .map(|text| boxed(text))
-                    .sum::<usize>()
+                + [
+                    &extra.client_id,
+                    &extra.authorized_party,
+                    &extra.sid,
+                    &extra.branch,
+                ]
+                .into_iter()
+                .flatten()
+                .map(|text| boxed(text))
+                .sum::<usize>()
                 + match &extra.may_act {
                     Some(MayAct::Subject(subject)) => boxed(subject),
                     _ => 0,
@@ -163,7 +186,16 @@ impl VerifiedToken {
             .iter()
             .map(|scope| std::mem::size_of::<Box<str>>() + boxed(scope))
             .sum();
+        // A lineage, once computed, is one slice of 24-byte branches (or the claim).
+        let lineage = self.lineage.get().map_or(0, |lineage| {
+            PER_ALLOCATION
+                + lineage
+                    .iter()
+                    .map(|branch| std::mem::size_of::<Box<str>>() + boxed(branch))
+                    .sum::<usize>()
+        });
         std::mem::size_of::<Self>()
+            + lineage
             + PER_ALLOCATION
             + boxed(&self.subject)
             + self.jti.as_deref().map_or(0, boxed)
@@ -242,6 +274,7 @@ fn may_act_of(claims: &Map<String, Value>) -> Option<MayAct> {
 pub(super) fn extract(
     claims: &Map<String, Value>,
     expires_at: i64,
+    branch_claim: Option<&str>,
 ) -> Result<VerifiedToken, Denial> {
     let subject = match claims.get("sub") {
         Some(Value::String(subject)) if !subject.is_empty() && header_safe(subject) => {
@@ -271,6 +304,10 @@ pub(super) fn extract(
             "sid",
             "the sid claim is not a string without control characters",
         )?,
+        branch: match branch_claim {
+            None => None,
+            Some(name) => branch_of(claims, name)?,
+        },
     };
     Ok(VerifiedToken {
         subject,
@@ -284,7 +321,28 @@ pub(super) fn extract(
         )?,
         uncommon: (uncommon != Uncommon::default()).then(|| Box::new(uncommon)),
         verified_by: None,
+        lineage: OnceLock::new(),
     })
+}
+
+/// Longest branch claim accepted: a branch is an identifier, not a document.
+pub const MAX_BRANCH_CLAIM_BYTES: usize = 256;
+
+/// The configured branch claim: absent is fine (the branch is derived); anything but a
+/// non-empty string of at most [`MAX_BRANCH_CLAIM_BYTES`] without control characters is a
+/// malformed token, never a silently derived branch.
+fn branch_of(claims: &Map<String, Value>, name: &str) -> Result<Option<Box<str>>, Denial> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(value))
+            if !value.is_empty() && value.len() <= MAX_BRANCH_CLAIM_BYTES && header_safe(value) =>
+        {
+            Ok(Some(value.as_str().into()))
+        }
+        Some(_) => Err(malformed(
+            "the branch claim is not a non-empty string of at most 256 bytes without control characters",
+        )),
+    }
 }
 
 #[cfg(feature = "fuzzing")]
@@ -294,7 +352,7 @@ impl VerifiedToken {
         claims: &Map<String, Value>,
         expires_at: i64,
     ) -> Result<Self, Denial> {
-        extract(claims, expires_at)
+        extract(claims, expires_at, Some("execution_branch_id"))
     }
 }
 
@@ -303,6 +361,48 @@ impl VerifiedToken {
     /// Builds verified claims directly from JSON, for policy unit tests that need no signature.
     pub fn from_claims_for_tests(claims: &Value) -> Self {
         let map = claims.as_object().cloned().unwrap_or_default();
-        extract(&map, i64::MAX).expect("test claims are well-formed")
+        extract(&map, i64::MAX, None).expect("test claims are well-formed")
+    }
+
+    /// As [`Self::from_claims_for_tests`], with `tokens.branch_claim` set to `claim`.
+    pub fn from_claims_with_branch_claim_for_tests(claims: &Value, claim: &str) -> Self {
+        let map = claims.as_object().cloned().unwrap_or_default();
+        extract(&map, i64::MAX, Some(claim)).expect("test claims are well-formed")
+    }
+}
+
+#[cfg(test)]
+mod branch_claim_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rule_a_malformed_branch_claim_is_a_malformed_token_never_a_derived_branch() {
+        let claims = |branch: Value| {
+            let mut claims = json!({"sub": "user:alice", "sid": "s1"});
+            claims["execution_branch_id"] = branch;
+            claims.as_object().cloned().unwrap()
+        };
+        let named = extract(&claims(json!("br-1")), 0, Some("execution_branch_id")).unwrap();
+        assert_eq!(named.branch_claim(), Some("br-1"));
+        assert_eq!(named.branch(), "br-1");
+        for bad in [
+            json!(""),
+            json!(7),
+            json!(["br-1"]),
+            json!(null),
+            json!("br\n1"),
+            json!("b".repeat(MAX_BRANCH_CLAIM_BYTES + 1)),
+        ] {
+            let denied = extract(&claims(bad.clone()), 0, Some("execution_branch_id"));
+            assert_eq!(
+                denied.map(|_| ()).map_err(|d| d.reason),
+                Err(DenyReason::TokenMalformed),
+                "{bad}"
+            );
+        }
+        // Without the setting the claim means nothing and the branch is derived.
+        let unconfigured = extract(&claims(json!(7)), 0, None).unwrap();
+        assert!(unconfigured.branch().starts_with("b-"));
     }
 }

@@ -176,6 +176,8 @@ pub struct Verifier {
     max_token_bytes: usize,
     /// RFC 9068 explicit typing required (`tokens.require_typ: at+jwt`).
     require_access_token_typ: bool,
+    /// `tokens.branch_claim`: the claim naming the execution branch, when configured.
+    branch_claim: Option<Box<str>>,
     /// Chains and scope lists shared between verified tokens.
     parts: shared::SharedParts,
 }
@@ -285,6 +287,7 @@ impl Verifier {
             leeway: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
             max_token_bytes,
             require_access_token_typ: false,
+            branch_claim: None,
             parts: shared::SharedParts::default(),
         }
     }
@@ -292,6 +295,12 @@ impl Verifier {
     /// This verifier with RFC 9068 explicit typing (`typ: at+jwt`) made mandatory.
     pub fn requiring_access_token_typ(mut self, required: bool) -> Self {
         self.require_access_token_typ = required;
+        self
+    }
+
+    /// This verifier reading the execution branch from `claim` (`tokens.branch_claim`).
+    pub fn with_branch_claim(mut self, claim: Option<String>) -> Self {
+        self.branch_claim = claim.map(String::into_boxed_str);
         self
     }
 
@@ -485,7 +494,7 @@ impl Verifier {
                 "the token's audience does not name this workload",
             ));
         }
-        let mut verified = claims::extract(&claims, expires_at)?;
+        let mut verified = claims::extract(&claims, expires_at, self.branch_claim.as_deref())?;
         verified.set_verified_by(key.identity(&issuer.issuer));
         verified.share_parts(&self.parts);
         Ok(verified)

@@ -153,7 +153,7 @@ impl GapProxy {
         let accept_delay = Arc::clone(&delay_ms);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
                 if !accept_open.load(Ordering::SeqCst) {

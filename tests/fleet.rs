@@ -965,3 +965,182 @@ async fn rule_nats_answering_slower_than_max_staleness_fails_closed_and_recovers
     );
     sidecar.shutdown().await.unwrap();
 }
+
+/// The nats-server configuration the shipped Helm values render to (the chart writes
+/// `config.merge` and the client TLS block into nats.conf as JSON, and `<< $VAR >>` as a bare
+/// variable), on a free port with the test's certificates.
+fn helm_rendered_config(server_cert: &Path, server_key: &Path, ca: &Path) -> String {
+    let values: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(HELM_VALUES)).unwrap(),
+    )
+    .unwrap();
+    let config = &values["config"];
+    assert_eq!(config["jetstream"]["enabled"], true);
+    assert_eq!(config["cluster"]["replicas"], 3);
+    let mut tls = config["nats"]["tls"]["merge"].clone();
+    tls["cert_file"] = json!(server_cert);
+    tls["key_file"] = json!(server_key);
+    tls["ca_file"] = json!(ca);
+    let rendered = json!({
+        "listen": "127.0.0.1:{PORT}",
+        "jetstream": {"store_dir": "{STORE}"},
+        "tls": tls,
+        "authorization": config["merge"]["authorization"],
+    });
+    serde_json::to_string_pretty(&rendered)
+        .unwrap()
+        .replace(
+            "\"<< $ACTGUARD_SIDECAR_PASSWORD >>\"",
+            "$ACTGUARD_SIDECAR_PASSWORD",
+        )
+        .replace(
+            "\"<< $ACTGUARD_OPERATOR_PASSWORD >>\"",
+            "$ACTGUARD_OPERATOR_PASSWORD",
+        )
+}
+
+const HELM_VALUES: &str = "deploy/kubernetes/components/nats-revocation/nats-helm-values.yaml";
+
+/// The quoted strings of `list` (a `NAME = [ … ]` or an `allow: [ … ]` after `after`) in the
+/// shipped nats-server configuration.
+fn shipped_list(after: &str) -> Vec<String> {
+    let conf = shipped_config();
+    let start = conf.find(after).unwrap_or_else(|| panic!("{after}"));
+    let open = start + conf[start..].find('[').unwrap();
+    let close = open + conf[open..].find(']').unwrap();
+    conf[open + 1..close]
+        .split(',')
+        .map(|item| item.trim().trim_matches('"').to_owned())
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_helm_values_grant_exactly_the_shipped_least_privilege_permissions() {
+    let values: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(HELM_VALUES)).unwrap(),
+    )
+    .unwrap();
+    let users = values["config"]["merge"]["authorization"]["users"]
+        .as_array()
+        .unwrap();
+    let publish = |name: &str| -> Vec<String> {
+        let user = users.iter().find(|user| user["user"] == name).unwrap();
+        serde_json::from_value(user["permissions"]["publish"]["allow"].clone()).unwrap()
+    };
+    assert_eq!(publish("actguard-sidecar"), shipped_list("BUCKET_READ ="));
+    assert_eq!(
+        publish("actguard-operator"),
+        shipped_list("user: actguard-operator")
+    );
+    assert_eq!(users.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_the_helm_values_serve_the_bucket_over_mtls_to_a_read_only_sidecar() {
+    let fleet = Fleet::new();
+    let dir = fleet.dir();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca = write("ca.pem", fleet.ca.bundle_pem());
+    let server = fleet
+        .ca
+        .issue_svid_with_dns(
+            "spiffe://example.org/ns/nats/sa/nats",
+            &["127.0.0.1".into()],
+        )
+        .unwrap();
+    let (server_cert, server_key) = (
+        write("nats.pem", &server.cert_pem),
+        write("nats-key.pem", &server.key_pem),
+    );
+    let client = fleet.ca.issue_svid(LOCAL).unwrap();
+    let (client_cert, client_key) = (
+        write("svid.pem", &client.cert_pem),
+        write("svid-key.pem", &client.key_pem),
+    );
+    let nats = NatsServer::start_with_config(
+        &helm_rendered_config(&server_cert, &server_key, &ca),
+        &SHIPPED_PASSWORDS,
+    );
+    let url = format!("tls://127.0.0.1:{}", nats.port);
+    let tls_args = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = ["--nats-tls-ca", "--nats-tls-cert", "--nats-tls-key"]
+            .iter()
+            .zip([&ca, &client_cert, &client_key])
+            .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+            .collect();
+        all.extend(args.iter().map(|arg| arg.to_string()));
+        all
+    };
+    let init = tls_args(&["init", "--replicas", "1"]);
+    operator_at(
+        &[url.clone()],
+        &init.iter().map(String::as_str).collect::<Vec<_>>(),
+        10 * SECOND,
+    );
+    let revoke = tls_args(&["revoke", "--jti", "t-1", "--for", "10m"]);
+    operator_at(
+        &[url.clone()],
+        &revoke.iter().map(String::as_str).collect::<Vec<_>>(),
+        10 * SECOND,
+    );
+    // Without a client certificate the server refuses the connection.
+    let bare = Command::new(env!("CARGO_BIN_EXE_actguard"))
+        .args(["admin", "--nats", &url, "--nats-tls-ca"])
+        .arg(&ca)
+        .args(["--nats-user", "actguard-operator", "--nats-password-file"])
+        .arg(password_file("actguard-operator"))
+        .arg("revocations")
+        .output()
+        .unwrap();
+    assert!(
+        !bare.status.success(),
+        "a client without a certificate was served"
+    );
+    // The sidecar over mTLS, as the read-only user.
+    let sidecar = fleet
+        .sidecar(
+            &url,
+            &format!(
+                "    tls: {{ ca: {}, cert: {}, key: {} }}\n",
+                ca.display(),
+                client_cert.display(),
+                client_key.display()
+            ),
+            "",
+        )
+        .await;
+    assert!(until_ready(&sidecar, 10 * SECOND).await);
+    assert_eq!(fleet.decide(&sidecar, "t-1").await, "token_revoked");
+    assert_eq!(fleet.decide(&sidecar, "t-2").await, "allow");
+    // Its credentials cannot write.
+    let tls_client = async_nats::ConnectOptions::with_user_and_password(
+        "actguard-sidecar".into(),
+        "sidecar-secret".into(),
+    )
+    .require_tls(true)
+    .add_root_certificates(ca.clone())
+    .add_client_certificate(client_cert.clone(), client_key.clone())
+    .request_timeout(Some(Duration::from_millis(500)))
+    .connect(&url)
+    .await
+    .unwrap();
+    let jetstream = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(500))
+        .build(tls_client);
+    let bucket = jetstream
+        .get_key_value("actguard-revocations")
+        .await
+        .unwrap();
+    let key =
+        actguard::serve::fleet::key_of(actguard::decision::revocation::RevocationKind::Jti, "t-1");
+    assert!(bucket.purge(&key).await.is_err(), "purge");
+    assert!(bucket.put(&key, "{}".into()).await.is_err(), "put");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fleet.decide(&sidecar, "t-1").await, "token_revoked");
+    sidecar.shutdown().await.unwrap();
+}

@@ -239,3 +239,58 @@ fn cluster_spiffe_ids_name_the_class_the_spire_charts_controller_watches() {
         );
     }
 }
+
+#[test]
+fn the_nats_revocation_component_adds_revocation_nats_to_the_base_config_and_nothing_else() {
+    let base = config_map_key("base/actguard-config.yaml", "actguard", "actguard.yaml");
+    let component = config_map_key(
+        "components/nats-revocation/actguard-config.yaml",
+        "actguard",
+        "actguard.yaml",
+    );
+    let (unchanged, added) = component
+        .split_once("\nrevocation:\n")
+        .expect("the component adds revocation:");
+    assert_eq!(
+        format!("{unchanged}\n"),
+        base,
+        "everything but revocation is the base's"
+    );
+    assert!(added.starts_with("  nats:\n"), "{added}");
+    // It loads, with the mounted files where the Deployment patch mounts them.
+    let scratch = tempfile::tempdir().unwrap();
+    let ca = actguard::devkit::DevCa::new("example.org").unwrap();
+    let svid = ca
+        .issue_svid("spiffe://example.org/ns/actguard-demo/sa/calendar")
+        .unwrap();
+    for (name, text) in [
+        ("ca.crt", ca.bundle_pem()),
+        ("password", "sidecar-secret\n"),
+        ("svid.pem", svid.cert_pem.as_str()),
+        ("svid-key.pem", svid.key_pem.as_str()),
+    ] {
+        std::fs::write(scratch.path().join(name), text).unwrap();
+    }
+    let issuer = DevIssuer::generate("https://sts.example.org", "k1", DevAlgorithm::Es256).unwrap();
+    std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
+    let root = scratch.path().to_str().unwrap();
+    let yaml = component
+        .replace(JWKS_MOUNT, root)
+        .replace("/run/actguard-nats", root)
+        .replace("/run/actguard-svid", root);
+    let config = Config::from_yaml(&yaml, scratch.path()).unwrap_or_else(|e| panic!("{e}"));
+    let nats = config.revocation_nats.expect("revocation.nats");
+    assert_eq!(nats.user.as_deref(), Some("actguard-sidecar"));
+    assert!(nats.tls.is_some() && nats.servers[0].starts_with("tls://"));
+    // The Deployment patch mounts exactly those two volumes into the actguard container.
+    let patch = documents("components/nats-revocation/deployment-nats.yaml").remove(0);
+    let container = &patch["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(container["name"], "actguard");
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|mount| mount["mountPath"].as_str().unwrap())
+        .collect();
+    assert_eq!(mounts, ["/run/actguard-svid", "/run/actguard-nats"]);
+}

@@ -39,7 +39,7 @@ K8S = ROOT / "deploy" / "kubernetes"
 # Native sidecars (initContainers with restartPolicy: Always) are on by default from 1.29;
 # the injector's API types are those of 1.33.
 VERSIONS = ["1.30", "1.33"]
-KUSTOMIZATIONS = ["base", "overlays/spire", "overlays/istio", "injector"]
+KUSTOMIZATIONS = ["base", "overlays/spire", "overlays/istio", "overlays/nats-revocation", "injector"]
 EXTRA = ["examples/injected-tool.yaml", "overlays/istio/istio-mesh-config.yaml"]
 
 failures = []
@@ -297,7 +297,8 @@ def self_test(models):
 CLUSTER_SCOPED = {"Namespace", "ClusterSPIFFEID", "MutatingWebhookConfiguration"}
 EXPECTED_NAMESPACE = {
     "base": "actguard-demo", "overlays/spire": "actguard-demo",
-    "overlays/istio": "actguard-demo", "injector": "actguard-system",
+    "overlays/istio": "actguard-demo", "overlays/nats-revocation": "actguard-demo",
+    "injector": "actguard-system",
 }
 
 

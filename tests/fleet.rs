@@ -1078,13 +1078,13 @@ async fn rule_the_helm_values_serve_the_bucket_over_mtls_to_a_read_only_sidecar(
     };
     let init = tls_args(&["init", "--replicas", "1"]);
     operator_at(
-        &[url.clone()],
+        std::slice::from_ref(&url),
         &init.iter().map(String::as_str).collect::<Vec<_>>(),
         10 * SECOND,
     );
     let revoke = tls_args(&["revoke", "--jti", "t-1", "--for", "10m"]);
     operator_at(
-        &[url.clone()],
+        std::slice::from_ref(&url),
         &revoke.iter().map(String::as_str).collect::<Vec<_>>(),
         10 * SECOND,
     );

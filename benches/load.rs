@@ -702,6 +702,18 @@ async fn run() {
             );
         }
     }
+    let fleet = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fleet-bench.md");
+    match std::fs::read_to_string(fleet) {
+        Ok(section) => {
+            let _ = writeln!(report, "{section}");
+        }
+        Err(_) => {
+            let _ = writeln!(
+                report,
+                "## Fleet revocation: propagation to 50 sidecars, the gap, the hot path\n\n(run `make bench` to include it: `cargo bench --bench fleet`)\n"
+            );
+        }
+    }
     let _ = writeln!(
         report,
         "## Microbenchmarks (criterion, in-process, no gRPC)\n\n{}",

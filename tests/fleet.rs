@@ -1144,3 +1144,40 @@ async fn rule_the_helm_values_serve_the_bucket_over_mtls_to_a_read_only_sidecar(
     assert_eq!(fleet.decide(&sidecar, "t-1").await, "token_revoked");
     sidecar.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_revocation_of_a_kind_this_version_does_not_know_fails_closed_until_removed() {
+    let nats = least_privilege_server();
+    operator(&nats.url(), &["init", "--replicas", "1"]);
+    let fleet = Fleet::new();
+    let sidecar = fleet.sidecar(&nats.url(), "", "").await;
+    assert!(until_ready(&sidecar, 5 * SECOND).await);
+    assert_eq!(fleet.decide(&sidecar, "t-1").await, "allow");
+    // A newer actguard writes a kind this one cannot enforce.
+    let client = async_nats::ConnectOptions::with_user_and_password(
+        "actguard-operator".into(),
+        "operator-secret".into(),
+    )
+    .connect(nats.url())
+    .await
+    .unwrap();
+    let bucket = async_nats::jetstream::new(client)
+        .get_key_value("actguard-revocations")
+        .await
+        .unwrap();
+    bucket.put("tenant.YWNtZQ", "{}".into()).await.unwrap();
+    let seen = fleet
+        .until(&sidecar, "t-1", "UNAVAILABLE", 5 * SECOND)
+        .await;
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("UNAVAILABLE"),
+        "{seen:?}"
+    );
+    assert_eq!(readyz(&sidecar).await.0, 503);
+    // Removed: current again.
+    bucket.purge("tenant.YWNtZQ").await.unwrap();
+    let seen = fleet.until(&sidecar, "t-1", "allow", 5 * SECOND).await;
+    assert_eq!(seen.last().map(String::as_str), Some("allow"), "{seen:?}");
+    sidecar.shutdown().await.unwrap();
+}

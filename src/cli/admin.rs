@@ -278,14 +278,14 @@ async fn fleet_action(settings: NatsSettings, command: AdminCommand) -> Result<S
     }
     let bucket = fleet::Bucket::open(client, bucket_name).await?;
     let by = fleet::writer(settings.user.as_deref(), "actguard admin");
-    let checked = |kind: RevocationKind, value: &str| {
-        crate::serve::admin_api::checked_value(kind, value)
+    let checked = |kind: RevocationKind, value: &str, revoking: bool| {
+        crate::serve::admin_api::checked_value(kind, value, revoking)
             .map_err(|status| status.message().to_owned())
     };
     match command {
         AdminCommand::Revoke { target, ttl } => {
             let (kind, value) = target.kind_and_value();
-            checked(kind, &value)?;
+            checked(kind, &value, true)?;
             let now = crate::decision::token::unix_now();
             let expires_at =
                 match ttl {
@@ -308,7 +308,7 @@ async fn fleet_action(settings: NatsSettings, command: AdminCommand) -> Result<S
         }
         AdminCommand::Unrevoke { target } => {
             let (kind, value) = target.kind_and_value();
-            checked(kind, &value)?;
+            checked(kind, &value, false)?;
             Ok(if bucket.unrevoke(kind, &value, &by).await? {
                 format!("unrevoked {} {value} (fleet-wide)", kind.name())
             } else {

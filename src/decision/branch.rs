@@ -1,17 +1,18 @@
 //! Execution branches: one sub-agent's delegation path inside one workflow session.
 //!
 //! A token's branch is the value of `tokens.branch_claim` when it carries that claim; else it
-//! is derived from the session (`sid`, else `jti`), the subject and the actor chain, first
-//! delegate to current actor. A derived branch is written `b-` and 22 base64url characters:
-//! the first 128 bits of the SHA-256 of those parts, each length-prefixed so no two
-//! different paths meet.
+//! is derived from the issuer, the session (`sid`, else `jti`), the subject and the actor
+//! chain, first delegate to current actor. A derived branch is written `b-` and 22 base64url
+//! characters: the first 128 bits of the SHA-256 of a version tag and those parts, each
+//! length-prefixed so no two different paths meet.
 //!
-//! Revocation by branch, budgets, the audit record and dynamic metadata all use this one
-//! definition. A derived branch's *lineage* is the branch of every prefix of its path: the
-//! session's root (no actor yet), the first delegate's branch, … and the token's own. A token
-//! is cut when any branch of its lineage is revoked, so revoking an agent's branch stops every
-//! delegation it made inside that session too. A branch named by the claim has a lineage of
-//! one: the claim is all that is known of it.
+//! Revocation by branch and the audit record use this one definition (budgets and dynamic
+//! metadata will, issue #17). A token's *lineage* is the derived branch of every prefix of its
+//! path: the session's root (no actor yet: a direct call of the user), the first delegate's
+//! branch, … the full path's; then the claim's branch when it carries one. A token is cut when
+//! any branch of its lineage is revoked, so revoking an agent's branch stops every delegation
+//! it made inside that session too, whether or not the tokens also carry a branch claim.
+//! Revoking the root (the branch of a direct call) cuts the whole session for that subject.
 
 use crate::decision::token::VerifiedToken;
 use base64::Engine as _;
@@ -22,44 +23,60 @@ pub fn session(token: &VerifiedToken) -> Option<&str> {
     token.sid().or_else(|| token.jti())
 }
 
-/// The derived branch of the first `depth` delegates of `token`'s chain.
-fn derived(token: &VerifiedToken, depth: usize) -> String {
-    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    let mut part = |bytes: &[u8]| {
-        digest.update(&(bytes.len() as u64).to_be_bytes());
-        digest.update(bytes);
-    };
-    // Which of sid and jti named the session is part of it: a sid and a jti that happen to
-    // be equal are different sessions.
-    match (token.sid(), token.jti()) {
-        (Some(sid), _) => part(format!("sid:{sid}").as_bytes()),
-        (None, Some(jti)) => part(format!("jti:{jti}").as_bytes()),
-        (None, None) => part(b"none"),
-    }
-    part(token.subject().as_bytes());
-    // `actors()` is outermost (current) first; the path runs from the first delegate.
-    for actor in token.actors().iter().rev().take(depth) {
-        // A member without a string `sub` is denied by the chain rules; it still gets a
-        // place of its own here so the path keeps its length.
-        match actor.subject() {
-            Some(subject) => part(subject.as_bytes()),
-            None => part(b"\0missing"),
-        }
-    }
-    let digest = digest.finish();
-    format!("b-{}", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]))
+/// A derived branch id from the digest of its path so far.
+fn id_of(path: &aws_lc_rs::digest::Context) -> Box<str> {
+    let digest = path.clone().finish();
+    format!("b-{}", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])).into_boxed_str()
 }
 
 /// The token's branch lineage, root first and the token's own branch last (see the module
-/// docs). Computed once per verified token and kept with it.
+/// docs): the derived branch of every prefix of its path, hashed once along the path, then
+/// the claim's branch when it names one (so revoking either form cuts the token). Computed
+/// once per verified token and kept with it.
 pub fn lineage(token: &VerifiedToken) -> Box<[Box<str>]> {
-    if let Some(named) = token.branch_claim() {
-        return Box::new([named.into()]);
+    let mut path = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    fn part(path: &mut aws_lc_rs::digest::Context, bytes: &[u8]) {
+        path.update(&(bytes.len() as u64).to_be_bytes());
+        path.update(bytes);
     }
-    (0..=token.actors().len())
-        .map(|depth| derived(token, depth).into_boxed_str())
-        .collect()
+    // A version, so that a later definition cannot meet this one's ids; the issuer, so that
+    // two issuers' sessions never share a branch.
+    part(&mut path, DERIVATION.as_bytes());
+    part(
+        &mut path,
+        token.verified_by().map_or("", |key| &key.issuer).as_bytes(),
+    );
+    // Which of sid and jti named the session is part of it: a sid and a jti that happen to
+    // be equal are different sessions.
+    match (token.sid(), token.jti()) {
+        (Some(sid), _) => part(&mut path, format!("sid:{sid}").as_bytes()),
+        (None, Some(jti)) => part(&mut path, format!("jti:{jti}").as_bytes()),
+        (None, None) => part(&mut path, b"none"),
+    }
+    part(&mut path, token.subject().as_bytes());
+    let mut lineage = Vec::with_capacity(token.actors().len() + 2);
+    lineage.push(id_of(&path));
+    // `actors()` is outermost (current) first; the path runs from the first delegate.
+    for actor in token.actors().iter().rev() {
+        // A member without a string `sub` is denied by the chain rules; it still takes a
+        // place (tagged apart from any subject) so the path keeps its length.
+        match actor.subject() {
+            Some(subject) => {
+                path.update(b"s");
+                part(&mut path, subject.as_bytes());
+            }
+            None => path.update(b"m"),
+        }
+        lineage.push(id_of(&path));
+    }
+    if let Some(named) = token.branch_claim() {
+        lineage.push(named.into());
+    }
+    lineage.into_boxed_slice()
 }
+
+/// Names this derivation; part of every derived id.
+const DERIVATION: &str = "actguard-branch-v1";
 
 #[cfg(test)]
 mod tests {
@@ -128,11 +145,23 @@ mod tests {
     }
 
     #[test]
-    fn a_branch_claim_names_the_branch_alone() {
+    fn a_branch_claim_names_the_branch_and_keeps_the_derived_lineage() {
         let mut claims = json!({"sub": "user:alice", "sid": "s1", "act": chain(&["a", "b"])});
         claims["execution_branch_id"] = json!("br-7");
         let named =
             VerifiedToken::from_claims_with_branch_claim_for_tests(&claims, "execution_branch_id");
-        assert_eq!(&*lineage(&named), &[Box::<str>::from("br-7")]);
+        let named_lineage = lineage(&named);
+        assert_eq!(named_lineage.last().map(|b| &**b), Some("br-7"));
+        assert_eq!(named.branch(), "br-7");
+        // The derived lineage is there too: revoking the derived branch still cuts it.
+        claims
+            .as_object_mut()
+            .unwrap()
+            .remove("execution_branch_id");
+        let unnamed = VerifiedToken::from_claims_for_tests(&claims);
+        assert_eq!(
+            named_lineage[..named_lineage.len() - 1],
+            lineage(&unnamed)[..]
+        );
     }
 }

@@ -400,6 +400,8 @@ impl Authorizer {
         clock: Instant,
     ) -> Result<Arc<VerifiedToken>, Denial> {
         let token = Arc::new(self.verifier.verify(bearer, now)?);
+        // The lineage before the cache weighs the entry, so its bytes are counted.
+        token.branch_lineage();
         let time_to_live =
             Duration::from_secs(self.verifier.remaining_lifetime(&token, now)).min(MAX_ENTRY_TTL);
         let expires_at = clock + time_to_live;

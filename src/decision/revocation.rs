@@ -441,11 +441,19 @@ mod tests {
             .unwrap();
         list.revoke(revocation(RevocationKind::Jti, "t9", Some(500)))
             .unwrap();
+        list.revoke(revocation(RevocationKind::Branch, "b-x", None))
+            .unwrap();
+        list.revoke(revocation(
+            RevocationKind::SessionActor,
+            &session_actor_value("spiffe://example.org/agent/a", "s 9"),
+            None,
+        ))
+        .unwrap();
         let reloaded = RevocationList::persisted(&file).unwrap();
         assert_eq!(reloaded.list(0), list.list(0));
         assert_eq!(cut(&reloaded, 0), Some(RevocationKind::Sid));
         reloaded.unrevoke(RevocationKind::Sid, "s1").unwrap();
-        assert_eq!(RevocationList::persisted(&file).unwrap().list(0).len(), 1);
+        assert_eq!(RevocationList::persisted(&file).unwrap().list(0).len(), 3);
         assert!(!dir.path().join("revocations.tmp").exists());
     }
 
@@ -538,6 +546,15 @@ mod tests {
             .unwrap();
         assert_eq!(cuts(&list, &named), Some(RevocationKind::Branch));
         assert_eq!(cuts(&list, &other), None);
+        // The derived branch of the same path cuts both: a claim cannot take a token out of
+        // the branch its path puts it in.
+        let derived = named.branch_lineage()[2].to_string();
+        assert!(derived.starts_with("b-"));
+        let list = RevocationList::in_memory();
+        list.revoke(revocation(RevocationKind::Branch, &derived, None))
+            .unwrap();
+        assert_eq!(cuts(&list, &named), Some(RevocationKind::Branch));
+        assert_eq!(cuts(&list, &other), Some(RevocationKind::Branch));
     }
 
     #[test]

@@ -59,14 +59,21 @@ fn kind_of(raw: i32) -> Result<RevocationKind, Status> {
     }
 }
 
-/// Refuses a value that would silently revoke nothing, or is too long.
-pub fn checked_value(kind: RevocationKind, value: &str) -> Result<(), Status> {
+/// Refuses a value that would silently revoke nothing, or is too long. Control characters
+/// are refused only when `revoking`: an entry an earlier version stored with one can still be
+/// removed.
+pub fn checked_value(kind: RevocationKind, value: &str, revoking: bool) -> Result<(), Status> {
     if value.is_empty() {
         return Err(Status::invalid_argument("value must not be empty"));
     }
-    if value.len() > MAX_VALUE_BYTES {
+    // An agent within a session names two values of up to the limit each.
+    let limit = match kind {
+        RevocationKind::SessionActor => 2 * MAX_VALUE_BYTES + 1,
+        _ => MAX_VALUE_BYTES,
+    };
+    if value.len() > limit {
         return Err(Status::invalid_argument(format!(
-            "value must be at most {MAX_VALUE_BYTES} bytes"
+            "value must be at most {limit} bytes"
         )));
     }
     if kind == RevocationKind::Actor && SpiffeId::parse(value).is_err() {
@@ -83,7 +90,7 @@ pub fn checked_value(kind: RevocationKind, value: &str) -> Result<(), Status> {
             ));
         }
     }
-    if value.chars().any(char::is_control) {
+    if revoking && value.chars().any(char::is_control) {
         return Err(Status::invalid_argument(
             "value must not contain control characters (no token claim that could match does)",
         ));
@@ -261,7 +268,9 @@ impl RevocationService {
         raw_kind: i32,
         value: &str,
     ) -> Result<RevocationKind, Status> {
-        let checked = kind_of(raw_kind).and_then(|kind| checked_value(kind, value).map(|()| kind));
+        let revoking = operation == AdminOperation::Revoke;
+        let checked =
+            kind_of(raw_kind).and_then(|kind| checked_value(kind, value, revoking).map(|()| kind));
         checked.inspect_err(|status| {
             self.record(operation, by, asked, "invalid", Some(status.message()));
         })
@@ -389,14 +398,14 @@ mod tests {
     #[test]
     fn rule_a_revocation_value_over_2048_bytes_is_refused() {
         let longest = "x".repeat(MAX_VALUE_BYTES);
-        assert!(checked_value(RevocationKind::Jti, &longest).is_ok());
+        assert!(checked_value(RevocationKind::Jti, &longest, true).is_ok());
         let over = "x".repeat(MAX_VALUE_BYTES + 1);
         for kind in [
             RevocationKind::Jti,
             RevocationKind::Sid,
             RevocationKind::Sub,
         ] {
-            let refused = checked_value(kind, &over).unwrap_err();
+            let refused = checked_value(kind, &over, true).unwrap_err();
             assert_eq!(refused.code(), tonic::Code::InvalidArgument);
         }
     }
@@ -404,7 +413,14 @@ mod tests {
     #[test]
     fn rule_a_revocation_value_that_could_match_nothing_is_refused() {
         let actor = "spiffe://example.org/agent/researcher";
-        assert!(checked_value(RevocationKind::SessionActor, &format!("{actor} wf 42")).is_ok());
+        assert!(
+            checked_value(
+                RevocationKind::SessionActor,
+                &format!("{actor} wf 42"),
+                true
+            )
+            .is_ok()
+        );
         for refused in [
             actor.to_owned(),
             format!("{actor} "),
@@ -412,13 +428,17 @@ mod tests {
             format!(" {actor} wf"),
         ] {
             assert!(
-                checked_value(RevocationKind::SessionActor, &refused).is_err(),
+                checked_value(RevocationKind::SessionActor, &refused, true).is_err(),
                 "{refused:?}"
             );
         }
         for kind in RevocationKind::ALL {
-            assert!(checked_value(kind, "t\n1").is_err(), "{kind:?}");
+            assert!(checked_value(kind, "t\n1", true).is_err(), "{kind:?}");
+            // Removing such an entry (stored by an earlier version) stays possible.
+            if !matches!(kind, RevocationKind::Actor | RevocationKind::SessionActor) {
+                assert!(checked_value(kind, "t\n1", false).is_ok(), "{kind:?}");
+            }
         }
-        assert!(checked_value(RevocationKind::Branch, "b-3m0tJ2o9w1eV8Xb6kQ4yZA").is_ok());
+        assert!(checked_value(RevocationKind::Branch, "b-3m0tJ2o9w1eV8Xb6kQ4yZA", true).is_ok());
     }
 }

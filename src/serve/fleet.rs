@@ -100,6 +100,24 @@ fn writer_of(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<By>(body).ok()?.by
 }
 
+/// Whether `key` is in actguard's form (`<kind>.<base64url value>`) with a kind this version
+/// does not know: a revocation written by a newer actguard.
+fn of_unknown_kind(key: &str) -> bool {
+    let Some((kind, encoded)) = key.split_once('.') else {
+        return false;
+    };
+    !kind.is_empty()
+        && kind
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte == b'_')
+        && RevocationKind::ALL
+            .into_iter()
+            .all(|known| known.name() != kind)
+        && URL_SAFE_NO_PAD
+            .decode(encoded)
+            .is_ok_and(|value| !value.is_empty())
+}
+
 /// The revocation a put carries. The key decides kind and value; the body adds times. A body
 /// that does not parse still revokes (until removed): the strict reading.
 fn revocation_of(key: &str, body: &[u8]) -> Option<Revocation> {
@@ -368,6 +386,9 @@ struct Position {
     created: Option<i128>,
     /// The first snapshot was applied (the list mirrors the bucket, no longer the file).
     mirrored: bool,
+    /// Keys in actguard's form whose kind this version does not know (written by a newer
+    /// one): while any is in the bucket the list cannot be shown to hold every revocation.
+    unknown: std::collections::BTreeSet<String>,
 }
 
 impl FleetSync {
@@ -415,6 +436,7 @@ impl FleetSync {
                 "fleet revocation: the bucket was created again; keeping every revocation already applied"
             );
             position.applied = 0;
+            position.unknown.clear();
         }
         position.created = Some(created);
         let mut watch = if resumed {
@@ -438,7 +460,7 @@ impl FleetSync {
                     let entry = entry
                         .ok_or("the watch ended")?
                         .map_err(|error| format!("the watch failed: {error}"))?;
-                    self.apply(&entry, &mut snapshot)?;
+                    self.apply(&entry, &mut snapshot, &mut position.unknown)?;
                     position.applied = position.applied.max(entry.revision);
                     metrics::gauge!(telemetry::REVOCATION_REVISION).set(position.applied as f64);
                     if entry.delta == 0 {
@@ -464,6 +486,15 @@ impl FleetSync {
                         }
                     };
                     let caught_up = newest.is_none_or(|newest| position.applied >= newest);
+                    if let Some(key) = position.unknown.iter().next() {
+                        // Not current: a revocation this version cannot enforce is in force.
+                        tracing::error!(
+                            key,
+                            unknown = position.unknown.len(),
+                            "fleet revocation: the bucket holds a revocation of a kind this actguard does not know (written by a newer version): failing closed until it is removed or this sidecar is upgraded"
+                        );
+                        continue;
+                    }
                     if caught_up {
                         behind_since = None;
                         self.finish_snapshot(&mut snapshot, position)?;
@@ -482,7 +513,19 @@ impl FleetSync {
         }
     }
 
-    fn apply(&self, entry: &kv::Entry, snapshot: &mut Option<Snapshot>) -> Result<(), String> {
+    fn apply(
+        &self,
+        entry: &kv::Entry,
+        snapshot: &mut Option<Snapshot>,
+        unknown: &mut std::collections::BTreeSet<String>,
+    ) -> Result<(), String> {
+        if of_unknown_kind(&entry.key) {
+            match entry.operation {
+                kv::Operation::Put => unknown.insert(entry.key.clone()),
+                kv::Operation::Delete | kv::Operation::Purge => unknown.remove(&entry.key),
+            };
+            return Ok(());
+        }
         let Some((kind, value)) = parse_key(&entry.key) else {
             tracing::warn!(
                 key = entry.key,
@@ -660,6 +703,11 @@ mod tests {
             assert_eq!(revocation.kind, RevocationKind::Actor);
             assert_eq!(revocation.value, "spiffe://example.org/agent/x");
             assert_eq!(revocation.expires_at, None, "until removed");
+        }
+        // A newer version's kind is recognised as such (the sidecar then fails closed).
+        assert!(of_unknown_kind("tenant.dGVzdA"));
+        for known_or_foreign in [key.as_str(), "jti.dGVzdA", "Tenant.dGVzdA", "tenant.", "x"] {
+            assert!(!of_unknown_kind(known_or_foreign), "{known_or_foreign}");
         }
         // Keys actguard did not write name nothing.
         for key in ["jti", "nope.dGVzdA", "jti.!!", "jti."] {

@@ -411,21 +411,7 @@ four Envoys (`--concurrency 1`), the tool, both no-ops, actguard and the client 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::write(root.join("target/envoy-bench.md"), &section).unwrap();
     // The section in docs/benchmarks.md too (the load benchmark rewrites the file with it).
-    let docs = root.join("docs/benchmarks.md");
-    let text = std::fs::read_to_string(&docs).unwrap_or_default();
-    let updated = match text.find(HEADING) {
-        Some(start) => {
-            let end = text[start + HEADING.len()..]
-                .find("\n## ")
-                .map_or(text.len(), |at| start + HEADING.len() + at + 1);
-            format!("{}{section}\n{}", &text[..start], &text[end..])
-        }
-        None => match text.find("## Microbenchmarks") {
-            Some(at) => format!("{}{section}\n{}", &text[..at], &text[at..]),
-            None => format!("{text}\n{section}"),
-        },
-    };
-    std::fs::write(docs, updated).unwrap();
+    common::put_section(HEADING, &section);
     drop((plain, with_noop, with_stack, with_actguard));
     sidecar.shutdown().await.unwrap();
 }

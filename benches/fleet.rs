@@ -267,7 +267,8 @@ async fn propagation(
     }
     let mut samples = Vec::new();
     for round in 0..rounds {
-        let actor = format!("spiffe://example.org/agent/orchestrator-{label}-{round}");
+        let slug = label.replace(' ', "-");
+        let actor = format!("spiffe://example.org/agent/orchestrator-{slug}-{round}");
         let token = bench.token_through(&actor, &format!("{label}-{round}"));
         all_allow(&mut sidecars, bench, &token).await;
         let revocation = Revocation {
@@ -432,4 +433,5 @@ async fn main() {
     println!("{section}");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::write(root.join("target/fleet-bench.md"), &section).unwrap();
+    common::put_section(HEADING, &section);
 }

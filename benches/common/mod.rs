@@ -121,3 +121,25 @@ pub fn calendar_token(issuer: &actguard::devkit::DevIssuer, jti: u64) -> String 
     claims["jti"] = jti.to_string().into();
     issuer.sign(&claims).unwrap()
 }
+
+/// Puts `section` (starting with `heading`) into docs/benchmarks.md in place of the section
+/// with that heading, else before the microbenchmarks (the load benchmark rewrites the file
+/// with every section later; this keeps the file current when a benchmark runs alone).
+#[allow(dead_code)] // the Envoy and fleet benchmarks only
+pub fn put_section(heading: &str, section: &str) {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
+    let text = std::fs::read_to_string(&docs).unwrap_or_default();
+    let updated = match text.find(heading) {
+        Some(start) => {
+            let end = text[start + heading.len()..]
+                .find("\n## ")
+                .map_or(text.len(), |at| start + heading.len() + at + 1);
+            format!("{}{section}\n{}", &text[..start], &text[end..])
+        }
+        None => match text.find("## Microbenchmarks") {
+            Some(at) => format!("{}{section}\n{}", &text[..at], &text[at..]),
+            None => format!("{text}\n{section}"),
+        },
+    };
+    std::fs::write(docs, updated).unwrap();
+}

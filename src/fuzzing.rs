@@ -143,6 +143,20 @@ pub fn claims(data: &[u8]) {
     let Ok(verified) = VerifiedToken::from_claims_for_fuzzing(&members, NOW + 3600) else {
         return;
     };
+    // The lineage: one derived branch per prefix of the path, then the claim's; the token's
+    // branch is the last.
+    let lineage = verified.branch_lineage();
+    let named = usize::from(verified.branch_claim().is_some());
+    assert_eq!(lineage.len(), verified.actors().len() + 1 + named);
+    assert_eq!(
+        Some(verified.branch()),
+        lineage.last().map(|branch| &**branch)
+    );
+    assert!(
+        lineage[..lineage.len() - named]
+            .iter()
+            .all(|branch| branch.len() == 24)
+    );
     let verified = Arc::new(verified);
     let fixture = fixture();
     let caller = SpiffeId::parse(SCHEDULER).expect("a SPIFFE ID");
@@ -462,6 +476,19 @@ pub fn admin_messages(data: &[u8]) {
         };
         let _ = complete(service.unrevoke(from_owner(request)));
     }
+}
+
+/// A fleet bucket entry as a sidecar reads it: the key (the first line) and the value (the
+/// rest).
+pub fn fleet_entries(data: &[u8]) {
+    let (key, body) = match data.iter().position(|&byte| byte == b'\n') {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(key) = std::str::from_utf8(key) else {
+        return;
+    };
+    crate::serve::fleet::check_entry_for_fuzzing(key, body);
 }
 
 /// Runs a future that never waits (the admin handlers do no I/O for an in-memory list).

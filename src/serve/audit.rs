@@ -106,6 +106,14 @@ impl AuditLog {
                     .open(path)?,
             ),
         };
+        Self::start_with_output(config, output)
+    }
+
+    /// [`AuditLog::start`] writing to `output`.
+    fn start_with_output(
+        config: &AuditConfig,
+        output: Box<dyn Write + Send>,
+    ) -> std::io::Result<(Self, AuditWriter)> {
         let allow_stride = if config.sample_allows <= 0.0 {
             0
         } else {
@@ -317,6 +325,9 @@ impl AuditWriter {
 fn write_batches(sink: &Sink, output: Box<dyn Write + Send>) {
     let mut output = output;
     let mut batch = Vec::new();
+    // A failed write may have left part of a line in the output: the next write ends it
+    // first, so the lines after it stay whole instead of gluing onto the half line.
+    let mut torn = false;
     loop {
         let mut queue = sink.queue();
         while queue.pending.is_empty() && !queue.stop {
@@ -345,7 +356,15 @@ fn write_batches(sink: &Sink, output: Box<dyn Write + Send>) {
         queue.writing_lines = std::mem::take(&mut queue.pending_lines);
         drop(queue);
         if !batch.is_empty() {
-            let written = output.write_all(&batch).and_then(|()| output.flush());
+            let ended = if torn {
+                output.write_all(b"\n")
+            } else {
+                Ok(())
+            };
+            let written = ended
+                .and_then(|()| output.write_all(&batch))
+                .and_then(|()| output.flush());
+            torn = written.is_err();
             if written.is_err() {
                 // The output refused the batch (disk full, a closed pipe): its lines are lost,
                 // so they are counted as dropped, never lost uncounted.
@@ -787,6 +806,74 @@ mod tests {
         }
         writer.finish();
         assert_eq!(log.dropped(), 10);
+    }
+
+    /// An output that accepts `accept` bytes, then fails one write, then works (a disk that
+    /// filled and was cleared).
+    struct FailsOnce {
+        accept: usize,
+        failed: bool,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for FailsOnce {
+        fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+            let mut written = self.written.lock().unwrap();
+            if !self.failed {
+                let room = self.accept.saturating_sub(written.len());
+                if room == 0 {
+                    self.failed = true;
+                    return Err(std::io::Error::other("disk full"));
+                }
+                let taken = room.min(buffer.len());
+                written.extend_from_slice(&buffer[..taken]);
+                return Ok(taken);
+            }
+            written.extend_from_slice(buffer);
+            Ok(buffer.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn rule_lines_after_a_torn_write_stay_whole() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let config = AuditConfig {
+            output: AuditOutput::Stdout,
+            sample_allows: 1.0,
+            buffer_lines: 1000,
+            buffer_bytes: 1 << 20,
+        };
+        let output = FailsOnce {
+            accept: 100,
+            failed: false,
+            written: Arc::clone(&written),
+        };
+        let (log, writer) = AuditLog::start_with_output(&config, Box::new(output)).unwrap();
+        // The first batch is cut after 100 bytes, mid-line.
+        log.write(&record_with("/first"));
+        while log.queued_bytes() > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(log.dropped(), 1);
+        for _ in 0..3 {
+            log.write(&record_with("/after"));
+        }
+        writer.finish();
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(lines[0]).is_err(),
+            "the torn line"
+        );
+        for line in &lines[1..] {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(line["path"], "/after");
+        }
     }
 
     #[test]

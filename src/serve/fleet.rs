@@ -683,6 +683,24 @@ impl FleetWrites {
     }
 }
 
+/// What must hold for any bucket entry (the `fleet_entries` fuzz target): the key alone
+/// decides whether and what it revokes, whatever the value; a revocation has one key; a key of
+/// an unknown kind is never read as a known one.
+#[cfg(feature = "fuzzing")]
+pub fn check_entry_for_fuzzing(key: &str, body: &[u8]) {
+    let parsed = parse_key(key);
+    if let Some((kind, value)) = &parsed {
+        assert_eq!(key_of(*kind, value), key, "one key per revocation");
+        assert!(!of_unknown_kind(key));
+    }
+    let revocation = revocation_of(key, body);
+    assert_eq!(revocation.is_some(), parsed.is_some());
+    if let (Some(revocation), Some((kind, value))) = (revocation, parsed) {
+        assert_eq!((revocation.kind, revocation.value), (kind, value));
+    }
+    let _ = writer_of(body);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,21 +87,15 @@ mod tests {
         VerifiedToken::from_claims_for_tests(&claims)
     }
 
-    fn chain(actors: &[&str]) -> serde_json::Value {
-        // `actors` in path order (first delegate → current actor); the current is outermost.
-        let mut act = serde_json::Value::Null;
-        for actor in actors {
-            act = if act.is_null() {
-                json!({ "sub": actor })
-            } else {
-                json!({ "sub": actor, "act": act })
-            };
-        }
-        act
+    /// Claims of `sub` in session `sid` through `actors` (path order, the current last).
+    fn claims(sub: &str, sid: &str, actors: &[&str]) -> serde_json::Value {
+        let mut claims = crate::devkit::delegated_claims("i", sub, "a", "", actors, 0, 60);
+        claims["sid"] = json!(sid);
+        claims
     }
 
     fn delegated(sid: &str, actors: &[&str]) -> VerifiedToken {
-        token(json!({"sub": "user:alice", "sid": sid, "act": chain(actors)}))
+        token(claims("user:alice", sid, actors))
     }
 
     #[test]
@@ -131,12 +125,11 @@ mod tests {
     fn session_subject_and_the_kind_of_session_claim_are_part_of_the_branch() {
         let base = lineage(&delegated("s1", &["orchestrator"]));
         let other_session = lineage(&delegated("s2", &["orchestrator"]));
-        let other_subject = lineage(&token(
-            json!({"sub": "user:bob", "sid": "s1", "act": chain(&["orchestrator"])}),
-        ));
-        let jti_session = lineage(&token(
-            json!({"sub": "user:alice", "jti": "s1", "act": chain(&["orchestrator"])}),
-        ));
+        let other_subject = lineage(&token(claims("user:bob", "s1", &["orchestrator"])));
+        let mut by_jti = claims("user:alice", "s1", &["orchestrator"]);
+        by_jti.as_object_mut().unwrap().remove("sid");
+        by_jti["jti"] = json!("s1");
+        let jti_session = lineage(&token(by_jti));
         for other in [other_session, other_subject, jti_session] {
             assert!(other.iter().all(|id| !base.contains(id)));
         }
@@ -146,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_branch_claim_names_the_branch_and_keeps_the_derived_lineage() {
-        let mut claims = json!({"sub": "user:alice", "sid": "s1", "act": chain(&["a", "b"])});
+        let mut claims = claims("user:alice", "s1", &["a", "b"]);
         claims["execution_branch_id"] = json!("br-7");
         let named =
             VerifiedToken::from_claims_with_branch_claim_for_tests(&claims, "execution_branch_id");

@@ -478,17 +478,11 @@ mod tests {
         assert!(RevocationList::persisted(&file).is_err());
     }
 
+    /// A token of user:alice in session `sid` through `actors` (path order, the current last).
     fn delegated(sid: &str, actors: &[&str]) -> VerifiedToken {
-        // `actors` in path order (first delegate → current actor); the current is outermost.
-        let mut act = serde_json::Value::Null;
-        for actor in actors {
-            act = if act.is_null() {
-                json!({ "sub": actor })
-            } else {
-                json!({ "sub": actor, "act": act })
-            };
-        }
-        VerifiedToken::from_claims_for_tests(&json!({"sub": "user:alice", "sid": sid, "act": act}))
+        let mut claims = crate::devkit::delegated_claims("i", "user:alice", "a", "", actors, 0, 60);
+        claims["sid"] = json!(sid);
+        VerifiedToken::from_claims_for_tests(&claims)
     }
 
     const ORCHESTRATOR: &str = "spiffe://example.org/agent/orchestrator";

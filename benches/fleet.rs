@@ -25,7 +25,7 @@ use actguard::decision::revocation::{Revocation, RevocationKind};
 use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
 use actguard::serve::fleet;
 use common::{Client, ISSUER, LOCAL, SCHEDULER, check_request};
-use nats::{NatsCluster, NatsServer};
+use nats::{NatsCluster, NatsServer, SHIPPED_PASSWORDS, shipped_config};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,21 +46,6 @@ fn env_number(name: &str, default: usize) -> usize {
         .and_then(|value| value.parse().ok())
         .unwrap_or(default)
 }
-
-/// The shipped nats-server configuration, moved to a free port and a scratch store.
-fn shipped_config() -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/actguard-revocation.conf"),
-    )
-    .unwrap()
-    .replace("listen: 0.0.0.0:4222", "listen: 127.0.0.1:{PORT}")
-    .replace("store_dir: /data/jetstream", "store_dir: \"{STORE}\"")
-}
-
-const PASSWORDS: [(&str, &str); 2] = [
-    ("ACTGUARD_SIDECAR_PASSWORD", "sidecar-secret"),
-    ("ACTGUARD_OPERATOR_PASSWORD", "operator-secret"),
-];
 
 /// One `actguard serve` process and a client on its socket; killed when dropped.
 struct Sidecar {
@@ -349,7 +334,7 @@ async fn main() {
     );
 
     // One server.
-    let mut server = NatsServer::start_with_config(&shipped_config(), &PASSWORDS);
+    let mut server = NatsServer::start_with_config(&shipped_config(), &SHIPPED_PASSWORDS);
     let (row, mut sidecars) =
         propagation(&bench, &[server.url()], count, rounds, "one server").await;
     table.push_str(&row);
@@ -392,7 +377,7 @@ async fn main() {
     drop(server);
 
     // A 3-node cluster.
-    let cluster = NatsCluster::start(3, &shipped_config(), &PASSWORDS);
+    let cluster = NatsCluster::start(3, &shipped_config(), &SHIPPED_PASSWORDS);
     let (row, sidecars) =
         propagation(&bench, &cluster.urls(), count, rounds, "3-node cluster").await;
     table.push_str(&row);

@@ -689,30 +689,27 @@ async fn run() {
         "{}",
         memory_and_startup(&fixture, &cold_tokens).await
     );
-    let through_envoy =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/envoy-bench.md");
-    match std::fs::read_to_string(through_envoy) {
-        Ok(section) => {
-            let _ = writeln!(report, "{section}");
-        }
-        Err(_) => {
-            let _ = writeln!(
-                report,
-                "## Through real Envoy: what actguard adds to a request\n\n(run `make bench` to include it: `cargo bench --bench envoy`)\n"
-            );
-        }
-    }
-    let fleet = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fleet-bench.md");
-    match std::fs::read_to_string(fleet) {
-        Ok(section) => {
-            let _ = writeln!(report, "{section}");
-        }
-        Err(_) => {
-            let _ = writeln!(
-                report,
-                "## Fleet revocation: propagation to 50 sidecars, the gap, the hot path\n\n(run `make bench` to include it: `cargo bench --bench fleet`)\n"
-            );
-        }
+    for (file, heading, bench) in [
+        (
+            "envoy-bench.md",
+            "## Through real Envoy: what actguard adds to a request",
+            "envoy",
+        ),
+        (
+            "fleet-bench.md",
+            "## Fleet revocation: propagation to 50 sidecars, the gap, the hot path",
+            "fleet",
+        ),
+    ] {
+        let written = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(file);
+        let section = std::fs::read_to_string(written).unwrap_or_else(|_| {
+            format!(
+                "{heading}\n\n(run `make bench` to include it: `cargo bench --bench {bench}`)\n"
+            )
+        });
+        let _ = writeln!(report, "{section}");
     }
     let _ = writeln!(
         report,

@@ -9,7 +9,7 @@ use actguard::config::Config;
 use actguard::decision::token::unix_now;
 use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
 use actguard::serve::runtime::{self, Sidecar};
-use common::nats::{GapProxy, NatsCluster, NatsServer};
+use common::nats::{GapProxy, NatsCluster, NatsServer, SHIPPED_PASSWORDS, shipped_config};
 use common::*;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use serde_json::json;
@@ -139,10 +139,22 @@ impl Fleet {
         expected: &str,
         within: Duration,
     ) -> Vec<String> {
+        self.until_token(sidecar, &self.token(jti), expected, within)
+            .await
+    }
+
+    /// As [`Self::until`] for `token`.
+    async fn until_token(
+        &self,
+        sidecar: &Sidecar,
+        token: &str,
+        expected: &str,
+        within: Duration,
+    ) -> Vec<String> {
         let deadline = Instant::now() + within;
         let mut seen = Vec::new();
         loop {
-            let decision = self.decide(sidecar, jti).await;
+            let decision = self.decide_token(sidecar, token).await;
             let done = decision == expected;
             if seen.last() != Some(&decision) {
                 seen.push(decision);
@@ -391,14 +403,8 @@ async fn rule_the_bucket_deleted_fails_closed_and_keeps_what_was_revoked() {
     assert!(until_ready(&sidecar, 5 * SECOND).await);
     assert_eq!(fleet.decide(&sidecar, "t-kept").await, "token_revoked");
     // Someone deletes the bucket: the sidecar can no longer confirm anything.
-    let client = async_nats::ConnectOptions::with_user_and_password(
-        "actguard-operator".into(),
-        "operator-secret".into(),
-    )
-    .connect(nats.url())
-    .await
-    .unwrap();
-    async_nats::jetstream::new(client)
+    let jetstream = operator_jetstream(nats.url()).await;
+    jetstream
         .delete_key_value("actguard-revocations")
         .await
         .unwrap();
@@ -418,26 +424,6 @@ async fn rule_the_bucket_deleted_fails_closed_and_keeps_what_was_revoked() {
 /// store; nothing else changed.
 fn least_privilege_server() -> NatsServer {
     NatsServer::start_with_config(&shipped_config(), &SHIPPED_PASSWORDS)
-}
-
-/// The passwords the shipped configuration reads from its environment.
-const SHIPPED_PASSWORDS: [(&str, &str); 2] = [
-    ("ACTGUARD_SIDECAR_PASSWORD", "sidecar-secret"),
-    ("ACTGUARD_OPERATOR_PASSWORD", "operator-secret"),
-];
-
-/// deploy/nats/actguard-revocation.conf with `{PORT}` and `{STORE}` for listen and store_dir.
-fn shipped_config() -> String {
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/actguard-revocation.conf"),
-    )
-    .unwrap();
-    assert!(
-        shipped.contains("listen: 0.0.0.0:4222") && shipped.contains("store_dir: /data/jetstream")
-    );
-    shipped
-        .replace("listen: 0.0.0.0:4222", "listen: 127.0.0.1:{PORT}")
-        .replace("store_dir: /data/jetstream", "store_dir: \"{STORE}\"")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,6 +570,11 @@ async fn rule_a_sidecars_admin_api_writes_to_the_bucket_only_with_write_through(
     writer.shutdown().await.unwrap();
 }
 
+/// The last of what [`Fleet::until`] saw.
+fn last(seen: Vec<String>) -> String {
+    seen.last().cloned().unwrap_or_default()
+}
+
 /// The audit lines of `file` that `wanted` accepts, waiting up to 5 s for at least one.
 async fn audit_lines(
     file: &Path,
@@ -599,18 +590,6 @@ async fn audit_lines(
             .collect();
         if !found.is_empty() || Instant::now() > deadline {
             return found;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// Polls `decide_token` until it answers `expected`; the last answer.
-async fn until_token(fleet: &Fleet, sidecar: &Sidecar, token: &str, expected: &str) -> String {
-    let deadline = Instant::now() + 3 * SECOND;
-    loop {
-        let decision = fleet.decide_token(sidecar, token).await;
-        if decision == expected || Instant::now() > deadline {
-            return decision;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -639,7 +618,11 @@ async fn rule_a_fleet_branch_or_session_actor_revocation_cuts_only_what_it_names
         &["revoke", "--branch", &branch, "--for", "10m"],
     );
     assert_eq!(
-        until_token(&fleet, &sidecar, &in_s1, "token_revoked").await,
+        last(
+            fleet
+                .until_token(&sidecar, &in_s1, "token_revoked", 3 * SECOND)
+                .await
+        ),
         "token_revoked"
     );
     assert_eq!(
@@ -655,14 +638,22 @@ async fn rule_a_fleet_branch_or_session_actor_revocation_cuts_only_what_it_names
         ],
     );
     assert_eq!(
-        until_token(&fleet, &sidecar, &in_s2, "token_revoked").await,
+        last(
+            fleet
+                .until_token(&sidecar, &in_s2, "token_revoked", 3 * SECOND)
+                .await
+        ),
         "token_revoked"
     );
     assert_eq!(fleet.decide_token(&sidecar, &in_s3).await, "allow");
     // Lifting the branch lifts only the branch.
     operator(&nats.url(), &["unrevoke", "--branch", &branch]);
     assert_eq!(
-        until_token(&fleet, &sidecar, &in_s1, "allow").await,
+        last(
+            fleet
+                .until_token(&sidecar, &in_s1, "allow", 3 * SECOND)
+                .await
+        ),
         "allow"
     );
     assert_eq!(fleet.decide_token(&sidecar, &in_s2).await, "token_revoked");
@@ -687,7 +678,11 @@ async fn rule_fleet_changes_are_audited_with_their_writer_and_revoked_denies_nam
         ],
     );
     assert_eq!(
-        until_token(&fleet, &sidecar, &token, "token_revoked").await,
+        last(
+            fleet
+                .until_token(&sidecar, &token, "token_revoked", 3 * SECOND)
+                .await
+        ),
         "token_revoked"
     );
     let value = format!("{SCHEDULER} s9");
@@ -719,7 +714,11 @@ async fn rule_fleet_changes_are_audited_with_their_writer_and_revoked_denies_nam
         &["unrevoke", "--sid", "s9", "--actor", SCHEDULER],
     );
     assert_eq!(
-        until_token(&fleet, &sidecar, &token, "allow").await,
+        last(
+            fleet
+                .until_token(&sidecar, &token, "allow", 3 * SECOND)
+                .await
+        ),
         "allow"
     );
     let lifted = audit_lines(&audit, |line| {
@@ -763,16 +762,23 @@ fn operator_at(urls: &[String], args: &[&str], within: Duration) -> String {
     }
 }
 
-/// The index of the node leading the bucket's stream.
-async fn stream_leader(urls: &[String]) -> usize {
+/// A JetStream context on `servers` as the shipped configuration's operator user.
+async fn operator_jetstream(
+    servers: impl async_nats::ToServerAddrs,
+) -> async_nats::jetstream::Context {
     let client = async_nats::ConnectOptions::with_user_and_password(
         "actguard-operator".into(),
         "operator-secret".into(),
     )
-    .connect(urls)
+    .connect(servers)
     .await
     .unwrap();
-    let jetstream = async_nats::jetstream::new(client);
+    async_nats::jetstream::new(client)
+}
+
+/// The index of the node leading the bucket's stream.
+async fn stream_leader(urls: &[String]) -> usize {
+    let jetstream = operator_jetstream(urls).await;
     let deadline = Instant::now() + 20 * SECOND;
     loop {
         if let Ok(mut stream) = jetstream.get_stream("KV_actguard-revocations").await
@@ -832,7 +838,11 @@ async fn rule_a_leader_change_in_a_3_node_cluster_loses_no_revocation_and_allows
         10 * SECOND,
     );
     assert_eq!(
-        until_token(&fleet, &sidecar, &first, "token_revoked").await,
+        last(
+            fleet
+                .until_token(&sidecar, &first, "token_revoked", 3 * SECOND)
+                .await
+        ),
         "token_revoked"
     );
     // The stream's leader dies; a revocation is made while the others elect a new one.
@@ -868,7 +878,11 @@ async fn rule_a_leader_change_in_a_3_node_cluster_loses_no_revocation_and_allows
         "a revoked token was allowed: {seen:?}"
     );
     assert_eq!(
-        until_token(&fleet, &sidecar, &fresh, "allow").await,
+        last(
+            fleet
+                .until_token(&sidecar, &fresh, "allow", 3 * SECOND)
+                .await
+        ),
         "allow"
     );
     sidecar.shutdown().await.unwrap();
@@ -888,7 +902,11 @@ async fn rule_a_cluster_without_quorum_fails_closed_and_recovers_when_quorum_ret
         10 * SECOND,
     );
     assert_eq!(
-        until_token(&fleet, &sidecar, &revoked, "token_revoked").await,
+        last(
+            fleet
+                .until_token(&sidecar, &revoked, "token_revoked", 3 * SECOND)
+                .await
+        ),
         "token_revoked"
     );
     // Two of three nodes killed: the survivor still holds a replica and could answer from
@@ -970,10 +988,7 @@ async fn rule_nats_answering_slower_than_max_staleness_fails_closed_and_recovers
 /// `config.merge` and the client TLS block into nats.conf as JSON, and `<< $VAR >>` as a bare
 /// variable), on a free port with the test's certificates.
 fn helm_rendered_config(server_cert: &Path, server_key: &Path, ca: &Path) -> String {
-    let values: serde_json::Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(HELM_VALUES)).unwrap(),
-    )
-    .unwrap();
+    let values = helm_values();
     let config = &values["config"];
     assert_eq!(config["jetstream"]["enabled"], true);
     assert_eq!(config["cluster"]["replicas"], 3);
@@ -1001,6 +1016,13 @@ fn helm_rendered_config(server_cert: &Path, server_key: &Path, ca: &Path) -> Str
 
 const HELM_VALUES: &str = "deploy/kubernetes/components/nats-revocation/nats-helm-values.yaml";
 
+fn helm_values() -> serde_json::Value {
+    serde_saphyr::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(HELM_VALUES)).unwrap(),
+    )
+    .unwrap()
+}
+
 /// The quoted strings of `list` (a `NAME = [ … ]` or an `allow: [ … ]` after `after`) in the
 /// shipped nats-server configuration.
 fn shipped_list(after: &str) -> Vec<String> {
@@ -1017,10 +1039,7 @@ fn shipped_list(after: &str) -> Vec<String> {
 
 #[test]
 fn the_helm_values_grant_exactly_the_shipped_least_privilege_permissions() {
-    let values: serde_json::Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(HELM_VALUES)).unwrap(),
-    )
-    .unwrap();
+    let values = helm_values();
     let users = values["config"]["merge"]["authorization"]["users"]
         .as_array()
         .unwrap();
@@ -1154,14 +1173,8 @@ async fn rule_a_revocation_of_a_kind_this_version_does_not_know_fails_closed_unt
     assert!(until_ready(&sidecar, 5 * SECOND).await);
     assert_eq!(fleet.decide(&sidecar, "t-1").await, "allow");
     // A newer actguard writes a kind this one cannot enforce.
-    let client = async_nats::ConnectOptions::with_user_and_password(
-        "actguard-operator".into(),
-        "operator-secret".into(),
-    )
-    .connect(nats.url())
-    .await
-    .unwrap();
-    let bucket = async_nats::jetstream::new(client)
+    let jetstream = operator_jetstream(nats.url()).await;
+    let bucket = jetstream
         .get_key_value("actguard-revocations")
         .await
         .unwrap();

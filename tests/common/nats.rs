@@ -23,6 +23,27 @@ pub fn binary() -> PathBuf {
     path
 }
 
+/// deploy/nats/actguard-revocation.conf (the shipped least-privilege configuration) with
+/// `{PORT}` and `{STORE}` for its listen address and store, for [`NatsServer::start_with_config`].
+pub fn shipped_config() -> String {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/actguard-revocation.conf"),
+    )
+    .unwrap();
+    assert!(
+        shipped.contains("listen: 0.0.0.0:4222") && shipped.contains("store_dir: /data/jetstream")
+    );
+    shipped
+        .replace("listen: 0.0.0.0:4222", "listen: 127.0.0.1:{PORT}")
+        .replace("store_dir: /data/jetstream", "store_dir: \"{STORE}\"")
+}
+
+/// The passwords the shipped configuration reads from its environment.
+pub const SHIPPED_PASSWORDS: [(&str, &str); 2] = [
+    ("ACTGUARD_SIDECAR_PASSWORD", "sidecar-secret"),
+    ("ACTGUARD_OPERATOR_PASSWORD", "operator-secret"),
+];
+
 /// A running nats-server; killed when dropped.
 pub struct NatsServer {
     child: Option<Child>,

@@ -440,5 +440,13 @@ mod tests {
             }
         }
         assert!(checked_value(RevocationKind::Branch, "b-3m0tJ2o9w1eV8Xb6kQ4yZA", true).is_ok());
+        // An agent within a session names two values, each up to the limit.
+        let long_actor = format!("spiffe://example.org/{}", "a".repeat(1900));
+        let long_session = "s".repeat(MAX_VALUE_BYTES);
+        let both = crate::decision::revocation::session_actor_value(&long_actor, &long_session);
+        assert!(both.len() > MAX_VALUE_BYTES);
+        assert!(checked_value(RevocationKind::SessionActor, &both, true).is_ok());
+        let over = format!("{both}{}", "s".repeat(MAX_VALUE_BYTES));
+        assert!(checked_value(RevocationKind::SessionActor, &over, true).is_err());
     }
 }

@@ -118,28 +118,29 @@ fn of_unknown_kind(key: &str) -> bool {
             .is_ok_and(|value| !value.is_empty())
 }
 
-/// The revocation a put carries. The key decides kind and value; the body adds times. A body
-/// that does not parse still revokes (until removed): the strict reading.
-fn revocation_of(key: &str, body: &[u8]) -> Option<Revocation> {
-    let (kind, value) = parse_key(key)?;
-    let stored: Option<Revocation> = serde_json::from_slice::<Stored>(body)
-        .ok()
-        .map(|stored| stored.revocation);
-    Some(match stored {
-        Some(stored) if stored.kind == kind && stored.value == value => stored,
+/// The revocation a put of the key `kind.value` carries, and the writer it names. The key
+/// decides kind and value; the body adds times. A body that does not parse still revokes
+/// (until removed): the strict reading.
+fn revocation_of(kind: RevocationKind, value: String, body: &[u8]) -> (Revocation, Option<String>) {
+    match serde_json::from_slice::<Stored>(body) {
+        Ok(Stored { revocation, by }) if revocation.kind == kind && revocation.value == value => {
+            (revocation, by)
+        }
         _ => {
             tracing::warn!(
-                key,
+                kind = kind.name(),
+                value,
                 "fleet revocation: unreadable value; revoked until removed"
             );
-            Revocation {
+            let revocation = Revocation {
                 kind,
                 value,
                 created_at: now_seconds(),
                 expires_at: None,
-            }
+            };
+            (revocation, None)
         }
-    })
+    }
 }
 
 /// The bucket's revocations by kind and value, as a snapshot gathers them.
@@ -153,9 +154,8 @@ fn gather(snapshot: &mut Snapshot, entry: &kv::Entry) {
     };
     match entry.operation {
         kv::Operation::Put => {
-            if let Some(revocation) = revocation_of(&entry.key, &entry.value) {
-                snapshot.insert(key, revocation);
-            }
+            let (revocation, _) = revocation_of(key.0, key.1.clone(), &entry.value);
+            snapshot.insert(key, revocation);
         }
         kv::Operation::Delete | kv::Operation::Purge => {
             snapshot.remove(&key);
@@ -539,7 +539,13 @@ impl FleetSync {
         }
         let lag = entry.created.unix_timestamp_nanos() as f64 / 1e9;
         let lag = (now_millis() as f64 / 1e3 - lag).max(0.0);
-        let by = writer_of(&entry.value);
+        let (put, by) = match entry.operation {
+            kv::Operation::Put => {
+                let (revocation, by) = revocation_of(kind, value.clone(), &entry.value);
+                (Some(revocation), by)
+            }
+            kv::Operation::Delete | kv::Operation::Purge => (None, writer_of(&entry.value)),
+        };
         let revision = format!("revision {}", entry.revision);
         let mut record = AdminRecord {
             event: "fleet",
@@ -551,20 +557,18 @@ impl FleetSync {
             ttl_seconds: None,
             detail: Some(&revision),
         };
-        match entry.operation {
-            kv::Operation::Put => {
-                if let Some(revocation) = revocation_of(&entry.key, &entry.value) {
-                    let ttl = revocation
-                        .expires_at
-                        .map(|at| at.saturating_sub(now_seconds()).max(0) as u64);
-                    self.list.revoke(revocation)?;
-                    metrics::histogram!(telemetry::REVOCATION_LAG).record(lag);
-                    record.op = "revoke";
-                    record.ttl_seconds = ttl;
-                    self.audit.write_admin(&record);
-                }
+        match put {
+            Some(revocation) => {
+                let ttl = revocation
+                    .expires_at
+                    .map(|at| at.saturating_sub(now_seconds()).max(0) as u64);
+                self.list.revoke(revocation)?;
+                metrics::histogram!(telemetry::REVOCATION_LAG).record(lag);
+                record.op = "revoke";
+                record.ttl_seconds = ttl;
+                self.audit.write_admin(&record);
             }
-            kv::Operation::Delete | kv::Operation::Purge => {
+            None => {
                 self.list.unrevoke(kind, &value)?;
                 metrics::histogram!(telemetry::REVOCATION_LAG).record(lag);
                 if by.is_none() {
@@ -693,9 +697,8 @@ pub fn check_entry_for_fuzzing(key: &str, body: &[u8]) {
         assert_eq!(key_of(*kind, value), key, "one key per revocation");
         assert!(!of_unknown_kind(key));
     }
-    let revocation = revocation_of(key, body);
-    assert_eq!(revocation.is_some(), parsed.is_some());
-    if let (Some(revocation), Some((kind, value))) = (revocation, parsed) {
+    if let Some((kind, value)) = parsed {
+        let (revocation, _) = revocation_of(kind, value.clone(), body);
         assert_eq!((revocation.kind, revocation.value), (kind, value));
     }
     let _ = writer_of(body);
@@ -717,7 +720,8 @@ mod tests {
             b"{}",
             br#"{"kind":"jti","value":"other","created_at":1,"expires_at":2}"#,
         ] {
-            let revocation = revocation_of(&key, body).expect("still a revocation");
+            let (kind, value) = parse_key(&key).expect("actguard's key");
+            let (revocation, _) = revocation_of(kind, value, body);
             assert_eq!(revocation.kind, RevocationKind::Actor);
             assert_eq!(revocation.value, "spiffe://example.org/agent/x");
             assert_eq!(revocation.expires_at, None, "until removed");

@@ -2,7 +2,8 @@
 //! every step that led to the decision — the tool for "why was my agent denied?".
 //!
 //! The request is JSON: `{"caller": "spiffe://…"` (or `"certificate": "<PEM>"`, `"principal"`,
-//! `"xfcc"`), `"method"`, `"host"`, `"path"`, `"headers": {"authorization": "Bearer …"}}`. The
+//! `"xfcc"`), `"method"`, `"host"`, `"path"`, `"headers": {"authorization": "Bearer …"}`, and on an
+//! MCP route `"body"`: the JSON-RPC message, as JSON or as a string of its bytes}`. The
 //! decision is the one `serve` would make for it now (revocations excepted: `explain` does not
 //! talk to a running server).
 
@@ -32,6 +33,8 @@ pub struct ExplainRequest {
     path: String,
     #[serde(default)]
     headers: HashMap<String, String>,
+    /// The request body (MCP routes): a JSON value is sent serialised, a string as its bytes.
+    body: Option<serde_json::Value>,
 }
 
 fn default_method() -> String {
@@ -66,6 +69,10 @@ fn step_of(reason: DenyReason) -> usize {
         | DelegationEdgeDenied
         | DelegationCeilingExceeded => 6,
         SessionRequired | CallerNotAllowed | InsufficientScope => 7,
+        McpRequestInvalid
+        | McpMethodNotAllowed
+        | McpToolNotAllowed
+        | InsufficientAuthorizationDetails => 8,
     }
 }
 
@@ -97,6 +104,11 @@ pub fn explain(
         .iter()
         .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
         .collect();
+    let body = match &request.body {
+        None => Vec::new(),
+        Some(serde_json::Value::String(text)) => text.as_bytes().to_vec(),
+        Some(value) => serde_json::to_vec(value).unwrap_or_default(),
+    };
     let facts = RequestFacts {
         peer: PeerFacts {
             certificate: &certificate,
@@ -116,13 +128,29 @@ pub fn explain(
             .collect(),
         prefixed_headers: Vec::new(),
         ambiguous: false,
+        body: crate::decision::mcp::Body {
+            bytes: &body,
+            partial: false,
+        },
     };
     let evaluation = authorizer.evaluate(&facts, now);
-    Ok(render(request, &evaluation, now))
+    let mcp_route = evaluation
+        .route_index
+        .and_then(|index| authorizer.routes().get(index))
+        .is_some_and(|route| route.mcp.is_some());
+    Ok(render(request, &evaluation, now, mcp_route))
 }
 
-fn render(request: &ExplainRequest, evaluation: &Evaluation, now: i64) -> String {
-    let failed_step = evaluation.outcome.as_ref().err().map(|d| step_of(d.reason));
+fn render(request: &ExplainRequest, evaluation: &Evaluation, now: i64, mcp_route: bool) -> String {
+    // A tool's own rules deny with the route rules' reasons: once the message was read, a
+    // denial belongs to the MCP step.
+    let failed_step = evaluation.outcome.as_ref().err().map(|d| {
+        if evaluation.mcp.is_some() {
+            8
+        } else {
+            step_of(d.reason)
+        }
+    });
     let token = evaluation.token.as_deref();
     let chain: Vec<&str> = token.map_or_else(Vec::new, |token| {
         token
@@ -132,7 +160,7 @@ fn render(request: &ExplainRequest, evaluation: &Evaluation, now: i64) -> String
             .filter_map(|a| a.subject())
             .collect()
     });
-    let details: [(&str, String); 7] = [
+    let mut details: Vec<(&str, String)> = vec![
         (
             "caller identity",
             evaluation
@@ -186,6 +214,17 @@ fn render(request: &ExplainRequest, evaluation: &Evaluation, now: i64) -> String
         ),
         ("route rules", "session, callers and scopes hold".into()),
     ];
+    if mcp_route {
+        let call = evaluation.mcp.as_ref();
+        details.push((
+            "mcp message",
+            format!(
+                "method {} tool {}; the tool's callers, depth, scopes and authorization_details hold",
+                call.map_or("-", |call| &call.method),
+                call.and_then(|call| call.tool.as_deref()).unwrap_or("-"),
+            ),
+        ));
+    }
     let mut out = String::new();
     for (index, (name, detail)) in details.iter().enumerate() {
         let step = index + 1;

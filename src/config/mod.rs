@@ -7,6 +7,7 @@
 
 mod delegation;
 mod issuers;
+mod mcp;
 mod operations;
 pub(crate) mod reader;
 pub mod tls;
@@ -454,6 +455,48 @@ fn read_string_list(
     })
 }
 
+/// `require_scopes`: scope tokens.
+pub(crate) fn read_scopes(reader: &mut Reader, path: &str, value: &Value) -> Option<Vec<String>> {
+    read_string_list(
+        reader,
+        path,
+        value,
+        |s| {
+            s.chars()
+                .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+        },
+        "must be one scope token (printable ASCII, no spaces, quotes or backslashes)",
+    )
+}
+
+/// `allow_callers`: SPIFFE ID patterns, each in a configured trust domain.
+pub(crate) fn read_allow_callers(
+    reader: &mut Reader,
+    path: &str,
+    value: &Value,
+    trust_domains: Option<&BTreeSet<TrustDomain>>,
+) -> Option<Vec<CallerPattern>> {
+    reader.list(path, value, |reader, path, element| {
+        let text = reader.string(path, element)?;
+        let pattern = CallerPattern::parse(text)
+            .map_err(|error| reader.error(path, format!("SPIFFE ID pattern {error}")))
+            .ok()?;
+        let trust_domain = match &pattern {
+            CallerPattern::Exact(id) => id.trust_domain().to_owned(),
+            CallerPattern::Under { trust_domain, .. } => trust_domain.clone(),
+        };
+        if trust_domains.is_some_and(|domains| !domains.iter().any(|d| d.as_str() == trust_domain))
+        {
+            reader.error(
+                path,
+                "is in a trust domain not listed in identity.trust_domains, so it can never match",
+            );
+            return None;
+        }
+        Some(pattern)
+    })
+}
+
 fn read_route(
     reader: &mut Reader,
     path: &str,
@@ -471,7 +514,18 @@ fn read_route(
         "max_depth",
         "forward_token",
         "require_session",
+        "mcp",
+        // Refused below with a message that says where tool rules go.
+        "tools",
     ];
+    if let Some(map) = value.as_object()
+        && map.contains_key("tools")
+    {
+        reader.error(
+            child(path, "tools"),
+            "tool rules apply to MCP messages: put them under mcp.tools",
+        );
+    }
     let map = reader.mapping(path, value, &keys)?;
     let name = reader.required(path, map, "name").and_then(|value| {
         let key_path = child(path, "name");
@@ -527,37 +581,12 @@ fn read_route(
     });
     let require_scopes = match map.get("require_scopes") {
         None => Some(Vec::new()),
-        Some(value) => read_string_list(
-            reader,
-            &child(path, "require_scopes"),
-            value,
-            |s| {
-                s.chars()
-                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
-            },
-            "must be one scope token (printable ASCII, no spaces, quotes or backslashes)",
-        ),
+        Some(value) => read_scopes(reader, &child(path, "require_scopes"), value),
     };
     let allow_callers = map
         .get("allow_callers")
         .map(|value| {
-            reader.list(&child(path, "allow_callers"), value, |reader, path, element| {
-                let text = reader.string(path, element)?;
-                let pattern = CallerPattern::parse(text)
-                    .map_err(|error| reader.error(path, format!("SPIFFE ID pattern {error}")))
-                    .ok()?;
-                let trust_domain = match &pattern {
-                    CallerPattern::Exact(id) => id.trust_domain().to_owned(),
-                    CallerPattern::Under { trust_domain, .. } => trust_domain.clone(),
-                };
-                if trust_domains
-                    .is_some_and(|domains| !domains.iter().any(|d| d.as_str() == trust_domain))
-                {
-                    reader.error(path, "is in a trust domain not listed in identity.trust_domains, so it can never match");
-                    return None;
-                }
-                Some(pattern)
-            })
+            read_allow_callers(reader, &child(path, "allow_callers"), value, trust_domains)
         })
         .map_or(Some(None), |parsed| parsed.map(Some));
     let max_depth = match map.get("max_depth") {
@@ -579,6 +608,18 @@ fn read_route(
         None => Some(false),
         Some(value) => reader.boolean(&child(path, "require_session"), value),
     };
+    let route_depth = max_depth.flatten().or(global_max_depth);
+    let mcp = match map.get("mcp") {
+        None => Some(None),
+        Some(value) => mcp::read_mcp(
+            reader,
+            &child(path, "mcp"),
+            value,
+            trust_domains,
+            route_depth,
+        )
+        .map(Some),
+    };
     Some(Route {
         name: name?.into(),
         methods: methods?,
@@ -589,6 +630,7 @@ fn read_route(
         max_depth: max_depth?,
         forward_token: forward_token?,
         require_session: require_session?,
+        mcp: mcp?.map(std::sync::Arc::new),
     })
 }
 

@@ -9,6 +9,9 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 /// token may contain, so it is refused as `authorization_invalid`.
 const NOT_UTF8: &str = "Bearer \u{fffd}";
 
+/// Envoy adds this header (`true`) to the check request when it sent only part of the body.
+pub const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
+
 /// The facts of one request, borrowed from the `CheckRequest`.
 #[derive(Debug, Default, Clone)]
 pub struct RequestFacts<'a> {
@@ -27,6 +30,8 @@ pub struct RequestFacts<'a> {
     /// The proxy described the request twice (HTTP mode: a duplicated `Host`,
     /// `X-Original-URI`, …): which copy is meant is a guess, so the request is refused.
     pub ambiguous: bool,
+    /// The request body, when Envoy sends it (`with_request_body`): read only on MCP routes.
+    pub body: crate::decision::mcp::Body<'a>,
 }
 
 /// Whether a header name is under actguard's `x-actguard-` prefix (any case).
@@ -76,6 +81,17 @@ impl<'a> RequestFacts<'a> {
             .map(String::as_str)
             .filter(|name| has_actguard_prefix(name))
             .collect();
+        // `pack_as_bytes` sends the body as bytes; otherwise it is the (UTF-8) string.
+        facts.body.bytes = if http.raw_body.is_empty() {
+            http.body.as_bytes()
+        } else {
+            &http.raw_body
+        };
+        let mut partial = http
+            .headers
+            .get(PARTIAL_BODY_HEADER)
+            .is_some_and(|value| !value.eq_ignore_ascii_case("false"));
+        let mut content_length = http.headers.get("content-length").map(String::as_str);
         // With `encode_raw_headers`, Envoy sends `header_map` instead of `headers`.
         if let Some(header_map) = &http.header_map {
             for header in &header_map.headers {
@@ -94,9 +110,18 @@ impl<'a> RequestFacts<'a> {
                     facts.request_id = value;
                 } else if has_actguard_prefix(&header.key) {
                     facts.prefixed_headers.push(&header.key);
+                } else if header.key.eq_ignore_ascii_case(PARTIAL_BODY_HEADER) {
+                    partial |= !value.eq_ignore_ascii_case("false");
+                } else if header.key.eq_ignore_ascii_case("content-length") {
+                    content_length = Some(value);
                 }
             }
         }
+        // A body shorter (or longer) than the request said was not received whole.
+        partial |= content_length.is_some_and(|length| {
+            length.trim().parse::<usize>().ok() != Some(facts.body.bytes.len())
+        }) && !facts.body.bytes.is_empty();
+        facts.body.partial = partial;
         facts
     }
 }

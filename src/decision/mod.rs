@@ -13,6 +13,7 @@ pub mod delegation;
 pub mod facts;
 pub mod files;
 pub mod identity;
+pub mod mcp;
 pub mod path;
 pub mod pipeline;
 pub mod policy;

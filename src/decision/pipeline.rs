@@ -16,6 +16,7 @@
 use crate::decision::cache::{self, CachedToken, Digest, MAX_ENTRY_TTL};
 use crate::decision::facts::RequestFacts;
 use crate::decision::identity::{self, IdentitySource, Svid};
+use crate::decision::mcp::{self, McpCall};
 use crate::decision::path;
 use crate::decision::policy::{self, DelegationPolicy, Grant};
 use crate::decision::reason::{Denial, DenyReason, Fault};
@@ -90,6 +91,8 @@ pub struct Evaluation {
     pub token: Option<Arc<VerifiedToken>>,
     /// The revocation that cut the token (`token_revoked`).
     pub revoked: Option<Revoked>,
+    /// The MCP method and tool, once the message was read (MCP routes).
+    pub mcp: Option<McpCall>,
 }
 
 impl Authorizer {
@@ -149,6 +152,11 @@ impl Authorizer {
             .filter(|(_, keys)| *keys == 0)
             .map(|(issuer, _)| issuer)
             .collect()
+    }
+
+    /// The routes of this configuration, in order.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
     }
 
     pub fn response_settings(&self) -> &ResponseSettings {
@@ -243,6 +251,10 @@ impl Authorizer {
                     .revoked
                     .as_ref()
                     .map(|revoked| (revoked.kind.name(), revoked.value.as_str())),
+                mcp: evaluation
+                    .mcp
+                    .as_ref()
+                    .map(|call| (&*call.method, call.tool.as_deref())),
                 latency,
             });
         }
@@ -274,8 +286,18 @@ impl Authorizer {
             route_index: None,
             token: None,
             revoked: None,
+            mcp: None,
         };
         evaluation.outcome = self.run_pipeline(facts, now, &mut evaluation);
+        // On an MCP route every denial is also a JSON-RPC error, so the MCP client shows it.
+        if let Err(denial) = &mut evaluation.outcome
+            && evaluation
+                .route_index
+                .and_then(|index| self.routes.get(index))
+                .is_some_and(|route| route.mcp.is_some())
+        {
+            denial.json_rpc = true;
+        }
         evaluation
     }
 
@@ -332,7 +354,30 @@ impl Authorizer {
                 "the token has been revoked",
             ));
         }
-        policy::authorize(&self.delegation, caller, route, verified)
+        let grant = policy::authorize(&self.delegation, caller, route, verified)?;
+        let Some(rules) = &route.mcp else {
+            return Ok(grant);
+        };
+        // The message is read only once every other rule allowed: a caller that may not use
+        // the route learns nothing about its tools, and costs no parse.
+        let message = mcp::parse_message(facts.body, rules.max_body_bytes)?;
+        let depth_limit = route.max_depth.map_or(self.delegation.max_depth, |limit| {
+            limit.min(self.delegation.max_depth)
+        });
+        mcp::authorize(
+            rules,
+            &message,
+            caller,
+            verified,
+            &route.require_scopes,
+            depth_limit,
+            self.verifier.audience(),
+            &mut learned.mcp,
+        )?;
+        Ok(match &learned.mcp {
+            Some(call) => grant.with_mcp(call.clone()),
+            None => grant,
+        })
     }
 
     /// The certificate's SVID, cached: the validity period is applied by the caller on every

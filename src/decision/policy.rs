@@ -56,6 +56,8 @@ pub struct Grant {
     actor: SpiffeId,
     route: Arc<str>,
     forward_token: bool,
+    /// The MCP method and tool, on an MCP route.
+    mcp: Option<crate::decision::mcp::McpCall>,
 }
 
 impl Grant {
@@ -70,7 +72,19 @@ impl Grant {
             actor,
             route,
             forward_token,
+            mcp: None,
         }
+    }
+
+    /// The grant of an MCP message: the same, naming its method and tool.
+    pub fn with_mcp(mut self, call: crate::decision::mcp::McpCall) -> Self {
+        self.mcp = Some(call);
+        self
+    }
+
+    /// The MCP method and tool, on an MCP route.
+    pub fn mcp(&self) -> Option<&crate::decision::mcp::McpCall> {
+        self.mcp.as_ref()
     }
 
     pub fn subject(&self) -> &str {
@@ -106,13 +120,14 @@ impl Grant {
 
     /// Whether `other` carries the same answer as this grant because it is the same decision:
     /// the very same verified token (one allocation, immutable), the very same route of the
-    /// same configuration, the same caller and token forwarding. Cheap: two pointer
-    /// comparisons and one string comparison.
+    /// same configuration, the same caller, token forwarding and MCP call. Cheap: two pointer
+    /// comparisons and a few short string comparisons.
     pub fn is_same_decision(&self, other: &Grant) -> bool {
         Arc::ptr_eq(&self.token, &other.token)
             && Arc::ptr_eq(&self.route, &other.route)
             && self.forward_token == other.forward_token
             && self.actor == other.actor
+            && self.mcp == other.mcp
     }
 }
 
@@ -276,9 +291,11 @@ fn check_route_rules(
         .all(|required| granted.iter().any(|scope| **scope == **required))
     {
         return Err(Denial {
-            reason: DenyReason::InsufficientScope,
-            description: "the token lacks a scope this route requires",
             required_scope: Some(route.require_scopes.join(" ")),
+            ..deny(
+                DenyReason::InsufficientScope,
+                "the token lacks a scope this route requires",
+            )
         });
     }
     Ok(())

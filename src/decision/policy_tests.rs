@@ -28,6 +28,7 @@ fn route() -> Route {
         max_depth: None,
         forward_token: false,
         require_session: false,
+        mcp: None,
     }
 }
 

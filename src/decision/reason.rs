@@ -46,6 +46,10 @@ pub enum DenyReason {
     CallerNotAllowed,
     InsufficientScope,
     RevocationsUnavailable,
+    McpRequestInvalid,
+    McpMethodNotAllowed,
+    McpToolNotAllowed,
+    InsufficientAuthorizationDetails,
 }
 
 /// The RFC 6750 challenge a denial carries in `WWW-Authenticate`, if any.
@@ -58,11 +62,13 @@ pub enum Challenge {
     InvalidRequest,
     InvalidToken,
     InsufficientScope,
+    /// `error="insufficient_authorization_details"`: the token needs other RFC 9396 details.
+    InsufficientAuthorizationDetails,
 }
 
 impl DenyReason {
     /// Every reason, for tables in tests and docs.
-    pub const ALL: [DenyReason; 32] = [
+    pub const ALL: [DenyReason; 36] = [
         Self::CallerIdentityMissing,
         Self::CallerIdentityInvalid,
         Self::CallerTrustDomainDenied,
@@ -95,6 +101,10 @@ impl DenyReason {
         Self::CallerNotAllowed,
         Self::InsufficientScope,
         Self::RevocationsUnavailable,
+        Self::McpRequestInvalid,
+        Self::McpMethodNotAllowed,
+        Self::McpToolNotAllowed,
+        Self::InsufficientAuthorizationDetails,
     ];
 
     /// The stable code used in response bodies and logs.
@@ -132,6 +142,10 @@ impl DenyReason {
             Self::CallerNotAllowed => "caller_not_allowed",
             Self::InsufficientScope => "insufficient_scope",
             Self::RevocationsUnavailable => "revocations_unavailable",
+            Self::McpRequestInvalid => "mcp_request_invalid",
+            Self::McpMethodNotAllowed => "mcp_method_not_allowed",
+            Self::McpToolNotAllowed => "mcp_tool_not_allowed",
+            Self::InsufficientAuthorizationDetails => "insufficient_authorization_details",
         }
     }
 
@@ -140,7 +154,7 @@ impl DenyReason {
         match self {
             // Not the caller's fault: answered as a gRPC UNAVAILABLE fault in gRPC mode.
             Self::IssuerKeysUnavailable | Self::RevocationsUnavailable => 503,
-            Self::PathInvalid | Self::AuthorizationInvalid => 400,
+            Self::PathInvalid | Self::AuthorizationInvalid | Self::McpRequestInvalid => 400,
             Self::TokenMissing
             | Self::TokenMalformed
             | Self::TokenTooLarge
@@ -168,7 +182,10 @@ impl DenyReason {
             | Self::DelegationCeilingExceeded
             | Self::SessionRequired
             | Self::CallerNotAllowed
-            | Self::InsufficientScope => 403,
+            | Self::InsufficientScope
+            | Self::McpMethodNotAllowed
+            | Self::McpToolNotAllowed
+            | Self::InsufficientAuthorizationDetails => 403,
         }
     }
 
@@ -188,6 +205,7 @@ impl DenyReason {
             Self::TokenMissing => Challenge::Bare,
             Self::AuthorizationInvalid => Challenge::InvalidRequest,
             Self::InsufficientScope => Challenge::InsufficientScope,
+            Self::InsufficientAuthorizationDetails => Challenge::InsufficientAuthorizationDetails,
             _ if self.http_status() == 401 => Challenge::InvalidToken,
             _ => Challenge::None,
         }
@@ -208,6 +226,10 @@ pub struct Denial {
     pub description: &'static str,
     /// Space-separated scopes the route requires; set only for `insufficient_scope`.
     pub required_scope: Option<String>,
+    /// The RFC 9396 type a tool rule requires; set only for `insufficient_authorization_details`.
+    pub detail_type: Option<String>,
+    /// The route speaks MCP: the body is a JSON-RPC error the MCP client surfaces.
+    pub json_rpc: bool,
 }
 
 impl Denial {
@@ -216,6 +238,8 @@ impl Denial {
             reason,
             description,
             required_scope: None,
+            detail_type: None,
+            json_rpc: false,
         }
     }
 }

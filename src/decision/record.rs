@@ -23,6 +23,8 @@ pub struct AuditRecord<'a> {
     pub branch: Option<&'a str>,
     /// Kind and value of the revocation that cut the token (`token_revoked` only).
     pub revoked: Option<(&'static str, &'a str)>,
+    /// MCP method and tool name (MCP routes, once the message was read; never arguments).
+    pub mcp: Option<(&'a str, Option<&'a str>)>,
     pub latency: Duration,
 }
 

@@ -30,6 +30,8 @@ pub struct Route {
     /// A `sid` claim must be present, so every call of a workflow is attributable and
     /// revocable as a unit.
     pub require_session: bool,
+    /// `mcp`: the body is an MCP JSON-RPC message, checked by [`crate::decision::mcp`].
+    pub mcp: Option<std::sync::Arc<crate::decision::mcp::McpRules>>,
 }
 
 impl Route {
@@ -69,6 +71,11 @@ impl RouteTable {
             .iter()
             .enumerate()
             .find(|(_, route)| route.matches(method, &host, path))
+    }
+
+    /// The route at `index` in the table.
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
@@ -126,6 +133,7 @@ mod tests {
             max_depth: None,
             forward_token: false,
             require_session: false,
+            mcp: None,
         }
     }
 

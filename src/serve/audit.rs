@@ -390,7 +390,7 @@ fn write_batches(sink: &Sink, output: Box<dyn Write + Send>) {
 }
 
 /// The members of a line, in the order they are written (README, "Audit log").
-pub const FIELDS: [&str; 16] = [
+pub const FIELDS: [&str; 17] = [
     "time",
     "request_id",
     "caller",
@@ -406,6 +406,7 @@ pub const FIELDS: [&str; 16] = [
     "branch",
     "latency_us",
     "revoked",
+    "mcp",
     "truncated",
 ];
 
@@ -446,6 +447,7 @@ struct Capped<'a> {
     sid: Option<&'a str>,
     branch: Option<&'a str>,
     revoked: Option<(&'static str, &'a str)>,
+    mcp: Option<(&'a str, Option<&'a str>)>,
     truncated: Vec<&'static str>,
 }
 
@@ -464,6 +466,12 @@ fn cap<'a>(record: &'a AuditRecord<'a>) -> Capped<'a> {
         .revoked
         .map(|(kind, value)| (kind, capped(value, "revoked", &mut truncated)));
     let route = record.route.map(|v| capped(v, "route", &mut truncated));
+    let mcp = record.mcp.map(|(method, tool)| {
+        (
+            capped(method, "mcp", &mut truncated),
+            tool.map(|tool| capped(tool, "mcp", &mut truncated)),
+        )
+    });
     let chain = &record.chain[..record.chain.len().min(MAX_CHAIN_ENTRIES)];
     if record.chain.len() > MAX_CHAIN_ENTRIES
         || chain.iter().any(|actor| actor.len() > MAX_FIELD_BYTES)
@@ -482,6 +490,7 @@ fn cap<'a>(record: &'a AuditRecord<'a>) -> Capped<'a> {
         sid,
         branch,
         revoked,
+        mcp,
         truncated,
     }
 }
@@ -529,6 +538,7 @@ fn write_line(out: &mut Vec<u8>, record: &AuditRecord<'_>, now: SystemTime) {
         sid,
         branch,
         revoked,
+        mcp,
         truncated,
     } = cap(record);
     out.extend_from_slice(b"{\"time\":\"");
@@ -571,6 +581,13 @@ fn write_line(out: &mut Vec<u8>, record: &AuditRecord<'_>, now: SystemTime) {
         json_string(out, kind);
         out.extend_from_slice(b",\"value\":");
         json_string(out, value);
+        out.push(b'}');
+    }
+    if let Some((method, tool)) = mcp {
+        out.extend_from_slice(b",\"mcp\":{\"method\":");
+        json_string(out, method);
+        out.extend_from_slice(b",\"tool\":");
+        json_optional(out, tool);
         out.push(b'}');
     }
     write_truncated(out, &truncated);
@@ -677,6 +694,7 @@ mod tests {
             sid: None,
             branch: None,
             revoked: None,
+            mcp: None,
             latency: Duration::from_micros(7),
         };
         for _ in 0..4 {
@@ -720,6 +738,7 @@ mod tests {
             sid,
             branch,
             revoked,
+            mcp,
             truncated,
         } = cap(record);
         let chain: Vec<&str> = chain.iter().map(|actor| cut(actor)).collect();
@@ -741,6 +760,9 @@ mod tests {
         });
         if let Some((kind, value)) = revoked {
             line["revoked"] = serde_json::json!({"kind": kind, "value": value});
+        }
+        if let Some((method, tool)) = mcp {
+            line["mcp"] = serde_json::json!({"method": method, "tool": tool});
         }
         if !truncated.is_empty() {
             line["truncated"] = serde_json::json!(truncated);
@@ -771,6 +793,7 @@ mod tests {
         full.sid = Some("");
         full.branch = Some(&awkward);
         full.revoked = Some(("session_actor", &awkward));
+        full.mcp = Some(("tools/call", Some(&awkward)));
         full.route = Some("route\t1");
         full.chain = vec![awkward.as_str(), long_actor.as_str()];
         full.latency = Duration::from_micros(123_456_789);
@@ -936,6 +959,7 @@ mod tests {
             sid: None,
             branch: Some("b-AAAAAAAAAAAAAAAAAAAAAA"),
             revoked: None,
+            mcp: None,
             latency: Duration::from_micros(1),
         }
     }

@@ -141,6 +141,8 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
             .filter(|name| has_actguard_prefix(name))
             .collect(),
         ambiguous,
+        // nginx's auth_request sends no body: an MCP route denies (mcp_request_invalid).
+        body: Default::default(),
     };
     let authorizer = state.authorizer.current();
     let evaluate = |may_retry| {

@@ -28,6 +28,9 @@ pub const ACTOR_HEADER: &str = "x-actguard-actor";
 pub const CHAIN_HEADER: &str = "x-actguard-chain";
 pub const SID_HEADER: &str = "x-actguard-sid";
 pub const JTI_HEADER: &str = "x-actguard-jti";
+/// Dynamic metadata keys of an allow on an MCP route.
+pub const MCP_METHOD_KEY: &str = "mcp_method";
+pub const MCP_TOOL_KEY: &str = "mcp_tool";
 
 /// What the responses need from configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,7 +146,7 @@ fn allow(grant: &Grant, client_removals: &[String]) -> CheckResponse {
     }
     // Sized for every field below: no rehash while filling it.
     let mut metadata = Struct {
-        fields: std::collections::HashMap::with_capacity(8),
+        fields: std::collections::HashMap::with_capacity(9),
     };
     let fields = &mut metadata.fields;
     fields.insert("subject".into(), string_value(grant.subject()));
@@ -159,6 +162,12 @@ fn allow(grant: &Grant, client_removals: &[String]) -> CheckResponse {
     }
     if let Some(sid) = grant.sid() {
         fields.insert("sid".into(), string_value(sid));
+    }
+    if let Some(call) = grant.mcp() {
+        fields.insert(MCP_METHOD_KEY.into(), string_value(&call.method));
+        if let Some(tool) = &call.tool {
+            fields.insert(MCP_TOOL_KEY.into(), string_value(tool));
+        }
     }
     CheckResponse {
         status: status(Code::Ok, ""),
@@ -193,6 +202,7 @@ pub fn challenge(denial: &Denial, settings: &ResponseSettings) -> Option<String>
         Challenge::InvalidRequest => Some("invalid_request"),
         Challenge::InvalidToken => Some("invalid_token"),
         Challenge::InsufficientScope => Some("insufficient_scope"),
+        Challenge::InsufficientAuthorizationDetails => Some("insufficient_authorization_details"),
     };
     let mut value = format!("Bearer realm={}", quoted(&settings.realm));
     if let Some(error) = error {
@@ -204,14 +214,48 @@ pub fn challenge(denial: &Denial, settings: &ResponseSettings) -> Option<String>
     if let Some(scope) = &denial.required_scope {
         value.push_str(&format!(", scope={}", quoted(scope)));
     }
+    if let Some(detail_type) = &denial.detail_type {
+        value.push_str(&format!(
+            ", authorization_details_types={}",
+            quoted(detail_type)
+        ));
+    }
     if let Some(url) = &settings.resource_metadata {
         value.push_str(&format!(", resource_metadata={}", quoted(url)));
     }
     Some(value)
 }
 
-/// The JSON body of a denial.
+/// JSON-RPC error code of a denial on an MCP route: -32600 (Invalid Request) for a message
+/// that is not one, else -32001 (implementation-defined server error: not authorized).
+pub fn json_rpc_error_code(denial: &Denial) -> i32 {
+    match denial.reason {
+        crate::decision::reason::DenyReason::McpRequestInvalid => -32600,
+        _ => -32001,
+    }
+}
+
+/// The JSON body of a denial. On an MCP route it is a JSON-RPC error (`id: null`: the body is
+/// the same for every request denied alike, and no request value is echoed), so an MCP client
+/// surfaces the reason; its `data` carries the same `error` and `error_description` as the
+/// plain body, and the HTTP status.
 pub fn denial_body(denial: &Denial) -> String {
+    if denial.json_rpc {
+        return serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {
+                "code": json_rpc_error_code(denial),
+                "message": format!("{}: {}", denial.reason.code(), denial.description),
+                "data": {
+                    "error": denial.reason.code(),
+                    "error_description": denial.description,
+                    "status": denial.reason.http_status(),
+                },
+            },
+        })
+        .to_string();
+    }
     serde_json::json!({
         "error": denial.reason.code(),
         "error_description": denial.description,

@@ -22,9 +22,8 @@ fn challenges_follow_rfc_6750() {
             .contains("error=\"invalid_token\"")
     );
     let scope = Denial {
-        reason: DenyReason::InsufficientScope,
-        description: "d",
         required_scope: Some("calendar:read admin".into()),
+        ..Denial::new(DenyReason::InsufficientScope, "d")
     };
     let value = challenge(&scope, &settings()).unwrap();
     assert!(value.contains("error=\"insufficient_scope\""), "{value}");
@@ -115,6 +114,29 @@ fn allow_sent_from_the_grant_decodes_to_the_allow_message() {
             &"route-".repeat(40),
             false,
         ),
+        // An MCP tool call: its method and tool in the metadata.
+        grant(
+            serde_json::json!({ "sub": "user:alice", "act": chain_claims(1, actor) }),
+            actor,
+            "calendar-mcp",
+            false,
+        )
+        .with_mcp(crate::decision::mcp::McpCall {
+            method: "tools/call".into(),
+            tool: Some("calendar.list_events".into()),
+            rule: Some(0),
+        }),
+        grant(
+            serde_json::json!({ "sub": actor }),
+            actor,
+            "calendar-mcp",
+            false,
+        )
+        .with_mcp(crate::decision::mcp::McpCall {
+            method: "tools/list".into(),
+            tool: None,
+            rule: None,
+        }),
     ];
     let client_headers: [&[&str]; 3] = [
         &[],
@@ -142,6 +164,67 @@ fn allow_sent_from_the_grant_decodes_to_the_allow_message() {
             );
         }
     }
+}
+
+#[test]
+fn rule_insufficient_authorization_details_challenges_with_the_type_to_request() {
+    let denial = Denial {
+        detail_type: Some("https://example.org/rar/mcp-tool".into()),
+        ..Denial::new(DenyReason::InsufficientAuthorizationDetails, "d")
+    };
+    let with_metadata = ResponseSettings {
+        resource_metadata: Some(
+            "https://tool.example.org/.well-known/oauth-protected-resource".into(),
+        ),
+        ..settings()
+    };
+    let value = challenge(&denial, &with_metadata).unwrap();
+    assert!(
+        value.contains("error=\"insufficient_authorization_details\""),
+        "{value}"
+    );
+    assert!(
+        value.contains("authorization_details_types=\"https://example.org/rar/mcp-tool\""),
+        "{value}"
+    );
+    assert!(
+        value.ends_with(
+            "resource_metadata=\"https://tool.example.org/.well-known/oauth-protected-resource\""
+        ),
+        "{value}"
+    );
+    assert_eq!(denial.reason.http_status(), 403);
+    // The MCP reasons a credential cannot fix carry no challenge.
+    for reason in [
+        DenyReason::McpRequestInvalid,
+        DenyReason::McpMethodNotAllowed,
+        DenyReason::McpToolNotAllowed,
+    ] {
+        assert_eq!(challenge(&Denial::new(reason, "d"), &settings()), None);
+    }
+}
+
+#[test]
+fn rule_mcp_denials_are_json_rpc_errors_without_echoing_the_request() {
+    let mut denial = Denial::new(DenyReason::McpToolNotAllowed, "this tool is not allowed");
+    let plain: serde_json::Value = serde_json::from_str(&denial_body(&denial)).unwrap();
+    assert_eq!(plain["error"], "mcp_tool_not_allowed");
+    denial.json_rpc = true;
+    let body: serde_json::Value = serde_json::from_str(&denial_body(&denial)).unwrap();
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["id"], serde_json::Value::Null);
+    assert_eq!(body["error"]["code"], -32001);
+    assert_eq!(body["error"]["data"]["error"], "mcp_tool_not_allowed");
+    assert_eq!(body["error"]["data"]["status"], 403);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("mcp_tool_not_allowed: ")
+    );
+    denial.reason = DenyReason::McpRequestInvalid;
+    let body: serde_json::Value = serde_json::from_str(&denial_body(&denial)).unwrap();
+    assert_eq!(body["error"]["code"], -32600);
 }
 
 #[test]
@@ -279,6 +362,14 @@ fn rule_a_remembered_allow_is_only_sent_for_the_same_decision() {
         Grant::new(token.clone(), caller.clone(), renamed, false),
         Grant::new(token.clone(), caller.clone(), route.clone(), true),
         Grant::new(token.clone(), mailer, route.clone(), false),
+        // Another tool called with the same token on the same route.
+        Grant::new(token.clone(), caller.clone(), route.clone(), false).with_mcp(
+            crate::decision::mcp::McpCall {
+                method: "tools/call".into(),
+                tool: Some("email.send".into()),
+                rule: Some(1),
+            },
+        ),
     ];
     for variant in &variants {
         assert!(!variant.is_same_decision(&first));

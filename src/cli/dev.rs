@@ -106,6 +106,8 @@ pub struct TokenRequest<'a> {
     pub client_id: Option<&'a str>,
     pub jti: Option<&'a str>,
     pub sid: Option<&'a str>,
+    /// RFC 9396 `authorization_details` as JSON text (an array of objects).
+    pub authorization_details: Option<&'a str>,
 }
 
 /// `dev token …`: the compact JWS.
@@ -139,6 +141,20 @@ pub fn token(request: &TokenRequest<'_>) -> Result<String, String> {
             claims[name] = json!(value);
         }
     }
+    if let Some(text) = request.authorization_details {
+        let details: serde_json::Value = serde_json::from_str(text)
+            .map_err(|error| format!("--authorization-details: not JSON: {error}"))?;
+        if !details
+            .as_array()
+            .is_some_and(|entries| entries.iter().all(|entry| entry["type"].is_string()))
+        {
+            return Err(
+                "--authorization-details: must be a JSON array of objects, each with a string type"
+                    .into(),
+            );
+        }
+        claims["authorization_details"] = details;
+    }
     signer.sign(&claims).map_err(dev_error)
 }
 
@@ -158,6 +174,7 @@ pub fn run(command: DevCommand) -> ExitCode {
             client_id,
             jti,
             sid,
+            authorization_details,
         } => match crate::config::parse_duration(&ttl).filter(|ttl| !ttl.is_zero()) {
             None => Err(format!("--ttl {ttl}: expected a duration such as 5m")),
             Some(ttl) => token(&TokenRequest {
@@ -174,6 +191,7 @@ pub fn run(command: DevCommand) -> ExitCode {
                 client_id: client_id.as_deref(),
                 jti: jti.as_deref(),
                 sid: sid.as_deref(),
+                authorization_details: authorization_details.as_deref(),
             }),
         },
     };

@@ -181,6 +181,10 @@ pub enum DevCommand {
         jti: Option<String>,
         #[arg(long)]
         sid: Option<String>,
+        /// RFC 9396 `authorization_details` as JSON, e.g.
+        /// '[{"type":"https://example.org/rar/mcp-tool","actions":["email.send"]}]'.
+        #[arg(long, value_name = "JSON")]
+        authorization_details: Option<String>,
     },
 }
 

@@ -491,6 +491,104 @@ pub fn fleet_entries(data: &[u8]) {
     crate::serve::fleet::check_entry_for_fuzzing(key, body);
 }
 
+/// The MCP rules of the `mcp_messages` target: methods, an exact tool, a prefix, one bound to
+/// RFC 9396 details.
+fn mcp_rules() -> &'static crate::decision::mcp::McpRules {
+    use crate::decision::mcp::{McpRules, ToolName, ToolRule};
+    static RULES: OnceLock<McpRules> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let tool = |name: &str, detail_type: Option<&str>| ToolRule {
+            label: name.to_owned(),
+            name: ToolName::parse(name),
+            require_scopes: Vec::new(),
+            allow_callers: None,
+            max_depth: None,
+            detail_type: detail_type.map(str::to_owned),
+        };
+        McpRules {
+            max_body_bytes: 4096,
+            methods: vec!["initialize".into(), "tools/list".into()],
+            tools: vec![
+                tool("calendar.list_events", None),
+                tool("notes.*", None),
+                tool("email.send", Some(MCP_DETAIL_TYPE)),
+            ],
+        }
+    })
+}
+
+/// The RFC 9396 type of the `mcp_messages` rules.
+pub const MCP_DETAIL_TYPE: &str = "https://example.org/rar/mcp-tool";
+
+/// A JSON-RPC body on an MCP route (the token fixed: the scheduler, with details allowing
+/// `email.send` to two addresses). Holds: a message that parses is a strict JSON object of
+/// JSON-RPC 2.0 within the size cap; an allowed `tools/call` names a tool some rule matches,
+/// the same name the body carries; an allowed `email.send` has a `to` argument equal to one the
+/// details list; an allowed other method is listed.
+pub fn mcp_messages(data: &[u8]) {
+    use crate::decision::mcp::{self, Body, RouteContext, TOOLS_CALL};
+    static TOKEN: OnceLock<VerifiedToken> = OnceLock::new();
+    let token = TOKEN.get_or_init(|| {
+        let claims = serde_json::json!({
+            "sub": "user:alice",
+            "act": {"sub": SCHEDULER},
+            "authorization_details": [{
+                "type": MCP_DETAIL_TYPE,
+                "actions": ["email.send"],
+                "arguments": {"to": ["alice@example.org", {"group": "team"}]}
+            }]
+        });
+        let claims = claims.as_object().expect("an object");
+        VerifiedToken::from_claims_for_fuzzing(claims, NOW + 3600).expect("the fixed claims are valid")
+    });
+    let rules = mcp_rules();
+    let body = Body {
+        bytes: data,
+        partial: false,
+    };
+    let Ok(message) = mcp::parse_message(body, rules.max_body_bytes) else {
+        return;
+    };
+    assert!(data.len() <= rules.max_body_bytes, "over the cap");
+    let reference = json::parse_strict(data).expect("a parsed message is strict JSON");
+    assert_eq!(reference["jsonrpc"], "2.0");
+    assert_eq!(reference["method"].as_str(), Some(message.method.as_str()));
+    let caller = SpiffeId::parse(SCHEDULER).expect("a SPIFFE ID");
+    let mut learned = None;
+    let outcome = mcp::authorize(
+        rules,
+        &message,
+        &caller,
+        token,
+        &RouteContext {
+            route_scopes: &[],
+            depth_limit: 3,
+            location: LOCAL,
+        },
+        &mut learned,
+    );
+    if outcome.is_err() {
+        return;
+    }
+    let call = learned.expect("an allow learned its call");
+    if message.method != TOOLS_CALL {
+        assert!(rules.methods.contains(&message.method), "an unlisted method");
+        return;
+    }
+    let tool = reference["params"]["name"].as_str().expect("a named tool");
+    assert_eq!(call.tool.as_deref(), Some(tool), "the tool the body names");
+    let rule = &rules.tools[call.rule.expect("a matching rule")];
+    assert!(rule.name.matches(tool), "the rule matches");
+    if rule.detail_type.is_some() {
+        assert_eq!(tool, "email.send");
+        let to = &reference["params"]["arguments"]["to"];
+        assert!(
+            *to == "alice@example.org" || *to == serde_json::json!({"group": "team"}),
+            "an argument outside the details: {to}"
+        );
+    }
+}
+
 /// Runs a future that never waits (the admin handlers do no I/O for an in-memory list).
 fn complete<F: std::future::Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);

@@ -297,3 +297,105 @@ fn dev_subcommands_mint_credentials_actguard_accepts() {
         .unwrap();
     assert!(!refused.status.success());
 }
+
+#[test]
+fn explain_shows_the_mcp_step_for_a_token_minted_with_authorization_details() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| dir.path().join(name).display().to_string();
+    let run = |args: &[&str]| {
+        let output = actguard().args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    run(&["dev", "issuer", "--out", &out("issuer"), "--kid", "k1"]);
+    let mailer = "spiffe://example.org/agent/mailer";
+    let details = r#"[{"type":"https://example.org/rar/mcp-tool","actions":["email.send"],"arguments":{"to":["alice@example.org"]}}]"#;
+    let issuer = out("issuer");
+    let mint = |details: &str| {
+        let mut args = vec![
+            "dev",
+            "token",
+            "--issuer",
+            &issuer,
+            "--sub",
+            "user:alice",
+            "--act",
+            mailer,
+            "--aud",
+            "spiffe://example.org/tool/calendar",
+            "--scope",
+            "mcp",
+        ];
+        if !details.is_empty() {
+            args.extend(["--authorization-details", details]);
+        }
+        run(&args).trim().to_owned()
+    };
+    let token = mint(details);
+    std::fs::write(
+        out("config.yaml"),
+        "identity: {local: \"spiffe://example.org/tool/calendar\", trust_domains: [example.org], sources: [principal]}\n\
+         issuers: [{issuer: \"https://sts.example.org\", jwks_file: issuer/jwks.json}]\n\
+         routes:\n\
+         \x20 - name: mail-mcp\n\
+         \x20   path_prefix: /mcp\n\
+         \x20   require_scopes: [mcp]\n\
+         \x20   mcp:\n\
+         \x20     methods: [initialize]\n\
+         \x20     tools: [{name: email.send, authorization_details: {type: \"https://example.org/rar/mcp-tool\"}}]\n",
+    )
+    .unwrap();
+    let explain = |token: &str, to: &str| {
+        let request = serde_json::json!({
+            "caller": mailer, "method": "POST", "path": "/mcp",
+            "headers": {"authorization": format!("Bearer {token}")},
+            "body": {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                     "params": {"name": "email.send", "arguments": {"to": to}}}
+        });
+        std::fs::write(out("request.json"), request.to_string()).unwrap();
+        run(&[
+            "explain",
+            "--config",
+            &out("config.yaml"),
+            "--request",
+            &out("request.json"),
+        ])
+    };
+    let allowed = explain(&token, "alice@example.org");
+    assert!(
+        allowed.contains("8. mcp message       ok    method tools/call tool email.send"),
+        "{allowed}"
+    );
+    assert!(allowed.contains("decision: ALLOW"), "{allowed}");
+    let denied = explain(&token, "mallory@example.org");
+    assert!(
+        denied.contains("8. mcp message       DENY  insufficient_authorization_details"),
+        "{denied}"
+    );
+    assert!(denied.contains("7. route rules       ok"), "{denied}");
+    // A token without details: the same deny; an unusable --authorization-details: refused.
+    assert!(
+        explain(&mint(""), "alice@example.org")
+            .contains("DENY 403 insufficient_authorization_details")
+    );
+    let refused = actguard()
+        .args([
+            "dev",
+            "token",
+            "--issuer",
+            &out("issuer"),
+            "--sub",
+            "u",
+            "--aud",
+            "a",
+        ])
+        .args(["--authorization-details", r#"{"type":"x"}"#])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--authorization-details"));
+}

@@ -139,8 +139,8 @@ async fn every_shipped_bootstrap_validates_starts_and_decides() {
         })
         .collect();
     bootstraps.extend(envoy::kubernetes_bootstraps());
-    // envoy/ (4) + the Kubernetes base and the SPIRE overlay: a walk that finds fewer is wrong.
-    assert!(bootstraps.len() >= 6, "found {}", bootstraps.len());
+    // envoy/ (5) + the Kubernetes base and the SPIRE overlay: a walk that finds fewer is wrong.
+    assert!(bootstraps.len() >= 7, "found {}", bootstraps.len());
     for ConfigMapBootstrap {
         file,
         bootstrap,

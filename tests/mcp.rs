@@ -325,6 +325,26 @@ async fn the_mcp_sdk_lists_and_calls_allowed_tools_and_each_rule_denies_through_
             .iter()
             .any(|line| line["mcp"]["method"] == "initialize" && line["decision"] == "allow")
     );
+
+    // The tool label takes only configured names: an unlisted tool is `unlisted`.
+    let metrics = actguard::decision::telemetry::install().unwrap().render();
+    let tool_lines: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("actguard_mcp_tool_calls_total{"))
+        .collect();
+    let has = |tool: &str, result: &str| {
+        tool_lines.iter().any(|line| {
+            line.contains(&format!("tool=\"{tool}\""))
+                && line.contains(&format!("result=\"{result}\""))
+                && line.contains("route=\"calendar-mcp\"")
+        })
+    };
+    assert!(has("unlisted", "deny"), "{tool_lines:?}");
+    assert!(
+        has("email.send", "allow") && has("email.send", "deny"),
+        "{tool_lines:?}"
+    );
+    assert!(!metrics.contains("calendar.delete_event"), "{tool_lines:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,4 +411,143 @@ async fn raw_messages_through_envoy_get_the_mcp_answers_a_client_can_act_on() {
         challenge.contains("scope=\"mcp calendar:write\""),
         "{challenge}"
     );
+}
+
+/// The message as Envoy sends it: `pack_as_bytes` (raw_body) or the string `body`, with the
+/// request's headers (content-length, Envoy's partial-body marker).
+fn mcp_check(
+    harness: &common::Harness,
+    caller: &str,
+    token: &str,
+    body: &str,
+    shape: BodyShape,
+) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    let certificate = harness.svid(caller).url_encoded();
+    let mut spec = common::RequestSpec::new("POST", "/mcp")
+        .certificate(&certificate)
+        .bearer(token);
+    match shape {
+        BodyShape::Bytes | BodyShape::Text => {
+            spec = spec.header("content-length", &body.len().to_string());
+        }
+        BodyShape::MarkedPartial => spec = spec.header("x-envoy-auth-partial-body", "true"),
+        BodyShape::ShorterThanDeclared => {
+            spec = spec.header("content-length", &(body.len() + 10).to_string());
+        }
+    }
+    let mut request = spec.build();
+    let http = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .unwrap();
+    match shape {
+        BodyShape::Text => http.body = body.to_owned(),
+        _ => http.raw_body = body.as_bytes().to_vec(),
+    }
+    request
+}
+
+#[derive(Clone, Copy)]
+enum BodyShape {
+    Bytes,
+    Text,
+    MarkedPartial,
+    ShorterThanDeclared,
+}
+
+/// The reason code of a check answer (the gRPC status message carries it on every deny).
+fn code_of(answer: &common::Answer) -> String {
+    if answer.is_allow() {
+        return "allow".into();
+    }
+    answer.raw.status.as_ref().unwrap().message.clone()
+}
+
+#[tokio::test]
+async fn rule_an_mcp_route_reads_the_whole_body_envoy_sent_after_every_route_rule() {
+    let yaml = common::config_yaml("  leeway: 30s", "").replacen("routes:\n", MCP_ROUTES, 1);
+    let mut harness = common::Harness::start_with(&yaml).await;
+    let mut claims = harness.claims(&[SCHEDULER]);
+    claims["scope"] = json!("mcp calendar:read");
+    let token = harness.sign(&claims);
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "calendar.list_events", "arguments": {"day": "monday"}}})
+    .to_string();
+    // Bytes or string, the same allow, naming method and tool in the dynamic metadata.
+    for shape in [BodyShape::Bytes, BodyShape::Text] {
+        let answer = harness
+            .check(mcp_check(&harness, SCHEDULER, &token, &call, shape))
+            .await;
+        assert!(answer.is_allow(), "{answer:?}");
+        let metadata = &answer.raw.dynamic_metadata.as_ref().unwrap().fields;
+        let text = |key: &str| match metadata[key].kind.as_ref() {
+            Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(text)) => text.clone(),
+            other => panic!("{key}: {other:?}"),
+        };
+        assert_eq!(text("mcp_method"), "tools/call");
+        assert_eq!(text("mcp_tool"), "calendar.list_events");
+    }
+    // Not received whole: refused, whatever the message says.
+    for shape in [BodyShape::MarkedPartial, BodyShape::ShorterThanDeclared] {
+        let answer = harness
+            .check(mcp_check(&harness, SCHEDULER, &token, &call, shape))
+            .await;
+        assert_eq!(code_of(&answer), "mcp_request_invalid");
+        assert_eq!(answer.http_status, 400);
+        let body = &answer.body;
+        assert_eq!(body["jsonrpc"], "2.0", "{body}");
+        assert_eq!(body["error"]["data"]["error"], "mcp_request_invalid");
+    }
+    // No body at all (Envoy without with_request_body): refused, never allowed on route rules.
+    let mut empty = mcp_check(&harness, SCHEDULER, &token, "", BodyShape::Bytes);
+    if let Some(http) = empty
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.headers.remove("content-length");
+    }
+    assert_eq!(code_of(&harness.check(empty).await), "mcp_request_invalid");
+    // Route rules come first: without the route's scope, garbage is insufficient_scope (the
+    // body is not read), and a replayed token is actor_mismatch.
+    let mut no_scope = harness.claims(&[SCHEDULER]);
+    no_scope["scope"] = json!("calendar:read");
+    let no_scope = harness.sign(&no_scope);
+    let answer = harness
+        .check(mcp_check(
+            &harness,
+            SCHEDULER,
+            &no_scope,
+            "garbage",
+            BodyShape::Bytes,
+        ))
+        .await;
+    assert_eq!(code_of(&answer), "insufficient_scope");
+    let answer = harness
+        .check(mcp_check(
+            &harness,
+            ORCHESTRATOR,
+            &token,
+            &call,
+            BodyShape::Bytes,
+        ))
+        .await;
+    assert_eq!(code_of(&answer), "actor_mismatch");
+    // A route without mcp never reads a body.
+    let certificate = harness.svid(SCHEDULER).url_encoded();
+    let mut plain = common::RequestSpec::get("/calendar/events")
+        .certificate(&certificate)
+        .bearer(&harness.delegated(&[SCHEDULER]))
+        .build();
+    plain
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .unwrap()
+        .raw_body = b"not json".to_vec();
+    assert!(harness.check(plain).await.is_allow());
 }

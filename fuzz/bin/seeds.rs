@@ -52,6 +52,24 @@ fn main() {
         r#"[1, -2.5e10, "\u00e9\ud83d\ude00", true, null, {}]"#,
     );
 
+    for (name, message) in [
+        ("initialize", json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                             "params": {"protocolVersion": "2025-06-18", "capabilities": {}}})),
+        ("list", json!({"jsonrpc": "2.0", "id": "a", "method": "tools/list"})),
+        ("notification", json!({"jsonrpc": "2.0", "method": "notifications/initialized"})),
+        ("call", json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                       "params": {"name": "calendar.list_events", "arguments": {"day": "mon"}}})),
+        ("prefix", json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                         "params": {"name": "notes.append", "arguments": {}}})),
+        ("details", json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                          "params": {"name": "email.send",
+                                     "arguments": {"to": {"group": "team"}, "body": "hi"}}})),
+        ("response", json!({"jsonrpc": "2.0", "id": 5, "result": {}})),
+        ("batch", json!([{"jsonrpc": "2.0", "id": 6, "method": "ping"}])),
+    ] {
+        write("mcp_messages", name, message.to_string());
+    }
+
     write("jwks", "es256", issuer.jwks().to_string());
     write(
         "jwks",

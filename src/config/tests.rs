@@ -603,3 +603,75 @@ fn rule_nats_credentials_files_are_refused_and_nats_settings_are_checked() {
         assert!(errors.contains(key), "{nats}: {errors}");
     }
 }
+
+#[test]
+fn rule_tool_rules_live_under_mcp_and_every_mcp_error_names_its_key() {
+    let yaml = r#"
+identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
+issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
+delegation: {max_depth: 3}
+routes:
+  - {name: plain, path_prefix: /plain, tools: [{name: email.send}]}
+  - name: m
+    path_prefix: /mcp
+    max_depth: 2
+    mcp:
+      max_body_bytes: 0
+      methods: [tools/call, "ok"]
+      tools:
+        - {name: "a*b"}
+        - {name: x, max_depth: 3, require_scopes: ["two words"], allow_callers: ["spiffe://other.org/a"]}
+        - {name: y, authorization_details: {kind: z}}
+        - {name: x}
+        - {name: z, extra: 1}
+  - {name: empty, path_prefix: /empty, mcp: {}}
+"#;
+    let errors = errors_of(yaml);
+    for expected in [
+        "routes[0].tools: tool rules apply to MCP messages: put them under mcp.tools",
+        "routes[1].mcp.max_body_bytes: must be a whole number from 1 to 1048576",
+        "routes[1].mcp.methods[0]: must be a JSON-RPC method other than tools/call",
+        "routes[1].mcp.tools[0].name: must be a tool name, or a prefix ending in one '*'",
+        "routes[1].mcp.tools[1].max_depth: must be a whole number from 0 to 2",
+        "routes[1].mcp.tools[1].require_scopes[0]: must be one scope token",
+        "routes[1].mcp.tools[1].allow_callers[0]: is in a trust domain not listed",
+        "routes[1].mcp.tools[2].authorization_details.kind: unknown key",
+        "routes[1].mcp.tools[2].authorization_details.type: is required",
+        "routes[1].mcp.tools[4].extra: unknown key",
+        "routes[2].mcp: allows no message",
+    ] {
+        assert!(
+            errors.iter().any(|error| error.starts_with(expected)),
+            "missing {expected:?} in:\n{}",
+            errors.join("\n")
+        );
+    }
+    // The README's MCP route loads, tools in order, prefixes parsed.
+    let good = r#"
+identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
+issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
+routes:
+  - name: calendar-mcp
+    methods: [POST]
+    path_prefix: /mcp
+    require_scopes: [mcp]
+    mcp:
+      methods: [initialize, tools/list]
+      tools:
+        - {name: "calendar.*", require_scopes: [calendar:read]}
+        - {name: email.send, authorization_details: {type: "https://example.org/rar/mcp-tool"}}
+"#;
+    let dir = scratch_with_jwks();
+    let config = Config::from_yaml(good, dir.path()).unwrap();
+    let route = config.decision.routes.iter().next().unwrap();
+    let rules = route.mcp.as_ref().unwrap();
+    assert_eq!(rules.max_body_bytes, 65536);
+    assert_eq!(
+        rules.tools[0].name,
+        crate::decision::mcp::ToolName::Prefix("calendar.".into())
+    );
+    assert_eq!(
+        rules.tools[1].detail_type.as_deref(),
+        Some("https://example.org/rar/mcp-tool")
+    );
+}

@@ -175,30 +175,38 @@ fn deny(reason: DenyReason, description: &'static str) -> Denial {
     Denial::new(reason, description)
 }
 
-/// Steps 2–4 of the module docs for a request whose route rules already passed.
-/// `route_scopes` are the route's own required scopes (named again in a tool's challenge);
-/// `depth_limit` the route's effective `max_depth`; `location` this workload's SPIFFE ID.
+/// What the tool rules need of the route the message arrived on.
+pub struct RouteContext<'a> {
+    /// The route's own required scopes (named again in a tool's challenge).
+    pub route_scopes: &'a [String],
+    /// The route's effective `max_depth`.
+    pub depth_limit: usize,
+    /// This workload's SPIFFE ID (RFC 9396 `locations`).
+    pub location: &'a str,
+}
+
+/// Steps 2–4 of the module docs for a request whose route rules already passed; what was
+/// learned of the call is left in `learned`, allowed or not.
 pub fn authorize(
     rules: &McpRules,
     message: &Message,
     caller: &SpiffeId,
     token: &VerifiedToken,
-    route_scopes: &[String],
-    depth_limit: usize,
-    location: &str,
+    route: &RouteContext<'_>,
     learned: &mut Option<McpCall>,
 ) -> Result<(), Denial> {
+    let RouteContext {
+        route_scopes,
+        depth_limit,
+        location,
+    } = *route;
     let call = learned.insert(McpCall {
         method: message.method.as_str().into(),
         tool: None,
         rule: None,
     });
     if message.method != TOOLS_CALL {
-        if rules
-            .methods
-            .iter()
-            .any(|allowed| *allowed == message.method)
-        {
+        if rules.methods.contains(&message.method) {
             return Ok(());
         }
         return Err(deny(

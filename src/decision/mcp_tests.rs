@@ -74,9 +74,11 @@ fn decide(message: &str, caller: &str, token: &VerifiedToken) -> Result<McpCall,
         &message,
         &caller,
         token,
-        &["mcp".to_owned()],
-        4,
-        LOCAL,
+        &RouteContext {
+            route_scopes: &["mcp".to_owned()],
+            depth_limit: 4,
+            location: LOCAL,
+        },
         &mut learned,
     )?;
     Ok(learned.unwrap())

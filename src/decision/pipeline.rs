@@ -223,6 +223,19 @@ impl Authorizer {
         let denied = evaluation.outcome.as_ref().err().map(|d| d.reason);
         self.metrics
             .record_decision(denied, evaluation.route_index, latency);
+        if let Some(call) = &evaluation.mcp
+            && call.tool.is_some()
+        {
+            let label = evaluation
+                .route_index
+                .and_then(|index| self.routes.get(index))
+                .and_then(|route| route.mcp.as_ref())
+                .zip(call.rule)
+                .and_then(|(rules, rule)| rules.tools.get(rule))
+                .map(|rule| rule.label.as_str());
+            self.metrics
+                .record_tool_call(evaluation.route_index, label, denied.is_none());
+        }
         let reason = denied.map(DenyReason::code);
         let token = evaluation.token.as_deref();
         // The record is built only when the audit log keeps it (on, and not sampled out).
@@ -369,9 +382,11 @@ impl Authorizer {
             &message,
             caller,
             verified,
-            &route.require_scopes,
-            depth_limit,
-            self.verifier.audience(),
+            &mcp::RouteContext {
+                route_scopes: &route.require_scopes,
+                depth_limit,
+                location: self.verifier.audience(),
+            },
             &mut learned.mcp,
         )?;
         Ok(match &learned.mcp {

@@ -25,6 +25,9 @@ pub const READY: &str = "actguard_ready";
 /// Revocation API calls by `op` (revoke, unrevoke, list) and `outcome` (accepted, refused,
 /// invalid, failed).
 pub const ADMIN_OPERATIONS: &str = "actguard_admin_operations_total";
+/// MCP `tools/call` decisions by `route`, `tool` (the matching rule's configured name, or
+/// `unlisted`: the label never takes a caller-chosen value) and `result`.
+pub const MCP_TOOL_CALLS: &str = "actguard_mcp_tool_calls_total";
 /// Fleet revocation: the last bucket revision applied.
 pub const REVOCATION_REVISION: &str = "actguard_revocation_revision";
 /// Fleet revocation: seconds from a change entering the bucket to this sidecar applying it.
@@ -153,6 +156,21 @@ impl DecisionMetrics {
             .unwrap_or(&self.no_route);
         decisions.increment(reason);
         self.duration.record(elapsed.as_secs_f64());
+    }
+
+    /// Records one `tools/call` decision on route `route` whose tool matched rule `label`
+    /// (`None`: no rule).
+    pub fn record_tool_call(&self, route: Option<usize>, label: Option<&str>, allowed: bool) {
+        let route = route
+            .and_then(|index| self.routes.get(index))
+            .map_or_else(|| "none".to_owned(), |decisions| decisions.name.to_string());
+        metrics::counter!(
+            MCP_TOOL_CALLS,
+            "route" => route,
+            "tool" => label.unwrap_or("unlisted").to_owned(),
+            "result" => if allowed { "allow" } else { "deny" }
+        )
+        .increment(1);
     }
 
     pub fn record_cache_lookup(&self, hit: bool) {

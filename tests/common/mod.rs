@@ -301,7 +301,11 @@ impl From<CheckResponse> for Answer {
                 answer.http_status = denied.status.map_or(0, |s| s.code);
                 answer.headers = denied.headers;
                 answer.body = serde_json::from_str(&denied.body).unwrap();
-                answer.reason = answer.body["error"].as_str().unwrap().to_owned();
+                // The plain body's `error`, or on an MCP route the JSON-RPC error's data.
+                let code = answer.body["error"]
+                    .as_str()
+                    .or(answer.body["error"]["data"]["error"].as_str());
+                answer.reason = code.unwrap().to_owned();
             }
             other => panic!("unexpected http_response {other:?}"),
         }

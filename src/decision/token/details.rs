@@ -17,6 +17,9 @@ use serde_json::{Map, Value};
 /// data set, and every cached token holds its copy.
 pub const MAX_DETAILS_BYTES: usize = 16 * 1024;
 
+/// Argument name → the values it may take, in the issuer's order.
+pub type AllowedArguments = Box<[(Box<str>, Box<[Value]>)]>;
+
 /// One entry of `authorization_details`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationDetail {
@@ -26,7 +29,7 @@ pub struct AuthorizationDetail {
     /// `None` when absent: the entry applies at every resource server.
     pub locations: Option<Box<[Box<str>]>>,
     /// Argument name → the values it may take; `None` when absent (arguments unrestricted).
-    pub arguments: Option<Box<[(Box<str>, Box<[Value]>)]>>,
+    pub arguments: Option<AllowedArguments>,
 }
 
 /// The whole claim, in the issuer's order.
@@ -62,7 +65,7 @@ fn strings(
         .map(|items| Some(items.into_boxed_slice()))
 }
 
-fn arguments(value: Option<&Value>) -> Result<Option<Box<[(Box<str>, Box<[Value]>)]>>, Denial> {
+fn arguments(value: Option<&Value>) -> Result<Option<AllowedArguments>, Denial> {
     const DESCRIPTION: &str =
         "an authorization_details arguments member is not an object of arrays";
     let Some(value) = value else {

@@ -1,6 +1,6 @@
 //! Microbenchmarks of the decision path without gRPC (criterion): cache hit; cold verification
 //! per algorithm (ES256, EdDSA, RS256 with a 2048-bit key); chain depth; route table size;
-//! encoding an allow; certificate parsing. The checks run `Authorizer::answer`, what the gRPC
+//! encoding an allow; certificate parsing; an MCP tool call with a 2 KB body. The checks run `Authorizer::answer`, what the gRPC
 //! server runs (an allow comes back as its grant, encoded when sent).
 //! Run with `make bench` (which also runs the load benchmark and writes docs/benchmarks.md).
 
@@ -61,6 +61,12 @@ fn setup(routes: usize, cache_entries: u64, max_depth: usize) -> Setup {
     yaml.push_str(
         "  - {name: calendar-read, path_prefix: /calendar, require_scopes: [calendar:read]}\n",
     );
+    // An MCP endpoint (after the route above, so plain checks never try it).
+    yaml.push_str(
+        "  - {name: calendar-mcp, path_prefix: /mcp, require_scopes: [calendar:read], mcp: \
+         {methods: [initialize, tools/list], tools: [{name: calendar.list_events}, \
+         {name: email.send, authorization_details: {type: \"https://example.org/rar/mcp-tool\"}}]}}\n",
+    );
     let config = Config::from_yaml(&yaml, dir.path()).unwrap();
     let ca = DevCa::new("example.org").unwrap();
     let certificate = ca.issue_svid(SCHEDULER).unwrap().url_encoded();
@@ -97,6 +103,32 @@ fn token(issuer: &DevIssuer, depth: usize, jti: usize) -> String {
     issuer.sign(&claims).unwrap()
 }
 
+/// A POST to /mcp carrying a `tools/call` of `calendar.list_events` whose body is `bytes` long.
+fn mcp_request(certificate: &str, token: &str, bytes: usize) -> CheckRequest {
+    let mut request = check_request(certificate, token);
+    let message = |padding: usize| {
+        serde_json::json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call",
+            "params": {"name": "calendar.list_events",
+                       "arguments": {"day": "monday", "note": "x".repeat(padding)}}})
+        .to_string()
+    };
+    let padding = bytes.saturating_sub(message(0).len());
+    let body = message(padding);
+    assert_eq!(body.len(), bytes);
+    let http = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .unwrap();
+    http.method = "POST".into();
+    http.path = "/mcp".into();
+    http.headers
+        .insert("content-length".into(), body.len().to_string());
+    http.raw_body = body.into_bytes();
+    request
+}
+
 fn allowed(authorizer: &Authorizer, request: &CheckRequest) -> bool {
     match authorizer.check(request, false) {
         Ok(response) => match response.status {
@@ -119,6 +151,17 @@ fn benches(c: &mut Criterion) {
     assert!(allowed(&cached.authorizer, &hit));
     c.bench_function("check/cache_hit", |b| {
         b.iter(|| black_box(cached.authorizer.answer(black_box(&hit), false)))
+    });
+    // The same cached token calling an MCP tool with a 2 KB body (issue #16: at most 10 µs
+    // more than the plain hit above).
+    let mcp_call = mcp_request(
+        &cached.certificate,
+        &token(&cached.issuers[0].1, 2, 0),
+        2048,
+    );
+    assert!(allowed(&cached.authorizer, &mcp_call));
+    c.bench_function("check/mcp_tool_call_2k_cache_hit", |b| {
+        b.iter(|| black_box(cached.authorizer.answer(black_box(&mcp_call), false)))
     });
 
     let cold = setup(1, 0, 8);

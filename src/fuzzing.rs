@@ -539,7 +539,8 @@ pub fn mcp_messages(data: &[u8]) {
             }]
         });
         let claims = claims.as_object().expect("an object");
-        VerifiedToken::from_claims_for_fuzzing(claims, NOW + 3600).expect("the fixed claims are valid")
+        VerifiedToken::from_claims_for_fuzzing(claims, NOW + 3600)
+            .expect("the fixed claims are valid")
     });
     let rules = mcp_rules();
     let body = Body {
@@ -572,7 +573,10 @@ pub fn mcp_messages(data: &[u8]) {
     }
     let call = learned.expect("an allow learned its call");
     if message.method != TOOLS_CALL {
-        assert!(rules.methods.contains(&message.method), "an unlisted method");
+        assert!(
+            rules.methods.contains(&message.method),
+            "an unlisted method"
+        );
         return;
     }
     let tool = reference["params"]["name"].as_str().expect("a named tool");

@@ -546,6 +546,7 @@ pub fn mcp_messages(data: &[u8]) {
     let body = Body {
         bytes: data,
         partial: false,
+        encoded: false,
     };
     let Ok(message) = mcp::parse_message(body, rules.max_body_bytes) else {
         return;

@@ -434,6 +434,7 @@ fn mcp_check(
         BodyShape::ShorterThanDeclared => {
             spec = spec.header("content-length", &(body.len() + 10).to_string());
         }
+        BodyShape::Gzip => spec = spec.header("content-encoding", "gzip"),
     }
     let mut request = spec.build();
     let http = request
@@ -455,6 +456,7 @@ enum BodyShape {
     Text,
     MarkedPartial,
     ShorterThanDeclared,
+    Gzip,
 }
 
 /// The reason code of a check answer (the gRPC status message carries it on every deny).
@@ -489,8 +491,12 @@ async fn rule_an_mcp_route_reads_the_whole_body_envoy_sent_after_every_route_rul
         assert_eq!(text("mcp_method"), "tools/call");
         assert_eq!(text("mcp_tool"), "calendar.list_events");
     }
-    // Not received whole: refused, whatever the message says.
-    for shape in [BodyShape::MarkedPartial, BodyShape::ShorterThanDeclared] {
+    // Not received whole, or encoded: refused, whatever the message says.
+    for shape in [
+        BodyShape::MarkedPartial,
+        BodyShape::ShorterThanDeclared,
+        BodyShape::Gzip,
+    ] {
         let answer = harness
             .check(mcp_check(&harness, SCHEDULER, &token, &call, shape))
             .await;

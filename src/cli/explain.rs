@@ -131,6 +131,7 @@ pub fn explain(
         body: crate::decision::mcp::Body {
             bytes: &body,
             partial: false,
+            encoded: false,
         },
     };
     let evaluation = authorizer.evaluate(&facts, now);

@@ -34,6 +34,13 @@ pub struct RequestFacts<'a> {
     pub body: crate::decision::mcp::Body<'a>,
 }
 
+/// `Content-Encoding: identity` (or empty) names no encoding; anything else means the bytes
+/// are not the message the upstream will read.
+fn is_identity(value: &str) -> bool {
+    let value = value.trim();
+    value.is_empty() || value.eq_ignore_ascii_case("identity")
+}
+
 /// Whether a header name is under actguard's `x-actguard-` prefix (any case).
 pub fn has_actguard_prefix(name: &str) -> bool {
     name.get(..response::HEADER_PREFIX.len())
@@ -92,6 +99,10 @@ impl<'a> RequestFacts<'a> {
             .get(PARTIAL_BODY_HEADER)
             .is_some_and(|value| !value.eq_ignore_ascii_case("false"));
         let mut content_length = http.headers.get("content-length").map(String::as_str);
+        let mut encoded = http
+            .headers
+            .get("content-encoding")
+            .is_some_and(|value| !is_identity(value));
         // With `encode_raw_headers`, Envoy sends `header_map` instead of `headers`.
         if let Some(header_map) = &http.header_map {
             for header in &header_map.headers {
@@ -114,6 +125,8 @@ impl<'a> RequestFacts<'a> {
                     partial |= !value.eq_ignore_ascii_case("false");
                 } else if header.key.eq_ignore_ascii_case("content-length") {
                     content_length = Some(value);
+                } else if header.key.eq_ignore_ascii_case("content-encoding") {
+                    encoded |= !is_identity(value);
                 }
             }
         }
@@ -122,6 +135,7 @@ impl<'a> RequestFacts<'a> {
             length.trim().parse::<usize>().ok() != Some(facts.body.bytes.len())
         }) && !facts.body.bytes.is_empty();
         facts.body.partial = partial;
+        facts.body.encoded = encoded;
         facts
     }
 }

@@ -7,7 +7,8 @@
 //!    bounded) and one JSON-RPC 2.0 request or notification: an object with exactly the members
 //!    `jsonrpc` ("2.0"), `method` (a string), `id` (a string or an integer; absent for a
 //!    notification) and `params` (an object, when present). Batches (arrays) are refused: MCP
-//!    2025-06-18 removed them. Anything else is `mcp_request_invalid`.
+//!    2025-06-18 removed them. A body with a `Content-Encoding` is refused too: the server would
+//!    decode bytes that were never read as the message. Anything else is `mcp_request_invalid`.
 //! 2. **The method.** `tools/call` is governed by `tools`; every other method must be listed in
 //!    `methods`, else `mcp_method_not_allowed`. A JSON-RPC response (a client answering a
 //!    server's request) names no method and is refused the same way.
@@ -102,6 +103,9 @@ pub struct Body<'a> {
     /// Envoy said it sent only part of the body (`x-envoy-auth-partial-body: true`), or the
     /// request's `content-length` is not the length received.
     pub partial: bool,
+    /// The request has a `Content-Encoding` (gzip, br, …): the upstream would decode bytes
+    /// actguard never read as the message.
+    pub encoded: bool,
 }
 
 fn invalid(description: &'static str) -> Denial {
@@ -124,6 +128,11 @@ pub fn parse_message(body: Body<'_>, max_body_bytes: usize) -> Result<Message, D
     }
     if body.partial {
         return Err(invalid("the body was not received whole"));
+    }
+    if body.encoded {
+        return Err(invalid(
+            "the body has a content-encoding: send MCP messages unencoded",
+        ));
     }
     if body.bytes.len() > max_body_bytes {
         return Err(invalid(

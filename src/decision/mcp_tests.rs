@@ -10,6 +10,7 @@ fn body(text: &str) -> Body<'_> {
     Body {
         bytes: text.as_bytes(),
         partial: false,
+        encoded: false,
     }
 }
 
@@ -142,9 +143,20 @@ fn rule_mcp_request_invalid_covers_every_malformed_message() {
     let partial = Body {
         bytes: br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
         partial: true,
+        encoded: false,
     };
     assert_eq!(
         parse_message(partial, 4096).map_err(|d| d.reason).err(),
+        invalid
+    );
+    // An encoded body (gzip, br, …) is bytes the server decodes into a message never read.
+    let encoded = Body {
+        bytes: br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        partial: false,
+        encoded: true,
+    };
+    assert_eq!(
+        parse_message(encoded, 4096).map_err(|d| d.reason).err(),
         invalid
     );
 }

@@ -1,10 +1,11 @@
 //! What actguard adds to a request through real Envoy (1.40, `make test`'s install), the number
-//! users care about. Four Envoys from the shipped `envoy/sidecar.yaml` run side by side in
+//! users care about. Four Envoys from the shipped `envoy/sidecar.yaml` (and one from `envoy/mcp.yaml`) run side by side in
 //! front of the same tool: (a) without ext_authz, (b) with ext_authz to a minimal no-op server
 //! (envoy-types' generated tonic service, empty OK), (b′) the same to actguard's own gRPC stack
 //! with an empty handler, (c) with ext_authz to actguard (the shipped
 //! default configuration apart from addresses; audit to a file) — cache hit (one token) and
-//! cold (every token new). A Rust HTTP/2 client over mutual TLS drives them in alternating
+//! cold (every token new) — and (d) `envoy/mcp.yaml` (the body sent to ext_authz) with a 2 KB MCP
+//! `tools/call` through the same actguard. A Rust HTTP/2 client over mutual TLS drives them in alternating
 //! one-second slices, so drift on the shared machine hits every scenario alike.
 //!
 //! Writes target/envoy-bench.md, which the load benchmark puts into docs/benchmarks.md.
@@ -30,7 +31,7 @@ use common::EmptyAuthorization;
 use envoy_fixture::{Envoy, Relocation, Upstream};
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::body::Bytes;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -62,7 +63,7 @@ impl actguard::serve::grpc::CheckHandler for EmptyHandler {
     }
 }
 
-type Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+type Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
 
 /// HTTP/2 connections over mutual TLS to an Envoy listener, as the scheduler.
 async fn connect(world: &World, port: u16) -> Vec<Sender> {
@@ -118,22 +119,44 @@ struct Slice {
     elapsed: Duration,
 }
 
+/// A 2 KB MCP `tools/call` of a listed tool (issue #16's benchmark body).
+fn mcp_body() -> Bytes {
+    let message = |padding: usize| {
+        serde_json::json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call",
+            "params": {"name": "calendar.list_events",
+                       "arguments": {"day": "monday", "note": "x".repeat(padding)}}})
+        .to_string()
+    };
+    let padding = 2048 - message(0).len();
+    Bytes::from(message(padding))
+}
+
+/// What a scenario's requests are: `GET /calendar/events`, or a POST of `body` to `/mcp`.
+fn request(tokens: &Tokens, body: Option<&Bytes>) -> hyper::Request<Full<Bytes>> {
+    let builder = match body {
+        None => hyper::Request::get(format!("https://{HOST}/calendar/events?day=mon")),
+        Some(_) => hyper::Request::post(format!("https://{HOST}/mcp"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream"),
+    };
+    builder
+        .header("authorization", format!("Bearer {}", tokens.next()))
+        .body(Full::new(body.cloned().unwrap_or_default()))
+        .unwrap()
+}
+
 /// `streams` requests in flight for `SLICE`, over `senders`.
-async fn slice(senders: &[Sender], tokens: &Tokens, streams: usize) -> Slice {
+async fn slice(senders: &[Sender], tokens: &Tokens, streams: usize, body: Option<&Bytes>) -> Slice {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for stream in 0..streams {
         let mut sender = senders[stream % senders.len()].clone();
-        let (stop, tokens) = (Arc::clone(&stop), tokens.clone());
+        let (stop, tokens, body) = (Arc::clone(&stop), tokens.clone(), body.cloned());
         tasks.push(tokio::spawn(async move {
             let (mut latencies, mut failed) = (Vec::new(), 0);
             while !stop.load(Ordering::Relaxed) {
-                let request =
-                    hyper::Request::get(format!("https://{HOST}/calendar/events?day=mon"))
-                        .header("authorization", format!("Bearer {}", tokens.next()))
-                        .body(Empty::<Bytes>::new())
-                        .unwrap();
+                let request = request(&tokens, body.as_ref());
                 let sent = Instant::now();
                 match sender.send_request(request).await {
                     Ok(response) if response.status() == 200 => latencies.push(sent.elapsed()),
@@ -186,7 +209,12 @@ struct Scenario {
 
 /// A relocated `envoy/sidecar.yaml` in front of `tool`, asking `authz` (or nothing).
 async fn envoy(world: &World, tool: &Tool, authz: Option<u16>) -> Envoy {
-    let mut bootstrap = envoy_fixture::shipped("envoy/sidecar.yaml");
+    envoy_from(world, tool, authz, "envoy/sidecar.yaml").await
+}
+
+/// [`envoy`] from the shipped bootstrap `file`.
+async fn envoy_from(world: &World, tool: &Tool, authz: Option<u16>, file: &str) -> Envoy {
+    let mut bootstrap = envoy_fixture::shipped(file);
     let filters = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         ["typed_config"]["http_filters"]
         .as_array_mut()
@@ -198,13 +226,18 @@ async fn envoy(world: &World, tool: &Tool, authz: Option<u16>) -> Envoy {
     Envoy::start(&relocation.apply(bootstrap), world.path()).await
 }
 
+/// An MCP endpoint beside the world's routes, for scenario (d).
+const MCP_ROUTE: &str = "routes:\n  - name: calendar-mcp\n    methods: [POST]\n    path_prefix: /mcp\n    \
+require_scopes: [calendar:read]\n    mcp:\n      methods: [initialize, tools/list]\n      \
+tools: [{name: calendar.list_events}]\n";
+
 /// What is known about these numbers (the same for every run).
 const READING: &str = "Reading: (b′) answers like (b) within the noise of a run, so actguard's serving stack \
 (admission, deadline layer, batched writes) is not where the gap to (b) comes from; it is the decision and its answer \
 as Envoy applies it (five header mutations, `headers_to_remove`, dynamic metadata), which an empty `CheckResponse` \
 does not exercise. Not yet measured: a no-op answering actguard's exact allow bytes through Envoy, which would split \
 Envoy's cost of applying the answer from actguard's cost of deciding. Sequential p50s move by ±100 µs between runs \
-on this machine (four Envoys and the client share two cores); compare several runs.";
+on this machine (five Envoys and the client share two cores); compare several runs.";
 
 /// The heading of this benchmark's section of docs/benchmarks.md.
 const HEADING: &str = "## Through real Envoy: what actguard adds to a request";
@@ -263,7 +296,8 @@ async fn main() {
         Ok("off") => world.config_yaml(Mode::Tcp, ""),
         _ => world.config_yaml_audited(Mode::Tcp, &audit),
     }
-    .replace("  admin: off\n", "  admin: 127.0.0.1:0\n");
+    .replace("  admin: off\n", "  admin: 127.0.0.1:0\n")
+    .replacen("routes:\n", MCP_ROUTE, 1);
     let config = actguard::config::Config::from_yaml(&yaml, world.path()).unwrap();
     let sidecar = actguard::serve::runtime::start(config).await.unwrap();
     let actguard_port: u16 = sidecar
@@ -278,6 +312,8 @@ async fn main() {
     let with_noop = envoy(&world, &tool, Some(noop_port)).await;
     let with_stack = envoy(&world, &tool, Some(stack_port)).await;
     let with_actguard = envoy(&world, &tool, Some(actguard_port)).await;
+    let with_mcp = envoy_from(&world, &tool, Some(actguard_port), "envoy/mcp.yaml").await;
+    let body = mcp_body();
     let hit = Tokens::One(
         world
             .token(&[ORCHESTRATOR, SCHEDULER], "calendar:read")
@@ -314,7 +350,13 @@ async fn main() {
             with_actguard.listen_port,
             cold,
         ),
+        (
+            "(d) Envoy (`envoy/mcp.yaml`, body to ext_authz) + actguard, MCP `tools/call` 2 KB, cache hit",
+            with_mcp.listen_port,
+            hit.clone(),
+        ),
     ];
+    let mcp_index = scenarios.len() - 1;
     let mut runs = Vec::new();
     for (name, port, tokens) in scenarios.drain(..) {
         runs.push(Scenario {
@@ -328,19 +370,20 @@ async fn main() {
         });
     }
     // Warm-up: connections, actguard's caches, Envoy's pools.
-    for run in &runs {
-        slice(&run.senders, &run.tokens, STREAMS).await;
+    let body_of = |index: usize| (index == mcp_index).then_some(&body);
+    for (index, run) in runs.iter().enumerate() {
+        slice(&run.senders, &run.tokens, STREAMS, body_of(index)).await;
     }
     for _ in 0..rounds {
-        for run in &mut runs {
-            let result = slice(&run.senders, &run.tokens, STREAMS).await;
+        for (index, run) in runs.iter_mut().enumerate() {
+            let result = slice(&run.senders, &run.tokens, STREAMS, body_of(index)).await;
             run.rates
                 .push(result.completed as f64 / result.elapsed.as_secs_f64());
             run.latencies.extend(result.latencies);
             run.failed += result.failed;
         }
-        for run in &mut runs {
-            let result = slice(&run.senders, &run.tokens, 1).await;
+        for (index, run) in runs.iter_mut().enumerate() {
+            let result = slice(&run.senders, &run.tokens, 1, body_of(index)).await;
             run.sequential.extend(result.latencies);
             run.failed += result.failed;
         }
@@ -380,15 +423,17 @@ async fn main() {
     let (b_rate, b_p50) = summary[1];
     let (c_rate, c_p50) = summary[3];
     let (a_rate, a_p50) = summary[0];
+    let (d_rate, d_p50) = summary[mcp_index];
     let p50_added = c_p50.as_secs_f64() * 1e6 - b_p50.as_secs_f64() * 1e6;
     let verdict = |met: bool| if met { "met" } else { "**missed**" };
     let _ = write!(
         table,
         "\nTargets (2-core machine): (c) cache hit ≥ 0.95 × (b) in throughput: {:.2}, {}; sequential p50 of (c) − (b) ≤ 15 µs: {:+.0} µs, {}.\n\
 Envoy's own ext_authz cost, (b) − (a): {:.0}/s fewer requests ({:.2} × (a)), sequential p50 {:+.0} µs.\n\
+MCP (issue #16, reported, no target): (d) a 2 KB `tools/call` (Envoy buffers the body and sends it to actguard, which parses it) runs at {:.2} × (c) in throughput, sequential p50 {:+.0} µs over (c).\n\
 Throughput and the first p50/p99 at saturation ({} streams in flight: queueing included); sequential: one request at a time.\n\
 {} slices of {} s per scenario, alternating; {} HTTP/2 connections with {} streams in flight over mutual TLS; \
-four Envoys (`--concurrency 1`), the tool, both no-ops, actguard and the client share the machine.\n",
+five Envoys (`--concurrency 1`), the tool, both no-ops, actguard and the client share the machine.\n",
         c_rate / b_rate,
         verdict(c_rate / b_rate >= 0.95),
         p50_added,
@@ -396,6 +441,8 @@ four Envoys (`--concurrency 1`), the tool, both no-ops, actguard and the client 
         a_rate - b_rate,
         b_rate / a_rate,
         b_p50.as_secs_f64() * 1e6 - a_p50.as_secs_f64() * 1e6,
+        d_rate / c_rate,
+        d_p50.as_secs_f64() * 1e6 - c_p50.as_secs_f64() * 1e6,
         STREAMS,
         rounds,
         SLICE.as_secs(),
@@ -412,6 +459,6 @@ four Envoys (`--concurrency 1`), the tool, both no-ops, actguard and the client 
     std::fs::write(root.join("target/envoy-bench.md"), &section).unwrap();
     // The section in docs/benchmarks.md too (the load benchmark rewrites the file with it).
     common::put_section(HEADING, &section);
-    drop((plain, with_noop, with_stack, with_actguard));
+    drop((plain, with_noop, with_stack, with_actguard, with_mcp));
     sidecar.shutdown().await.unwrap();
 }

@@ -85,7 +85,7 @@ How the last gap was found: a no-op answering actguard's allow bytes lost 9–13
 whole decision and answered small lost almost nothing against actguard's deny; so the answer's size, not the decision, \
 was the cost, and in h2 the size decides whether a frame is copied into the connection buffer or written on its own. \
 In-process cache hit (criterion, `check/cache_hit`): 2.0 µs → 1.16 µs (allow from the grant) → 0.71 µs (metric handles, recent tokens) → 0.44 µs (borrowed path and host, token68 only when unseen).\n\n\
-MCP (issue #16, 2026-12-03, criterion with `--measurement-time 3`, one core busy fuzzing): `check/cache_hit` 1.36 µs, `check/mcp_tool_call_2k_cache_hit` 5.45 µs: the 2 KB `tools/call` (strict JSON parse of the body, tool rules) adds 4.1 µs (target ≤ 10 µs: met). Not yet measured: the same call through real Envoy (`envoy/mcp.yaml` buffers the body and sends it in the CheckRequest).";
+MCP (issue #16, 2026-12-03, criterion with `--measurement-time 3`, one core busy fuzzing): `check/cache_hit` 1.36 µs, `check/mcp_tool_call_2k_cache_hit` 5.45 µs: the 2 KB `tools/call` (strict JSON parse of the body, tool rules) adds 4.1 µs (target ≤ 10 µs: met). Through real Envoy (`benches/envoy.rs` scenario (d), `envoy/mcp.yaml`, 2 slices, the machine busy building a fuzz target: every absolute number there was 5× below a quiet run): a 2 KB `tools/call` at 0.84 × the plain cache-hit GET through actguard in throughput, sequential p50 +52 µs; to be re-measured quiet by `make bench`.";
 
 /// Always answers OK: the physical limit of this transport on this machine.
 struct NoOp;

@@ -125,6 +125,8 @@ fn mcp_request(certificate: &str, token: &str, bytes: usize) -> CheckRequest {
     http.path = "/mcp".into();
     http.headers
         .insert("content-length".into(), body.len().to_string());
+    http.headers
+        .insert("content-type".into(), "application/json".into());
     http.raw_body = body.into_bytes();
     request
 }

@@ -547,6 +547,7 @@ pub fn mcp_messages(data: &[u8]) {
         bytes: data,
         partial: false,
         encoded: false,
+        content_type: Some("application/json"),
     };
     let Ok(message) = mcp::parse_message(body, rules.max_body_bytes) else {
         return;

@@ -116,7 +116,22 @@ async fn stack() -> Stack {
         .unwrap();
     let server = McpServer::start().await;
     let relocation = Relocation::new(world.path(), Upstream::Tcp(port), server.port);
-    let bootstrap = relocation.apply(envoy::shipped("envoy/mcp.yaml"));
+    let shipped = envoy::shipped("envoy/mcp.yaml");
+    // Envoy buffers exactly what the route accepts: a larger body is Envoy's 413, never a
+    // partial check, and nothing the route would accept is refused by Envoy.
+    let ext_authz = shipped["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|filter| filter["name"] == "envoy.filters.http.ext_authz")
+        .unwrap()["typed_config"]["with_request_body"]
+        .clone();
+    assert_eq!(ext_authz["max_request_bytes"], 65536);
+    assert_eq!(ext_authz["allow_partial_message"], false);
+    assert_eq!(ext_authz["pack_as_bytes"], true);
+    assert!(MCP_ROUTES.contains("max_body_bytes: 65536"));
+    let bootstrap = relocation.apply(shipped);
     envoy::validate(&bootstrap, world.path()).unwrap();
     let envoy = Envoy::start(&bootstrap, world.path()).await;
     Stack {
@@ -425,7 +440,8 @@ fn mcp_check(
     let certificate = harness.svid(caller).url_encoded();
     let mut spec = common::RequestSpec::new("POST", "/mcp")
         .certificate(&certificate)
-        .bearer(token);
+        .bearer(token)
+        .header("content-type", "application/json");
     match shape {
         BodyShape::Bytes | BodyShape::Text => {
             spec = spec.header("content-length", &body.len().to_string());
@@ -435,6 +451,7 @@ fn mcp_check(
             spec = spec.header("content-length", &(body.len() + 10).to_string());
         }
         BodyShape::Gzip => spec = spec.header("content-encoding", "gzip"),
+        BodyShape::Utf7 => spec = spec.header("content-type", "application/json; charset=utf-7"),
     }
     let mut request = spec.build();
     let http = request
@@ -457,6 +474,7 @@ enum BodyShape {
     MarkedPartial,
     ShorterThanDeclared,
     Gzip,
+    Utf7,
 }
 
 /// The reason code of a check answer (the gRPC status message carries it on every deny).
@@ -496,6 +514,7 @@ async fn rule_an_mcp_route_reads_the_whole_body_envoy_sent_after_every_route_rul
         BodyShape::MarkedPartial,
         BodyShape::ShorterThanDeclared,
         BodyShape::Gzip,
+        BodyShape::Utf7,
     ] {
         let answer = harness
             .check(mcp_check(&harness, SCHEDULER, &token, &call, shape))

@@ -132,6 +132,11 @@ pub fn explain(
             bytes: &body,
             partial: false,
             encoded: false,
+            // A message given as JSON is sent as JSON unless the request names its type.
+            content_type: headers
+                .get("content-type")
+                .map(String::as_str)
+                .or(Some("application/json")),
         },
     };
     let evaluation = authorizer.evaluate(&facts, now);

@@ -159,3 +159,35 @@ fn read_tool(
         detail_type: detail_type?,
     })
 }
+
+/// Warnings for MCP routes an earlier route without `mcp` can take requests from (routes match
+/// first come, so such requests are decided without the MCP checks).
+pub fn shadow_warnings(routes: &crate::decision::routes::RouteTable) -> Vec<String> {
+    use crate::decision::path::has_segment_prefix;
+    fn overlap(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => a
+                .iter()
+                .any(|x| b.iter().any(|y| x.eq_ignore_ascii_case(y))),
+            _ => true,
+        }
+    }
+    let routes: Vec<_> = routes.iter().collect();
+    let mut warnings = Vec::new();
+    for (later, mcp_route) in routes.iter().enumerate().filter(|(_, r)| r.mcp.is_some()) {
+        for (earlier, route) in routes[..later].iter().enumerate() {
+            if route.mcp.is_none()
+                && overlap(&route.methods, &mcp_route.methods)
+                && overlap(&route.hosts, &mcp_route.hosts)
+                && (has_segment_prefix(&mcp_route.path_prefix, &route.path_prefix)
+                    || has_segment_prefix(&route.path_prefix, &mcp_route.path_prefix))
+            {
+                warnings.push(format!(
+                    "routes[{earlier}] ({}) comes before the MCP route routes[{later}] ({}) and can match the same requests: those are decided without the MCP checks (list the MCP route first, or narrow routes[{earlier}])",
+                    route.name, mcp_route.name
+                ));
+            }
+        }
+    }
+    warnings
+}

@@ -80,7 +80,9 @@ impl Config {
 
     /// Valid but risky shapes, for `check-config` and the start-up log.
     pub fn warnings(&self) -> Vec<String> {
-        operations::admin_warnings(&self.listen, &self.admin)
+        let mut warnings = operations::admin_warnings(&self.listen, &self.admin);
+        warnings.extend(mcp::shadow_warnings(&self.decision.routes));
+        warnings
     }
 
     /// Parses and validates YAML text; relative paths are resolved against `base_dir`.

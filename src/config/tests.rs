@@ -675,3 +675,44 @@ routes:
         Some("https://example.org/rar/mcp-tool")
     );
 }
+
+#[test]
+fn rule_an_earlier_route_that_can_take_an_mcp_routes_requests_is_warned_about() {
+    let yaml = |first: &str| {
+        format!(
+            r#"
+identity: {{local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}}
+issuers: [{{issuer: "https://sts.example.org", jwks_file: jwks.json}}]
+routes:
+  - {first}
+  - {{name: tools, methods: [POST], path_prefix: /mcp, mcp: {{methods: [initialize]}}}}
+"#
+        )
+    };
+    let warnings_of = |first: &str| {
+        let dir = scratch_with_jwks();
+        Config::from_yaml(&yaml(first), dir.path())
+            .unwrap()
+            .warnings()
+    };
+    for shadowing in [
+        "{name: all, path_prefix: /}",
+        "{name: post, methods: [post], path_prefix: /mcp}",
+        "{name: deeper, path_prefix: /mcp/v1}",
+    ] {
+        let warnings = warnings_of(shadowing);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("before the MCP route routes[1] (tools)")),
+            "{shadowing}: {warnings:?}"
+        );
+    }
+    for apart in [
+        "{name: get, methods: [GET], path_prefix: /mcp}",
+        "{name: other, path_prefix: /calendar}",
+        "{name: sibling, path_prefix: /mcpx}",
+    ] {
+        assert!(warnings_of(apart).is_empty(), "{apart}");
+    }
+}

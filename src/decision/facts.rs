@@ -103,6 +103,7 @@ impl<'a> RequestFacts<'a> {
             .headers
             .get("content-encoding")
             .is_some_and(|value| !is_identity(value));
+        facts.body.content_type = http.headers.get("content-type").map(String::as_str);
         // With `encode_raw_headers`, Envoy sends `header_map` instead of `headers`.
         if let Some(header_map) = &http.header_map {
             for header in &header_map.headers {
@@ -127,6 +128,12 @@ impl<'a> RequestFacts<'a> {
                     content_length = Some(value);
                 } else if header.key.eq_ignore_ascii_case("content-encoding") {
                     encoded |= !is_identity(value);
+                } else if header.key.eq_ignore_ascii_case("content-type") {
+                    // Two content types are one too many: refused like a joined value.
+                    facts.body.content_type = match facts.body.content_type {
+                        None => Some(value),
+                        Some(_) => Some(","),
+                    };
                 }
             }
         }

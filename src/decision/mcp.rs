@@ -7,8 +7,12 @@
 //!    bounded) and one JSON-RPC 2.0 request or notification: an object with exactly the members
 //!    `jsonrpc` ("2.0"), `method` (a string), `id` (a string or an integer; absent for a
 //!    notification) and `params` (an object, when present). Batches (arrays) are refused: MCP
-//!    2025-06-18 removed them. A body with a `Content-Encoding` is refused too: the server would
-//!    decode bytes that were never read as the message. Anything else is `mcp_request_invalid`.
+//!    2025-06-18 removed them. A body with a `Content-Encoding` is refused too (the server would
+//!    decode bytes that were never read as the message), and so is one whose `Content-Type` is
+//!    not `application/json` in UTF-8 (a server honouring `charset=utf-7` reads another
+//!    message), or that holds more than [`MAX_MESSAGE_VALUES`] JSON values. Method and tool
+//!    names with control or invisible formatting characters are refused. Anything else is
+//!    `mcp_request_invalid`.
 //! 2. **The method.** `tools/call` is governed by `tools`; every other method must be listed in
 //!    `methods`, else `mcp_method_not_allowed`. A JSON-RPC response (a client answering a
 //!    server's request) names no method and is refused the same way.
@@ -28,7 +32,7 @@
 use crate::decision::reason::{Denial, DenyReason};
 use crate::decision::spiffe::{CallerPattern, SpiffeId};
 use crate::decision::token::VerifiedToken;
-use crate::decision::token::json::parse_strict;
+use crate::decision::token::json::parse_strict_bounded;
 use serde_json::{Map, Value};
 
 /// The method whose tool is named in `params.name`.
@@ -106,6 +110,47 @@ pub struct Body<'a> {
     /// The request has a `Content-Encoding` (gzip, br, …): the upstream would decode bytes
     /// actguard never read as the message.
     pub encoded: bool,
+    /// The request's `Content-Type`, as sent (`None`: absent).
+    pub content_type: Option<&'a str>,
+}
+
+/// Whether `value` is `application/json`, with no parameter but an optional `charset=utf-8`.
+/// Any other charset (a server that honours `utf-7` reads other bytes than actguard did), a
+/// second value (Envoy joins repeated headers with a comma) or another media type is refused.
+pub fn is_json_utf8(value: &str) -> bool {
+    if value.contains(',') {
+        return false;
+    }
+    let mut parts = value.split(';');
+    let media = parts.next().unwrap_or_default().trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|parameter| {
+        let Some((name, charset)) = parameter.split_once('=') else {
+            return false;
+        };
+        let charset = charset.trim();
+        let charset = charset
+            .strip_prefix('"')
+            .and_then(|inner| inner.strip_suffix('"'))
+            .unwrap_or(charset);
+        name.trim().eq_ignore_ascii_case("charset") && charset.eq_ignore_ascii_case("utf-8")
+    })
+}
+
+/// Most JSON values (every string, number, array, object…) one message may hold: a tool
+/// call is a small document, and each value costs memory while it is checked.
+pub const MAX_MESSAGE_VALUES: usize = 16_384;
+
+/// Characters a method or tool name may not hold: control characters and the invisible
+/// formatting ones (bidirectional overrides, zero-width characters, the BOM) that make two
+/// different names look alike in logs.
+fn is_hidden(character: char) -> bool {
+    character.is_control()
+        || matches!(character,
+            '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
 fn invalid(description: &'static str) -> Denial {
@@ -134,13 +179,19 @@ pub fn parse_message(body: Body<'_>, max_body_bytes: usize) -> Result<Message, D
             "the body has a content-encoding: send MCP messages unencoded",
         ));
     }
+    if !body.content_type.is_some_and(is_json_utf8) {
+        return Err(invalid(
+            "an MCP message needs content-type application/json (UTF-8)",
+        ));
+    }
     if body.bytes.len() > max_body_bytes {
         return Err(invalid(
             "the body is longer than this route's max_body_bytes",
         ));
     }
-    let value = parse_strict(body.bytes)
-        .map_err(|_| invalid("the body is not strict JSON (or nests too deeply)"))?;
+    let value = parse_strict_bounded(body.bytes, MAX_MESSAGE_VALUES).map_err(|_| {
+        invalid("the body is not strict JSON (or nests too deeply, or holds too many values)")
+    })?;
     let mut object = match value {
         Value::Object(object) => object,
         Value::Array(_) => return Err(invalid("JSON-RPC batches are not allowed in MCP")),
@@ -169,8 +220,12 @@ pub fn parse_message(body: Body<'_>, max_body_bytes: usize) -> Result<Message, D
         Some(_) => return Err(invalid("the id is neither a string nor an integer")),
     }
     let method = match object.remove("method") {
-        Some(Value::String(method)) => method,
-        _ => return Err(invalid("the message has no string method")),
+        Some(Value::String(method)) if !method.chars().any(is_hidden) => method,
+        _ => {
+            return Err(invalid(
+                "the message has no string method without control or formatting characters",
+            ));
+        }
     };
     let params = match object.remove("params") {
         None => None,
@@ -230,9 +285,9 @@ pub fn authorize(
     else {
         return Err(invalid("tools/call needs a string params.name"));
     };
-    if tool.is_empty() || tool.len() > MAX_TOOL_NAME_BYTES || tool.chars().any(char::is_control) {
+    if tool.is_empty() || tool.len() > MAX_TOOL_NAME_BYTES || tool.chars().any(is_hidden) {
         return Err(invalid(
-            "params.name is empty, longer than 256 bytes, or has control characters",
+            "params.name is empty, longer than 256 bytes, or has control or formatting characters",
         ));
     }
     call.tool = Some(tool.into());

@@ -11,6 +11,7 @@ fn body(text: &str) -> Body<'_> {
         bytes: text.as_bytes(),
         partial: false,
         encoded: false,
+        content_type: Some("application/json"),
     }
 }
 
@@ -144,6 +145,7 @@ fn rule_mcp_request_invalid_covers_every_malformed_message() {
         bytes: br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
         partial: true,
         encoded: false,
+        content_type: Some("application/json"),
     };
     assert_eq!(
         parse_message(partial, 4096).map_err(|d| d.reason).err(),
@@ -154,11 +156,76 @@ fn rule_mcp_request_invalid_covers_every_malformed_message() {
         bytes: br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
         partial: false,
         encoded: true,
+        content_type: Some("application/json"),
     };
     assert_eq!(
         parse_message(encoded, 4096).map_err(|d| d.reason).err(),
         invalid
     );
+    // Only application/json in UTF-8: a server honouring charset=utf-7 reads `+ACI-` as `"`.
+    let utf7 = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"calendar.list_events","x":"+ACIALAAi-name+ACI-:+ACI-admin.delete_all"}}"#;
+    for content_type in [
+        None,
+        Some("application/json; charset=utf-7"),
+        Some("application/json;charset=UTF-16"),
+        Some("application/json, application/json"),
+        Some("text/plain"),
+        Some("application/json; boundary=x"),
+        Some("application/jsonx"),
+    ] {
+        let body = Body {
+            bytes: utf7.as_bytes(),
+            partial: false,
+            encoded: false,
+            content_type,
+        };
+        assert_eq!(
+            parse_message(body, 4096).map_err(|d| d.reason).err(),
+            invalid,
+            "{content_type:?}"
+        );
+    }
+    for content_type in [
+        "application/json",
+        "Application/JSON; charset=utf-8",
+        "application/json;charset=\"UTF-8\"",
+    ] {
+        assert!(is_json_utf8(content_type), "{content_type}");
+    }
+    // More values than a tool call needs: refused before they are built.
+    let many = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{{"a":[{}]}}}}}}"#,
+        vec!["0"; MAX_MESSAGE_VALUES].join(",")
+    );
+    assert_eq!(
+        parse_message(body(&many), many.len())
+            .map_err(|d| d.reason)
+            .err(),
+        invalid
+    );
+    // Invisible formatting characters in a method or tool name.
+    for text in [
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\u{200b}\"}",
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"calendar.list_events\u{202e}\"}}",
+    ] {
+        let reason = parse_message(body(text), 4096).and_then(|message| {
+            let caller = SpiffeId::parse(SCHEDULER).unwrap();
+            let token = delegated("mcp calendar:read", json!({}));
+            authorize(
+                &rules(),
+                &message,
+                &caller,
+                &token,
+                &RouteContext {
+                    route_scopes: &[],
+                    depth_limit: 4,
+                    location: LOCAL,
+                },
+                &mut None,
+            )
+        });
+        assert_eq!(reason.map_err(|d| d.reason).err(), invalid, "{text:?}");
+    }
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! Read strictly: the claim, when present, must be an array of objects, each with a string
 //! `type`; `actions` and `locations`, when present, arrays of strings; `arguments` (the
 //! profile actguard defines for MCP tool calls), when present, an object whose every member is
-//! an array of allowed JSON values. Anything else makes the token malformed: a detail that
+//! an array of allowed JSON values; arguments the entry does not list are not restricted by
+//! it. Numbers compare as exact integers of at most 64 bits: a fraction, an exponent or a
+//! larger integer never matches. Anything else makes the token malformed: a detail that
 //! cannot be read is never taken to permit nothing-in-particular. Other members (`datatypes`,
 //! `identifier`, `privileges`, a type's own fields) are kept in the token as the issuer wrote
 //! them and never interpreted.
@@ -162,10 +164,28 @@ impl AuthorizationDetails {
                     listed.iter().all(|(name, allowed)| {
                         call_arguments
                             .and_then(|arguments| arguments.get(&**name))
-                            .is_some_and(|value| allowed.contains(value))
+                            .is_some_and(|value| allowed.iter().any(|a| exactly_equal(a, value)))
                     })
                 })
         })
+    }
+}
+
+/// JSON equality that never equates numbers through floating point: a number with a fraction
+/// or an exponent, or an integer beyond 64 bits (which the parser turns into a float, so
+/// `18446744073709551617` would equal `18446744073709551616`), equals nothing.
+fn exactly_equal(allowed: &Value, value: &Value) -> bool {
+    match (allowed, value) {
+        (Value::Number(a), Value::Number(b)) => !a.is_f64() && !b.is_f64() && a == b,
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| exactly_equal(a, b))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(name, a)| b.get(name).is_some_and(|b| exactly_equal(a, b)))
+        }
+        (a, b) => a == b,
     }
 }
 
@@ -237,6 +257,22 @@ mod tests {
         assert!(numbers.permits(TYPE, "t", LOCAL, args(json!({"n": 1})).as_ref()));
         assert!(!numbers.permits(TYPE, "t", LOCAL, args(json!({"n": "1"})).as_ref()));
         assert!(!numbers.permits(TYPE, "t", LOCAL, args(json!({"n": 1.0})).as_ref()));
+        // Numbers that are not exact integers of 64 bits never match, not even themselves.
+        let big = details(json!([{"type": TYPE, "actions": ["t"], "arguments": {
+            "n": [serde_json::from_str::<Value>("18446744073709551616").unwrap(), 0.5, [1, {"a": 2}]]
+        }}]))
+        .unwrap()
+        .unwrap();
+        let beyond = serde_json::from_str::<Value>(r#"{"n": 18446744073709551617}"#).unwrap();
+        assert!(!big.permits(TYPE, "t", LOCAL, beyond.as_object()));
+        assert!(!big.permits(TYPE, "t", LOCAL, args(json!({"n": 0.5})).as_ref()));
+        assert!(big.permits(TYPE, "t", LOCAL, args(json!({"n": [1, {"a": 2}]})).as_ref()));
+        assert!(!big.permits(
+            TYPE,
+            "t",
+            LOCAL,
+            args(json!({"n": [1, {"a": 2, "b": 3}]})).as_ref()
+        ));
     }
 
     #[test]

@@ -25,11 +25,19 @@ pub enum JsonError {
 
 /// Parses `bytes` as one JSON value, rejecting duplicate member names and deep nesting.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, JsonError> {
+    parse_strict_bounded(bytes, usize::MAX)
+}
+
+/// [`parse_strict`], refusing (as malformed) a document of more than `max_values` values
+/// before building them: what a document may cost in memory is then bounded by its count.
+pub fn parse_strict_bounded(bytes: &[u8], max_values: usize) -> Result<Value, JsonError> {
     let too_deep = Cell::new(false);
+    let budget = Cell::new(max_values);
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let seed = StrictSeed {
         depth: 0,
         too_deep: &too_deep,
+        budget: &budget,
     };
     let parsed = seed
         .deserialize(&mut deserializer)
@@ -46,6 +54,8 @@ struct StrictSeed<'a> {
     depth: usize,
     /// Set when the depth cap fired, so the caller can tell "too deep" from "malformed".
     too_deep: &'a Cell<bool>,
+    /// Values still allowed in the document.
+    budget: &'a Cell<usize>,
 }
 
 impl StrictSeed<'_> {
@@ -57,7 +67,19 @@ impl StrictSeed<'_> {
         Ok(Self {
             depth: self.depth + 1,
             too_deep: self.too_deep,
+            budget: self.budget,
         })
+    }
+
+    /// Spends one value of the budget.
+    fn count<E: serde::de::Error>(self) -> Result<(), E> {
+        match self.budget.get().checked_sub(1) {
+            Some(left) => {
+                self.budget.set(left);
+                Ok(())
+            }
+            None => Err(E::custom("too many values")),
+        }
     }
 }
 
@@ -65,6 +87,7 @@ impl<'de> DeserializeSeed<'de> for StrictSeed<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.count()?;
         deserializer.deserialize_any(self)
     }
 }

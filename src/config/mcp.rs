@@ -1,7 +1,7 @@
 //! `routes[].mcp`: the MCP block of a route ([`crate::decision::mcp`]).
 
 use super::reader::{Reader, child, item};
-use super::{read_allow_callers, read_scopes, read_string_list};
+use super::{read_allow_callers, read_quotable, read_scopes, read_string_list};
 use crate::decision::mcp::{MAX_TOOL_NAME_BYTES, McpRules, TOOLS_CALL, ToolName, ToolRule};
 use crate::decision::spiffe::TrustDomain;
 use serde_json::Value;
@@ -133,19 +133,7 @@ fn read_tool(
                 .mapping(&details_path, value, &["type"])
                 .and_then(|details| {
                     let value = reader.required(&details_path, details, "type")?;
-                    let key_path = child(&details_path, "type");
-                    let text = reader.string(&key_path, value)?;
-                    if text
-                        .chars()
-                        .any(|c| c.is_control() || c == '"' || c == '\\')
-                    {
-                        reader.error(
-                            key_path,
-                            "must not contain quotes, backslashes or control characters",
-                        );
-                        return None;
-                    }
-                    Some(Some(text.to_owned()))
+                    read_quotable(reader, &child(&details_path, "type"), value).map(Some)
                 })
         }
     };

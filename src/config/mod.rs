@@ -350,19 +350,7 @@ fn read_tokens(reader: &mut Reader, value: &Value) -> Option<TokenSettings> {
         let Some(value) = map.get(key) else {
             return Some(None);
         };
-        let path = child("tokens", key);
-        let text = reader.string(&path, value)?;
-        if text
-            .chars()
-            .any(|c| c.is_control() || c == '"' || c == '\\')
-        {
-            reader.error(
-                path,
-                "must not contain quotes, backslashes or control characters",
-            );
-            return None;
-        }
-        Some(Some(text.to_owned()))
+        read_quotable(reader, &child("tokens", key), value).map(Some)
     };
     let realm = quoted_text("realm");
     let resource_metadata = quoted_text("resource_metadata");
@@ -455,6 +443,23 @@ fn read_string_list(
         }
         Some(text.to_owned())
     })
+}
+
+/// A string that goes into a `WWW-Authenticate` quoted-string as it is: no quotes,
+/// backslashes or control characters.
+pub(crate) fn read_quotable(reader: &mut Reader, path: &str, value: &Value) -> Option<String> {
+    let text = reader.string(path, value)?;
+    if text
+        .chars()
+        .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
+        reader.error(
+            path,
+            "must not contain quotes, backslashes or control characters",
+        );
+        return None;
+    }
+    Some(text.to_owned())
 }
 
 /// `require_scopes`: scope tokens.

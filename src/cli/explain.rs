@@ -138,6 +138,7 @@ pub fn explain(
                 .map(String::as_str)
                 .or(Some("application/json")),
         },
+        envoy_http: None,
     };
     let evaluation = authorizer.evaluate(&facts, now);
     let mcp_route = evaluation

@@ -4,6 +4,7 @@
 use crate::decision::identity::PeerFacts;
 use crate::decision::response;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 
 /// Stands in for a header value that is not UTF-8: a `Bearer` credential with a character no
 /// token may contain, so it is refused as `authorization_invalid`.
@@ -30,8 +31,11 @@ pub struct RequestFacts<'a> {
     /// The proxy described the request twice (HTTP mode: a duplicated `Host`,
     /// `X-Original-URI`, …): which copy is meant is a guess, so the request is refused.
     pub ambiguous: bool,
-    /// The request body, when Envoy sends it (`with_request_body`): read only on MCP routes.
+    /// The request body as given (explain; HTTP mode has none). From Envoy it is read from
+    /// [`RequestFacts::envoy_http`] only when a route needs it ([`RequestFacts::body`]).
     pub body: crate::decision::mcp::Body<'a>,
+    /// The `CheckRequest`'s HTTP attributes, for what only some routes read (the body).
+    pub envoy_http: Option<&'a HttpRequest>,
 }
 
 /// `Content-Encoding: identity` (or empty) names no encoding; anything else means the bytes
@@ -88,22 +92,7 @@ impl<'a> RequestFacts<'a> {
             .map(String::as_str)
             .filter(|name| has_actguard_prefix(name))
             .collect();
-        // `pack_as_bytes` sends the body as bytes; otherwise it is the (UTF-8) string.
-        facts.body.bytes = if http.raw_body.is_empty() {
-            http.body.as_bytes()
-        } else {
-            &http.raw_body
-        };
-        let mut partial = http
-            .headers
-            .get(PARTIAL_BODY_HEADER)
-            .is_some_and(|value| !value.eq_ignore_ascii_case("false"));
-        let mut content_length = http.headers.get("content-length").map(String::as_str);
-        let mut encoded = http
-            .headers
-            .get("content-encoding")
-            .is_some_and(|value| !is_identity(value));
-        facts.body.content_type = http.headers.get("content-type").map(String::as_str);
+        facts.envoy_http = Some(http);
         // With `encode_raw_headers`, Envoy sends `header_map` instead of `headers`.
         if let Some(header_map) = &http.header_map {
             for header in &header_map.headers {
@@ -122,28 +111,66 @@ impl<'a> RequestFacts<'a> {
                     facts.request_id = value;
                 } else if has_actguard_prefix(&header.key) {
                     facts.prefixed_headers.push(&header.key);
-                } else if header.key.eq_ignore_ascii_case(PARTIAL_BODY_HEADER) {
-                    partial |= !value.eq_ignore_ascii_case("false");
-                } else if header.key.eq_ignore_ascii_case("content-length") {
-                    content_length = Some(value);
-                } else if header.key.eq_ignore_ascii_case("content-encoding") {
-                    encoded |= !is_identity(value);
-                } else if header.key.eq_ignore_ascii_case("content-type") {
-                    // Two content types are one too many: refused like a joined value.
-                    facts.body.content_type = match facts.body.content_type {
-                        None => Some(value),
-                        Some(_) => Some(","),
-                    };
                 }
             }
         }
-        // A body shorter (or longer) than the request said was not received whole.
-        partial |= content_length.is_some_and(|length| {
-            length.trim().parse::<usize>().ok() != Some(facts.body.bytes.len())
-        }) && !facts.body.bytes.is_empty();
-        facts.body.partial = partial;
-        facts.body.encoded = encoded;
         facts
+    }
+
+    /// The request body and what its headers say about it: from Envoy's attributes when the
+    /// facts came from a `CheckRequest` (read here, so routes that never look at a body pay
+    /// nothing for it), else as given.
+    pub fn body(&self) -> crate::decision::mcp::Body<'a> {
+        self.envoy_http.map_or(self.body, body_of)
+    }
+}
+
+/// The body Envoy sent (`with_request_body`) and the headers that say whether it is whole,
+/// unencoded and JSON, from `headers` and, with `encode_raw_headers`, `header_map`.
+fn body_of(http: &HttpRequest) -> crate::decision::mcp::Body<'_> {
+    // `pack_as_bytes` sends the body as bytes; otherwise it is the (UTF-8) string.
+    let bytes: &[u8] = if http.raw_body.is_empty() {
+        http.body.as_bytes()
+    } else {
+        &http.raw_body
+    };
+    let mut partial = http
+        .headers
+        .get(PARTIAL_BODY_HEADER)
+        .is_some_and(|value| !value.eq_ignore_ascii_case("false"));
+    let mut content_length = http.headers.get("content-length").map(String::as_str);
+    let mut encoded = http
+        .headers
+        .get("content-encoding")
+        .is_some_and(|value| !is_identity(value));
+    let mut content_type = http.headers.get("content-type").map(String::as_str);
+    for header in http.header_map.iter().flat_map(|map| &map.headers) {
+        let value = if header.raw_value.is_empty() {
+            header.value.as_str()
+        } else {
+            std::str::from_utf8(&header.raw_value).unwrap_or(NOT_UTF8)
+        };
+        let key = header.key.as_str();
+        if key.eq_ignore_ascii_case(PARTIAL_BODY_HEADER) {
+            partial |= !value.eq_ignore_ascii_case("false");
+        } else if key.eq_ignore_ascii_case("content-length") {
+            content_length = Some(value);
+        } else if key.eq_ignore_ascii_case("content-encoding") {
+            encoded |= !is_identity(value);
+        } else if key.eq_ignore_ascii_case("content-type") {
+            // Two content types are one too many: refused like a joined value.
+            content_type = Some(if content_type.is_some() { "," } else { value });
+        }
+    }
+    // A body shorter (or longer) than the request said was not received whole.
+    partial |= !bytes.is_empty()
+        && content_length
+            .is_some_and(|length| length.trim().parse::<usize>().ok() != Some(bytes.len()));
+    crate::decision::mcp::Body {
+        bytes,
+        partial,
+        encoded,
+        content_type,
     }
 }
 

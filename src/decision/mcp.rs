@@ -29,6 +29,7 @@
 //! Argument values are compared, never copied into a record: the decision keeps the method and
 //! the tool name only.
 
+use crate::decision::policy;
 use crate::decision::reason::{Denial, DenyReason};
 use crate::decision::spiffe::{CallerPattern, SpiffeId};
 use crate::decision::token::VerifiedToken;
@@ -235,10 +236,6 @@ pub fn parse_message(body: Body<'_>, max_body_bytes: usize) -> Result<Message, D
     Ok(Message { method, params })
 }
 
-fn deny(reason: DenyReason, description: &'static str) -> Denial {
-    Denial::new(reason, description)
-}
-
 /// What the tool rules need of the route the message arrived on.
 pub struct RouteContext<'a> {
     /// The route's own required scopes (named again in a tool's challenge).
@@ -273,7 +270,7 @@ pub fn authorize(
         if rules.methods.contains(&message.method) {
             return Ok(());
         }
-        return Err(deny(
+        return Err(Denial::new(
             DenyReason::McpMethodNotAllowed,
             "this MCP method is not allowed on this route",
         ));
@@ -302,16 +299,14 @@ pub fn authorize(
         .enumerate()
         .find(|(_, rule)| rule.name.matches(tool))
     else {
-        return Err(deny(
+        return Err(Denial::new(
             DenyReason::McpToolNotAllowed,
             "this tool is not allowed on this route",
         ));
     };
     call.rule = Some(index);
-    if let Some(allowed) = &rule.allow_callers
-        && !allowed.iter().any(|pattern| pattern.matches(caller))
-    {
-        return Err(deny(
+    if !policy::caller_allowed(rule.allow_callers.as_deref(), caller) {
+        return Err(Denial::new(
             DenyReason::CallerNotAllowed,
             "the caller is not allowed to call this tool",
         ));
@@ -320,17 +315,12 @@ pub fn authorize(
         .max_depth
         .map_or(depth_limit, |own| own.min(depth_limit));
     if token.actors().len() > limit {
-        return Err(deny(
+        return Err(Denial::new(
             DenyReason::DelegationTooDeep,
             "the delegation chain is longer than this tool allows",
         ));
     }
-    let granted = token.scopes();
-    if !rule
-        .require_scopes
-        .iter()
-        .all(|required| granted.iter().any(|scope| **scope == **required))
-    {
+    if !policy::has_scopes(token.scopes(), &rule.require_scopes) {
         let mut scopes: Vec<&str> = route_scopes.iter().map(String::as_str).collect();
         for scope in &rule.require_scopes {
             if !scopes.contains(&scope.as_str()) {
@@ -339,7 +329,7 @@ pub fn authorize(
         }
         return Err(Denial {
             required_scope: Some(scopes.join(" ")),
-            ..deny(
+            ..Denial::new(
                 DenyReason::InsufficientScope,
                 "the token lacks a scope this tool requires",
             )
@@ -352,7 +342,7 @@ pub fn authorize(
         if !permitted {
             return Err(Denial {
                 detail_type: Some(detail_type.clone()),
-                ..deny(
+                ..Denial::new(
                     DenyReason::InsufficientAuthorizationDetails,
                     "the token's authorization_details do not permit this tool call",
                 )

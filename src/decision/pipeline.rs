@@ -373,10 +373,7 @@ impl Authorizer {
         };
         // The message is read only once every other rule allowed: a caller that may not use
         // the route learns nothing about its tools, and costs no parse.
-        let message = mcp::parse_message(facts.body, rules.max_body_bytes)?;
-        let depth_limit = route.max_depth.map_or(self.delegation.max_depth, |limit| {
-            limit.min(self.delegation.max_depth)
-        });
+        let message = mcp::parse_message(facts.body(), rules.max_body_bytes)?;
         mcp::authorize(
             rules,
             &message,
@@ -384,7 +381,7 @@ impl Authorizer {
             verified,
             &mcp::RouteContext {
                 route_scopes: &route.require_scopes,
-                depth_limit,
+                depth_limit: self.delegation.depth_limit(route),
                 location: self.verifier.audience(),
             },
             &mut learned.mcp,

@@ -21,7 +21,7 @@
 use crate::decision::delegation::{Ceiling, Edge, edges_allowed, within_ceilings};
 use crate::decision::reason::{Denial, DenyReason};
 use crate::decision::routes::Route;
-use crate::decision::spiffe::{SpiffeId, TrustDomain};
+use crate::decision::spiffe::{CallerPattern, SpiffeId, TrustDomain};
 use crate::decision::token::{MayAct, VerifiedToken};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -40,6 +40,13 @@ pub struct DelegationPolicy {
 }
 
 impl DelegationPolicy {
+    /// The most actors a chain may hold on `route`: the global limit, lowered by the route's.
+    pub fn depth_limit(&self, route: &Route) -> usize {
+        route
+            .max_depth
+            .map_or(self.max_depth, |limit| limit.min(self.max_depth))
+    }
+
     pub fn allows_trust_domain(&self, trust_domain: &str) -> bool {
         self.trust_domains
             .iter()
@@ -131,6 +138,19 @@ impl Grant {
     }
 }
 
+/// Whether `caller` matches `allow_callers` (`None`: every caller does). Only the caller, the
+/// current actor, is matched; prior actors never count.
+pub fn caller_allowed(allow_callers: Option<&[CallerPattern]>, caller: &SpiffeId) -> bool {
+    allow_callers.is_none_or(|allowed| allowed.iter().any(|pattern| pattern.matches(caller)))
+}
+
+/// Whether every `required` scope is an exact token of the token's `granted` scopes.
+pub fn has_scopes(granted: &[Box<str>], required: &[String]) -> bool {
+    required
+        .iter()
+        .all(|required| granted.iter().any(|scope| **scope == **required))
+}
+
 fn deny(reason: DenyReason, description: &'static str) -> Denial {
     Denial::new(reason, description)
 }
@@ -218,10 +238,7 @@ fn check_chain(
             ));
         }
     }
-    let limit = route.max_depth.map_or(policy.max_depth, |route_limit| {
-        route_limit.min(policy.max_depth)
-    });
-    if actors.len() > limit {
+    if actors.len() > policy.depth_limit(route) {
         return Err(deny(
             DenyReason::DelegationTooDeep,
             "the delegation chain is longer than allowed",
@@ -276,20 +293,13 @@ fn check_route_rules(
             "this route requires a token with a session (sid)",
         ));
     }
-    if let Some(allowed) = &route.allow_callers
-        && !allowed.iter().any(|pattern| pattern.matches(caller))
-    {
+    if !caller_allowed(route.allow_callers.as_deref(), caller) {
         return Err(deny(
             DenyReason::CallerNotAllowed,
             "the caller is not allowed on this route",
         ));
     }
-    let granted = token.scopes();
-    if !route
-        .require_scopes
-        .iter()
-        .all(|required| granted.iter().any(|scope| **scope == **required))
-    {
+    if !has_scopes(token.scopes(), &route.require_scopes) {
         return Err(Denial {
             required_scope: Some(route.require_scopes.join(" ")),
             ..deny(

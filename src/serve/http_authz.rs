@@ -143,6 +143,7 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
         ambiguous,
         // nginx's auth_request sends no body: an MCP route denies (mcp_request_invalid).
         body: Default::default(),
+        envoy_http: None,
     };
     let authorizer = state.authorizer.current();
     let evaluate = |may_retry| {

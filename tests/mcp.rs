@@ -525,6 +525,24 @@ async fn rule_an_mcp_route_reads_the_whole_body_envoy_sent_after_every_route_rul
         assert_eq!(body["jsonrpc"], "2.0", "{body}");
         assert_eq!(body["error"]["data"]["error"], "mcp_request_invalid");
     }
+    // With `encode_raw_headers` the headers come in header_map: a utf-7 Content-Type there
+    // is refused the same way.
+    let mut raw = mcp_check(&harness, SCHEDULER, &token, &call, BodyShape::Bytes);
+    let http = raw
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .unwrap();
+    http.headers.remove("content-type");
+    http.header_map = Some(envoy_types::pb::envoy::config::core::v3::HeaderMap {
+        headers: vec![envoy_types::pb::envoy::config::core::v3::HeaderValue {
+            key: "content-type".into(),
+            value: String::new(),
+            raw_value: b"application/json; charset=utf-7".to_vec(),
+        }],
+    });
+    assert_eq!(code_of(&harness.check(raw).await), "mcp_request_invalid");
     // No body at all (Envoy without with_request_body): refused, never allowed on route rules.
     let mut empty = mcp_check(&harness, SCHEDULER, &token, "", BodyShape::Bytes);
     if let Some(http) = empty

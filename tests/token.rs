@@ -167,6 +167,7 @@ async fn token_rejections_each_have_their_code() {
         ("sub missing", sign(&with(good.clone(), json!({"sub": null}))), "token_malformed"),
         ("sub with a line break", sign(&with(good.clone(), json!({"sub": "user:alice\r\nx-injected: 1"}))), "token_malformed"),
         ("scope not a string", sign(&with(good.clone(), json!({"scope": ["calendar:read"]}))), "token_malformed"),
+        ("authorization_details not an array", sign(&with(good.clone(), json!({"authorization_details": {"type": "t"}}))), "token_malformed"),
         ("jti not a string", sign(&with(good.clone(), json!({"jti": 7}))), "token_malformed"),
         ("jti with a line break", sign(&with(good.clone(), json!({"jti": "a\r\nx-injected: 1"}))), "token_malformed"),
         ("sid with a line break", sign(&with(good.clone(), json!({"sid": "a\nb"}))), "token_malformed"),

@@ -646,6 +646,20 @@ routes:
             errors.join("\n")
         );
     }
+    // A second rule for a tool name would never apply.
+    let duplicate = r#"
+identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}
+issuers: [{issuer: "https://sts.example.org", jwks_file: jwks.json}]
+routes:
+  - {name: m, path_prefix: /mcp, mcp: {tools: [{name: x}, {name: z}, {name: x}]}}
+"#;
+    let errors = errors_of(duplicate);
+    assert!(
+        errors
+            .iter()
+            .any(|error| error.starts_with("routes[0].mcp.tools[2]: names x again")),
+        "{errors:?}"
+    );
     // The README's MCP route loads, tools in order, prefixes parsed.
     let good = r#"
 identity: {local: "spiffe://example.org/tool/calendar", trust_domains: [example.org]}

@@ -914,17 +914,20 @@ async fn rule_a_cluster_without_quorum_fails_closed_and_recovers_when_quorum_ret
     cluster.nodes[1].stop();
     cluster.nodes[2].stop();
     let killed = Instant::now();
-    let mut seen = watching(&fleet, &sidecar, &revoked, 30 * SECOND, async || {
+    let mut seen = watching(&fleet, &sidecar, &revoked, 45 * SECOND, async || {
         fleet.decide_token(&sidecar, &fresh).await == "UNAVAILABLE"
     })
     .await;
     assert_eq!(fleet.decide_token(&sidecar, &fresh).await, "UNAVAILABLE");
     // A leader that lost its quorum answers until it notices and steps down (NATS's Raft:
-    // several seconds; nothing can be committed meanwhile, so its answers are still true),
-    // then max_staleness (2 s) runs out. Measured: 2 s when the leader was killed, 9 s when
-    // the survivor led.
+    // lostQuorumInterval is 10 s and is checked on a timer of the same order, so up to about
+    // 20 s; nothing can be committed meanwhile, so its answers are still true), then
+    // max_staleness (2 s) runs out. Measured: 2 s when the leader was killed, 9 s when the
+    // survivor led, 21.5 s once in CI on a loaded machine. The bound is NATS's, not ours:
+    // what this test holds is that the sidecar closes, and that no revoked token is allowed
+    // meanwhile (`seen`).
     eprintln!("closed {:?} after quorum was lost", killed.elapsed());
-    assert!(killed.elapsed() < 20 * SECOND, "{:?}", killed.elapsed());
+    assert!(killed.elapsed() < 35 * SECOND, "{:?}", killed.elapsed());
     cluster.nodes[1].restart();
     cluster.nodes[2].restart();
     seen.extend(

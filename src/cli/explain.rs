@@ -73,6 +73,8 @@ fn step_of(reason: DenyReason) -> usize {
         | McpMethodNotAllowed
         | McpToolNotAllowed
         | InsufficientAuthorizationDetails => 8,
+        // The ledger's answers; explain never contacts it, so it never reports these.
+        BudgetExhausted | BudgetsUnavailable => 9,
     }
 }
 
@@ -229,6 +231,20 @@ fn render(request: &ExplainRequest, evaluation: &Evaluation, now: i64, mcp_route
                 "method {} tool {}; the tool's callers, depth, scopes and authorization_details hold",
                 call.map_or("-", |call| &call.method),
                 call.and_then(|call| call.tool.as_deref()).unwrap_or("-"),
+            ),
+        ));
+    }
+    if let Some(charge) = &evaluation.charge {
+        let limit = |limit: Option<u64>| limit.map_or_else(|| "none".to_owned(), |l| l.to_string());
+        details.push((
+            "budget",
+            format!(
+                "would charge {} unit(s) to branch {} (limit {}) and session {} (limit {}); not checked: explain does not contact Redis",
+                charge.cost,
+                charge.branch,
+                limit(charge.per_branch),
+                charge.session,
+                limit(charge.per_session),
             ),
         ));
     }

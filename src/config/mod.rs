@@ -5,6 +5,7 @@
 //! that loads has usable keys for every issuer. Nothing listens before this succeeds.
 //! Relative file paths are resolved against the configuration file's directory.
 
+mod budgets;
 mod delegation;
 mod issuers;
 mod mcp;
@@ -12,6 +13,7 @@ mod operations;
 pub(crate) mod reader;
 pub mod tls;
 
+pub use budgets::{BudgetSettings, RedisTls};
 pub use operations::{
     AdminOperation, AdminRights, AuditConfig, AuditOutput, Grantees, HttpRequestSource, Limits,
     ListenAddress, Listeners, NatsSettings, NatsTls,
@@ -49,6 +51,8 @@ pub struct Config {
     pub revocation_file: Option<std::path::PathBuf>,
     /// `revocation.nats`: the fleet-wide bucket the list mirrors.
     pub revocation_nats: Option<NatsSettings>,
+    /// `budgets`: the ledger (Redis) that budgeted routes are charged on.
+    pub budgets: Option<BudgetSettings>,
     /// Every `issuers[].jwks_file`, resolved: a change to one triggers a reload.
     pub jwks_files: Vec<std::path::PathBuf>,
 }
@@ -67,6 +71,7 @@ const TOP_KEYS: &[&str] = &[
     "log",
     "revocation",
     "admin",
+    "budgets",
 ];
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
@@ -82,6 +87,22 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = operations::admin_warnings(&self.listen, &self.admin);
         warnings.extend(mcp::shadow_warnings(&self.decision.routes));
+        if let Some(budgets) = &self.budgets {
+            if budgets.allow_on_error {
+                warnings.push(
+                    "budgets.on_error: allow: while Redis cannot be reached or answers errors, budgeted requests are allowed uncharged (counted in actguard_budget_errors_total, audited \"budget\":\"unavailable\")".to_owned(),
+                );
+            }
+            if !self
+                .decision
+                .routes
+                .iter()
+                .any(|route| route.budget.is_some())
+            {
+                warnings
+                    .push("budgets: no route has a budget, so nothing is ever charged".to_owned());
+            }
+        }
         warnings
     }
 
@@ -151,6 +172,10 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
             }
         },
     };
+    let budgets = match top.get("budgets") {
+        None => Some(None),
+        Some(value) => budgets::read_budgets(reader, value, base_dir).map(Some),
+    };
     // Routes are read even when identity or delegation failed, so their errors are reported
     // too; checks that need those values are skipped until they are valid.
     let trust_domains = identity.as_ref().map(|(_, domains, _)| domains);
@@ -158,6 +183,41 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         Some(value) => read_routes(reader, value, trust_domains, max_depth),
         None => Some(Vec::new()),
     };
+    if let Some(routes) = &routes
+        && !top.contains_key("budgets")
+    {
+        for (index, route) in routes.iter().enumerate() {
+            if route.budget.is_some() {
+                reader.error(
+                    child(&item("routes", index), "budget"),
+                    "needs budgets.redis: the counters are shared by the fleet on Redis",
+                );
+            }
+        }
+    }
+    if let (Some(routes), Some(Some(branch_claim))) =
+        (&routes, tokens.as_ref().map(|t| t.branch_claim.as_deref()))
+    {
+        for (index, route) in routes.iter().enumerate() {
+            if route.budget.as_ref().and_then(|b| b.claim.as_deref()) == Some(branch_claim) {
+                reader.error(
+                    child(&child(&item("routes", index), "budget"), "claim"),
+                    "is tokens.branch_claim: one claim cannot name both the branch and its budget",
+                );
+            }
+        }
+    }
+    if let (Some(Some(budgets)), Some(limits)) = (&budgets, &limits)
+        && budgets.timeout >= limits.check_timeout
+    {
+        reader.error(
+            "budgets.redis.timeout",
+            format!(
+                "must be shorter than limits.check_timeout ({:?}): a charge that times out must still be answered (and audited) before the check's own deadline",
+                limits.check_timeout
+            ),
+        );
+    }
     let (local_identity, trust_domains, identity_sources) = identity?;
     let listen = listen?;
     if listen.http.is_some() && !identity_sources.contains(&IdentitySource::Xfcc) {
@@ -202,6 +262,7 @@ fn read_config(reader: &mut Reader, document: &Value, base_dir: &Path) -> Option
         log_level: log_level?,
         revocation_file: revocation_file?,
         revocation_nats: revocation_nats?,
+        budgets: budgets?,
         jwks_files,
     })
 }
@@ -522,6 +583,8 @@ fn read_route(
         "forward_token",
         "require_session",
         "mcp",
+        "cost",
+        "budget",
         // Refused below with a message that says where tool rules go.
         "tools",
     ];
@@ -627,7 +690,14 @@ fn read_route(
         )
         .map(Some),
     };
+    let cost = budgets::read_cost(reader, path, map.get("cost"));
+    let budget = match map.get("budget") {
+        None => Some(None),
+        Some(value) => budgets::read_budget(reader, path, value).map(Some),
+    };
     Some(Route {
+        cost: cost?,
+        budget: budget?,
         name: name?.into(),
         methods: methods?,
         hosts: hosts?,

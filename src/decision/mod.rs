@@ -8,6 +8,7 @@
 //! service hand it plain values (today: the [`revocation`] list behind an `Arc`). Still here
 //! although it is I/O: [`token::remote`], which fetches JWKS over HTTPS with reqwest.
 pub mod branch;
+pub mod budget;
 pub mod cache;
 pub mod delegation;
 pub mod facts;
@@ -29,5 +30,5 @@ pub mod telemetry;
 pub mod token;
 
 pub use facts::RequestFacts;
-pub use pipeline::{Authorizer, CheckError, Evaluation, Shared};
+pub use pipeline::{Authorizer, CheckError, Decided, Evaluation, PendingCharge, Shared};
 pub use settings::{CacheConfig, DecisionSettings};

@@ -13,6 +13,7 @@
 //! In front of each, every worker thread remembers its last few certificates and tokens
 //! ([`recent::callers`], [`recent::tokens`]), so the common case hashes neither.
 
+use crate::decision::budget::{self, Charge, ChargeOutcome};
 use crate::decision::cache::{self, CachedToken, Digest, MAX_ENTRY_TTL};
 use crate::decision::facts::RequestFacts;
 use crate::decision::identity::{self, IdentitySource, Svid};
@@ -43,14 +44,14 @@ pub struct Authorizer {
     delegation: DelegationPolicy,
     routes: RouteTable,
     verifier: Verifier,
-    response: ResponseSettings,
+    response: Arc<ResponseSettings>,
     /// `None` when `cache.max_entries` is 0.
     token_cache: Option<Cache<Digest, CachedToken>>,
     certificate_cache: Cache<Digest, Svid>,
     shared: Shared,
     /// When this configuration (and its keys) was loaded: the JWKS age metric.
     created_at: Instant,
-    metrics: DecisionMetrics,
+    metrics: Arc<DecisionMetrics>,
     /// Tells this authorizer's entries in the per-thread [`recent::tokens`] from others'.
     id: u64,
 }
@@ -78,6 +79,9 @@ pub enum CheckError {
     Fault(Fault),
     /// Await this remote key set's unknown-kid refetch, then check again without retry.
     RetryAfterRefetch(Arc<RemoteKeys>),
+    /// Allowed by every rule, on a budgeted route: charge the ledger, then
+    /// [`PendingCharge::settle`] gives the answer.
+    Charge(Box<PendingCharge>),
 }
 
 /// Everything known about one decision: the outcome, and what the pipeline had learned by
@@ -93,6 +97,185 @@ pub struct Evaluation {
     pub revoked: Option<Revoked>,
     /// The MCP method and tool, once the message was read (MCP routes).
     pub mcp: Option<McpCall>,
+    /// What an allow on a budgeted route is to be charged (issue #17).
+    pub charge: Option<Charge>,
+    /// What the budget had to do with the outcome, for the audit record: `branch` or
+    /// `session` (spent), `unavailable` (the ledger could not answer).
+    pub budget: Option<&'static str>,
+}
+
+/// A decision as [`Authorizer::evaluate_and_record`] leaves it.
+pub enum Decided {
+    /// Final and recorded.
+    Recorded(Evaluation),
+    /// Allowed by every rule on a budgeted route; nothing recorded until it is settled.
+    Pending(Box<PendingCharge>),
+}
+
+/// What recording a decision needs: kept by the authorizer, and by a pending charge (which
+/// may outlive the configuration it was decided under).
+#[derive(Clone)]
+struct Recorder {
+    audit: Arc<dyn DecisionLog>,
+    metrics: Arc<DecisionMetrics>,
+}
+
+/// The request values the audit record names.
+struct Recorded<'a> {
+    request_id: &'a str,
+    method: &'a str,
+    path: &'a str,
+}
+
+/// An allow waiting for its budget to be charged. It owns what the answer and the record
+/// need, so the charge can be awaited without holding the request or the configuration.
+pub struct PendingCharge {
+    evaluation: Evaluation,
+    request_id: Box<str>,
+    method: Box<str>,
+    path: Box<str>,
+    client_removals: Vec<String>,
+    /// On a `tools/call`: the tool rule's metric label (`None`: unlisted).
+    tool_label: Option<Option<Box<str>>>,
+    started: Instant,
+    recorder: Recorder,
+    response: Arc<ResponseSettings>,
+}
+
+impl PendingCharge {
+    /// What to charge.
+    pub fn charge(&self) -> &Charge {
+        self.evaluation
+            .charge
+            .as_ref()
+            .expect("a pending charge has a charge")
+    }
+
+    /// The final evaluation once the ledger answered, recorded: charged (or the ledger failed
+    /// under `budgets.on_error: allow`) stays the grant; a spent budget is `budget_exhausted`;
+    /// a failed ledger is `budgets_unavailable`.
+    pub fn settle_evaluation(self, outcome: ChargeOutcome) -> (Evaluation, Vec<String>) {
+        let Self {
+            mut evaluation,
+            request_id,
+            method,
+            path,
+            client_removals,
+            tool_label,
+            started,
+            recorder,
+            response: _,
+        } = self;
+        match outcome {
+            ChargeOutcome::Charged { .. } => {}
+            ChargeOutcome::Exhausted(which) => {
+                let mut denial = which.denial();
+                denial.json_rpc = evaluation.mcp.is_some();
+                evaluation.budget = Some(which.name());
+                evaluation.outcome = Err(denial);
+            }
+            ChargeOutcome::FailedOpen(_) => evaluation.budget = Some("unavailable"),
+            ChargeOutcome::Failed(_) => {
+                let mut denial = Denial::new(
+                    DenyReason::BudgetsUnavailable,
+                    "the budget could not be charged",
+                );
+                denial.json_rpc = evaluation.mcp.is_some();
+                evaluation.budget = Some("unavailable");
+                evaluation.outcome = Err(denial);
+            }
+        }
+        recorder.record(
+            &Recorded {
+                request_id: &request_id,
+                method: &method,
+                path: &path,
+            },
+            &evaluation,
+            tool_label.as_ref().map(|label| label.as_deref()),
+            started.elapsed(),
+        );
+        (evaluation, client_removals)
+    }
+
+    /// [`Self::settle_evaluation`] as the gRPC server answers it: a failed ledger is a fault
+    /// (UNAVAILABLE, so Envoy denies).
+    pub fn settle(self, outcome: ChargeOutcome) -> Result<Answer, CheckError> {
+        let response = Arc::clone(&self.response);
+        let (evaluation, client_removals) = self.settle_evaluation(outcome);
+        match evaluation.outcome {
+            Err(denial) if denial.reason == DenyReason::BudgetsUnavailable => {
+                Err(CheckError::Fault(Fault::BudgetsUnavailable))
+            }
+            Ok(grant) => Ok(Answer::Allow {
+                grant,
+                client_removals,
+            }),
+            Err(denial) => Ok(response::answer(Err(denial), &[], &response)),
+        }
+    }
+}
+
+impl Recorder {
+    /// Records one final decision in metrics, the audit log and the debug log. `tool_label`
+    /// is `Some` for a `tools/call` (the rule's label, or `None` for an unlisted tool).
+    fn record(
+        &self,
+        facts: &Recorded<'_>,
+        evaluation: &Evaluation,
+        tool_label: Option<Option<&str>>,
+        latency: Duration,
+    ) {
+        let denied = evaluation.outcome.as_ref().err().map(|d| d.reason);
+        self.metrics
+            .record_decision(denied, evaluation.route_index, latency);
+        if let Some(label) = tool_label {
+            self.metrics
+                .record_tool_call(evaluation.route_index, label, denied.is_none());
+        }
+        let reason = denied.map(DenyReason::code);
+        let token = evaluation.token.as_deref();
+        // The record is built only when the audit log keeps it (on, and not sampled out).
+        let audit = &self.audit;
+        if audit.keeps(reason.is_none()) {
+            audit.write(&AuditRecord {
+                request_id: facts.request_id,
+                caller: evaluation.caller.as_ref().map(SpiffeId::as_str),
+                subject: token.map(VerifiedToken::subject),
+                chain: token.map_or_else(Vec::new, |token| {
+                    token
+                        .actors()
+                        .iter()
+                        .rev()
+                        .filter_map(|a| a.subject())
+                        .collect()
+                }),
+                route: evaluation.route.as_deref(),
+                method: facts.method,
+                path: facts.path,
+                reason,
+                jti: token.and_then(VerifiedToken::jti),
+                sid: token.and_then(VerifiedToken::sid),
+                branch: token.map(VerifiedToken::branch),
+                revoked: evaluation
+                    .revoked
+                    .as_ref()
+                    .map(|revoked| (revoked.kind.name(), revoked.value.as_str())),
+                mcp: evaluation
+                    .mcp
+                    .as_ref()
+                    .map(|call| (&*call.method, call.tool.as_deref())),
+                budget: evaluation.budget,
+                latency,
+            });
+        }
+        tracing::debug!(
+            caller = evaluation.caller.as_ref().map(SpiffeId::as_str),
+            route = evaluation.route.as_deref(),
+            reason = reason.unwrap_or("allow"),
+            "decision"
+        );
+    }
 }
 
 impl Authorizer {
@@ -103,7 +286,14 @@ impl Authorizer {
     /// An authorizer that audits to, and consults the revocations of, `shared`.
     pub fn with_shared(config: DecisionSettings, shared: Shared) -> Self {
         let token_cache = cache::token_cache(config.cache);
-        let metrics = DecisionMetrics::new(config.routes.iter().map(|route| &route.name));
+        let metrics = Arc::new(DecisionMetrics::new(
+            config.routes.iter().map(|route| &route.name),
+        ));
+        let budget_claims = config
+            .routes
+            .iter()
+            .filter_map(|route| route.budget.as_ref()?.claim.clone())
+            .collect();
         Self {
             metrics,
             id: NEXT_AUTHORIZER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -117,8 +307,9 @@ impl Authorizer {
                 config.max_token_bytes,
             )
             .requiring_access_token_typ(config.require_access_token_typ)
-            .with_branch_claim(config.branch_claim),
-            response: config.response,
+            .with_branch_claim(config.branch_claim)
+            .with_budget_claims(budget_claims),
+            response: Arc::new(config.response),
             token_cache,
             certificate_cache: cache::certificate_cache(),
             shared,
@@ -175,12 +366,17 @@ impl Authorizer {
     }
 
     /// [`Authorizer::check`] as the gRPC server sends it: an allow is encoded straight from
-    /// its grant ([`Answer::Allow`]).
+    /// its grant ([`Answer::Allow`]). An allow on a budgeted route is
+    /// [`CheckError::Charge`]: the caller charges the ledger and settles.
     pub fn answer(&self, request: &CheckRequest, may_retry: bool) -> Result<Answer, CheckError> {
         let facts = RequestFacts::from_check_request(request);
-        let evaluation = self
+        let evaluation = match self
             .evaluate_and_record(&facts, may_retry)
-            .map_err(CheckError::RetryAfterRefetch)?;
+            .map_err(CheckError::RetryAfterRefetch)?
+        {
+            Decided::Recorded(evaluation) => evaluation,
+            Decided::Pending(pending) => return Err(CheckError::Charge(pending)),
+        };
         if let Err(denial) = &evaluation.outcome {
             match denial.reason {
                 DenyReason::IssuerKeysUnavailable => {
@@ -201,12 +397,13 @@ impl Authorizer {
 
     /// Decides now and records the decision in metrics, the audit log and the debug log —
     /// unless (with `may_retry`) an unknown `kid` should first be refetched, in which case the
-    /// remote key set to refetch is returned and nothing is recorded.
+    /// remote key set to refetch is returned and nothing is recorded. An allow on a budgeted
+    /// route is returned [`Decided::Pending`], recorded when it is settled.
     pub fn evaluate_and_record(
         &self,
         facts: &RequestFacts<'_>,
         may_retry: bool,
-    ) -> Result<Evaluation, Arc<RemoteKeys>> {
+    ) -> Result<Decided, Arc<RemoteKeys>> {
         let started = Instant::now();
         let evaluation = self.evaluate(facts, token::unix_now());
         if may_retry
@@ -219,65 +416,51 @@ impl Authorizer {
         {
             return Err(remote);
         }
-        let latency = started.elapsed();
-        let denied = evaluation.outcome.as_ref().err().map(|d| d.reason);
-        self.metrics
-            .record_decision(denied, evaluation.route_index, latency);
-        if let Some(call) = &evaluation.mcp
-            && call.tool.is_some()
-        {
-            let label = evaluation
-                .route_index
-                .and_then(|index| self.routes.get(index))
-                .and_then(|route| route.mcp.as_ref())
-                .zip(call.rule)
-                .and_then(|(rules, rule)| rules.tools.get(rule))
-                .map(|rule| rule.label.as_str());
-            self.metrics
-                .record_tool_call(evaluation.route_index, label, denied.is_none());
+        let tool_label = evaluation
+            .mcp
+            .as_ref()
+            .filter(|call| call.tool.is_some())
+            .map(|call| {
+                evaluation
+                    .route_index
+                    .and_then(|index| self.routes.get(index))
+                    .and_then(|route| route.mcp.as_ref())
+                    .zip(call.rule)
+                    .and_then(|(rules, rule)| rules.tools.get(rule))
+                    .map(|rule| rule.label.as_str())
+            });
+        if evaluation.outcome.is_ok() && evaluation.charge.is_some() {
+            return Ok(Decided::Pending(Box::new(PendingCharge {
+                tool_label: tool_label.map(|label| label.map(Into::into)),
+                request_id: facts.request_id.into(),
+                method: facts.method.into(),
+                path: facts.path.into(),
+                client_removals: response::client_removals(&facts.prefixed_headers),
+                evaluation,
+                started,
+                recorder: self.recorder(),
+                response: Arc::clone(&self.response),
+            })));
         }
-        let reason = denied.map(DenyReason::code);
-        let token = evaluation.token.as_deref();
-        // The record is built only when the audit log keeps it (on, and not sampled out).
-        let audit = &self.shared.audit;
-        if audit.keeps(reason.is_none()) {
-            audit.write(&AuditRecord {
+        let recorder = self.recorder();
+        recorder.record(
+            &Recorded {
                 request_id: facts.request_id,
-                caller: evaluation.caller.as_ref().map(SpiffeId::as_str),
-                subject: token.map(VerifiedToken::subject),
-                chain: token.map_or_else(Vec::new, |token| {
-                    token
-                        .actors()
-                        .iter()
-                        .rev()
-                        .filter_map(|a| a.subject())
-                        .collect()
-                }),
-                route: evaluation.route.as_deref(),
                 method: facts.method,
                 path: facts.path,
-                reason,
-                jti: token.and_then(VerifiedToken::jti),
-                sid: token.and_then(VerifiedToken::sid),
-                branch: token.map(VerifiedToken::branch),
-                revoked: evaluation
-                    .revoked
-                    .as_ref()
-                    .map(|revoked| (revoked.kind.name(), revoked.value.as_str())),
-                mcp: evaluation
-                    .mcp
-                    .as_ref()
-                    .map(|call| (&*call.method, call.tool.as_deref())),
-                latency,
-            });
-        }
-        tracing::debug!(
-            caller = evaluation.caller.as_ref().map(SpiffeId::as_str),
-            route = evaluation.route.as_deref(),
-            reason = reason.unwrap_or("allow"),
-            "decision"
+            },
+            &evaluation,
+            tool_label,
+            started.elapsed(),
         );
-        Ok(evaluation)
+        Ok(Decided::Recorded(evaluation))
+    }
+
+    fn recorder(&self) -> Recorder {
+        Recorder {
+            audit: Arc::clone(&self.shared.audit),
+            metrics: Arc::clone(&self.metrics),
+        }
     }
 
     /// Remote key sets, for the runtime to fetch before readiness and refresh afterwards.
@@ -300,6 +483,8 @@ impl Authorizer {
             token: None,
             revoked: None,
             mcp: None,
+            charge: None,
+            budget: None,
         };
         evaluation.outcome = self.run_pipeline(facts, now, &mut evaluation);
         // On an MCP route every denial is also a JSON-RPC error, so the MCP client shows it.
@@ -368,7 +553,10 @@ impl Authorizer {
             ));
         }
         let grant = policy::authorize(&self.delegation, caller, route, verified)?;
+        // Budgets are charged last, only for requests every other step allowed: what to
+        // charge is known now, the charge itself is the caller's (it awaits the ledger).
         let Some(rules) = &route.mcp else {
+            learned.charge = budget::charge_for(route, verified);
             return Ok(grant);
         };
         // The message is read only once every other rule allowed: a caller that may not use
@@ -386,6 +574,7 @@ impl Authorizer {
             },
             &mut learned.mcp,
         )?;
+        learned.charge = budget::charge_for(route, verified);
         Ok(match &learned.mcp {
             Some(call) => grant.with_mcp(call.clone()),
             None => grant,

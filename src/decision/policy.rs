@@ -65,6 +65,8 @@ pub struct Grant {
     forward_token: bool,
     /// The MCP method and tool, on an MCP route.
     mcp: Option<crate::decision::mcp::McpCall>,
+    /// The route's `cost` (units this request is charged, reported to Envoy).
+    cost: u64,
 }
 
 impl Grant {
@@ -80,7 +82,27 @@ impl Grant {
             route,
             forward_token,
             mcp: None,
+            cost: 1,
         }
+    }
+
+    /// The grant on a route whose requests cost `cost` units.
+    pub fn with_cost(mut self, cost: u64) -> Self {
+        self.cost = cost;
+        self
+    }
+
+    /// Units this request costs (`routes[].cost`).
+    pub fn cost(&self) -> u64 {
+        self.cost
+    }
+    /// The token's execution branch ([`crate::decision::branch`]).
+    pub fn branch(&self) -> &str {
+        self.token.branch()
+    }
+    /// The token's session as budgets count it: the root of its branch lineage.
+    pub fn session(&self) -> &str {
+        self.token.branch_lineage().first().map_or("", |root| root)
     }
 
     /// The grant of an MCP message: the same, naming its method and tool.
@@ -135,6 +157,7 @@ impl Grant {
             && self.forward_token == other.forward_token
             && self.actor == other.actor
             && self.mcp == other.mcp
+            && self.cost == other.cost
     }
 }
 
@@ -327,7 +350,8 @@ pub fn authorize(
         caller.clone(),
         Arc::clone(&route.name),
         route.forward_token,
-    ))
+    )
+    .with_cost(route.cost))
 }
 
 #[cfg(test)]

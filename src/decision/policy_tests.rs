@@ -29,6 +29,8 @@ fn route() -> Route {
         forward_token: false,
         require_session: false,
         mcp: None,
+        cost: 1,
+        budget: None,
     }
 }
 

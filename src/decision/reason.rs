@@ -50,6 +50,8 @@ pub enum DenyReason {
     McpMethodNotAllowed,
     McpToolNotAllowed,
     InsufficientAuthorizationDetails,
+    BudgetExhausted,
+    BudgetsUnavailable,
 }
 
 /// The RFC 6750 challenge a denial carries in `WWW-Authenticate`, if any.
@@ -68,7 +70,7 @@ pub enum Challenge {
 
 impl DenyReason {
     /// Every reason, for tables in tests and docs.
-    pub const ALL: [DenyReason; 36] = [
+    pub const ALL: [DenyReason; 38] = [
         Self::CallerIdentityMissing,
         Self::CallerIdentityInvalid,
         Self::CallerTrustDomainDenied,
@@ -105,6 +107,8 @@ impl DenyReason {
         Self::McpMethodNotAllowed,
         Self::McpToolNotAllowed,
         Self::InsufficientAuthorizationDetails,
+        Self::BudgetExhausted,
+        Self::BudgetsUnavailable,
     ];
 
     /// The stable code used in response bodies and logs.
@@ -146,6 +150,8 @@ impl DenyReason {
             Self::McpMethodNotAllowed => "mcp_method_not_allowed",
             Self::McpToolNotAllowed => "mcp_tool_not_allowed",
             Self::InsufficientAuthorizationDetails => "insufficient_authorization_details",
+            Self::BudgetExhausted => "budget_exhausted",
+            Self::BudgetsUnavailable => "budgets_unavailable",
         }
     }
 
@@ -153,7 +159,10 @@ impl DenyReason {
     pub fn http_status(self) -> u16 {
         match self {
             // Not the caller's fault: answered as a gRPC UNAVAILABLE fault in gRPC mode.
-            Self::IssuerKeysUnavailable | Self::RevocationsUnavailable => 503,
+            Self::IssuerKeysUnavailable
+            | Self::RevocationsUnavailable
+            | Self::BudgetsUnavailable => 503,
+            Self::BudgetExhausted => 429,
             Self::PathInvalid | Self::AuthorizationInvalid | Self::McpRequestInvalid => 400,
             Self::TokenMissing
             | Self::TokenMalformed
@@ -195,6 +204,7 @@ impl DenyReason {
             400 => Code::InvalidArgument,
             401 => Code::Unauthenticated,
             503 => Code::Unavailable,
+            429 => Code::ResourceExhausted,
             _ => Code::PermissionDenied,
         }
     }
@@ -230,6 +240,8 @@ pub struct Denial {
     pub detail_type: Option<String>,
     /// The route speaks MCP: the body is a JSON-RPC error the MCP client surfaces.
     pub json_rpc: bool,
+    /// Which budget is spent (`branch` or `session`); set only for `budget_exhausted`.
+    pub budget: Option<&'static str>,
 }
 
 impl Denial {
@@ -240,6 +252,7 @@ impl Denial {
             required_scope: None,
             detail_type: None,
             json_rpc: false,
+            budget: None,
         }
     }
 }
@@ -253,6 +266,8 @@ pub enum Fault {
     KeysUnavailable,
     /// Fleet revocations are not confirmed current (beyond `revocation.nats.max_staleness`).
     RevocationsUnavailable,
+    /// The budget ledger (Redis) could not charge a budgeted request (`budgets.on_error: deny`).
+    BudgetsUnavailable,
 }
 
 impl fmt::Display for Fault {
@@ -261,6 +276,7 @@ impl fmt::Display for Fault {
             Self::Internal(message) => write!(f, "internal fault: {message}"),
             Self::KeysUnavailable => f.write_str("issuer keys unavailable"),
             Self::RevocationsUnavailable => f.write_str("revocations not confirmed current"),
+            Self::BudgetsUnavailable => f.write_str("budgets could not be charged"),
         }
     }
 }

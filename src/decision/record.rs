@@ -25,6 +25,9 @@ pub struct AuditRecord<'a> {
     pub revoked: Option<(&'static str, &'a str)>,
     /// MCP method and tool name (MCP routes, once the message was read; never arguments).
     pub mcp: Option<(&'a str, Option<&'a str>)>,
+    /// What the budget had to do with the outcome (budgeted routes): `branch` or `session`
+    /// (spent: `budget_exhausted`), `unavailable` (the ledger could not answer).
+    pub budget: Option<&'static str>,
     pub latency: Duration,
 }
 

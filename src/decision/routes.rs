@@ -32,9 +32,33 @@ pub struct Route {
     pub require_session: bool,
     /// `mcp`: the body is an MCP JSON-RPC message, checked by [`crate::decision::mcp`].
     pub mcp: Option<std::sync::Arc<crate::decision::mcp::McpRules>>,
+    /// `cost`: units an allowed request is charged (and, for Envoy's rate-limit service, the
+    /// `cost` of the allow's dynamic metadata). 1 unless configured.
+    pub cost: u64,
+    /// `budget`: the branch and session limits, checked and charged by the ledger.
+    pub budget: Option<crate::decision::budget::BudgetRule>,
 }
 
 impl Route {
+    /// A route on `path_prefix` with nothing but defaults, for unit tests.
+    #[cfg(test)]
+    pub fn for_tests(name: &str, path_prefix: &str) -> Self {
+        Self {
+            name: name.into(),
+            methods: None,
+            hosts: None,
+            path_prefix: path_prefix.to_owned(),
+            require_scopes: Vec::new(),
+            allow_callers: None,
+            max_depth: None,
+            forward_token: false,
+            require_session: false,
+            mcp: None,
+            cost: 1,
+            budget: None,
+        }
+    }
+
     fn matches(&self, method: &str, host: &str, path: &str) -> bool {
         self.methods
             .as_ref()
@@ -134,6 +158,8 @@ mod tests {
             forward_token: false,
             require_session: false,
             mcp: None,
+            cost: 1,
+            budget: None,
         }
     }
 

@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct Readiness {
     listeners_bound: AtomicBool,
     draining: AtomicBool,
+    /// The budget ledger, when `budgets` is configured.
+    budgets: std::sync::OnceLock<Arc<crate::serve::budgets::Ledger>>,
 }
 
 impl Readiness {
@@ -36,6 +38,12 @@ impl Readiness {
 
     pub fn mark_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Readiness follows `ledger` too: not ready while it cannot be reached, unless
+    /// `budgets.on_error: allow` (then budgeted requests pass uncharged, and readiness stays).
+    pub fn watch_budgets(&self, ledger: Arc<crate::serve::budgets::Ledger>) {
+        let _ = self.budgets.set(ledger);
     }
 
     /// `Ok` when ready, else the reason.
@@ -51,6 +59,11 @@ impl Readiness {
                 "fleet revocations are not confirmed current (revocation.nats unreachable or behind for longer than max_staleness)"
                     .into(),
             );
+        }
+        if let Some(ledger) = self.budgets.get()
+            && !ledger.settings().allow_on_error
+        {
+            ledger.health()?;
         }
         let keyless = authorizer.issuers_without_keys();
         if !keyless.is_empty() {

@@ -390,7 +390,7 @@ fn write_batches(sink: &Sink, output: Box<dyn Write + Send>) {
 }
 
 /// The members of a line, in the order they are written (README, "Audit log").
-pub const FIELDS: [&str; 17] = [
+pub const FIELDS: [&str; 18] = [
     "time",
     "request_id",
     "caller",
@@ -407,6 +407,7 @@ pub const FIELDS: [&str; 17] = [
     "latency_us",
     "revoked",
     "mcp",
+    "budget",
     "truncated",
 ];
 
@@ -590,6 +591,10 @@ fn write_line(out: &mut Vec<u8>, record: &AuditRecord<'_>, now: SystemTime) {
         json_optional(out, tool);
         out.push(b'}');
     }
+    if let Some(budget) = record.budget {
+        out.extend_from_slice(b",\"budget\":");
+        json_string(out, budget);
+    }
     write_truncated(out, &truncated);
     out.push(b'}');
 }
@@ -695,6 +700,7 @@ mod tests {
             branch: None,
             revoked: None,
             mcp: None,
+            budget: None,
             latency: Duration::from_micros(7),
         };
         for _ in 0..4 {
@@ -764,6 +770,9 @@ mod tests {
         if let Some((method, tool)) = mcp {
             line["mcp"] = serde_json::json!({"method": method, "tool": tool});
         }
+        if let Some(budget) = record.budget {
+            line["budget"] = serde_json::json!(budget);
+        }
         if !truncated.is_empty() {
             line["truncated"] = serde_json::json!(truncated);
         }
@@ -794,6 +803,7 @@ mod tests {
         full.branch = Some(&awkward);
         full.revoked = Some(("session_actor", &awkward));
         full.mcp = Some(("tools/call", Some(&awkward)));
+        full.budget = Some("session");
         full.route = Some("route\t1");
         full.chain = vec![awkward.as_str(), long_actor.as_str()];
         full.latency = Duration::from_micros(123_456_789);
@@ -960,6 +970,7 @@ mod tests {
             branch: Some("b-AAAAAAAAAAAAAAAAAAAAAA"),
             revoked: None,
             mcp: None,
+            budget: None,
             latency: Duration::from_micros(1),
         }
     }

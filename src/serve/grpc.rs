@@ -10,6 +10,7 @@ use crate::decision::reason::Fault;
 use crate::decision::response::Answer;
 use crate::decision::telemetry;
 use crate::decision::{Authorizer, CheckError};
+use crate::serve::budgets::{self, Ledger};
 use crate::serve::connection::BatchedWrites;
 use crate::serve::tls::{TlsGate, tls_incoming};
 use envoy_types::pb::envoy::service::auth::v3::authorization_server;
@@ -78,6 +79,8 @@ pub struct AuthorizationService<H> {
     admission: Arc<Semaphore>,
     /// `actguard_checks_in_flight`, taken once (see [`telemetry::DecisionMetrics`]).
     in_flight: metrics::Gauge,
+    /// Where budgeted allows are charged (`budgets`).
+    budgets: Option<Arc<Ledger>>,
 }
 
 impl<H: CheckHandler> AuthorizationService<H> {
@@ -88,7 +91,14 @@ impl<H: CheckHandler> AuthorizationService<H> {
             authorizer,
             admission: Arc::new(Semaphore::new(max_concurrent_checks)),
             in_flight: metrics::gauge!(telemetry::INFLIGHT),
+            budgets: None,
         }
+    }
+
+    /// This service charging budgeted allows on `ledger`.
+    pub fn with_budgets(mut self, ledger: Option<Arc<Ledger>>) -> Self {
+        self.budgets = ledger;
+        self
     }
 }
 
@@ -124,6 +134,16 @@ impl<H: CheckHandler> AuthorizationService<H> {
             remote.refetch_for_unknown_kid().await;
             outcome = guarded(handler, &request, false);
         }
+        // Allowed by every rule on a budgeted route: the ledger has the last word.
+        if let Err(CheckError::Charge(pending)) = outcome {
+            let charged = budgets::charge_pending(self.budgets.as_deref(), &pending).await;
+            outcome = std::panic::catch_unwind(AssertUnwindSafe(|| pending.settle(charged)))
+                .unwrap_or_else(|_| {
+                    Err(CheckError::Fault(Fault::Internal(
+                        "panic while settling a budget charge".into(),
+                    )))
+                });
+        }
         match outcome {
             Ok(answer) => Ok(Response::new(answer)),
             Err(CheckError::Fault(fault)) => {
@@ -133,6 +153,8 @@ impl<H: CheckHandler> AuthorizationService<H> {
             Err(CheckError::RetryAfterRefetch(_)) => {
                 Err(Status::unavailable("issuer keys are being refreshed"))
             }
+            // Settled above; a charge still pending here would be a bug: never an allow.
+            Err(CheckError::Charge(_)) => Err(Status::internal("actguard internal fault")),
         }
     }
 }
@@ -271,6 +293,8 @@ pub struct ServeOptions {
     pub reflection: bool,
     /// How long a plain (TCP, Unix) connection may take to send the HTTP/2 preface.
     pub preface_deadline: Duration,
+    /// Where budgeted allows are charged (`budgets`).
+    pub budgets: Option<Arc<Ledger>>,
 }
 
 /// The default [`ServeOptions::preface_deadline`]: Envoy sends the preface with its first
@@ -285,6 +309,7 @@ impl Default for ServeOptions {
             health: None,
             reflection: false,
             preface_deadline: PREFACE_DEADLINE,
+            budgets: None,
         }
     }
 }
@@ -321,10 +346,10 @@ pub async fn run_with<H: CheckHandler>(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let service = AuthorizationServer::new(AuthorizationService::new(
-        authorizer,
-        options.max_concurrent_checks,
-    ));
+    let service = AuthorizationServer::new(
+        AuthorizationService::new(authorizer, options.max_concurrent_checks)
+            .with_budgets(options.budgets.clone()),
+    );
     let streams = http2_max_streams(options.max_concurrent_checks);
     let mut builder = tonic::transport::Server::builder()
         // tonic leaves these unset, which turns hyper's own defaults off (unlimited streams per
@@ -391,6 +416,7 @@ impl From<Fault> for Status {
             Fault::RevocationsUnavailable => {
                 Status::unavailable("revocations not confirmed current")
             }
+            Fault::BudgetsUnavailable => Status::unavailable("budgets could not be charged"),
         }
     }
 }

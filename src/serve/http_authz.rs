@@ -14,12 +14,13 @@
 //! body as gRPC mode. Overloaded → 503, which the proxy treats as an authorization failure.
 
 use crate::config::HttpRequestSource;
-use crate::decision::RequestFacts;
 use crate::decision::facts::has_actguard_prefix;
 use crate::decision::identity::PeerFacts;
 use crate::decision::reason::Fault;
 use crate::decision::response;
 use crate::decision::telemetry;
+use crate::decision::{Decided, RequestFacts};
+use crate::serve::budgets::{self, Ledger};
 use crate::serve::reload::LiveAuthorizer;
 use axum::Router;
 use axum::body::Body;
@@ -37,17 +38,21 @@ struct HttpState {
     authorizer: Arc<LiveAuthorizer>,
     admission: Arc<Semaphore>,
     source: HttpRequestSource,
+    /// Where budgeted allows are charged (`budgets`).
+    budgets: Option<Arc<Ledger>>,
 }
 
 pub fn router(
     authorizer: Arc<LiveAuthorizer>,
     max_concurrent_checks: usize,
     source: HttpRequestSource,
+    budgets: Option<Arc<Ledger>>,
 ) -> Router {
     Router::new().fallback(check).with_state(HttpState {
         authorizer,
         admission: Arc::new(Semaphore::new(max_concurrent_checks)),
         source,
+        budgets,
     })
 }
 
@@ -156,13 +161,25 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
         remote.refetch_for_unknown_kid().await;
         evaluated = evaluate(false);
     }
-    let built = match evaluated {
-        Ok(Ok(evaluation)) => match evaluation.outcome {
+    let evaluation = match evaluated {
+        Ok(Ok(Decided::Recorded(evaluation))) => Ok(evaluation),
+        // Allowed by every rule on a budgeted route: the ledger has the last word.
+        Ok(Ok(Decided::Pending(pending))) => {
+            let charged = budgets::charge_pending(state.budgets.as_deref(), &pending).await;
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pending.settle_evaluation(charged).0
+            }))
+            .map_err(|_| Fault::Internal("panic while settling a budget charge".into()))
+        }
+        Ok(Err(_)) => Err(Fault::KeysUnavailable),
+        Err(_) => Err(Fault::Internal("panic in HTTP check".into())),
+    };
+    let built = match evaluation {
+        Ok(evaluation) => match evaluation.outcome {
             Ok(grant) => allowed(&grant, &facts.prefixed_headers),
             Err(denial) => denied(&denial, authorizer.response_settings()),
         },
-        Ok(Err(_)) => Err(Fault::KeysUnavailable),
-        Err(_) => Err(Fault::Internal("panic in HTTP check".into())),
+        Err(fault) => Err(fault),
     };
     built.unwrap_or_else(|fault| {
         tracing::error!(%fault, "HTTP check failed; answering 500 (the proxy denies)");

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_api;
 pub mod admin_auth;
 pub mod audit;
+pub mod budgets;
 pub mod connection;
 pub mod fleet;
 pub mod grpc;

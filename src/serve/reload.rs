@@ -34,6 +34,7 @@ pub struct BoundSettings {
     pub revocation_file: Option<PathBuf>,
     pub revocation_nats: Option<crate::config::NatsSettings>,
     pub admin: crate::config::AdminRights,
+    pub budgets: Option<crate::config::BudgetSettings>,
 }
 
 impl BoundSettings {
@@ -45,6 +46,7 @@ impl BoundSettings {
             revocation_file: config.revocation_file.clone(),
             revocation_nats: config.revocation_nats.clone(),
             admin: config.admin.clone(),
+            budgets: config.budgets.clone(),
         }
     }
 }
@@ -144,6 +146,7 @@ impl LiveAuthorizer {
                 next.revocation_nats != running.revocation_nats,
             ),
             ("admin", next.admin != running.admin),
+            ("budgets", next.budgets != running.budgets),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))

@@ -191,6 +191,15 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         .revocation_nats
         .clone()
         .map(|settings| Arc::new(crate::serve::fleet::FleetWrites::new(settings)));
+    let budgets = match &config.budgets {
+        Some(settings) => Some(crate::serve::budgets::Ledger::new(settings.clone())?),
+        None => None,
+    };
+    if let Some(ledger) = &budgets {
+        background.push(tokio::spawn(
+            Arc::clone(ledger).watch(crate::serve::budgets::PROBE_INTERVAL),
+        ));
+    }
     let initial = Authorizer::with_shared(config.decision, shared.clone());
     // Remote keys before readiness; a failure leaves the issuer unavailable (readiness false,
     // its checks fail closed) while the background refresh retries with backoff.
@@ -199,6 +208,9 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
     }
     let authorizer = Arc::new(LiveAuthorizer::new(initial, shared));
     let readiness = Arc::new(Readiness::default());
+    if let Some(ledger) = &budgets {
+        readiness.watch_budgets(Arc::clone(ledger));
+    }
     let health = HealthReporter::new();
     set_health(&health, ServingStatus::NotServing).await;
     let (stop, _) = watch::channel(false);
@@ -212,6 +224,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
             HealthService::from_health_reporter(health.clone()),
         )),
         reflection: listen.reflection,
+        budgets: budgets.clone(),
         ..ServeOptions::default()
     };
     let grpc_stop = stopped(stop.subscribe());
@@ -312,6 +325,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
             Arc::clone(&authorizer),
             limits.max_concurrent_checks,
             listen.http_request,
+            budgets.clone(),
         );
         let http_stop = stopped(stop.subscribe());
         tasks.push(tokio::spawn(async move {

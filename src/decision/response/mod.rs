@@ -28,6 +28,13 @@ pub const ACTOR_HEADER: &str = "x-actguard-actor";
 pub const CHAIN_HEADER: &str = "x-actguard-chain";
 pub const SID_HEADER: &str = "x-actguard-sid";
 pub const JTI_HEADER: &str = "x-actguard-jti";
+/// The token's execution branch (issue #17), on every allow.
+pub const BRANCH_HEADER: &str = "x-actguard-branch";
+/// Dynamic metadata keys of every allow for Envoy's rate-limit service (strings: descriptor
+/// values are): the branch, the session (the root of the branch lineage) and the route's cost.
+pub const BRANCH_KEY: &str = "branch";
+pub const SESSION_KEY: &str = "session";
+pub const COST_KEY: &str = "cost";
 /// Dynamic metadata keys of an allow on an MCP route.
 pub const MCP_METHOD_KEY: &str = "mcp_method";
 pub const MCP_TOOL_KEY: &str = "mcp_tool";
@@ -88,7 +95,7 @@ fn status(code: Code, message: &str) -> Option<rpc::Status> {
 
 /// The `x-actguard-*` headers of an allow, each with its value, or `None` when it must be
 /// removed (no `sid`/`jti` in the token). Shared by the gRPC and HTTP modes.
-pub fn identity_headers(grant: &Grant) -> [(&'static str, Option<Cow<'_, str>>); 5] {
+pub fn identity_headers(grant: &Grant) -> [(&'static str, Option<Cow<'_, str>>); 6] {
     let mut chain = String::new();
     for (index, actor) in grant.chain().enumerate() {
         if index > 0 {
@@ -102,6 +109,7 @@ pub fn identity_headers(grant: &Grant) -> [(&'static str, Option<Cow<'_, str>>);
         (CHAIN_HEADER, Some(Cow::Owned(chain))),
         (SID_HEADER, grant.sid().map(Cow::Borrowed)),
         (JTI_HEADER, grant.jti().map(Cow::Borrowed)),
+        (BRANCH_HEADER, Some(Cow::Borrowed(grant.branch()))),
     ]
 }
 
@@ -117,6 +125,7 @@ pub fn client_removals(client_prefixed: &[&str]) -> Vec<String> {
         CHAIN_HEADER,
         SID_HEADER,
         JTI_HEADER,
+        BRANCH_HEADER,
     ];
     let mut seen = std::collections::HashSet::with_capacity(client_prefixed.len());
     let mut removals: Vec<String> = Vec::new();
@@ -146,7 +155,7 @@ fn allow(grant: &Grant, client_removals: &[String]) -> CheckResponse {
     }
     // Sized for every field below: no rehash while filling it.
     let mut metadata = Struct {
-        fields: std::collections::HashMap::with_capacity(9),
+        fields: std::collections::HashMap::with_capacity(12),
     };
     let fields = &mut metadata.fields;
     fields.insert("subject".into(), string_value(grant.subject()));
@@ -163,6 +172,9 @@ fn allow(grant: &Grant, client_removals: &[String]) -> CheckResponse {
     if let Some(sid) = grant.sid() {
         fields.insert("sid".into(), string_value(sid));
     }
+    fields.insert(BRANCH_KEY.into(), string_value(grant.branch()));
+    fields.insert(SESSION_KEY.into(), string_value(grant.session()));
+    fields.insert(COST_KEY.into(), string_value(&grant.cost().to_string()));
     if let Some(call) = grant.mcp() {
         fields.insert(MCP_METHOD_KEY.into(), string_value(&call.method));
         if let Some(tool) = &call.tool {
@@ -241,7 +253,7 @@ pub fn json_rpc_error_code(denial: &Denial) -> i32 {
 /// plain body, and the HTTP status.
 pub fn denial_body(denial: &Denial) -> String {
     if denial.json_rpc {
-        return serde_json::json!({
+        let mut body = serde_json::json!({
             "jsonrpc": "2.0",
             "id": null,
             "error": {
@@ -253,14 +265,20 @@ pub fn denial_body(denial: &Denial) -> String {
                     "status": denial.reason.http_status(),
                 },
             },
-        })
-        .to_string();
+        });
+        if let Some(budget) = denial.budget {
+            body["error"]["data"]["budget"] = budget.into();
+        }
+        return body.to_string();
     }
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "error": denial.reason.code(),
         "error_description": denial.description,
-    })
-    .to_string()
+    });
+    if let Some(budget) = denial.budget {
+        body["budget"] = budget.into();
+    }
+    body.to_string()
 }
 
 fn deny(denial: &Denial, settings: &ResponseSettings) -> CheckResponse {

@@ -10,8 +10,8 @@
 //! `google.protobuf.Struct`.
 
 use super::{
-    ACTOR_HEADER, CHAIN_HEADER, JTI_HEADER, MCP_METHOD_KEY, MCP_TOOL_KEY, SID_HEADER,
-    SUBJECT_HEADER,
+    ACTOR_HEADER, BRANCH_HEADER, BRANCH_KEY, CHAIN_HEADER, COST_KEY, JTI_HEADER, MCP_METHOD_KEY,
+    MCP_TOOL_KEY, SESSION_KEY, SID_HEADER, SUBJECT_HEADER,
 };
 use crate::decision::policy::Grant;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
@@ -171,6 +171,7 @@ pub(super) fn encode_allow(sink: &mut dyn Sink, grant: &Grant, client_removals: 
         if let Some(jti) = grant.jti() {
             overwrite_header(sink, JTI_HEADER, &HeaderText::Text(jti));
         }
+        overwrite_header(sink, BRANCH_HEADER, &HeaderText::Text(grant.branch()));
         // headers_to_remove (5), in the order `allow` lists them.
         if grant.sid().is_none() {
             string(sink, 5, SID_HEADER);
@@ -200,6 +201,10 @@ pub(super) fn encode_allow(sink: &mut dyn Sink, grant: &Grant, client_removals: 
         if let Some(sid) = grant.sid() {
             entry(sink, "sid", &|sink| string(sink, 3, sid));
         }
+        entry(sink, BRANCH_KEY, &|sink| string(sink, 3, grant.branch()));
+        entry(sink, SESSION_KEY, &|sink| string(sink, 3, grant.session()));
+        let cost = grant.cost().to_string();
+        entry(sink, COST_KEY, &|sink| string(sink, 3, &cost));
         if let Some(call) = grant.mcp() {
             entry(sink, MCP_METHOD_KEY, &|sink| string(sink, 3, &call.method));
             if let Some(tool) = &call.tool {

@@ -72,6 +72,17 @@ struct Uncommon {
     branch: Option<Box<str>>,
     /// RFC 9396 `authorization_details`, when present.
     authorization_details: Option<super::details::AuthorizationDetails>,
+    /// The routes' budget claims (`routes[].budget.claim`) the token carries, by name.
+    budgets: Option<Box<[(Box<str>, u64)]>>,
+}
+
+/// The claims whose names the configuration chooses.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ConfiguredClaims<'a> {
+    /// `tokens.branch_claim`.
+    pub branch: Option<&'a str>,
+    /// Every `routes[].budget.claim`, each once.
+    pub budgets: &'a [Box<str>],
 }
 
 /// Verified claims. See the module docs for what "verified" covers.
@@ -151,6 +162,17 @@ impl VerifiedToken {
     pub fn branch_claim(&self) -> Option<&str> {
         self.uncommon.as_ref()?.branch.as_deref()
     }
+    /// The value of the budget claim `name` (a `routes[].budget.claim`), when the token
+    /// carries it.
+    pub fn budget_claim(&self, name: &str) -> Option<u64> {
+        self.uncommon
+            .as_ref()?
+            .budgets
+            .as_ref()?
+            .iter()
+            .find(|(claim, _)| **claim == *name)
+            .map(|(_, value)| *value)
+    }
     /// The branch lineage ([`crate::decision::branch`]), root first, this token's branch last.
     pub fn branch_lineage(&self) -> &[Box<str>] {
         self.lineage
@@ -188,6 +210,13 @@ impl VerifiedToken {
                     .authorization_details
                     .as_ref()
                     .map_or(0, super::details::AuthorizationDetails::approximate_size)
+                + extra.budgets.as_ref().map_or(0, |budgets| {
+                    PER_ALLOCATION
+                        + budgets
+                            .iter()
+                            .map(|(name, _)| std::mem::size_of::<(Box<str>, u64)>() + boxed(name))
+                            .sum::<usize>()
+                })
         });
         let actors: usize = self
             .actors
@@ -287,7 +316,7 @@ fn may_act_of(claims: &Map<String, Value>) -> Option<MayAct> {
 pub(super) fn extract(
     claims: &Map<String, Value>,
     expires_at: i64,
-    branch_claim: Option<&str>,
+    configured: ConfiguredClaims<'_>,
 ) -> Result<VerifiedToken, Denial> {
     let subject = match claims.get("sub") {
         Some(Value::String(subject)) if !subject.is_empty() && header_safe(subject) => {
@@ -317,11 +346,12 @@ pub(super) fn extract(
             "sid",
             "the sid claim is not a string without control characters",
         )?,
-        branch: match branch_claim {
+        branch: match configured.branch {
             None => None,
             Some(name) => branch_of(claims, name)?,
         },
         authorization_details: super::details::AuthorizationDetails::from_claims(claims)?,
+        budgets: budgets_of(claims, configured.budgets)?,
     };
     Ok(VerifiedToken {
         subject,
@@ -359,6 +389,28 @@ fn branch_of(claims: &Map<String, Value>, name: &str) -> Result<Option<Box<str>>
     }
 }
 
+/// The configured budget claims the token carries. Each must be a non-negative integer (a
+/// JSON number without fraction or exponent that fits 64 bits): anything else is a malformed
+/// token, never "no budget".
+fn budgets_of(
+    claims: &Map<String, Value>,
+    names: &[Box<str>],
+) -> Result<Option<Box<[(Box<str>, u64)]>>, Denial> {
+    let mut found = Vec::new();
+    for name in names {
+        match claims.get(&**name) {
+            None => {}
+            Some(Value::Number(number)) if number.as_u64().is_some() => {
+                found.push((name.clone(), number.as_u64().unwrap_or_default()));
+            }
+            Some(_) => {
+                return Err(malformed("a budget claim is not a non-negative integer"));
+            }
+        }
+    }
+    Ok((!found.is_empty()).then(|| found.into_boxed_slice()))
+}
+
 #[cfg(feature = "fuzzing")]
 impl VerifiedToken {
     /// The claims a verified token would carry, without a signature: for the claims fuzz target.
@@ -366,7 +418,14 @@ impl VerifiedToken {
         claims: &Map<String, Value>,
         expires_at: i64,
     ) -> Result<Self, Denial> {
-        extract(claims, expires_at, Some("execution_branch_id"))
+        extract(
+            claims,
+            expires_at,
+            ConfiguredClaims {
+                branch: Some("execution_branch_id"),
+                budgets: &[],
+            },
+        )
     }
 }
 
@@ -375,13 +434,35 @@ impl VerifiedToken {
     /// Builds verified claims directly from JSON, for policy unit tests that need no signature.
     pub fn from_claims_for_tests(claims: &Value) -> Self {
         let map = claims.as_object().cloned().unwrap_or_default();
-        extract(&map, i64::MAX, None).expect("test claims are well-formed")
+        extract(&map, i64::MAX, ConfiguredClaims::default()).expect("test claims are well-formed")
     }
 
     /// As [`Self::from_claims_for_tests`], with `tokens.branch_claim` set to `claim`.
     pub fn from_claims_with_branch_claim_for_tests(claims: &Value, claim: &str) -> Self {
         let map = claims.as_object().cloned().unwrap_or_default();
-        extract(&map, i64::MAX, Some(claim)).expect("test claims are well-formed")
+        extract(
+            &map,
+            i64::MAX,
+            ConfiguredClaims {
+                branch: Some(claim),
+                budgets: &[],
+            },
+        )
+        .expect("test claims are well-formed")
+    }
+
+    /// As [`Self::from_claims_for_tests`], with one route's `budget.claim` set to `claim`.
+    pub fn from_claims_with_budget_claim_for_tests(claims: &Value, claim: &str) -> Self {
+        let map = claims.as_object().cloned().unwrap_or_default();
+        extract(
+            &map,
+            i64::MAX,
+            ConfiguredClaims {
+                branch: None,
+                budgets: &[claim.into()],
+            },
+        )
+        .expect("test claims are well-formed")
     }
 }
 
@@ -390,6 +471,60 @@ mod branch_claim_tests {
     use super::*;
     use serde_json::json;
 
+    const BRANCH: ConfiguredClaims<'static> = ConfiguredClaims {
+        branch: Some("execution_branch_id"),
+        budgets: &[],
+    };
+
+    #[test]
+    fn rule_a_malformed_budget_claim_is_a_malformed_token_never_no_budget() {
+        let names: &[Box<str>] = &["budget".into()];
+        let configured = ConfiguredClaims {
+            branch: None,
+            budgets: names,
+        };
+        let claims = |budget: Value| {
+            let mut claims = json!({"sub": "user:alice", "sid": "s1"});
+            claims["budget"] = budget;
+            claims.as_object().cloned().unwrap()
+        };
+        let token = extract(&claims(json!(7)), 0, configured).unwrap();
+        assert_eq!(token.budget_claim("budget"), Some(7));
+        assert_eq!(
+            extract(&claims(json!(0)), 0, configured)
+                .unwrap()
+                .budget_claim("budget"),
+            Some(0)
+        );
+        for bad in [
+            json!(-1),
+            json!(7.5),
+            json!(7.0),
+            json!(1e3),
+            json!("7"),
+            json!(null),
+            json!([7]),
+            json!({"units": 7}),
+            json!(18446744073709551616.0),
+        ] {
+            let denied = extract(&claims(bad.clone()), 0, configured);
+            assert_eq!(
+                denied.map(|_| ()).map_err(|d| d.reason),
+                Err(DenyReason::TokenMalformed),
+                "{bad}"
+            );
+        }
+        // Absent: the route's own limit applies. Not configured: the claim means nothing.
+        let without = extract(
+            &json!({"sub": "u"}).as_object().cloned().unwrap(),
+            0,
+            configured,
+        );
+        assert_eq!(without.unwrap().budget_claim("budget"), None);
+        let unconfigured = extract(&claims(json!("x")), 0, ConfiguredClaims::default()).unwrap();
+        assert_eq!(unconfigured.budget_claim("budget"), None);
+    }
+
     #[test]
     fn rule_a_malformed_branch_claim_is_a_malformed_token_never_a_derived_branch() {
         let claims = |branch: Value| {
@@ -397,7 +532,7 @@ mod branch_claim_tests {
             claims["execution_branch_id"] = branch;
             claims.as_object().cloned().unwrap()
         };
-        let named = extract(&claims(json!("br-1")), 0, Some("execution_branch_id")).unwrap();
+        let named = extract(&claims(json!("br-1")), 0, BRANCH).unwrap();
         assert_eq!(named.branch_claim(), Some("br-1"));
         assert_eq!(named.branch(), "br-1");
         for bad in [
@@ -408,7 +543,7 @@ mod branch_claim_tests {
             json!("br\n1"),
             json!("b".repeat(MAX_BRANCH_CLAIM_BYTES + 1)),
         ] {
-            let denied = extract(&claims(bad.clone()), 0, Some("execution_branch_id"));
+            let denied = extract(&claims(bad.clone()), 0, BRANCH);
             assert_eq!(
                 denied.map(|_| ()).map_err(|d| d.reason),
                 Err(DenyReason::TokenMalformed),
@@ -416,7 +551,7 @@ mod branch_claim_tests {
             );
         }
         // Without the setting the claim means nothing and the branch is derived.
-        let unconfigured = extract(&claims(json!(7)), 0, None).unwrap();
+        let unconfigured = extract(&claims(json!(7)), 0, ConfiguredClaims::default()).unwrap();
         assert!(unconfigured.branch().starts_with("b-"));
     }
 }

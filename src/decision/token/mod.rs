@@ -179,6 +179,8 @@ pub struct Verifier {
     require_access_token_typ: bool,
     /// `tokens.branch_claim`: the claim naming the execution branch, when configured.
     branch_claim: Option<Box<str>>,
+    /// Every `routes[].budget.claim`, each once.
+    budget_claims: Box<[Box<str>]>,
     /// Chains and scope lists shared between verified tokens.
     parts: shared::SharedParts,
 }
@@ -294,6 +296,7 @@ impl Verifier {
             max_token_bytes,
             require_access_token_typ: false,
             branch_claim: None,
+            budget_claims: Box::default(),
             parts: shared::SharedParts::default(),
         }
     }
@@ -307,6 +310,14 @@ impl Verifier {
     /// This verifier reading the execution branch from `claim` (`tokens.branch_claim`).
     pub fn with_branch_claim(mut self, claim: Option<String>) -> Self {
         self.branch_claim = claim.map(String::into_boxed_str);
+        self
+    }
+
+    /// This verifier reading the routes' budget claims (`routes[].budget.claim`) too.
+    pub fn with_budget_claims(mut self, mut names: Vec<Box<str>>) -> Self {
+        names.sort();
+        names.dedup();
+        self.budget_claims = names.into_boxed_slice();
         self
     }
 
@@ -500,7 +511,14 @@ impl Verifier {
                 "the token's audience does not name this workload",
             ));
         }
-        let mut verified = claims::extract(&claims, expires_at, self.branch_claim.as_deref())?;
+        let mut verified = claims::extract(
+            &claims,
+            expires_at,
+            claims::ConfiguredClaims {
+                branch: self.branch_claim.as_deref(),
+                budgets: &self.budget_claims,
+            },
+        )?;
         verified.set_verified_by(key.identity(&issuer.issuer));
         verified.share_parts(&self.parts);
         Ok(verified)

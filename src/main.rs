@@ -40,6 +40,30 @@ fn main() -> ExitCode {
             nats_password_file,
             action,
         } => {
+            if let cli::AdminCommand::Budgets {
+                redis,
+                key_prefix,
+                sid,
+                branch,
+                reset,
+                redis_tls_ca,
+                redis_tls_cert,
+                redis_tls_key,
+            } = action
+            {
+                let selection = match (sid, branch) {
+                    (Some(sid), _) => cli::budgets::Selection::Session(sid),
+                    (None, branch) => cli::budgets::Selection::Branch(branch.unwrap_or_default()),
+                };
+                let target = cli::budgets::Target {
+                    url: redis,
+                    key_prefix,
+                    tls_ca: redis_tls_ca,
+                    tls_cert: redis_tls_cert,
+                    tls_key: redis_tls_key,
+                };
+                return cli::budgets::run(target, selection, reset);
+            }
             if !nats.is_empty() {
                 let tls = nats_tls_ca.map(|ca| actguard::config::NatsTls {
                     ca,

@@ -621,3 +621,63 @@ async fn rule_a_revoked_branch_is_denied_before_any_charge() {
     );
     sidecar.shutdown().await.unwrap();
 }
+
+/// `actguard admin budgets …` against `redis`: its output, or its error.
+fn admin_budgets(redis: &RedisServer, args: &[&str]) -> Result<String, String> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_actguard"))
+        .args(["admin", "budgets", "--redis", &redis.url()])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_budgets_shows_what_each_branch_spent_and_reset_gives_a_branch_its_budget_back() {
+    let redis = RedisServer::start();
+    let world = World::new();
+    let sidecar = world
+        .sidecar(&redis.url(), "per_branch: 2\nper_session: 10")
+        .await;
+    let looping = world.token("wf-7", A, json!({"execution_branch_id": "br-loop"}));
+    let sibling = world.token("wf-7", B, json!({"execution_branch_id": "br-ok"}));
+    for _ in 0..2 {
+        assert_eq!(world.decide(&sidecar, &looping).await, "allow");
+    }
+    assert_eq!(world.decide(&sidecar, &sibling).await, "allow");
+    assert_eq!(
+        world.decide(&sidecar, &looping).await,
+        "budget_exhausted:branch"
+    );
+    let shown = admin_budgets(&redis, &["--sid", "wf-7"]).unwrap();
+    assert!(shown.contains("3 of 10 used, 7 remaining"), "{shown}");
+    assert!(
+        shown.contains("branch br-loop: 2 of 2 used, 0 remaining"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("branch br-ok: 1 of 2 used, 1 remaining"),
+        "{shown}"
+    );
+    let one = admin_budgets(&redis, &["--branch", "br-ok"]).unwrap();
+    assert!(one.contains("br-ok") && !one.contains("br-loop"), "{one}");
+    // A glob character in a session id matches only itself.
+    let none = admin_budgets(&redis, &["--sid", "wf-*"]).unwrap();
+    assert!(none.contains("no budget has been charged"), "{none}");
+    // Reset the looping branch: it may spend again, and its units are given back.
+    admin_budgets(&redis, &["--branch", "br-loop", "--reset"]).unwrap();
+    assert_eq!(world.decide(&sidecar, &looping).await, "allow");
+    let shown = admin_budgets(&redis, &["--sid", "wf-7"]).unwrap();
+    assert!(shown.contains("2 of 10 used"), "{shown}");
+    admin_budgets(&redis, &["--sid", "wf-7", "--reset"]).unwrap();
+    assert_eq!(redis.command(&["DBSIZE"]).as_deref(), Some("0"));
+    let unreachable = admin_budgets(&RedisServer::stopped(), &["--sid", "wf-7"]).unwrap_err();
+    assert!(unreachable.contains("cannot reach Redis"), "{unreachable}");
+    sidecar.shutdown().await.unwrap();
+}

@@ -245,6 +245,10 @@ pub fn run(
             eprintln!("actguard admin init creates the fleet bucket: it needs --nats URL");
             return ExitCode::FAILURE;
         }
+        AdminCommand::Budgets { .. } => {
+            eprintln!("actguard admin budgets talks to Redis: it needs --redis URL");
+            return ExitCode::FAILURE;
+        }
     };
     super::report(super::runtime().block_on(run_action(&address, tls.as_ref(), action)))
 }
@@ -330,6 +334,9 @@ async fn fleet_action(settings: NatsSettings, command: AdminCommand) -> Result<S
             Ok(listed.join("\n"))
         }
         AdminCommand::Init { .. } => unreachable!("handled above"),
+        AdminCommand::Budgets { .. } => {
+            Err("actguard admin budgets talks to Redis (--redis URL), not to NATS".into())
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`inject`]: the Kubernetes sidecar-injection webhook.
 
 pub mod admin;
+pub mod budgets;
 pub mod demo;
 pub mod dev;
 pub mod explain;
@@ -80,12 +81,7 @@ pub enum Command {
     /// Manage revocations on a running actguard (its admin API).
     Admin {
         /// The admin listener, IP:PORT or unix:/path.sock.
-        #[arg(
-            long,
-            value_name = "ADDR",
-            conflicts_with_all = ["config", "nats"],
-            required_unless_present_any = ["config", "nats"]
-        )]
+        #[arg(long, value_name = "ADDR", conflicts_with_all = ["config", "nats"])]
         admin: Option<String>,
         /// The running server's configuration file (its listen.admin is used).
         #[arg(long, value_name = "FILE")]
@@ -212,6 +208,35 @@ pub enum AdminCommand {
         /// Copies of the bucket in the NATS cluster (1 for a single server).
         #[arg(long, default_value_t = 3)]
         replicas: usize,
+    },
+    /// What a session's branches (--sid) or one branch (--branch) spent of their budgets, on
+    /// the fleet's Redis; with --reset, clear them.
+    Budgets {
+        /// The Redis the sidecars charge (budgets.redis.url): redis://HOST:PORT or rediss://.
+        #[arg(long, value_name = "URL")]
+        redis: String,
+        /// budgets.redis.key_prefix.
+        #[arg(long, value_name = "PREFIX", default_value = crate::config::DEFAULT_KEY_PREFIX)]
+        key_prefix: String,
+        /// A session, by its `sid` (or `jti` for tokens without one).
+        #[arg(long, conflicts_with = "branch", required_unless_present = "branch")]
+        sid: Option<String>,
+        /// An execution branch (the branch claim's value, or a derived `b-…` from the audit log).
+        #[arg(long)]
+        branch: Option<String>,
+        /// Clear what is selected: a session's counters, or one branch's (given back to its
+        /// session).
+        #[arg(long)]
+        reset: bool,
+        /// CA bundle Redis's certificate chains to (rediss://).
+        #[arg(long, value_name = "FILE")]
+        redis_tls_ca: Option<PathBuf>,
+        /// Client certificate (PEM) for Redis with tls-auth-clients.
+        #[arg(long, value_name = "FILE", requires = "redis_tls_key")]
+        redis_tls_cert: Option<PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "redis_tls_cert")]
+        redis_tls_key: Option<PathBuf>,
     },
 }
 

@@ -13,7 +13,7 @@ mod operations;
 pub(crate) mod reader;
 pub mod tls;
 
-pub use budgets::{BudgetSettings, RedisTls};
+pub use budgets::{BudgetSettings, DEFAULT_KEY_PREFIX, DEFAULT_MAX_WINDOW, RedisTls};
 pub use operations::{
     AdminOperation, AdminRights, AuditConfig, AuditOutput, Grantees, HttpRequestSource, Limits,
     ListenAddress, Listeners, NatsSettings, NatsTls,

@@ -105,6 +105,9 @@ pub struct Evaluation {
 }
 
 /// A decision as [`Authorizer::evaluate_and_record`] leaves it.
+// The final evaluation stays inline: it is every check's path, and boxing it would cost each
+// an allocation; the rare pending charge is boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum Decided {
     /// Final and recorded.
     Recorded(Evaluation),

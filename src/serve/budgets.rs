@@ -34,8 +34,9 @@ pub const BUDGET_CHARGE_DURATION: &str = "actguard_budget_charge_duration_second
 
 /// Checks both limits, then charges both counters, or charges nothing. KEYS[1]: the session's
 /// hash. ARGV: branch field, cost, branch limit (-1: none), session limit (-1: none), the
-/// token's `exp` (Unix seconds), max_window (seconds). Returns {0 charged | 1 branch spent |
-/// 2 session spent, branch units, session units}.
+/// token's `exp` (Unix seconds), max_window (seconds), the branch's limit field. Returns
+/// {0 charged | 1 branch spent | 2 session spent, branch units, session units}. The limits
+/// charged under are kept beside the counters, for `actguard admin budgets`.
 const CHARGE: &str = r"
 local cost = tonumber(ARGV[2])
 local branch_limit = tonumber(ARGV[3])
@@ -56,6 +57,7 @@ if created == 0 then
 end
 branch = redis.call('HINCRBY', KEYS[1], ARGV[1], cost)
 session = redis.call('HINCRBY', KEYS[1], 's', cost)
+redis.call('HSET', KEYS[1], ARGV[7], ARGV[3], 'L', ARGV[4])
 local deadline = math.max(tonumber(ARGV[5]), redis.call('EXPIRETIME', KEYS[1]))
 deadline = math.min(deadline, created + tonumber(ARGV[6]))
 if deadline <= now then
@@ -65,9 +67,15 @@ redis.call('EXPIREAT', KEYS[1], deadline)
 return {0, branch, session}
 ";
 
+/// Hash fields: `b:{branch}` a branch's units, `l:{branch}` the limit it was last charged
+/// under, `L` the session's limit (-1: none); `s` and `c` as in the module docs.
+pub const BRANCH_FIELD: &str = "b:";
+pub const BRANCH_LIMIT_FIELD: &str = "l:";
+pub const SESSION_LIMIT_FIELD: &str = "L";
+
 /// The hash field of a branch's counter.
 pub fn branch_field(branch: &str) -> String {
-    format!("b:{branch}")
+    format!("{BRANCH_FIELD}{branch}")
 }
 
 /// The session hash of a charge.
@@ -160,7 +168,8 @@ impl Ledger {
             .arg(limit(charge.per_branch))
             .arg(limit(charge.per_session))
             .arg(charge.token_expires_at)
-            .arg(self.settings.max_window.as_secs());
+            .arg(self.settings.max_window.as_secs())
+            .arg(format!("{BRANCH_LIMIT_FIELD}{}", charge.branch));
         let mut connection = self.connection.clone();
         let answered = tokio::time::timeout(
             self.settings.timeout,

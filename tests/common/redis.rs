@@ -57,6 +57,13 @@ impl RedisServer {
         }
     }
 
+    /// A server that was started and stopped: its port refuses connections.
+    pub fn stopped() -> Self {
+        let mut server = Self::start();
+        server.stop();
+        server
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

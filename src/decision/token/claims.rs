@@ -73,8 +73,11 @@ struct Uncommon {
     /// RFC 9396 `authorization_details`, when present.
     authorization_details: Option<super::details::AuthorizationDetails>,
     /// The routes' budget claims (`routes[].budget.claim`) the token carries, by name.
-    budgets: Option<Box<[(Box<str>, u64)]>>,
+    budgets: Option<BudgetClaims>,
 }
+
+/// Budget claims by name.
+type BudgetClaims = Box<[(Box<str>, u64)]>;
 
 /// The claims whose names the configuration chooses.
 #[derive(Debug, Clone, Copy, Default)]
@@ -395,7 +398,7 @@ fn branch_of(claims: &Map<String, Value>, name: &str) -> Result<Option<Box<str>>
 fn budgets_of(
     claims: &Map<String, Value>,
     names: &[Box<str>],
-) -> Result<Option<Box<[(Box<str>, u64)]>>, Denial> {
+) -> Result<Option<BudgetClaims>, Denial> {
     let mut found = Vec::new();
     for name in names {
         match claims.get(&**name) {

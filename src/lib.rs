@@ -33,6 +33,8 @@
 //!   - [`decision::policy`] and [`decision::delegation`]: a pure function from (caller, route,
 //!     verified token) to a grant or a denial: the binding rule, the delegation chain rules
 //!     (edges, ceilings) and the route rules.
+//!   - [`decision::branch`]: execution branches (a sub-agent's path inside a session);
+//!     [`decision::budget`]: what an allow on a budgeted route is to be charged.
 //!   - [`decision::reason`]: the one enum of deny reasons with their stable codes, and the
 //!     separate [`decision::reason::Fault`] for internal faults (never an allow).
 //!   - [`decision::response`]: the only place that builds a `CheckResponse`.
@@ -43,11 +45,12 @@
 //! - [`serve`] again, after the decision: [`serve::audit`] (the JSON decision log's writer),
 //!   [`serve::admin`] (`/healthz`, `/readyz`, `/metrics`), [`serve::admin_api`] (the
 //!   revocation API), [`serve::reload`] (a new configuration swapped in whole, on SIGHUP or a
-//!   file change).
+//!   file change), [`serve::fleet`] (revocations shared on NATS), [`serve::budgets`] (the
+//!   budget ledger on Redis: an allow on a budgeted route is charged there before it is sent).
 //! - [`config`]: YAML parsed once into typed values (the [`decision::DecisionSettings`] and
 //!   the operational keys); every error is collected with its key path.
 //! - [`cli`]: the subcommands behind `main.rs` (`serve`, `check-config`, `demo`, `explain`,
-//!   `dev`, `admin`, `inject`).
+//!   `dev`, `admin`, `admin budgets`, `inject`).
 //! - [`inject`]: the Kubernetes sidecar-injection webhook.
 //! - [`devkit`]: throwaway PKI and token issuer used by `actguard demo`, the tests and the
 //!   benchmarks.

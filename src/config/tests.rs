@@ -730,3 +730,126 @@ routes:
         assert!(warnings_of(apart).is_empty(), "{apart}");
     }
 }
+
+#[test]
+fn rule_routes_budget_keys_are_checked_and_a_budget_needs_a_ledger() {
+    let budgeted = VALID.replace(
+        "    require_scopes: [calendar:read]\n",
+        "    require_scopes: [calendar:read]\n    cost: 3\n    budget:\n      per_branch: 200\n      per_session: 2000\n      claim: budget\n",
+    );
+    let ledger = "budgets:\n  redis:\n    url: redis://127.0.0.1:6379\n";
+    let dir = scratch_with_jwks();
+    let config = Config::from_yaml(&format!("{budgeted}{ledger}"), dir.path()).unwrap();
+    let route = config.decision.routes.get(0).unwrap();
+    assert_eq!(route.cost, 3);
+    let rule = route.budget.as_ref().unwrap();
+    assert_eq!(
+        (rule.per_branch, rule.per_session, rule.claim.as_deref()),
+        (Some(200), Some(2000), Some("budget"))
+    );
+    let budgets = config.budgets.as_ref().unwrap();
+    assert_eq!(budgets.key_prefix, "actguard:budget:");
+    assert_eq!(budgets.timeout, Duration::from_millis(50));
+    assert!(!budgets.allow_on_error);
+    assert_eq!(budgets.max_window, Duration::from_secs(24 * 3600));
+    // Routes without `cost` cost one unit.
+    assert_eq!(config.decision.routes.get(1).unwrap().cost, 1);
+    for (name, yaml, expected) in [
+        (
+            "a budget without a ledger",
+            budgeted.clone(),
+            "routes[0].budget: needs budgets.redis",
+        ),
+        (
+            "a budget that limits nothing",
+            VALID.replace(
+                "    require_scopes: [calendar:read]\n",
+                "    require_scopes: [calendar:read]\n    budget: {}\n",
+            ) + ledger,
+            "routes[0].budget: sets no limit",
+        ),
+        (
+            "a cost of zero",
+            VALID.replace(
+                "    require_scopes: [calendar:read]\n",
+                "    require_scopes: [calendar:read]\n    cost: 0\n",
+            ),
+            "routes[0].cost: ",
+        ),
+        (
+            "a claim with another meaning",
+            budgeted.replace("claim: budget", "claim: exp") + ledger,
+            "routes[0].budget.claim: must be a plain claim name",
+        ),
+        (
+            "the branch claim as the budget claim",
+            budgeted
+                .replace("claim: budget", "claim: execution_branch_id")
+                .replace(
+                    "  leeway: 30s\n",
+                    "  leeway: 30s\n  branch_claim: execution_branch_id\n",
+                )
+                + ledger,
+            "routes[0].budget.claim: is tokens.branch_claim",
+        ),
+        (
+            "credentials in the URL",
+            format!("{budgeted}budgets:\n  redis:\n    url: redis://user:secret@127.0.0.1:6379\n"),
+            "budgets.redis.url: must not carry credentials",
+        ),
+        (
+            "another scheme",
+            format!("{budgeted}budgets:\n  redis:\n    url: http://127.0.0.1:6379\n"),
+            "budgets.redis.url: must be redis://",
+        ),
+        (
+            "rediss:// without a CA",
+            format!("{budgeted}budgets:\n  redis:\n    url: rediss://redis:6380\n"),
+            "budgets.redis.tls: rediss:// needs tls.ca",
+        ),
+        (
+            "a timeout past the check's deadline",
+            format!("{budgeted}{ledger}    timeout: 100ms\n"),
+            "budgets.redis.timeout: must be shorter than limits.check_timeout",
+        ),
+        (
+            "on_error neither deny nor allow",
+            format!("{budgeted}{ledger}  on_error: warn\n"),
+            "budgets.on_error: must be deny or allow",
+        ),
+        (
+            "an unknown key",
+            format!("{budgeted}{ledger}  per_branch: 5\n"),
+            "budgets.per_branch: unknown key",
+        ),
+        (
+            "a glob character in the key prefix",
+            format!("{budgeted}{ledger}    key_prefix: \"actguard:*\"\n"),
+            "budgets.redis.key_prefix: ",
+        ),
+    ] {
+        let errors = errors_of(&yaml);
+        assert!(
+            errors.iter().any(|error| error.starts_with(expected)),
+            "{name}: {errors:?}"
+        );
+    }
+    // budgets.on_error: allow is warned about; so is a ledger no route uses.
+    let open = Config::from_yaml(
+        &format!("{budgeted}{ledger}  on_error: allow\n"),
+        dir.path(),
+    )
+    .unwrap();
+    assert!(
+        open.warnings()
+            .iter()
+            .any(|w| w.contains("budgets.on_error: allow"))
+    );
+    let unused = Config::from_yaml(&format!("{VALID}{ledger}"), dir.path()).unwrap();
+    assert!(
+        unused
+            .warnings()
+            .iter()
+            .any(|w| w.contains("no route has a budget"))
+    );
+}

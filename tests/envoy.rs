@@ -11,6 +11,7 @@ use actguard::decision::token::unix_now;
 use actguard::devkit::{IssuedCertificate, delegated_claims};
 use actguard::serve::runtime::Sidecar;
 use common::envoy::{self, ConfigMapBootstrap, Envoy, Relocation, Upstream};
+use common::ratelimit::RateLimit;
 use common::sds::{Material, Sds};
 use common::upstream::Tool;
 use common::world::{HOST, Mode, World, get, url};
@@ -35,6 +36,12 @@ fn mode_of(bootstrap: &Value) -> Mode {
     } else {
         Mode::Tcp
     }
+}
+
+fn has_cluster(bootstrap: &Value, name: &str) -> bool {
+    bootstrap["static_resources"]["clusters"]
+        .as_array()
+        .is_some_and(|clusters| clusters.iter().any(|cluster| cluster["name"] == name))
 }
 
 fn upstream_of(sidecar: &Sidecar) -> Upstream {
@@ -62,11 +69,13 @@ async fn start_envoy(
     sidecar: &Sidecar,
     tool: &Tool,
     sds: Option<&Sds>,
+    ratelimit: Option<&RateLimit>,
     other_files: &[(String, Value)],
     label: &str,
 ) -> Envoy {
     let mut relocation = Relocation::new(world.path(), upstream_of(sidecar), tool.port);
     relocation.sds_socket = sds.map(|sds| sds.socket.clone());
+    relocation.ratelimit_port = ratelimit.map(|service| service.port);
     for (name, resource) in other_files {
         relocation.write_resource(name, resource);
     }
@@ -139,8 +148,8 @@ async fn every_shipped_bootstrap_validates_starts_and_decides() {
         })
         .collect();
     bootstraps.extend(envoy::kubernetes_bootstraps());
-    // envoy/ (5) + the Kubernetes base and the SPIRE overlay: a walk that finds fewer is wrong.
-    assert!(bootstraps.len() >= 7, "found {}", bootstraps.len());
+    // envoy/ (6) + the Kubernetes base and the SPIRE overlay: a walk that finds fewer is wrong.
+    assert!(bootstraps.len() >= 8, "found {}", bootstraps.len());
     for ConfigMapBootstrap {
         file,
         bootstrap,
@@ -163,12 +172,19 @@ async fn every_shipped_bootstrap_validates_starts_and_decides() {
         } else {
             None
         };
+        // envoy/ratelimit-budgets.yaml asks a rate-limit service after actguard allowed.
+        let ratelimit = if has_cluster(&bootstrap, "ratelimit") {
+            Some(RateLimit::start().await)
+        } else {
+            None
+        };
         let envoy = start_envoy(
             &world,
             bootstrap,
             &sidecar,
             &tool,
             sds.as_ref(),
+            ratelimit.as_ref(),
             &other_files,
             &file,
         )
@@ -198,7 +214,7 @@ impl Stack {
         let bootstrap = envoy::shipped(file);
         let sidecar = world.actguard(mode_of(&bootstrap), "").await;
         let tool = Tool::start().await;
-        let envoy = start_envoy(&world, bootstrap, &sidecar, &tool, None, &[], file).await;
+        let envoy = start_envoy(&world, bootstrap, &sidecar, &tool, None, None, &[], file).await;
         Stack {
             world,
             sidecar: Some(sidecar),
@@ -645,6 +661,7 @@ async fn spire_sds_serves_the_svid_and_a_pushed_rotation_without_restart() {
         &sidecar,
         &tool,
         Some(&sds),
+        None,
         &[],
         "envoy/sidecar-sds.yaml",
     )
@@ -684,6 +701,7 @@ async fn the_kubernetes_base_picks_up_an_svid_rotated_on_disk() {
         &sidecar,
         &tool,
         None,
+        None,
         &base.other_files,
         &base.file,
     )
@@ -710,6 +728,83 @@ async fn the_kubernetes_base_picks_up_an_svid_rotated_on_disk() {
     )
     .await;
     allow_and_deny(&world, &envoy, &tool, "after rotation on disk").await;
+    drop(envoy);
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoys_rate_limit_filter_receives_actguards_branch_session_and_cost_as_descriptors() {
+    let file = "envoy/ratelimit-budgets.yaml";
+    let world = World::new();
+    let bootstrap = envoy::shipped(file);
+    let yaml = world.config_yaml(mode_of(&bootstrap), "").replacen(
+        "    require_scopes: [calendar:read]\n",
+        "    require_scopes: [calendar:read]\n    cost: 7\n",
+        1,
+    );
+    let sidecar = actguard::serve::runtime::start(
+        actguard::config::Config::from_yaml(&yaml, world.path()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let tool = Tool::start().await;
+    let ratelimit = RateLimit::start().await;
+    let envoy = start_envoy(
+        &world,
+        bootstrap,
+        &sidecar,
+        &tool,
+        None,
+        Some(&ratelimit),
+        &[],
+        file,
+    )
+    .await;
+    let events = url(envoy.listen_port, "/calendar/events");
+    let scheduler = world.client(Some(SCHEDULER), envoy.listen_port);
+    let token = world.token(&[ORCHESTRATOR, SCHEDULER], "calendar:read");
+    let allowed = get(&scheduler, &events, Some(&token)).await;
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    let received = tool.take();
+    assert_eq!(received.len(), 1);
+    let branch = received[0]
+        .header("x-actguard-branch")
+        .expect("the branch reaches the tool")
+        .to_owned();
+    // Envoy built the descriptor from actguard's dynamic metadata, hits = the route's cost.
+    let seen = ratelimit.take();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].domain, "actguard-budgets");
+    assert_eq!(seen[0].entries[0], ("branch".to_owned(), branch.clone()));
+    let (key, session) = &seen[0].entries[1];
+    assert_eq!(key, "session");
+    assert!(session.starts_with("b-") && session.len() == 24 && *session != branch);
+    assert_eq!(seen[0].hits, 7);
+    // A request actguard denies never reaches the rate-limit service.
+    let orchestrator = world.client(Some(ORCHESTRATOR), envoy.listen_port);
+    let forged = get(&orchestrator, &events, Some(&token)).await;
+    assert_eq!(forged.status, 403);
+    assert!(ratelimit.take().is_empty());
+    // OVER_LIMIT for that branch: 429, and the tool never sees it; a sibling branch of the same
+    // session still passes.
+    ratelimit.limit_branch(&branch);
+    let limited = get(&scheduler, &events, Some(&token)).await;
+    assert_eq!(limited.status, 429);
+    assert!(
+        tool.take().is_empty(),
+        "an over-limit request reached the tool"
+    );
+    let direct = world.token(&[SCHEDULER], "calendar:read");
+    assert_eq!(get(&scheduler, &events, Some(&direct)).await.status, 200);
+    assert_eq!(tool.take().len(), 1);
+    // The rate-limit service failing: denied (failure_mode_deny), never let through.
+    ratelimit.fail();
+    let unanswered = get(&scheduler, &events, Some(&direct)).await;
+    assert_ne!(unanswered.status, 200);
+    assert!(
+        tool.take().is_empty(),
+        "a request reached the tool without a rate-limit answer"
+    );
     drop(envoy);
     sidecar.shutdown().await.unwrap();
 }

@@ -64,6 +64,8 @@ pub struct Relocation {
     pub tool_port: u16,
     /// Every other cluster on a Unix socket (the SPIRE agent's SDS) is pointed here.
     pub sds_socket: Option<PathBuf>,
+    /// The `ratelimit` cluster (Envoy's rate-limit service), when the bootstrap has one.
+    pub ratelimit_port: Option<u16>,
 }
 
 impl Relocation {
@@ -75,6 +77,7 @@ impl Relocation {
             actguard,
             tool_port,
             sds_socket: None,
+            ratelimit_port: None,
         }
     }
 
@@ -103,6 +106,10 @@ impl Relocation {
             let address = match name.as_str() {
                 "actguard" => self.actguard.address(),
                 "tool" => Upstream::Tcp(self.tool_port).address(),
+                "ratelimit" => match self.ratelimit_port {
+                    Some(port) => Upstream::Tcp(port).address(),
+                    None => panic!("cluster ratelimit needs a rate-limit service"),
+                },
                 _ if is_pipe_cluster(cluster) => match &self.sds_socket {
                     Some(socket) => Upstream::Unix(socket.clone()).address(),
                     None => panic!("cluster {name} needs an SDS socket"),

@@ -36,17 +36,19 @@ lint:
 ## bench: the release binary as deployed (default configuration, own process) beside a minimal
 ## no-op under h2load and our own client; criterion microbenchmarks; what actguard adds through
 ## real Envoy (beside Envoy alone and Envoy with a no-op ext_authz); fleet revocation (50
-## sidecars on a real nats-server and a 3-node cluster: propagation, gap, hot path); the in-process load
+## sidecars on a real nats-server and a 3-node cluster: propagation, gap, hot path); budgets on a
+## real redis-server (what a charge adds, routes without a budget unchanged); the in-process load
 ## benchmark, memory and start-up; writes docs/benchmarks.md
 bench:
 	tests/envoy/setup.sh
 	tests/nats/setup.sh
-	tests/system-packages.sh h2load=nghttp2-client
+	tests/system-packages.sh h2load=nghttp2-client redis-server=redis-server
 	$(CARGO) build --locked --release --bin actguard
 	$(CARGO) bench --locked --bench deployed
 	$(CARGO) bench --locked --bench decision
 	$(CARGO) bench --locked --bench envoy
 	$(CARGO) bench --locked --bench fleet
+	$(CARGO) bench --locked --bench budgets
 	$(CARGO) bench --locked --bench load
 
 ## fuzz: every cargo-fuzz target for SECONDS seconds each (default 60), from the committed seeds

@@ -722,6 +722,11 @@ async fn run() {
             "## Fleet revocation: propagation to 50 sidecars, the gap, the hot path",
             "fleet",
         ),
+        (
+            "budgets-bench.md",
+            "## Budgets on Redis: what a charge adds to a check",
+            "budgets",
+        ),
     ] {
         let written = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target")

@@ -564,12 +564,13 @@ async fn rule_counters_expire_with_the_token_and_never_after_max_window() {
     let redis = RedisServer::start();
     let world = World::new();
     let sidecar = world.sidecar(&redis.url(), "per_branch: 100").await;
-    // The token lives 300 s: its session's counters no longer.
+    // The token lives 300 s and is accepted 30 s longer (leeway): its session's counters live
+    // that long plus a minute for clock skew, no longer.
     let token = world.token("s1", A, json!({}));
     assert_eq!(world.decide(&sidecar, &token).await, "allow");
     let key = redis.command(&["KEYS", "actguard:budget:*:s1"]).unwrap();
     let ttl: i64 = redis.command(&["TTL", &key]).unwrap().parse().unwrap();
-    assert!((250..=300).contains(&ttl), "ttl {ttl}");
+    assert!((330..=390).contains(&ttl), "ttl {ttl}");
     sidecar.shutdown().await.unwrap();
     // With max_window 2s the counters go after 2 s although the token lives on.
     let sidecar = world
@@ -584,6 +585,7 @@ async fn rule_counters_expire_with_the_token_and_never_after_max_window() {
     let key = redis.command(&["KEYS", "actguard:budget:*:s2"]).unwrap();
     let ttl: i64 = redis.command(&["TTL", &key]).unwrap().parse().unwrap();
     assert!((1..=2).contains(&ttl), "ttl {ttl}");
+    sidecar.shutdown().await.unwrap();
     assert!(
         until(Duration::from_secs(4), async || {
             redis.command(&["EXISTS", &key]).as_deref() == Some("0")
@@ -591,6 +593,68 @@ async fn rule_counters_expire_with_the_token_and_never_after_max_window() {
         .await,
         "the counter expired"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_token_in_its_leeway_keeps_its_spent_budget() {
+    let redis = RedisServer::start();
+    let world = World::new();
+    let sidecar = world.sidecar(&redis.url(), "per_branch: 1").await;
+    // Past exp by 5 s, still accepted (leeway 30 s): its counters must outlive it as long as
+    // it is accepted, or the spent branch would start again at zero.
+    let mut claims = delegated_claims(
+        ISSUER,
+        "user:alice",
+        LOCAL,
+        "calendar:read",
+        A,
+        unix_now() - 100,
+        95,
+    );
+    claims["sid"] = json!("s-late");
+    let late = world.issuer.sign(&claims).unwrap();
+    assert_eq!(world.decide(&sidecar, &late).await, "allow");
+    assert_eq!(
+        world.decide(&sidecar, &late).await,
+        "budget_exhausted:branch"
+    );
+    let key = redis
+        .command(&["KEYS", "actguard:budget:*:s-late"])
+        .unwrap();
+    let ttl: i64 = redis.command(&["TTL", &key]).unwrap().parse().unwrap();
+    assert!(
+        ttl >= 60,
+        "ttl {ttl}: the counters expire before the token stops being accepted"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        world.decide(&sidecar, &late).await,
+        "budget_exhausted:branch"
+    );
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_budgeted_route_requires_a_session() {
+    let redis = RedisServer::start();
+    let world = World::new();
+    let sidecar = world.sidecar(&redis.url(), "per_branch: 1").await;
+    // Without sid every token would be a session of its own, and a new token a new budget.
+    let mut claims = delegated_claims(
+        ISSUER,
+        "user:alice",
+        LOCAL,
+        "calendar:read",
+        A,
+        unix_now(),
+        300,
+    );
+    for jti in ["t-1", "t-2"] {
+        claims["jti"] = json!(jti);
+        let token = world.issuer.sign(&claims).unwrap();
+        assert_eq!(world.decide(&sidecar, &token).await, "session_required");
+    }
+    assert_eq!(redis.command(&["DBSIZE"]).as_deref(), Some("0"));
     sidecar.shutdown().await.unwrap();
 }
 
@@ -680,4 +744,39 @@ async fn admin_budgets_shows_what_each_branch_spent_and_reset_gives_a_branch_its
     let unreachable = admin_budgets(&RedisServer::stopped(), &["--sid", "wf-7"]).unwrap_err();
     assert!(unreachable.contains("cannot reach Redis"), "{unreachable}");
     sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_charge_is_recorded_even_when_the_caller_gives_up_first() {
+    let redis = RedisServer::start();
+    let proxy = GapProxy::start(([127, 0, 0, 1], redis.port).into()).await;
+    let world = World::new();
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let sidecar = world.sidecar(&url, "per_branch: 100").await;
+    let token = world.token("s1", A, json!({}));
+    assert_eq!(world.decide(&sidecar, &token).await, "allow");
+    // Redis answers in ~30 ms (within budgets.redis.timeout); the caller waits 10 ms.
+    proxy.slow_down(Duration::from_millis(15));
+    let mut client = AuthorizationClient::connect(format!("http://{}", sidecar.grpc_address))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(world.request("/calendar/events", &token));
+    request.set_timeout(Duration::from_millis(10));
+    assert!(client.check(request).await.is_err(), "the caller gave up");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.slow_down(Duration::ZERO);
+    sidecar.shutdown().await.unwrap();
+    let key = redis.command(&["KEYS", "actguard:budget:*:s1"]).unwrap();
+    let charged: usize = redis
+        .command(&["HGET", &key, "s"])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let recorded = world
+        .audit_lines()
+        .iter()
+        .filter(|line| line["route"] == "calendar-read")
+        .count();
+    assert_eq!(charged, 2);
+    assert_eq!(recorded, charged, "every charge made is in the audit log");
 }

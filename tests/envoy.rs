@@ -62,20 +62,26 @@ fn upstream_of(sidecar: &Sidecar) -> Upstream {
     }
 }
 
+/// The services a bootstrap may need beside actguard and the tool.
+#[derive(Default, Clone, Copy)]
+struct Beside<'a> {
+    sds: Option<&'a Sds>,
+    ratelimit: Option<&'a RateLimit>,
+}
+
 /// A shipped bootstrap started against `sidecar` and `tool`, with SDS when it needs one.
 async fn start_envoy(
     world: &World,
     bootstrap: Value,
     sidecar: &Sidecar,
     tool: &Tool,
-    sds: Option<&Sds>,
-    ratelimit: Option<&RateLimit>,
+    beside: Beside<'_>,
     other_files: &[(String, Value)],
     label: &str,
 ) -> Envoy {
     let mut relocation = Relocation::new(world.path(), upstream_of(sidecar), tool.port);
-    relocation.sds_socket = sds.map(|sds| sds.socket.clone());
-    relocation.ratelimit_port = ratelimit.map(|service| service.port);
+    relocation.sds_socket = beside.sds.map(|sds| sds.socket.clone());
+    relocation.ratelimit_port = beside.ratelimit.map(|service| service.port);
     for (name, resource) in other_files {
         relocation.write_resource(name, resource);
     }
@@ -183,8 +189,10 @@ async fn every_shipped_bootstrap_validates_starts_and_decides() {
             bootstrap,
             &sidecar,
             &tool,
-            sds.as_ref(),
-            ratelimit.as_ref(),
+            Beside {
+                sds: sds.as_ref(),
+                ratelimit: ratelimit.as_ref(),
+            },
             &other_files,
             &file,
         )
@@ -214,7 +222,16 @@ impl Stack {
         let bootstrap = envoy::shipped(file);
         let sidecar = world.actguard(mode_of(&bootstrap), "").await;
         let tool = Tool::start().await;
-        let envoy = start_envoy(&world, bootstrap, &sidecar, &tool, None, None, &[], file).await;
+        let envoy = start_envoy(
+            &world,
+            bootstrap,
+            &sidecar,
+            &tool,
+            Beside::default(),
+            &[],
+            file,
+        )
+        .await;
         Stack {
             world,
             sidecar: Some(sidecar),
@@ -660,8 +677,10 @@ async fn spire_sds_serves_the_svid_and_a_pushed_rotation_without_restart() {
         envoy::shipped("envoy/sidecar-sds.yaml"),
         &sidecar,
         &tool,
-        Some(&sds),
-        None,
+        Beside {
+            sds: Some(&sds),
+            ratelimit: None,
+        },
         &[],
         "envoy/sidecar-sds.yaml",
     )
@@ -700,8 +719,7 @@ async fn the_kubernetes_base_picks_up_an_svid_rotated_on_disk() {
         base.bootstrap,
         &sidecar,
         &tool,
-        None,
-        None,
+        Beside::default(),
         &base.other_files,
         &base.file,
     )
@@ -754,8 +772,10 @@ async fn envoys_rate_limit_filter_receives_actguards_branch_session_and_cost_as_
         bootstrap,
         &sidecar,
         &tool,
-        None,
-        Some(&ratelimit),
+        Beside {
+            sds: None,
+            ratelimit: Some(&ratelimit),
+        },
         &[],
         file,
     )

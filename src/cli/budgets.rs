@@ -75,7 +75,12 @@ fn render(prefix: &str, sessions: &[SessionBudget], only_branch: Option<&str>) -
     let mut out = String::new();
     for session in sessions {
         let rest = session.key.strip_prefix(prefix).unwrap_or(&session.key);
-        let (root, sid) = rest.split_at(rest.len().min(24));
+        // The session root is 24 ASCII characters; a foreign key under the prefix may not be.
+        let cut = (0..=rest.len().min(24))
+            .rev()
+            .find(|&at| rest.is_char_boundary(at))
+            .unwrap_or(0);
+        let (root, sid) = rest.split_at(cut);
         let sid = sid.strip_prefix(':').unwrap_or(sid);
         out.push_str(&format!(
             "session {root} (sid or jti {sid:?}): {}; expires in {}s\n",
@@ -226,9 +231,22 @@ async fn show_or_reset(
     })
 }
 
+/// How long the whole command may take (a SCAN of a large keyspace included).
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// `actguard admin budgets`.
 pub fn run(target: Target, selection: Selection, reset: bool) -> ExitCode {
-    super::report(super::runtime().block_on(show_or_reset(target, selection, reset)))
+    let url = target.url.clone();
+    super::report(super::runtime().block_on(async move {
+        tokio::time::timeout(COMMAND_TIMEOUT, show_or_reset(target, selection, reset))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "Redis at {url} did not finish within {}s",
+                    COMMAND_TIMEOUT.as_secs()
+                ))
+            })
+    }))
 }
 
 #[cfg(test)]
@@ -242,5 +260,16 @@ mod tests {
             format!("actguard:budget:b-{}:wf\\*1", "?".repeat(22))
         );
         assert_eq!(glob_escaped("a?[b]\\"), "a\\?\\[b\\]\\\\");
+    }
+
+    #[test]
+    fn a_foreign_key_under_the_prefix_is_shown_not_a_panic() {
+        let foreign = SessionBudget {
+            key: format!("actguard:budget:b-{}é:x", "a".repeat(21)),
+            fields: BTreeMap::from([("s".to_owned(), "3".to_owned())]),
+            ttl: 5,
+        };
+        let shown = render("actguard:budget:", &[foreign], None);
+        assert!(shown.contains("3 used"), "{shown}");
     }
 }

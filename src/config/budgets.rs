@@ -1,7 +1,7 @@
 //! `budgets` (the ledger: Redis) and `routes[].cost` / `routes[].budget` (issue #17).
 
 use super::reader::{Reader, child};
-use crate::decision::budget::BudgetRule;
+use crate::decision::budget::{BudgetRule, MAX_UNITS};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,8 +40,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 /// The default and largest `max_window`.
 pub const DEFAULT_MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 const MAX_MAX_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
-/// The largest `cost` and budget: far beyond any workflow, far below overflow in Redis.
-pub const MAX_UNITS: u64 = 1 << 40;
 
 /// `redis://` or `rediss://` with a host; `Some(true)` for TLS. No user or password in the
 /// URL: it would end up in logs and process listings.
@@ -257,8 +255,11 @@ pub fn read_budget(reader: &mut Reader, path: &str, value: &Value) -> Option<Bud
         per_session: per_session?,
         claim: claim?,
     };
-    if rule.per_branch.is_none() && rule.per_session.is_none() && rule.claim.is_none() {
-        reader.error(path, "sets no limit: give per_branch, per_session or claim");
+    if rule.per_branch.is_none() && rule.per_session.is_none() {
+        reader.error(
+            path,
+            "sets no limit: give per_branch or per_session (a claim only lowers per_branch; a token without it would be unlimited)",
+        );
         return None;
     }
     Some(rule)

@@ -695,6 +695,19 @@ fn read_route(
         None => Some(None),
         Some(value) => budgets::read_budget(reader, path, value).map(Some),
     };
+    // A budget counts per session: a token without `sid` would be a session of its own (its
+    // `jti`), and every new token a fresh budget. A budgeted route requires the session.
+    let require_session = match (&budget, require_session) {
+        (Some(Some(_)), Some(false)) if map.contains_key("require_session") => {
+            reader.error(
+                child(path, "require_session"),
+                "cannot be false on a route with a budget: without a sid every token would start a new budget",
+            );
+            None
+        }
+        (Some(Some(_)), Some(_)) => Some(true),
+        (_, require_session) => require_session,
+    };
     Some(Route {
         cost: cost?,
         budget: budget?,

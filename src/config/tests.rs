@@ -752,8 +752,10 @@ fn rule_routes_budget_keys_are_checked_and_a_budget_needs_a_ledger() {
     assert_eq!(budgets.timeout, Duration::from_millis(50));
     assert!(!budgets.allow_on_error);
     assert_eq!(budgets.max_window, Duration::from_secs(24 * 3600));
-    // Routes without `cost` cost one unit.
+    // Routes without `cost` cost one unit; a budgeted route requires a session.
     assert_eq!(config.decision.routes.get(1).unwrap().cost, 1);
+    assert!(route.require_session);
+    assert!(!config.decision.routes.get(1).unwrap().require_session);
     for (name, yaml, expected) in [
         (
             "a budget without a ledger",
@@ -767,6 +769,22 @@ fn rule_routes_budget_keys_are_checked_and_a_budget_needs_a_ledger() {
                 "    require_scopes: [calendar:read]\n    budget: {}\n",
             ) + ledger,
             "routes[0].budget: sets no limit",
+        ),
+        (
+            "a budget whose only limit is a claim (a token without it would be unlimited)",
+            VALID.replace(
+                "    require_scopes: [calendar:read]\n",
+                "    require_scopes: [calendar:read]\n    budget: {claim: budget}\n",
+            ) + ledger,
+            "routes[0].budget: sets no limit",
+        ),
+        (
+            "a budgeted route that does without a session",
+            budgeted.replace(
+                "      claim: budget\n",
+                "      claim: budget\n    require_session: false\n",
+            ) + ledger,
+            "routes[0].require_session: cannot be false on a route with a budget",
         ),
         (
             "a cost of zero",

@@ -18,7 +18,12 @@ use crate::decision::reason::{Denial, DenyReason};
 use crate::decision::routes::Route;
 use crate::decision::token::VerifiedToken;
 
+/// The largest `cost`, limit or budget claim: far beyond any workflow, exact in Redis's
+/// integers and in Lua's doubles (2^53).
+pub const MAX_UNITS: u64 = 1 << 40;
+
 /// `routes[].budget`: units a branch, and a session, may spend on budgeted routes.
+/// At least one of the two limits is set (a claim only lowers the branch's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetRule {
     /// Units per branch; `None`: no branch limit (the session's applies).
@@ -74,8 +79,8 @@ pub struct Charge {
     /// The branch's limit after the token's claim lowered it (if it did).
     pub per_branch: Option<u64>,
     pub per_session: Option<u64>,
-    /// The token's `exp` (Unix seconds): the counters live at least as long as the token,
-    /// never longer than the ledger's `max_window`.
+    /// When the token stops being accepted (`exp` plus the leeway, Unix seconds): the
+    /// counters live at least that long, never longer than the ledger's `max_window`.
     pub token_expires_at: i64,
 }
 
@@ -96,13 +101,15 @@ pub enum ChargeOutcome {
 
 /// The charge for an allowed request on `route`, or `None` when the route has no budget.
 /// A token whose budget claim lowers the branch limit gets the lower limit; the claim was
-/// checked to be a non-negative integer when the token was verified.
-pub fn charge_for(route: &Route, token: &VerifiedToken) -> Option<Charge> {
+/// checked to be a non-negative integer when the token was verified. `leeway` is how long
+/// past `exp` the verifier still accepts a token (seconds).
+pub fn charge_for(route: &Route, token: &VerifiedToken, leeway: i64) -> Option<Charge> {
     let rule = route.budget.as_ref()?;
     let claimed = rule
         .claim
         .as_deref()
-        .and_then(|name| token.budget_claim(name));
+        .and_then(|name| token.budget_claim(name))
+        .map(|claimed| claimed.min(MAX_UNITS));
     let per_branch = match (rule.per_branch, claimed) {
         (Some(limit), Some(claimed)) => Some(limit.min(claimed)),
         (limit, None) => limit,
@@ -120,7 +127,7 @@ pub fn charge_for(route: &Route, token: &VerifiedToken) -> Option<Charge> {
         cost: route.cost,
         per_branch,
         per_session: rule.per_session,
-        token_expires_at: token.expires_at(),
+        token_expires_at: token.expires_at().saturating_add(leeway.max(0)),
     })
 }
 
@@ -156,7 +163,7 @@ mod tests {
 
     #[test]
     fn rule_a_route_without_a_budget_is_never_charged() {
-        assert_eq!(charge_for(&route(None), &token(Some(json!(5)))), None);
+        assert_eq!(charge_for(&route(None), &token(Some(json!(5))), 0), None);
     }
 
     #[test]
@@ -164,22 +171,33 @@ mod tests {
         let lowered = charge_for(
             &route(Some(rule(Some(200), Some("budget")))),
             &token(Some(json!(5))),
+            0,
         );
         assert_eq!(lowered.as_ref().and_then(|c| c.per_branch), Some(5));
         let not_raised = charge_for(
             &route(Some(rule(Some(200), Some("budget")))),
             &token(Some(json!(900))),
+            0,
         );
         assert_eq!(not_raised.as_ref().and_then(|c| c.per_branch), Some(200));
-        let absent = charge_for(&route(Some(rule(Some(200), Some("budget")))), &token(None));
+        let absent = charge_for(
+            &route(Some(rule(Some(200), Some("budget")))),
+            &token(None),
+            0,
+        );
         assert_eq!(absent.as_ref().and_then(|c| c.per_branch), Some(200));
         // A claim the route does not name means nothing for it.
-        let unnamed = charge_for(&route(Some(rule(Some(200), None))), &token(Some(json!(5))));
+        let unnamed = charge_for(
+            &route(Some(rule(Some(200), None))),
+            &token(Some(json!(5))),
+            0,
+        );
         assert_eq!(unnamed.as_ref().and_then(|c| c.per_branch), Some(200));
         // Without a configured branch limit the claim still sets one: lowering "unlimited".
         let set = charge_for(
             &route(Some(rule(None, Some("budget")))),
             &token(Some(json!(5))),
+            0,
         );
         assert_eq!(set.as_ref().and_then(|c| c.per_branch), Some(5));
     }
@@ -187,7 +205,7 @@ mod tests {
     #[test]
     fn a_charge_names_the_tokens_branch_its_lineage_root_and_the_routes_cost() {
         let token = token(None);
-        let charge = charge_for(&route(Some(rule(Some(200), None))), &token).unwrap();
+        let charge = charge_for(&route(Some(rule(Some(200), None))), &token, 0).unwrap();
         assert_eq!(&*charge.branch, token.branch());
         assert_eq!(&*charge.session, &*token.branch_lineage()[0]);
         assert_eq!(&*charge.session_claim, "s1");

@@ -559,7 +559,7 @@ impl Authorizer {
         // Budgets are charged last, only for requests every other step allowed: what to
         // charge is known now, the charge itself is the caller's (it awaits the ledger).
         let Some(rules) = &route.mcp else {
-            learned.charge = budget::charge_for(route, verified);
+            learned.charge = budget::charge_for(route, verified, self.verifier.leeway());
             return Ok(grant);
         };
         // The message is read only once every other rule allowed: a caller that may not use
@@ -577,7 +577,7 @@ impl Authorizer {
             },
             &mut learned.mcp,
         )?;
-        learned.charge = budget::charge_for(route, verified);
+        learned.charge = budget::charge_for(route, verified, self.verifier.leeway());
         Ok(match &learned.mcp {
             Some(call) => grant.with_mcp(call.clone()),
             None => grant,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 /// How often readiness asks Redis while no budgeted request does.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Failed charges and probes, by what happened with the request (`denied` or `allowed`).
+/// Failed charges, by what happened with the request (`denied` or `allowed`).
 pub const BUDGET_ERRORS: &str = "actguard_budget_errors_total";
 /// Charges by outcome (`charged`, `branch_exhausted`, `session_exhausted`, `error`).
 pub const BUDGET_CHARGES: &str = "actguard_budget_charges_total";
@@ -33,8 +33,11 @@ pub const BUDGET_CHARGES: &str = "actguard_budget_charges_total";
 pub const BUDGET_CHARGE_DURATION: &str = "actguard_budget_charge_duration_seconds";
 
 /// Checks both limits, then charges both counters, or charges nothing. KEYS[1]: the session's
-/// hash. ARGV: branch field, cost, branch limit (-1: none), session limit (-1: none), the
-/// token's `exp` (Unix seconds), max_window (seconds), the branch's limit field. Returns
+/// hash. ARGV: branch field, cost, branch limit (-1: none), session limit (-1: none), when the
+/// token stops being accepted (`exp` + leeway, Unix seconds), max_window (seconds), the
+/// branch's limit field. The hash lives until then plus a minute (clock skew between Redis,
+/// issuer and sidecars must not let it expire while the token is still accepted — a hash
+/// that expired would start the branch again at zero), never past `max_window`. Returns
 /// {0 charged | 1 branch spent | 2 session spent, branch units, session units}. The limits
 /// charged under are kept beside the counters, for `actguard admin budgets`.
 const CHARGE: &str = r"
@@ -58,7 +61,8 @@ end
 branch = redis.call('HINCRBY', KEYS[1], ARGV[1], cost)
 session = redis.call('HINCRBY', KEYS[1], 's', cost)
 redis.call('HSET', KEYS[1], ARGV[7], ARGV[3], 'L', ARGV[4])
-local deadline = math.max(tonumber(ARGV[5]), redis.call('EXPIRETIME', KEYS[1]))
+local floor = math.max(tonumber(ARGV[5]), now) + 60
+local deadline = math.max(floor, redis.call('EXPIRETIME', KEYS[1]))
 deadline = math.min(deadline, created + tonumber(ARGV[6]))
 if deadline <= now then
   deadline = now + 1

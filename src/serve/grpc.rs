@@ -135,14 +135,20 @@ impl<H: CheckHandler> AuthorizationService<H> {
             outcome = guarded(handler, &request, false);
         }
         // Allowed by every rule on a budgeted route: the ledger has the last word.
+        // In a task of its own: once a charge may have been made it is settled and recorded,
+        // even when the caller gives up first (Envoy's timeout drops this future).
         if let Err(CheckError::Charge(pending)) = outcome {
-            let charged = budgets::charge_pending(self.budgets.as_deref(), &pending).await;
-            outcome = std::panic::catch_unwind(AssertUnwindSafe(|| pending.settle(charged)))
-                .unwrap_or_else(|_| {
-                    Err(CheckError::Fault(Fault::Internal(
-                        "panic while settling a budget charge".into(),
-                    )))
-                });
+            let ledger = self.budgets.clone();
+            let settled = tokio::spawn(async move {
+                let charged = budgets::charge_pending(ledger.as_deref(), &pending).await;
+                pending.settle(charged)
+            })
+            .await;
+            outcome = settled.unwrap_or_else(|_| {
+                Err(CheckError::Fault(Fault::Internal(
+                    "panic while settling a budget charge".into(),
+                )))
+            });
         }
         match outcome {
             Ok(answer) => Ok(Response::new(answer)),

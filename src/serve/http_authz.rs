@@ -164,11 +164,14 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
     let evaluation = match evaluated {
         Ok(Ok(Decided::Recorded(evaluation))) => Ok(evaluation),
         // Allowed by every rule on a budgeted route: the ledger has the last word.
+        // In a task of its own, as in gRPC mode: a charge once made is always recorded.
         Ok(Ok(Decided::Pending(pending))) => {
-            let charged = budgets::charge_pending(state.budgets.as_deref(), &pending).await;
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let ledger = state.budgets.clone();
+            tokio::spawn(async move {
+                let charged = budgets::charge_pending(ledger.as_deref(), &pending).await;
                 pending.settle_evaluation(charged).0
-            }))
+            })
+            .await
             .map_err(|_| Fault::Internal("panic while settling a budget charge".into()))
         }
         Ok(Err(_)) => Err(Fault::KeysUnavailable),

@@ -372,6 +372,11 @@ impl Verifier {
             .unwrap_or(false)
     }
 
+    /// The clock skew tolerated on `exp`, `nbf` and `iat` (seconds).
+    pub fn leeway(&self) -> i64 {
+        self.leeway
+    }
+
     /// Whether a token verified earlier is still within its lifetime at `now`.
     pub fn is_unexpired(&self, token: &VerifiedToken, now: i64) -> bool {
         now < token.expires_at().saturating_add(self.leeway)

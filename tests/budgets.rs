@@ -780,3 +780,94 @@ async fn rule_a_charge_is_recorded_even_when_the_caller_gives_up_first() {
     assert_eq!(charged, 2);
     assert_eq!(recorded, charged, "every charge made is in the audit log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_what_a_budgeted_request_would_be_charged_without_contacting_redis() {
+    let world = World::new();
+    // Nothing listens on this Redis: explain never contacts it.
+    let yaml = world.yaml(
+        &RedisServer::stopped().url(),
+        "per_branch: 200\nper_session: 2000",
+        3,
+        "",
+    );
+    let config = world.dir().join("explain.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let token = world.token("s1", A, json!({"execution_branch_id": "br-7"}));
+    let request = world.dir().join("request.json");
+    std::fs::write(
+        &request,
+        json!({
+            "caller": SCHEDULER, "method": "GET", "host": "calendar.example.org",
+            "path": "/calendar/events", "headers": {"Authorization": format!("Bearer {token}")}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_actguard"))
+        .args(["explain", "--config"])
+        .arg(&config)
+        .arg("--request")
+        .arg(&request)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("would charge 3 unit(s) to branch br-7 (limit 200)")
+            && text.contains("(limit 2000); not checked: explain does not contact Redis"),
+        "{text}"
+    );
+    assert!(text.contains("decision: ALLOW"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_http_mode_charges_budgets_as_grpc_mode_does() {
+    let redis = RedisServer::start();
+    let world = World::new();
+    let yaml = world
+        .yaml(&redis.url(), "per_branch: 1", 1, "")
+        .replace(
+            "  admin: 127.0.0.1:0",
+            "  admin: 127.0.0.1:0\n  http: 127.0.0.1:0",
+        )
+        .replace(
+            "  trust_domains: [example.org, partner.example]",
+            "  trust_domains: [example.org, partner.example]\n  sources: [certificate, principal, xfcc]",
+        );
+    let sidecar = runtime::start(Config::from_yaml(&yaml, world.dir()).unwrap())
+        .await
+        .unwrap();
+    let token = world.token("s1", A, json!({}));
+    let check = async || {
+        reqwest::Client::new()
+            .get(format!(
+                "http://{}/calendar/events",
+                sidecar.http_address.unwrap()
+            ))
+            .header("host", "calendar.example.org")
+            .header("x-forwarded-client-cert", format!("URI={SCHEDULER}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+    };
+    let allowed = check().await;
+    assert_eq!(allowed.status(), 200);
+    assert!(
+        allowed
+            .headers()
+            .get("x-actguard-branch")
+            .is_some_and(|branch| branch.to_str().unwrap().starts_with("b-"))
+    );
+    let spent = check().await;
+    assert_eq!(spent.status(), 429);
+    let body: Value = serde_json::from_str(&spent.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "budget_exhausted");
+    assert_eq!(body["budget"], "branch");
+    sidecar.shutdown().await.unwrap();
+}

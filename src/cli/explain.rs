@@ -277,6 +277,11 @@ fn render(request: &ExplainRequest, evaluation: &Evaluation, now: i64, mcp_route
             denial.reason.code()
         )),
     }
+    if evaluation.shadowed().is_some() {
+        out.push_str(
+            "shadow route (enforce: false): this denial is audited and counted, and answered with an allow without identity\n",
+        );
+    }
     out
 }
 

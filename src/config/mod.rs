@@ -87,6 +87,12 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = operations::admin_warnings(&self.listen, &self.admin);
         warnings.extend(mcp::shadow_warnings(&self.decision.routes));
+        for route in self.decision.routes.iter().filter(|route| !route.enforce) {
+            warnings.push(format!(
+                "route {}: enforce: false (shadow mode): its denials are audited and counted in actguard_shadow_denies_total, and the requests are allowed without an identity",
+                route.name
+            ));
+        }
         if let Some(budgets) = &self.budgets {
             if budgets.allow_on_error {
                 warnings.push(
@@ -585,6 +591,7 @@ fn read_route(
         "mcp",
         "cost",
         "budget",
+        "enforce",
         // Refused below with a message that says where tool rules go.
         "tools",
     ];
@@ -708,7 +715,20 @@ fn read_route(
         (Some(Some(_)), Some(_)) => Some(true),
         (_, require_session) => require_session,
     };
+    let enforce = match map.get("enforce") {
+        None => Some(true),
+        Some(value) => reader.boolean(&child(path, "enforce"), value),
+    };
+    // A budget that is never enforced would be charged for requests the shadow route lets
+    // through anyway: roll budgets out on enforced routes (their metrics show what is spent).
+    if enforce == Some(false) && map.contains_key("budget") {
+        reader.error(
+            child(path, "enforce"),
+            "cannot be false on a route with a budget: budgets are charged only for requests actguard allows",
+        );
+    }
     Some(Route {
+        enforce: enforce?,
         cost: cost?,
         budget: budget?,
         name: name?.into(),

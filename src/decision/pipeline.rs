@@ -102,6 +102,33 @@ pub struct Evaluation {
     /// What the budget had to do with the outcome, for the audit record: `branch` or
     /// `session` (spent), `unavailable` (the ledger could not answer).
     pub budget: Option<&'static str>,
+    /// False once a shadow route (`enforce: false`) was selected: a denial is then answered
+    /// with an allow that carries no identity ([`Evaluation::shadowed`]).
+    pub enforced: bool,
+    /// The route's `forward_token`, once a route was selected (for a shadow allow).
+    pub forward_token: bool,
+}
+
+impl Evaluation {
+    /// The denial a shadow route answers with an allow: a denial on a route with `enforce:
+    /// false` that is not a fault (issuer keys or revocations unavailable stay faults: an
+    /// internal fault never allows).
+    pub fn shadowed(&self) -> Option<&Denial> {
+        match &self.outcome {
+            Err(denial)
+                if !self.enforced
+                    && !matches!(
+                        denial.reason,
+                        DenyReason::IssuerKeysUnavailable
+                            | DenyReason::RevocationsUnavailable
+                            | DenyReason::BudgetsUnavailable
+                    ) =>
+            {
+                Some(denial)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A decision as [`Authorizer::evaluate_and_record`] leaves it.
@@ -230,11 +257,20 @@ impl Recorder {
         latency: Duration,
     ) {
         let denied = evaluation.outcome.as_ref().err().map(|d| d.reason);
+        // A shadow route's denial was answered with an allow: counted as one, and apart.
+        let answered = match evaluation.shadowed() {
+            Some(denial) => {
+                self.metrics
+                    .record_shadow_deny(evaluation.route_index, denial.reason);
+                None
+            }
+            None => denied,
+        };
         self.metrics
-            .record_decision(denied, evaluation.route_index, latency);
+            .record_decision(answered, evaluation.route_index, latency);
         if let Some(label) = tool_label {
             self.metrics
-                .record_tool_call(evaluation.route_index, label, denied.is_none());
+                .record_tool_call(evaluation.route_index, label, answered.is_none());
         }
         let reason = denied.map(DenyReason::code);
         let token = evaluation.token.as_deref();
@@ -269,6 +305,7 @@ impl Recorder {
                     .as_ref()
                     .map(|call| (&*call.method, call.tool.as_deref())),
                 budget: evaluation.budget,
+                enforced: evaluation.enforced,
                 latency,
             });
         }
@@ -391,6 +428,12 @@ impl Authorizer {
                 _ => {}
             }
         }
+        if evaluation.shadowed().is_some() {
+            return Ok(Answer::Message(response::shadow_allow(
+                &evaluation,
+                &facts.prefixed_headers,
+            )));
+        }
         Ok(response::answer(
             evaluation.outcome,
             &facts.prefixed_headers,
@@ -488,6 +531,8 @@ impl Authorizer {
             mcp: None,
             charge: None,
             budget: None,
+            enforced: true,
+            forward_token: false,
         };
         evaluation.outcome = self.run_pipeline(facts, now, &mut evaluation);
         // On an MCP route every denial is also a JSON-RPC error, so the MCP client shows it.
@@ -532,6 +577,8 @@ impl Authorizer {
             .ok_or_else(|| Denial::new(DenyReason::NoRoute, "no route matches the request"))?;
         learned.route = Some(Arc::clone(&route.name));
         learned.route_index = Some(index);
+        learned.enforced = route.enforce;
+        learned.forward_token = route.forward_token;
         // Checked to be token68 unless it is byte for byte a token this thread has seen pass.
         let bearer = token::bearer_credential(&facts.authorization)?;
         let verified = learned.token.insert(self.verified_token(bearer, now)?);

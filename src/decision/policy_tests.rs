@@ -31,6 +31,7 @@ fn route() -> Route {
         mcp: None,
         cost: 1,
         budget: None,
+        enforce: true,
     }
 }
 

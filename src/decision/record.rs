@@ -28,6 +28,8 @@ pub struct AuditRecord<'a> {
     /// What the budget had to do with the outcome (budgeted routes): `branch` or `session`
     /// (spent: `budget_exhausted`), `unavailable` (the ledger could not answer).
     pub budget: Option<&'static str>,
+    /// False on a shadow route (`enforce: false`): a denial here was answered with an allow.
+    pub enforced: bool,
     pub latency: Duration,
 }
 

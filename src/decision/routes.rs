@@ -37,6 +37,9 @@ pub struct Route {
     pub cost: u64,
     /// `budget`: the branch and session limits, checked and charged by the ledger.
     pub budget: Option<crate::decision::budget::BudgetRule>,
+    /// `enforce: false` (shadow mode): the whole decision runs, is audited and metered, and a
+    /// denial is answered with an allow that carries no identity. True unless configured.
+    pub enforce: bool,
 }
 
 impl Route {
@@ -56,6 +59,7 @@ impl Route {
             mcp: None,
             cost: 1,
             budget: None,
+            enforce: true,
         }
     }
 
@@ -160,6 +164,7 @@ mod tests {
             mcp: None,
             cost: 1,
             budget: None,
+            enforce: true,
         }
     }
 

@@ -28,6 +28,8 @@ pub const ADMIN_OPERATIONS: &str = "actguard_admin_operations_total";
 /// MCP `tools/call` decisions by `route`, `tool` (the matching rule's configured name, or
 /// `unlisted`: the label never takes a caller-chosen value) and `result`.
 pub const MCP_TOOL_CALLS: &str = "actguard_mcp_tool_calls_total";
+/// Denials on routes with `enforce: false`, answered with an allow (`route`, `reason`).
+pub const SHADOW_DENIES: &str = "actguard_shadow_denies_total";
 /// Fleet revocation: the last bucket revision applied.
 pub const REVOCATION_REVISION: &str = "actguard_revocation_revision";
 /// Fleet revocation: seconds from a change entering the bucket to this sidecar applying it.
@@ -171,6 +173,14 @@ impl DecisionMetrics {
             "result" => if allowed { "allow" } else { "deny" }
         )
         .increment(1);
+    }
+
+    /// Records a denial on a shadow route (`enforce: false`) that was answered with an allow.
+    pub fn record_shadow_deny(&self, route: Option<usize>, reason: DenyReason) {
+        let route = route
+            .and_then(|index| self.routes.get(index))
+            .map_or_else(|| "none".to_owned(), |decisions| decisions.name.to_string());
+        metrics::counter!(SHADOW_DENIES, "route" => route, "reason" => reason.code()).increment(1);
     }
 
     pub fn record_cache_lookup(&self, hit: bool) {

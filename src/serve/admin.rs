@@ -129,8 +129,23 @@ pub fn router(state: AdminState, api: AdminApi, reflection: bool) -> Router {
 
 async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
     let json = [(header::CONTENT_TYPE, "application/json")];
-    match state.readiness.check(&state.authorizer.current()) {
-        Ok(()) => (StatusCode::OK, json, r#"{"ready":true}"#.to_owned()),
+    let authorizer = state.authorizer.current();
+    match state.readiness.check(&authorizer) {
+        Ok(()) => {
+            // Shadow routes are named: ready, but not enforcing everything configured.
+            let shadow: Vec<&str> = authorizer
+                .routes()
+                .iter()
+                .filter(|route| !route.enforce)
+                .map(|route| &*route.name)
+                .collect();
+            let body = if shadow.is_empty() {
+                r#"{"ready":true}"#.to_owned()
+            } else {
+                serde_json::json!({ "ready": true, "shadow_routes": shadow }).to_string()
+            };
+            (StatusCode::OK, json, body)
+        }
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             json,

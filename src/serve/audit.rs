@@ -390,7 +390,7 @@ fn write_batches(sink: &Sink, output: Box<dyn Write + Send>) {
 }
 
 /// The members of a line, in the order they are written (README, "Audit log").
-pub const FIELDS: [&str; 18] = [
+pub const FIELDS: [&str; 19] = [
     "time",
     "request_id",
     "caller",
@@ -408,6 +408,7 @@ pub const FIELDS: [&str; 18] = [
     "revoked",
     "mcp",
     "budget",
+    "enforced",
     "truncated",
 ];
 
@@ -595,6 +596,9 @@ fn write_line(out: &mut Vec<u8>, record: &AuditRecord<'_>, now: SystemTime) {
         out.extend_from_slice(b",\"budget\":");
         json_string(out, budget);
     }
+    if !record.enforced {
+        out.extend_from_slice(b",\"enforced\":false");
+    }
     write_truncated(out, &truncated);
     out.push(b'}');
 }
@@ -701,6 +705,7 @@ mod tests {
             revoked: None,
             mcp: None,
             budget: None,
+            enforced: true,
             latency: Duration::from_micros(7),
         };
         for _ in 0..4 {
@@ -773,6 +778,9 @@ mod tests {
         if let Some(budget) = record.budget {
             line["budget"] = serde_json::json!(budget);
         }
+        if !record.enforced {
+            line["enforced"] = serde_json::json!(false);
+        }
         if !truncated.is_empty() {
             line["truncated"] = serde_json::json!(truncated);
         }
@@ -804,6 +812,7 @@ mod tests {
         full.revoked = Some(("session_actor", &awkward));
         full.mcp = Some(("tools/call", Some(&awkward)));
         full.budget = Some("session");
+        full.enforced = false;
         full.route = Some("route\t1");
         full.chain = vec![awkward.as_str(), long_actor.as_str()];
         full.latency = Duration::from_micros(123_456_789);
@@ -971,6 +980,7 @@ mod tests {
             revoked: None,
             mcp: None,
             budget: None,
+            enforced: true,
             latency: Duration::from_micros(1),
         }
     }

@@ -178,6 +178,9 @@ async fn check(State(state): State<HttpState>, request: Request) -> Response {
         Err(_) => Err(Fault::Internal("panic in HTTP check".into())),
     };
     let built = match evaluation {
+        Ok(evaluation) if evaluation.shadowed().is_some() => {
+            shadow_allowed(evaluation.forward_token, &facts.prefixed_headers)
+        }
         Ok(evaluation) => match evaluation.outcome {
             Ok(grant) => allowed(&grant, &facts.prefixed_headers),
             Err(denial) => denied(&denial, authorizer.response_settings()),
@@ -219,6 +222,34 @@ fn allowed(
             .map_err(|_| Fault::Internal(format!("{name} is not a valid header value")))?;
         response.headers_mut().insert(name, value);
     }
+    Ok(response)
+}
+
+/// A shadow route's (`enforce: false`) answer to a denial: 200 with no identity; every
+/// identity header empty (a proxy copying them upstream overwrites the client's), the
+/// request's own `x-actguard-*` and (unless the route forwards it) `authorization` removed.
+fn shadow_allowed(forward_token: bool, client_prefixed: &[&str]) -> Result<Response, Fault> {
+    let mut response = Response::new(Body::empty());
+    let mut removals = response::client_removals(client_prefixed);
+    if !forward_token {
+        removals.push("authorization".to_owned());
+    }
+    for name in [
+        response::SUBJECT_HEADER,
+        response::ACTOR_HEADER,
+        response::CHAIN_HEADER,
+        response::SID_HEADER,
+        response::JTI_HEADER,
+        response::BRANCH_HEADER,
+    ] {
+        removals.push(name.to_owned());
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(""));
+    }
+    let value = HeaderValue::from_str(&removals.join(","))
+        .map_err(|_| Fault::Internal("header names are not a valid header value".into()))?;
+    response.headers_mut().insert(HEADERS_TO_REMOVE, value);
     Ok(response)
 }
 

@@ -303,6 +303,51 @@ fn deny(denial: &Denial, settings: &ResponseSettings) -> CheckResponse {
     }
 }
 
+/// Dynamic metadata key of a shadow allow: the reason the request would have been denied.
+pub const SHADOW_DENY_KEY: &str = "shadow_deny";
+
+/// The allow a shadow route (`enforce: false`) answers a denial with: the request goes on as
+/// if actguard were not there — no identity headers (the upstream must not trust an identity
+/// that was not established), every `x-actguard-*` header removed, `authorization` removed
+/// unless the route forwards it — and the dynamic metadata names the route and the reason.
+pub fn shadow_allow(
+    evaluation: &crate::decision::Evaluation,
+    client_prefixed: &[&str],
+) -> CheckResponse {
+    let mut headers_to_remove: Vec<String> = [
+        SUBJECT_HEADER,
+        ACTOR_HEADER,
+        CHAIN_HEADER,
+        SID_HEADER,
+        JTI_HEADER,
+        BRANCH_HEADER,
+    ]
+    .iter()
+    .map(|name| (*name).to_owned())
+    .collect();
+    headers_to_remove.extend(client_removals(client_prefixed));
+    if !evaluation.forward_token {
+        headers_to_remove.push("authorization".to_owned());
+    }
+    let mut metadata = Struct::default();
+    if let Some(route) = &evaluation.route {
+        metadata.fields.insert("route".into(), string_value(route));
+    }
+    if let Some(denial) = evaluation.shadowed() {
+        metadata
+            .fields
+            .insert(SHADOW_DENY_KEY.into(), string_value(denial.reason.code()));
+    }
+    CheckResponse {
+        status: status(Code::Ok, ""),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers_to_remove,
+            ..Default::default()
+        })),
+        dynamic_metadata: Some(metadata),
+    }
+}
+
 /// Turns a decision into Envoy's answer as a message. `client_prefixed` lists the request's own
 /// `x-actguard-*` header names.
 pub fn check_response(

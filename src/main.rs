@@ -15,7 +15,13 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { config } => cli::serve::run(config),
         Command::CheckConfig { config } => cli::serve::check_config(&config),
-        Command::Demo => cli::demo::main(),
+        Command::Demo { audit } => cli::demo::main(audit),
+        Command::Graph {
+            audit,
+            since,
+            format,
+            out,
+        } => cli::graph::run(&audit, since.as_deref(), format, out.as_deref()),
         Command::Explain { config, request } => cli::explain::run(&config, request.as_deref()),
         Command::Inject {
             listen,

@@ -294,8 +294,9 @@ fn revocation_steps(issuer: &DevIssuer, now: i64) -> Result<Vec<Step>, Box<dyn E
     ])
 }
 
-/// Runs the demo; `Ok(true)` when every answer was the expected one.
-pub async fn run() -> Result<bool, Box<dyn Error>> {
+/// Runs the demo; `Ok(true)` when every answer was the expected one. With `audit`, every
+/// decision is also written there as the audit log writes it.
+pub async fn run(audit: Option<&std::path::Path>) -> Result<bool, Box<dyn Error>> {
     let scratch = ScratchDir(std::env::temp_dir().join(format!(
         "actguard-demo-{}-{}",
         std::process::id(),
@@ -309,7 +310,25 @@ pub async fn run() -> Result<bool, Box<dyn Error>> {
     let config = Config::from_yaml(CONFIG, &scratch.0)?;
     let listener = Listener::bind(&config.listen.grpc).await?;
     let address = listener.describe();
-    let authorizer = Arc::new(Authorizer::new(config.decision));
+    let (log, writer) = match audit {
+        Some(file) => {
+            let (log, writer) = crate::serve::audit::AuditLog::start(&crate::config::AuditConfig {
+                output: crate::config::AuditOutput::File(file.to_owned()),
+                ..Default::default()
+            })
+            .map_err(|error| format!("--audit {}: {error}", file.display()))?;
+            (Some(log), Some(writer))
+        }
+        None => (None, None),
+    };
+    let shared = match log {
+        Some(log) => crate::decision::Shared {
+            audit: Arc::new(log),
+            ..Default::default()
+        },
+        None => crate::decision::Shared::default(),
+    };
+    let authorizer = Arc::new(Authorizer::with_shared(config.decision, shared));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(grpc::run(listener, Arc::clone(&authorizer), async {
         let _ = stopped.await;
@@ -378,6 +397,9 @@ pub async fn run() -> Result<bool, Box<dyn Error>> {
     }
     let _ = stop.send(());
     server.await??;
+    if let Some(writer) = writer {
+        writer.finish();
+    }
     say!();
     if all_expected {
         say!(
@@ -393,9 +415,9 @@ pub async fn run() -> Result<bool, Box<dyn Error>> {
 }
 
 /// `actguard demo`: exit 0 when every step of the scenario answered as expected.
-pub fn main() -> std::process::ExitCode {
+pub fn main(audit: Option<std::path::PathBuf>) -> std::process::ExitCode {
     use std::process::ExitCode;
-    match super::runtime().block_on(run()) {
+    match super::runtime().block_on(run(audit.as_deref())) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {

@@ -14,6 +14,7 @@ pub mod budgets;
 pub mod demo;
 pub mod dev;
 pub mod explain;
+pub mod graph;
 pub mod inject;
 pub mod serve;
 
@@ -47,7 +48,29 @@ pub enum Command {
     },
     /// Run the embedded demo: throwaway PKI and issuer, the real server on loopback, and an
     /// agent scenario with the attacks actguard stops.
-    Demo,
+    Demo {
+        /// Also write every decision to this audit log (JSON lines, appended), e.g. for
+        /// `actguard graph`.
+        #[arg(long, value_name = "FILE")]
+        audit: Option<PathBuf>,
+    },
+    /// The observed delegation graph from audit logs: principals, agents and tools as nodes,
+    /// each delegation hop and call as an edge with counts, denied edges marked with their
+    /// top reasons.
+    Graph {
+        /// Audit log files (JSON lines as actguard writes them), read as streams.
+        #[arg(long = "audit", value_name = "FILE", required = true, num_args = 1..)]
+        audit: Vec<PathBuf>,
+        /// Only decisions at most this old (e.g. 24h), by their `time`.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "svg")]
+        format: crate::cli::graph::Format,
+        /// Where to write it (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Show how a configuration decides one request, step by step.
     Explain {
         #[arg(long, value_name = "FILE")]

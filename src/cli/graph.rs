@@ -1,0 +1,698 @@
+//! `actguard graph` (issue #18): the delegation graph observed in audit logs.
+//!
+//! Built from audit records only (the audit format is the contract, README "Audit log"):
+//! decision lines, never admin or fleet events. Nodes are principals (a `sub` such as
+//! `user:alice` collapsed to its family `user:*`; SPIFFE IDs and plain names kept), agents
+//! (the SPIFFE IDs of chains and callers) and tools (the route, or `route tool` for an MCP
+//! tool call). Edges are delegation hops (principal → first delegate → … → current actor) and
+//! calls (the caller → the tool), each counting allowed and denied decisions, denials with
+//! their reasons. Records carry no tokens or argument values, so neither does the graph.
+//!
+//! Files are streamed line by line (a line longer than 1 MiB is skipped and counted), so memory
+//! follows the size of the graph, not of the logs; the graph itself is bounded
+//! ([`MAX_NODES`], [`MAX_EDGES`]: what does not fit is counted and reported, never silently
+//! dropped). Output is deterministic: nodes and edges in sorted order.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Longest audit line read (actguard's own are far shorter: each field is cut at 1 KiB).
+const MAX_LINE: usize = 1 << 20;
+/// Most nodes and edges kept; a graph beyond that is not a picture anyone can read.
+pub const MAX_NODES: usize = 2_000;
+pub const MAX_EDGES: usize = 10_000;
+/// Reasons shown per denied edge.
+const TOP_REASONS: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Svg,
+    Dot,
+    Mermaid,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NodeKind {
+    Principal,
+    Agent,
+    Tool,
+}
+
+impl NodeKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Principal => "principal",
+            Self::Agent => "agent",
+            Self::Tool => "tool",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EdgeKind {
+    Delegates,
+    Calls,
+}
+
+impl EdgeKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Delegates => "delegates",
+            Self::Calls => "calls",
+        }
+    }
+}
+
+/// Decisions through one edge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgeCounts {
+    pub allowed: u64,
+    pub denied: u64,
+    pub reasons: BTreeMap<String, u64>,
+}
+
+impl EdgeCounts {
+    /// The most frequent reasons, most frequent first (ties by name).
+    pub fn top_reasons(&self) -> Vec<(&str, u64)> {
+        let mut reasons: Vec<(&str, u64)> = self
+            .reasons
+            .iter()
+            .map(|(reason, count)| (reason.as_str(), *count))
+            .collect();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        reasons.truncate(TOP_REASONS);
+        reasons
+    }
+}
+
+/// The observed graph.
+#[derive(Debug, Default)]
+pub struct Graph {
+    pub nodes: BTreeMap<String, NodeKind>,
+    pub edges: BTreeMap<(String, String, EdgeKind), EdgeCounts>,
+    /// Decision lines read, lines skipped (not JSON, too long, not a decision), and
+    /// contributions dropped because the graph was full.
+    pub decisions: u64,
+    pub skipped: u64,
+    pub dropped: u64,
+}
+
+/// `sub` as a principal node: a family `prefix:*` for `prefix:rest` (not a URI), else as is.
+pub fn principal(subject: &str) -> String {
+    if subject.contains("://") {
+        return subject.to_owned();
+    }
+    match subject.split_once(':') {
+        Some((family, rest)) if !family.is_empty() && !rest.is_empty() => format!("{family}:*"),
+        _ => subject.to_owned(),
+    }
+}
+
+impl Graph {
+    fn node(&mut self, id: &str, kind: NodeKind) -> bool {
+        if let Some(known) = self.nodes.get_mut(id) {
+            // A workload that acts for itself is a principal and an agent: an agent.
+            if *known == NodeKind::Principal && kind == NodeKind::Agent {
+                *known = NodeKind::Agent;
+            }
+            return true;
+        }
+        if self.nodes.len() >= MAX_NODES {
+            self.dropped += 1;
+            return false;
+        }
+        self.nodes.insert(id.to_owned(), kind);
+        true
+    }
+
+    fn edge(&mut self, from: &str, to: &str, kind: EdgeKind, reason: Option<&str>) {
+        let key = (from.to_owned(), to.to_owned(), kind);
+        if !self.edges.contains_key(&key) && self.edges.len() >= MAX_EDGES {
+            self.dropped += 1;
+            return;
+        }
+        let counts = self.edges.entry(key).or_default();
+        match reason {
+            None => counts.allowed += 1,
+            Some(reason) => {
+                counts.denied += 1;
+                *counts.reasons.entry(reason.to_owned()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Adds one audit line; `since` (Unix seconds) skips older decisions.
+    pub fn add_line(&mut self, line: &[u8], since: Option<i64>) {
+        let Ok(record) = serde_json::from_slice::<Value>(line) else {
+            self.skipped += 1;
+            return;
+        };
+        // Admin and fleet events are not decisions.
+        if record.get("event").is_some() || record.get("decision").is_none() {
+            self.skipped += 1;
+            return;
+        }
+        if let Some(since) = since {
+            let time = record["time"].as_str().and_then(unix_seconds_of);
+            if time.is_none_or(|time| time < since) {
+                return;
+            }
+        }
+        self.decisions += 1;
+        let text = |name: &str| record[name].as_str().filter(|value| !value.is_empty());
+        let reason = match record["decision"].as_str() {
+            Some("allow") => None,
+            _ => Some(text("reason").unwrap_or("unknown")),
+        };
+        let chain: Vec<&str> = record["chain"]
+            .as_array()
+            .map(|chain| chain.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut previous: Option<String> = None;
+        if let Some(subject) = text("subject") {
+            let id = principal(subject);
+            let kind = if id.starts_with("spiffe://") {
+                NodeKind::Agent
+            } else {
+                NodeKind::Principal
+            };
+            if self.node(&id, kind) {
+                previous = Some(id);
+            }
+        }
+        for actor in &chain {
+            if !self.node(actor, NodeKind::Agent) {
+                previous = None;
+                continue;
+            }
+            if let Some(from) = &previous {
+                self.edge(&from.clone(), actor, EdgeKind::Delegates, reason);
+            }
+            previous = Some((*actor).to_owned());
+        }
+        // The call: from the peer that made it (which is the chain's end when it is bound).
+        let caller = text("caller");
+        let tool = match (text("route"), record["mcp"]["tool"].as_str()) {
+            (Some(route), Some(tool)) => format!("{route} {tool}"),
+            (Some(route), None) => route.to_owned(),
+            (None, _) => "(no route)".to_owned(),
+        };
+        if let Some(caller) = caller
+            && self.node(caller, NodeKind::Agent)
+            && self.node(&tool, NodeKind::Tool)
+        {
+            if chain.is_empty()
+                && let Some(from) = &previous
+                && from != caller
+            {
+                // A direct call: the principal's token presented by the caller.
+                self.edge(&from.clone(), caller, EdgeKind::Delegates, reason);
+            }
+            self.edge(caller, &tool, EdgeKind::Calls, reason);
+        }
+    }
+
+    /// Reads one file as a stream, `progress` told the bytes read so far.
+    pub fn add_file(
+        &mut self,
+        path: &Path,
+        since: Option<i64>,
+        progress: &mut dyn FnMut(u64),
+    ) -> std::io::Result<()> {
+        let file = std::fs::File::open(path)?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+        let mut line = Vec::with_capacity(4096);
+        let mut read: u64 = 0;
+        loop {
+            line.clear();
+            let got = (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)?;
+            if got == 0 {
+                return Ok(());
+            }
+            read += got as u64;
+            if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
+                // Too long: skip to its end without holding it.
+                let mut sink = Vec::new();
+                loop {
+                    sink.clear();
+                    let more = (&mut reader)
+                        .take(MAX_LINE as u64)
+                        .read_until(b'\n', &mut sink)?;
+                    read += more as u64;
+                    if more == 0 || sink.last() == Some(&b'\n') {
+                        break;
+                    }
+                }
+                self.skipped += 1;
+                continue;
+            }
+            let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+            if !trimmed.iter().all(u8::is_ascii_whitespace) {
+                self.add_line(trimmed, since);
+            }
+            if read & ((1 << 26) - 1) < got as u64 {
+                progress(read);
+            }
+        }
+    }
+
+    fn denied_label(counts: &EdgeCounts) -> String {
+        let reasons: Vec<String> = counts
+            .top_reasons()
+            .iter()
+            .map(|(reason, count)| format!("{reason} {count}"))
+            .collect();
+        format!("{} denied: {}", counts.denied, reasons.join(", "))
+    }
+
+    fn label(counts: &EdgeCounts) -> String {
+        match (counts.allowed, counts.denied) {
+            (allowed, 0) => format!("{allowed}"),
+            (0, _) => Self::denied_label(counts),
+            (allowed, _) => format!("{allowed} allowed, {}", Self::denied_label(counts)),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        let nodes: Vec<Value> = self
+            .nodes
+            .iter()
+            .map(|(id, kind)| serde_json::json!({"id": id, "kind": kind.name()}))
+            .collect();
+        let edges: Vec<Value> = self
+            .edges
+            .iter()
+            .map(|((from, to, kind), counts)| {
+                serde_json::json!({
+                    "from": from, "to": to, "kind": kind.name(),
+                    "allowed": counts.allowed, "denied": counts.denied, "reasons": counts.reasons,
+                })
+            })
+            .collect();
+        let document = serde_json::json!({
+            "v": 1,
+            "decisions": self.decisions,
+            "skipped_lines": self.skipped,
+            "dropped": self.dropped,
+            "nodes": nodes,
+            "edges": edges,
+        });
+        serde_json::to_string_pretty(&document).unwrap_or_default()
+    }
+
+    fn ids(&self) -> BTreeMap<&str, String> {
+        self.nodes
+            .keys()
+            .enumerate()
+            .map(|(index, id)| (id.as_str(), format!("n{index}")))
+            .collect()
+    }
+
+    pub fn to_dot(&self) -> String {
+        let quote = |text: &str| {
+            let mut out = String::from("\"");
+            for character in text.chars() {
+                match character {
+                    '"' | '\\' => {
+                        out.push('\\');
+                        out.push(character);
+                    }
+                    '\n' | '\r' => out.push(' '),
+                    _ => out.push(character),
+                }
+            }
+            out.push('"');
+            out
+        };
+        let ids = self.ids();
+        let mut out = String::from("digraph delegation {\n  rankdir=LR;\n");
+        for (id, kind) in &self.nodes {
+            let shape = match kind {
+                NodeKind::Principal => "ellipse",
+                NodeKind::Agent => "box",
+                NodeKind::Tool => "component",
+            };
+            out.push_str(&format!(
+                "  {} [label={}, shape={shape}];\n",
+                ids[id.as_str()],
+                quote(id)
+            ));
+        }
+        for ((from, to, _), counts) in &self.edges {
+            let style = if counts.denied > 0 {
+                ", color=red, fontcolor=red"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "  {} -> {} [label={}{style}];\n",
+                ids[from.as_str()],
+                ids[to.as_str()],
+                quote(&Self::label(counts))
+            ));
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    pub fn to_mermaid(&self) -> String {
+        // Mermaid labels are quoted strings; quotes and markup characters become entities.
+        let text = |text: &str| {
+            let mut out = String::new();
+            for character in text.chars() {
+                match character {
+                    '"' => out.push_str("#quot;"),
+                    '<' => out.push_str("#lt;"),
+                    '>' => out.push_str("#gt;"),
+                    '\n' | '\r' => out.push(' '),
+                    _ => out.push(character),
+                }
+            }
+            out
+        };
+        let ids = self.ids();
+        let mut out = String::from("flowchart LR\n");
+        for (id, kind) in &self.nodes {
+            let (open, close) = match kind {
+                NodeKind::Principal => ("([\"", "\"])"),
+                NodeKind::Agent => ("[\"", "\"]"),
+                NodeKind::Tool => ("[[\"", "\"]]"),
+            };
+            out.push_str(&format!(
+                "  {}{open}{}{close}\n",
+                ids[id.as_str()],
+                text(id)
+            ));
+        }
+        let mut denied = Vec::new();
+        for (index, ((from, to, _), counts)) in self.edges.iter().enumerate() {
+            out.push_str(&format!(
+                "  {} -->|\"{}\"| {}\n",
+                ids[from.as_str()],
+                text(&Self::label(counts)),
+                ids[to.as_str()]
+            ));
+            if counts.denied > 0 {
+                denied.push(index.to_string());
+            }
+        }
+        if !denied.is_empty() {
+            out.push_str(&format!(
+                "  linkStyle {} stroke:#c00,color:#c00\n",
+                denied.join(",")
+            ));
+        }
+        out
+    }
+
+    /// The graph laid out and drawn by actguard itself (layout-rs; no Graphviz).
+    pub fn to_svg(&self) -> String {
+        use layout::backends::svg::SVGWriter;
+        use layout::core::base::Orientation;
+        use layout::core::color::Color;
+        use layout::core::geometry::Point;
+        use layout::core::style::{LineStyleKind, StyleAttr};
+        use layout::std_shapes::shapes::{Arrow, Element, LineEndKind, ShapeKind};
+        use layout::topo::layout::VisualGraph;
+        let mut graph = VisualGraph::new(Orientation::LeftToRight);
+        let mut handles = BTreeMap::new();
+        for (id, kind) in &self.nodes {
+            let (shape, fill) = match kind {
+                NodeKind::Principal => (ShapeKind::new_circle(id), "#e8f0fe"),
+                NodeKind::Agent => (ShapeKind::new_box(id), "#f1f3f4"),
+                NodeKind::Tool => (ShapeKind::new_double_circle(id), "#e6f4ea"),
+            };
+            let look = StyleAttr::new(Color::fast("black"), 1, Some(Color::fast(fill)), 0, 12);
+            let width = (id.chars().count() as f64 * 7.5 + 24.0).clamp(60.0, 420.0);
+            let size = Point::new(width, 40.0);
+            let handle =
+                graph.add_node(Element::create(shape, look, Orientation::LeftToRight, size));
+            handles.insert(id.as_str(), handle);
+        }
+        for ((from, to, _), counts) in &self.edges {
+            let (Some(from), Some(to)) = (handles.get(from.as_str()), handles.get(to.as_str()))
+            else {
+                continue;
+            };
+            let color = if counts.denied > 0 { "red" } else { "black" };
+            let look = StyleAttr::new(Color::fast(color), 1, None, 0, 11);
+            let line = if counts.allowed == 0 {
+                LineStyleKind::Dashed
+            } else {
+                LineStyleKind::Normal
+            };
+            let arrow = Arrow::new(
+                LineEndKind::None,
+                LineEndKind::Arrow,
+                line,
+                &Self::label(counts),
+                &look,
+                &None,
+                &None,
+            );
+            graph.add_edge(arrow, *from, *to);
+        }
+        let mut svg = SVGWriter::new();
+        if self.nodes.is_empty() {
+            return svg.finalize();
+        }
+        graph.do_it(false, false, false, &mut svg);
+        deterministic_styles(svg.finalize())
+    }
+
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Svg => self.to_svg(),
+            Format::Dot => self.to_dot(),
+            Format::Mermaid => self.to_mermaid(),
+            Format::Json => self.to_json(),
+        }
+    }
+}
+
+/// The SVG with its `<style>` rules in sorted order: the layout crate writes its font classes
+/// from a hash map, in an order that changes from run to run.
+fn deterministic_styles(svg: String) -> String {
+    let (Some(start), Some(end)) = (svg.find("<style>\n"), svg.find("</style>")) else {
+        return svg;
+    };
+    let body = start + "<style>\n".len();
+    if end < body {
+        return svg;
+    }
+    let mut rules: Vec<&str> = svg[body..end]
+        .lines()
+        .filter(|line| !line.is_empty())
+        .collect();
+    rules.sort_unstable();
+    let mut out = String::with_capacity(svg.len());
+    out.push_str(&svg[..body]);
+    for rule in rules {
+        out.push_str(rule);
+        out.push('\n');
+    }
+    out.push_str(&svg[end..]);
+    out
+}
+
+/// Unix seconds of an RFC 3339 UTC time as the audit log writes it
+/// (`2026-12-04T03:46:05.910Z`); `None` otherwise.
+pub fn unix_seconds_of(time: &str) -> Option<i64> {
+    let bytes = time.as_bytes();
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[10] != b'T' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> { time.get(range)?.parse().ok() };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// The graph of `files`, decisions at most `since` old.
+pub fn build(files: &[PathBuf], since: Option<&str>) -> Result<Graph, String> {
+    let since = match since {
+        None => None,
+        Some(text) => {
+            let age = crate::config::parse_duration(text)
+                .ok_or_else(|| format!("--since {text}: not a duration such as 24h or 30m"))?;
+            Some(crate::decision::token::unix_now() - age.as_secs() as i64)
+        }
+    };
+    let total: u64 = files
+        .iter()
+        .filter_map(|file| std::fs::metadata(file).ok())
+        .map(|metadata| metadata.len())
+        .sum();
+    let terminal = std::io::stderr().is_terminal();
+    let mut graph = Graph::default();
+    let mut before = 0;
+    for file in files {
+        let mut progress = |read: u64| {
+            let done = before + read;
+            if terminal {
+                let percent = (done * 100).checked_div(total).unwrap_or(100);
+                eprint!("\r{percent:>3}% of {} MiB", total >> 20);
+            } else {
+                eprintln!("read {} of {} MiB", done >> 20, total >> 20);
+            }
+        };
+        graph
+            .add_file(file, since, &mut progress)
+            .map_err(|error| format!("{}: {error}", file.display()))?;
+        before += std::fs::metadata(file).map_or(0, |metadata| metadata.len());
+    }
+    if terminal && total >= 1 << 26 {
+        eprintln!();
+    }
+    if graph.skipped > 0 {
+        eprintln!(
+            "{} line(s) were not decision records (admin or fleet events, or not actguard audit JSON) and were skipped",
+            graph.skipped
+        );
+    }
+    if graph.dropped > 0 {
+        eprintln!(
+            "the graph is bounded at {MAX_NODES} nodes and {MAX_EDGES} edges: {} contribution(s) did not fit",
+            graph.dropped
+        );
+    }
+    Ok(graph)
+}
+
+/// `actguard graph`.
+pub fn run(files: &[PathBuf], since: Option<&str>, format: Format, out: Option<&Path>) -> ExitCode {
+    let graph = match build(files, since) {
+        Ok(graph) => graph,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rendered = graph.render(format);
+    let written = match out {
+        Some(path) => std::fs::write(path, rendered.as_bytes())
+            .map_err(|error| format!("{}: {error}", path.display())),
+        None => std::io::stdout()
+            .write_all(rendered.as_bytes())
+            .map_err(|error| error.to_string()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(value: serde_json::Value) -> Vec<u8> {
+        value.to_string().into_bytes()
+    }
+
+    #[test]
+    fn principals_collapse_by_family_and_agents_keep_their_ids() {
+        assert_eq!(principal("user:alice"), "user:*");
+        assert_eq!(
+            principal("spiffe://example.org/agent/a"),
+            "spiffe://example.org/agent/a"
+        );
+        assert_eq!(principal("alice"), "alice");
+    }
+
+    #[test]
+    fn hops_and_calls_are_counted_and_denials_keep_their_reasons() {
+        let mut graph = Graph::default();
+        let a = "spiffe://e.org/a";
+        let b = "spiffe://e.org/b";
+        for _ in 0..2 {
+            graph.add_line(
+                &line(
+                    serde_json::json!({"time": "2026-12-04T00:00:00.000Z", "caller": b,
+                    "subject": "user:alice", "chain": [a, b], "route": "cal", "decision": "allow"}),
+                ),
+                None,
+            );
+        }
+        graph.add_line(
+            &line(
+                serde_json::json!({"time": "2026-12-04T00:00:00.000Z", "caller": a,
+                "subject": "user:bob", "chain": [a, b], "route": "cal", "decision": "deny",
+                "reason": "actor_mismatch"}),
+            ),
+            None,
+        );
+        graph.add_line(
+            &line(serde_json::json!({"event": "admin", "op": "revoke"})),
+            None,
+        );
+        graph.add_line(b"not json", None);
+        assert_eq!(graph.decisions, 3);
+        assert_eq!(graph.skipped, 2);
+        let hop = &graph.edges[&("user:*".to_owned(), a.to_owned(), EdgeKind::Delegates)];
+        assert_eq!((hop.allowed, hop.denied), (2, 1));
+        let denied_call = &graph.edges[&(a.to_owned(), "cal".to_owned(), EdgeKind::Calls)];
+        assert_eq!(denied_call.reasons["actor_mismatch"], 1);
+        assert!(graph.to_dot().contains("color=red"));
+        assert!(graph.to_mermaid().contains("linkStyle"));
+        // Deterministic.
+        assert_eq!(graph.to_json(), graph.to_json());
+    }
+
+    #[test]
+    fn audit_times_are_read_as_unix_seconds() {
+        assert_eq!(unix_seconds_of("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(
+            unix_seconds_of("2026-12-04T03:46:05.910Z"),
+            Some(1_796_355_965)
+        );
+        assert_eq!(unix_seconds_of("2026-13-04T03:46:05.910Z"), None);
+        assert_eq!(unix_seconds_of("yesterday"), None);
+    }
+
+    #[test]
+    fn labels_in_dot_and_mermaid_cannot_break_out_of_their_quotes() {
+        let mut graph = Graph::default();
+        graph.add_line(
+            &line(
+                serde_json::json!({"caller": "spiffe://e.org/a\"];x[\"", "subject": "u\"]:<b>",
+                "chain": [], "route": "r", "decision": "allow"}),
+            ),
+            None,
+        );
+        let dot = graph.to_dot();
+        assert!(dot.contains("\\\"];x[\\\""), "{dot}");
+        let mermaid = graph.to_mermaid();
+        assert!(
+            !mermaid.contains("<b>") && mermaid.contains("#quot;"),
+            "{mermaid}"
+        );
+        let svg = graph.to_svg();
+        assert!(!svg.contains("<b>"), "{svg}");
+    }
+}

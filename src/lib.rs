@@ -50,7 +50,7 @@
 //! - [`config`]: YAML parsed once into typed values (the [`decision::DecisionSettings`] and
 //!   the operational keys); every error is collected with its key path.
 //! - [`cli`]: the subcommands behind `main.rs` (`serve`, `check-config`, `demo`, `explain`,
-//!   `dev`, `admin`, `admin budgets`, `graph`, `inject`).
+//!   `dev`, `admin`, `admin budgets`, `graph`, `policy suggest`, `inject`).
 //! - [`inject`]: the Kubernetes sidecar-injection webhook.
 //! - [`devkit`]: throwaway PKI and token issuer used by `actguard demo`, the tests and the
 //!   benchmarks.

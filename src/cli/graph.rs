@@ -223,43 +223,15 @@ impl Graph {
         since: Option<i64>,
         progress: &mut dyn FnMut(u64),
     ) -> std::io::Result<()> {
-        let file = std::fs::File::open(path)?;
-        let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
-        let mut line = Vec::with_capacity(4096);
-        let mut read: u64 = 0;
-        loop {
-            line.clear();
-            let got = (&mut reader)
-                .take(MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut line)?;
-            if got == 0 {
-                return Ok(());
-            }
-            read += got as u64;
-            if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
-                // Too long: skip to its end without holding it.
-                let mut sink = Vec::new();
-                loop {
-                    sink.clear();
-                    let more = (&mut reader)
-                        .take(MAX_LINE as u64)
-                        .read_until(b'\n', &mut sink)?;
-                    read += more as u64;
-                    if more == 0 || sink.last() == Some(&b'\n') {
-                        break;
-                    }
-                }
-                self.skipped += 1;
-                continue;
-            }
-            let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
-            if !trimmed.iter().all(u8::is_ascii_whitespace) {
-                self.add_line(trimmed, since);
-            }
-            if read & ((1 << 26) - 1) < got as u64 {
-                progress(read);
-            }
-        }
+        let mut too_long = 0;
+        stream_lines(
+            path,
+            &mut |line| self.add_line(line, since),
+            &mut too_long,
+            progress,
+        )?;
+        self.skipped += too_long;
+        Ok(())
     }
 
     fn denied_label(counts: &EdgeCounts) -> String {
@@ -472,6 +444,53 @@ impl Graph {
             Format::Dot => self.to_dot(),
             Format::Mermaid => self.to_mermaid(),
             Format::Json => self.to_json(),
+        }
+    }
+}
+
+/// Calls `each` with every non-blank line of `path` (without its newline), read as a stream:
+/// a line longer than [`MAX_LINE`] is skipped without being held, and counted in `too_long`;
+/// `progress` is told the bytes read every 64 MiB.
+pub fn stream_lines(
+    path: &Path,
+    each: &mut dyn FnMut(&[u8]),
+    too_long: &mut u64,
+    progress: &mut dyn FnMut(u64),
+) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut line = Vec::with_capacity(4096);
+    let mut read: u64 = 0;
+    loop {
+        line.clear();
+        let got = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        if got == 0 {
+            return Ok(());
+        }
+        read += got as u64;
+        if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
+            let mut sink = Vec::new();
+            loop {
+                sink.clear();
+                let more = (&mut reader)
+                    .take(MAX_LINE as u64)
+                    .read_until(b'\n', &mut sink)?;
+                read += more as u64;
+                if more == 0 || sink.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            *too_long += 1;
+            continue;
+        }
+        let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+        if !trimmed.iter().all(u8::is_ascii_whitespace) {
+            each(trimmed);
+        }
+        if read & ((1 << 26) - 1) < got as u64 {
+            progress(read);
         }
     }
 }

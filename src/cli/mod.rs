@@ -16,6 +16,7 @@ pub mod dev;
 pub mod explain;
 pub mod graph;
 pub mod inject;
+pub mod policy;
 pub mod serve;
 
 use crate::config::Config;
@@ -70,6 +71,11 @@ pub enum Command {
         /// Where to write it (default: stdout).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+    /// Policy derived from observed traffic.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyCommand,
     },
     /// Show how a configuration decides one request, step by step.
     Explain {
@@ -145,6 +151,21 @@ pub enum Command {
         nats_password_file: Option<PathBuf>,
         #[command(subcommand)]
         action: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// The tightest delegation edges, depths and per-route allow_callers that would have
+    /// allowed every allowed decision of the audit logs (YAML on stdout).
+    Suggest {
+        /// Audit log files (JSON lines as actguard writes them), read as streams.
+        #[arg(long = "audit", value_name = "FILE", required = true, num_args = 1..)]
+        audit: Vec<PathBuf>,
+        /// The configuration in force: the output is it with the suggestion applied (which
+        /// check-config accepts), the changes listed as comments.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 

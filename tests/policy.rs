@@ -1,0 +1,211 @@
+//! `actguard policy suggest` (issue #18) on the audit log of a real sidecar serving a
+//! generated multi-agent workload: the suggested configuration passes `check-config`, a real
+//! sidecar on it allows every request that was allowed, and denies held-out requests the
+//! original configuration would have let through.
+
+mod common;
+
+use actguard::config::Config;
+use actguard::decision::token::unix_now;
+use actguard::devkit::{DevAlgorithm, DevCa, DevIssuer, delegated_claims};
+use actguard::serve::runtime::{self, Sidecar};
+use common::*;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use std::path::Path;
+use std::process::Command;
+
+const RESEARCHER: &str = "spiffe://example.org/agent/researcher";
+
+struct World {
+    issuer: DevIssuer,
+    ca: DevCa,
+    scratch: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> Self {
+        let scratch = tempfile::tempdir().unwrap();
+        let issuer = DevIssuer::generate(ISSUER, "key-es256", DevAlgorithm::Es256).unwrap();
+        std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
+        World {
+            issuer,
+            ca: DevCa::new("example.org").unwrap(),
+            scratch,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    async fn sidecar(&self, config: &Path) -> Sidecar {
+        runtime::start(Config::from_file(config).unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// The reason for `method path` by the chain's last actor, `user:alice` through `chain`.
+    async fn decide(&self, sidecar: &Sidecar, method: &str, path: &str, chain: &[&str]) -> String {
+        let mut client = AuthorizationClient::connect(format!("http://{}", sidecar.grpc_address))
+            .await
+            .unwrap();
+        let claims = delegated_claims(
+            ISSUER,
+            "user:alice",
+            LOCAL,
+            "calendar:read calendar:write",
+            chain,
+            unix_now(),
+            300,
+        );
+        let token = self.issuer.sign(&claims).unwrap();
+        let caller = chain.last().unwrap();
+        let certificate = self.ca.issue_svid(caller).unwrap().url_encoded();
+        let request = RequestSpec::new(method, path)
+            .certificate(&certificate)
+            .bearer(&token)
+            .build();
+        Answer::from(client.check(request).await.unwrap().into_inner()).reason
+    }
+}
+
+/// The workload: who calls what through whom.
+const WORKLOAD: &[(&str, &str, &[&str])] = &[
+    ("GET", "/calendar/events", &[ORCHESTRATOR, SCHEDULER]),
+    ("GET", "/calendar/events", &[ORCHESTRATOR]),
+    ("GET", "/calendar/week", &[PLANNER, SCHEDULER]),
+    ("POST", "/calendar/events", &[ORCHESTRATOR, PLANNER]),
+    ("GET", "/hooks/daily", &[RESEARCHER]),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_suggested_policy_allows_what_was_allowed_and_denies_a_held_out_forgery() {
+    let world = World::new();
+    let audit = world.dir().join("audit.jsonl");
+    let original = world.dir().join("config.yaml");
+    std::fs::write(
+        &original,
+        config_yaml(
+            "  leeway: 30s",
+            &format!(
+                "audit:\n  output: {}\n  sample_allows: 1.0",
+                audit.display()
+            ),
+        ),
+    )
+    .unwrap();
+    // The held-out requests: allowed by the original configuration (no edges, depth 3).
+    let held_out: &[(&str, &str, &[&str], &str)] = &[
+        // A hop never seen (the researcher delegating to the scheduler).
+        (
+            "GET",
+            "/calendar/events",
+            &[RESEARCHER, SCHEDULER],
+            "delegation_edge_denied",
+        ),
+        // A chain longer than any seen.
+        (
+            "GET",
+            "/calendar/events",
+            &[ORCHESTRATOR, PLANNER, SCHEDULER],
+            "delegation_too_deep",
+        ),
+        // A caller never seen on that route, through hops that were seen.
+        (
+            "POST",
+            "/calendar/events",
+            &[ORCHESTRATOR],
+            "caller_not_allowed",
+        ),
+    ];
+    let sidecar = world.sidecar(&original).await;
+    for _ in 0..3 {
+        for (method, path, chain) in WORKLOAD {
+            assert_eq!(world.decide(&sidecar, method, path, chain).await, "allow");
+        }
+    }
+    // One denied request is in the log too: it must not widen the suggestion.
+    assert_eq!(
+        world
+            .decide(&sidecar, "GET", "/admin/x", &[ORCHESTRATOR])
+            .await,
+        "insufficient_scope"
+    );
+    sidecar.shutdown().await.unwrap();
+    let suggested = Command::new(env!("CARGO_BIN_EXE_actguard"))
+        .args(["policy", "suggest", "--audit"])
+        .arg(&audit)
+        .arg("--config")
+        .arg(&original)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(suggested.stdout).unwrap();
+    assert!(
+        suggested.status.success(),
+        "{}",
+        String::from_utf8_lossy(&suggested.stderr)
+    );
+    assert!(!text.contains("eyJ"), "a token in the suggestion");
+    assert!(
+        text.contains("# routes[calendar-read].allow_callers"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# routes[admin]: no allowed decision seen"),
+        "{text}"
+    );
+    let suggested_file = world.dir().join("suggested.yaml");
+    std::fs::write(&suggested_file, &text).unwrap();
+    // check-config accepts it unchanged.
+    let checked = Command::new(env!("CARGO_BIN_EXE_actguard"))
+        .args(["check-config", "--config"])
+        .arg(&suggested_file)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // Under the original configuration the held-out requests pass...
+    let sidecar = world.sidecar(&original).await;
+    for (method, path, chain, _) in held_out {
+        assert_eq!(world.decide(&sidecar, method, path, chain).await, "allow");
+    }
+    sidecar.shutdown().await.unwrap();
+    // ...under the suggestion, every allowed request still passes and they do not.
+    let sidecar = world.sidecar(&suggested_file).await;
+    for (method, path, chain) in WORKLOAD {
+        assert_eq!(
+            world.decide(&sidecar, method, path, chain).await,
+            "allow",
+            "{method} {path} {chain:?}\n{text}"
+        );
+    }
+    for (method, path, chain, reason) in held_out {
+        assert_eq!(
+            world.decide(&sidecar, method, path, chain).await,
+            *reason,
+            "{method} {path} {chain:?}\n{text}"
+        );
+    }
+    sidecar.shutdown().await.unwrap();
+}
+
+#[test]
+fn without_allowed_decisions_there_is_nothing_to_suggest() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    std::fs::write(
+        &log,
+        r#"{"time":"2026-12-04T00:00:00.000Z","caller":"spiffe://e.org/a","subject":"user:x","chain":[],"route":"r","decision":"deny","reason":"no_route"}"#,
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_actguard"))
+        .args(["policy", "suggest", "--audit"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no allowed decision"));
+}

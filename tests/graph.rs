@@ -212,4 +212,16 @@ fn rule_a_large_log_is_streamed_in_memory_bounded_by_the_graph() {
     assert_eq!(json["decisions"].as_u64(), Some(index));
     // 64 MiB of audit lines; the process never held more than a small part of it.
     assert!(peak > 0 && peak < 32 * 1024, "peak RSS {peak} KiB");
+    // Too large to lay out as SVG: refused at once with what to use instead.
+    let svg = actguard()
+        .args(["graph", "--format", "svg", "--audit"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(!svg.status.success());
+    assert!(
+        String::from_utf8_lossy(&svg.stderr).contains("too large to lay out as SVG"),
+        "{}",
+        String::from_utf8_lossy(&svg.stderr)
+    );
 }

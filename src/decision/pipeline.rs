@@ -115,17 +115,7 @@ impl Evaluation {
     /// internal fault never allows).
     pub fn shadowed(&self) -> Option<&Denial> {
         match &self.outcome {
-            Err(denial)
-                if !self.enforced
-                    && !matches!(
-                        denial.reason,
-                        DenyReason::IssuerKeysUnavailable
-                            | DenyReason::RevocationsUnavailable
-                            | DenyReason::BudgetsUnavailable
-                    ) =>
-            {
-                Some(denial)
-            }
+            Err(denial) if !self.enforced && !denial.reason.is_fault() => Some(denial),
             _ => None,
         }
     }
@@ -305,7 +295,10 @@ impl Recorder {
                     .as_ref()
                     .map(|call| (&*call.method, call.tool.as_deref())),
                 budget: evaluation.budget,
-                enforced: evaluation.enforced,
+                // A fault on a shadow route was a deny like anywhere else: `enforced: false`
+                // marks only what was answered with an allow (and allows there).
+                enforced: evaluation.enforced
+                    || (evaluation.outcome.is_err() && evaluation.shadowed().is_none()),
                 latency,
             });
         }

@@ -209,6 +209,15 @@ impl DenyReason {
         }
     }
 
+    /// Not the caller's doing: the sidecar cannot decide (answered as a gRPC `UNAVAILABLE`
+    /// fault). Never turned into an allow, shadow mode included.
+    pub fn is_fault(self) -> bool {
+        matches!(
+            self,
+            Self::IssuerKeysUnavailable | Self::RevocationsUnavailable | Self::BudgetsUnavailable
+        )
+    }
+
     /// The RFC 6750 challenge to send.
     pub fn challenge(self) -> Challenge {
         match self {

@@ -256,8 +256,10 @@ fn rule_a_shadow_route_cannot_carry_a_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_http_mode_shadows_a_denial_without_identity_too() {
     let world = World::new();
+    // Its own route name: the shadow-deny counter is process-wide, shared with the gRPC test.
     let yaml = world
         .yaml()
+        .replace("name: calendar-read", "name: calendar-read-http")
         .replace(
             "  admin: 127.0.0.1:0",
             "  admin: 127.0.0.1:0\n  http: 127.0.0.1:0",

@@ -193,6 +193,13 @@ mod tests {
             0,
         );
         assert_eq!(unnamed.as_ref().and_then(|c| c.per_branch), Some(200));
+        // A claim beyond what any limit may be is clamped to it (exact in Redis and in Lua).
+        let huge = charge_for(
+            &route(Some(rule(None, Some("budget")))),
+            &token(Some(json!(u64::MAX))),
+            0,
+        );
+        assert_eq!(huge.as_ref().and_then(|c| c.per_branch), Some(MAX_UNITS));
         // Without a configured branch limit the claim still sets one: lowering "unlimited".
         let set = charge_for(
             &route(Some(rule(None, Some("budget")))),

@@ -51,7 +51,9 @@ pub struct Authorizer {
     shared: Shared,
     /// When this configuration (and its keys) was loaded: the JWKS age metric.
     created_at: Instant,
-    metrics: Arc<DecisionMetrics>,
+    /// The audit log and metric handles every decision is recorded in (a pending charge
+    /// takes a clone; a plain check borrows it).
+    recorder: Recorder,
     /// Tells this authorizer's entries in the per-thread [`recent::tokens`] from others'.
     id: u64,
 }
@@ -328,7 +330,10 @@ impl Authorizer {
             .filter_map(|route| route.budget.as_ref()?.claim.clone())
             .collect();
         Self {
-            metrics,
+            recorder: Recorder {
+                audit: Arc::clone(&shared.audit),
+                metrics,
+            },
             id: NEXT_AUTHORIZER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             identity_sources: config.identity_sources,
             delegation: config.delegation,
@@ -477,12 +482,11 @@ impl Authorizer {
                 client_removals: response::client_removals(&facts.prefixed_headers),
                 evaluation,
                 started,
-                recorder: self.recorder(),
+                recorder: self.recorder.clone(),
                 response: Arc::clone(&self.response),
             })));
         }
-        let recorder = self.recorder();
-        recorder.record(
+        self.recorder.record(
             &Recorded {
                 request_id: facts.request_id,
                 method: facts.method,
@@ -493,13 +497,6 @@ impl Authorizer {
             started.elapsed(),
         );
         Ok(Decided::Recorded(evaluation))
-    }
-
-    fn recorder(&self) -> Recorder {
-        Recorder {
-            audit: Arc::clone(&self.shared.audit),
-            metrics: Arc::clone(&self.metrics),
-        }
     }
 
     /// Remote key sets, for the runtime to fetch before readiness and refresh afterwards.
@@ -653,14 +650,14 @@ impl Authorizer {
             && self.verifier.key_still_published(&token)
             && self.verifier.is_unexpired(&token, now)
         {
-            self.metrics.record_cache_lookup(true);
+            self.recorder.metrics.record_cache_lookup(true);
             return Ok(token);
         }
         // Otherwise the shared cache decides, as if this thread had never seen the token.
         token::check_token68(bearer)?;
         let key = cache::sha256(bearer.as_bytes());
         let hit = cache.get(&key);
-        self.metrics.record_cache_lookup(hit.is_some());
+        self.recorder.metrics.record_cache_lookup(hit.is_some());
         if let Some(hit) = hit {
             // A key removed from (or replaced in) the issuer's JWKS invalidates at once.
             if !self.verifier.key_still_published(&hit.token) {

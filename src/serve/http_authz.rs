@@ -234,14 +234,7 @@ fn shadow_allowed(forward_token: bool, client_prefixed: &[&str]) -> Result<Respo
     if !forward_token {
         removals.push("authorization".to_owned());
     }
-    for name in [
-        response::SUBJECT_HEADER,
-        response::ACTOR_HEADER,
-        response::CHAIN_HEADER,
-        response::SID_HEADER,
-        response::JTI_HEADER,
-        response::BRANCH_HEADER,
-    ] {
+    for name in response::IDENTITY_HEADERS {
         removals.push(name.to_owned());
         response
             .headers_mut()

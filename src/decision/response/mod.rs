@@ -30,6 +30,16 @@ pub const SID_HEADER: &str = "x-actguard-sid";
 pub const JTI_HEADER: &str = "x-actguard-jti";
 /// The token's execution branch (issue #17), on every allow.
 pub const BRANCH_HEADER: &str = "x-actguard-branch";
+/// Every header an allow sets (or removes when it has no value): a shadow allow removes them
+/// all, and a client's own copy of any is never kept.
+pub const IDENTITY_HEADERS: [&str; 6] = [
+    SUBJECT_HEADER,
+    ACTOR_HEADER,
+    CHAIN_HEADER,
+    SID_HEADER,
+    JTI_HEADER,
+    BRANCH_HEADER,
+];
 /// Dynamic metadata keys of every allow for Envoy's rate-limit service (strings: descriptor
 /// values are): the branch, the session (the root of the branch lineage) and the route's cost.
 pub const BRANCH_KEY: &str = "branch";
@@ -119,19 +129,11 @@ pub fn identity_headers(grant: &Grant) -> [(&'static str, Option<Cow<'_, str>>);
 pub fn client_removals(client_prefixed: &[&str]) -> Vec<String> {
     // Linear in the number of headers (a set, not a scan per name): a request may carry tens
     // of thousands of them, and the check cannot be interrupted while this runs.
-    let identity = [
-        SUBJECT_HEADER,
-        ACTOR_HEADER,
-        CHAIN_HEADER,
-        SID_HEADER,
-        JTI_HEADER,
-        BRANCH_HEADER,
-    ];
     let mut seen = std::collections::HashSet::with_capacity(client_prefixed.len());
     let mut removals: Vec<String> = Vec::new();
     for name in client_prefixed {
         let name = name.to_ascii_lowercase();
-        if !identity.contains(&name.as_str()) && seen.insert(name.clone()) {
+        if !IDENTITY_HEADERS.contains(&name.as_str()) && seen.insert(name.clone()) {
             removals.push(name);
         }
     }
@@ -314,17 +316,10 @@ pub fn shadow_allow(
     evaluation: &crate::decision::Evaluation,
     client_prefixed: &[&str],
 ) -> CheckResponse {
-    let mut headers_to_remove: Vec<String> = [
-        SUBJECT_HEADER,
-        ACTOR_HEADER,
-        CHAIN_HEADER,
-        SID_HEADER,
-        JTI_HEADER,
-        BRANCH_HEADER,
-    ]
-    .iter()
-    .map(|name| (*name).to_owned())
-    .collect();
+    let mut headers_to_remove: Vec<String> = IDENTITY_HEADERS
+        .iter()
+        .map(|name| (*name).to_owned())
+        .collect();
     headers_to_remove.extend(client_removals(client_prefixed));
     if !evaluation.forward_token {
         headers_to_remove.push("authorization".to_owned());

@@ -19,7 +19,7 @@ run: build
 ## then an independent Python ext_authz client (own PKI and tokens) against `actguard serve`,
 ## and the offline Kubernetes checks (schemas, CRD models, the webhook driven with AdmissionReviews)
 test:
-	tests/system-packages.sh nginx=nginx redis-server=redis-server
+	tests/system-packages.sh nginx=nginx redis-server=redis-server chromium=chromium chromedriver=chromium-driver
 	tests/envoy/setup.sh
 	tests/nats/setup.sh
 	tests/mcp/setup.sh

@@ -22,6 +22,9 @@ fn main() -> ExitCode {
             format,
             out,
         } => cli::graph::run(&audit, since.as_deref(), format, out.as_deref()),
+        Command::Report { audit, since, out } => {
+            cli::report::run(&audit, since.as_deref(), out.as_deref())
+        }
         Command::Policy {
             action: cli::PolicyCommand::Suggest { audit, config },
         } => cli::policy::run(&audit, config.as_deref()),

@@ -38,28 +38,68 @@ impl World {
         self.scratch.path()
     }
 
+    /// A sidecar on `config`; its admin listener on a free port, so tests run side by side.
     async fn sidecar(&self, config: &Path) -> Sidecar {
-        runtime::start(Config::from_file(config).unwrap())
-            .await
-            .unwrap()
+        let mut config = Config::from_file(config).unwrap();
+        config.listen.admin = Some(actguard::config::ListenAddress::Tcp(
+            "127.0.0.1:0".parse().unwrap(),
+        ));
+        runtime::start(config).await.unwrap()
     }
 
     /// The reason for `method path` by the chain's last actor, `user:alice` through `chain`.
     async fn decide(&self, sidecar: &Sidecar, method: &str, path: &str, chain: &[&str]) -> String {
-        let mut client = AuthorizationClient::connect(format!("http://{}", sidecar.grpc_address))
+        self.decide_scoped(sidecar, method, path, chain, "calendar:read calendar:write")
             .await
-            .unwrap();
-        let claims = delegated_claims(
+    }
+
+    /// [`World::decide`] with a token carrying `scope`.
+    async fn decide_scoped(
+        &self,
+        sidecar: &Sidecar,
+        method: &str,
+        path: &str,
+        chain: &[&str],
+        scope: &str,
+    ) -> String {
+        let claims = delegated_claims(ISSUER, "user:alice", LOCAL, scope, chain, unix_now(), 300);
+        self.check(sidecar, method, path, chain.last().unwrap(), &claims)
+            .await
+    }
+
+    /// A direct call by `caller`: no `act`, the token issued to it (`client_id`).
+    async fn decide_direct(
+        &self,
+        sidecar: &Sidecar,
+        method: &str,
+        path: &str,
+        caller: &str,
+    ) -> String {
+        let mut claims = delegated_claims(
             ISSUER,
             "user:alice",
             LOCAL,
-            "calendar:read calendar:write",
-            chain,
+            "calendar:read",
+            &[],
             unix_now(),
             300,
         );
-        let token = self.issuer.sign(&claims).unwrap();
-        let caller = chain.last().unwrap();
+        claims["client_id"] = caller.into();
+        self.check(sidecar, method, path, caller, &claims).await
+    }
+
+    async fn check(
+        &self,
+        sidecar: &Sidecar,
+        method: &str,
+        path: &str,
+        caller: &str,
+        claims: &serde_json::Value,
+    ) -> String {
+        let mut client = AuthorizationClient::connect(format!("http://{}", sidecar.grpc_address))
+            .await
+            .unwrap();
+        let token = self.issuer.sign(claims).unwrap();
         let certificate = self.ca.issue_svid(caller).unwrap().url_encoded();
         let request = RequestSpec::new(method, path)
             .certificate(&certificate)
@@ -118,6 +158,13 @@ async fn rule_a_suggested_policy_allows_what_was_allowed_and_denies_a_held_out_f
             "caller_not_allowed",
         ),
     ];
+    // A token carrying more scope than any chain through those actors carried.
+    let wider = (
+        "GET",
+        "/calendar/events",
+        &[ORCHESTRATOR, SCHEDULER][..],
+        "calendar:read calendar:write admin",
+    );
     let sidecar = world.sidecar(&original).await;
     for _ in 0..3 {
         for (method, path, chain) in WORKLOAD {
@@ -154,6 +201,22 @@ async fn rule_a_suggested_policy_allows_what_was_allowed_and_denies_a_held_out_f
         text.contains("# routes[admin]: no allowed decision seen"),
         "{text}"
     );
+    assert!(text.contains("# delegation.ceilings: none -> "), "{text}");
+    assert!(text.contains("# Diff against "), "{text}");
+    assert!(
+        text.contains("# + ") && text.contains("allow_callers"),
+        "{text}"
+    );
+    // Over its own log, the suggestion denies nothing that was allowed, and the one denial
+    // (insufficient_scope) is not one of the checks it changes.
+    assert!(
+        text.contains("#   allowed decisions it would deny: 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("#   denied decisions it would no longer deny for their reason (later steps not evaluated): 0\n"),
+        "{text}"
+    );
     let suggested_file = world.dir().join("suggested.yaml");
     std::fs::write(&suggested_file, &text).unwrap();
     // check-config accepts it unchanged.
@@ -172,6 +235,13 @@ async fn rule_a_suggested_policy_allows_what_was_allowed_and_denies_a_held_out_f
     for (method, path, chain, _) in held_out {
         assert_eq!(world.decide(&sidecar, method, path, chain).await, "allow");
     }
+    let (method, path, chain, scope) = wider;
+    assert_eq!(
+        world
+            .decide_scoped(&sidecar, method, path, chain, scope)
+            .await,
+        "allow"
+    );
     sidecar.shutdown().await.unwrap();
     // ...under the suggestion, every allowed request still passes and they do not.
     let sidecar = world.sidecar(&suggested_file).await;
@@ -189,7 +259,95 @@ async fn rule_a_suggested_policy_allows_what_was_allowed_and_denies_a_held_out_f
             "{method} {path} {chain:?}\n{text}"
         );
     }
+    assert_eq!(
+        world
+            .decide_scoped(&sidecar, method, path, chain, scope)
+            .await,
+        "delegation_ceiling_exceeded",
+        "{text}"
+    );
     sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_the_suggestion_names_the_denies_a_family_would_have_let_through() {
+    let world = World::new();
+    let audit = world.dir().join("audit.jsonl");
+    let original = world.dir().join("config.yaml");
+    let agents: Vec<String> = (1..=4)
+        .map(|n| format!("spiffe://example.org/agent/a{n}"))
+        .collect();
+    // Three agents are allowed on calendar-read by name; a fourth of their family is not.
+    let yaml = config_yaml(
+        "  leeway: 30s",
+        &format!(
+            "audit:\n  output: {}\n  sample_allows: 1.0",
+            audit.display()
+        ),
+    )
+    .replace(
+        "    require_scopes: [calendar:read]\n",
+        &format!(
+            "    require_scopes: [calendar:read]\n    allow_callers: [{}, {}, {}]\n",
+            agents[0], agents[1], agents[2]
+        ),
+    );
+    std::fs::write(&original, yaml).unwrap();
+    let sidecar = world.sidecar(&original).await;
+    // Direct calls (no delegation, so no edge applies to them).
+    for agent in &agents[..3] {
+        assert_eq!(
+            world
+                .decide_direct(&sidecar, "GET", "/calendar/events", agent)
+                .await,
+            "allow"
+        );
+    }
+    assert_eq!(
+        world
+            .decide_direct(&sidecar, "GET", "/calendar/events", &agents[3])
+            .await,
+        "caller_not_allowed"
+    );
+    sidecar.shutdown().await.unwrap();
+    let suggested = Command::new(env!("CARGO_BIN_EXE_actguard"))
+        .args(["policy", "suggest", "--audit"])
+        .arg(&audit)
+        .arg("--config")
+        .arg(&original)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(suggested.stdout).unwrap();
+    assert!(suggested.status.success(), "{text}");
+    // Three callers under one parent make a family, which admits the fourth: said, with the
+    // route and the reason that had denied it.
+    assert!(text.contains("spiffe://example.org/agent/*"), "{text}");
+    assert!(
+        text.contains("#   denied decisions it would no longer deny for their reason (later steps not evaluated): 1\n#     calendar-read: 1 x caller_not_allowed\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("#   allowed decisions it would deny: 0\n"),
+        "{text}"
+    );
+    // The webhook route (max_depth 1, never seen) is lowered to the new global limit (0), so
+    // check-config still accepts the suggestion.
+    assert!(
+        text.contains("# routes[webhook]: no allowed decision seen; max_depth 1 -> 0"),
+        "{text}"
+    );
+    let suggested_file = world.dir().join("suggested.yaml");
+    std::fs::write(&suggested_file, &text).unwrap();
+    let checked = Command::new(env!("CARGO_BIN_EXE_actguard"))
+        .args(["check-config", "--config"])
+        .arg(&suggested_file)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }
 
 #[test]

@@ -13,9 +13,10 @@
 //! ([`MAX_NODES`], [`MAX_EDGES`]: what does not fit is counted and reported, never silently
 //! dropped). Output is deterministic: nodes and edges in sorted order.
 
+use super::records::{self, Decision};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -133,6 +134,15 @@ fn clean(text: &str) -> String {
     out
 }
 
+/// The tool node of a decision: its route, or `route tool` for an MCP tool call.
+pub fn tool_of(decision: &Decision) -> String {
+    match (decision.text("route"), decision.tool()) {
+        (Some(route), Some(tool)) => format!("{route} {tool}"),
+        (Some(route), None) => route.to_owned(),
+        (None, _) => "(no route)".to_owned(),
+    }
+}
+
 /// `sub` as a principal node: a family `prefix:*` for `prefix:rest` (not a URI), else as is.
 pub fn principal(subject: &str) -> String {
     if subject.contains("://") {
@@ -185,35 +195,13 @@ impl Graph {
         }
     }
 
-    /// Adds one audit line; `since` (Unix seconds) skips older decisions.
-    pub fn add_line(&mut self, line: &[u8], since: Option<i64>) {
-        let Ok(record) = serde_json::from_slice::<Value>(line) else {
-            self.skipped += 1;
-            return;
-        };
-        // Admin and fleet events are not decisions.
-        if record.get("event").is_some() || record.get("decision").is_none() {
-            self.skipped += 1;
-            return;
-        }
-        if let Some(since) = since {
-            let time = record["time"].as_str().and_then(unix_seconds_of);
-            if time.is_none_or(|time| time < since) {
-                return;
-            }
-        }
+    /// Adds one decision.
+    pub fn add(&mut self, decision: &Decision) {
         self.decisions += 1;
-        let text = |name: &str| record[name].as_str().filter(|value| !value.is_empty());
-        let reason = match record["decision"].as_str() {
-            Some("allow") => None,
-            _ => Some(text("reason").unwrap_or("unknown")),
-        };
-        let chain: Vec<&str> = record["chain"]
-            .as_array()
-            .map(|chain| chain.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
+        let reason = decision.reason();
+        let chain = decision.chain();
         let mut previous: Option<String> = None;
-        if let Some(subject) = text("subject") {
+        if let Some(subject) = decision.text("subject") {
             let id = principal(subject);
             let kind = if id.starts_with("spiffe://") {
                 NodeKind::Agent
@@ -235,12 +223,8 @@ impl Graph {
             previous = Some((*actor).to_owned());
         }
         // The call: from the peer that made it (which is the chain's end when it is bound).
-        let caller = text("caller");
-        let tool = match (text("route"), record["mcp"]["tool"].as_str()) {
-            (Some(route), Some(tool)) => format!("{route} {tool}"),
-            (Some(route), None) => route.to_owned(),
-            (None, _) => "(no route)".to_owned(),
-        };
+        let caller = decision.text("caller");
+        let tool = tool_of(decision);
         if let Some(caller) = caller
             && self.node(caller, NodeKind::Agent)
             && self.node(&tool, NodeKind::Tool)
@@ -256,22 +240,12 @@ impl Graph {
         }
     }
 
-    /// Reads one file as a stream, `progress` told the bytes read so far.
-    pub fn add_file(
-        &mut self,
-        path: &Path,
-        since: Option<i64>,
-        progress: &mut dyn FnMut(u64),
-    ) -> std::io::Result<()> {
-        let mut too_long = 0;
-        stream_lines(
-            path,
-            &mut |line| self.add_line(line, since),
-            &mut too_long,
-            progress,
-        )?;
-        self.skipped += too_long;
-        Ok(())
+    /// Adds one audit line (tests): a line that is no decision is counted as skipped.
+    pub fn add_line(&mut self, line: &[u8]) {
+        match Decision::parse(line) {
+            Ok(decision) => self.add(&decision),
+            Err(_) => self.skipped += 1,
+        }
     }
 
     fn denied_label(counts: &EdgeCounts) -> String {
@@ -623,57 +597,22 @@ pub fn unix_seconds_of(time: &str) -> Option<i64> {
 
 /// The graph of `files`, decisions at most `since` old.
 pub fn build(files: &[PathBuf], since: Option<&str>) -> Result<Graph, String> {
-    let since = match since {
-        None => None,
-        Some(text) => {
-            let age = crate::config::parse_duration(text)
-                .ok_or_else(|| format!("--since {text}: not a duration such as 24h or 30m"))?;
-            let age = i64::try_from(age.as_secs())
-                .ok()
-                .and_then(|age| crate::decision::token::unix_now().checked_sub(age))
-                .ok_or_else(|| format!("--since {text}: too long"))?;
-            Some(age)
-        }
-    };
-    let total: u64 = files
-        .iter()
-        .filter_map(|file| std::fs::metadata(file).ok())
-        .map(|metadata| metadata.len())
-        .sum();
-    let terminal = std::io::stderr().is_terminal();
+    let since = records::since_of(since)?;
     let mut graph = Graph::default();
-    let mut before = 0;
-    for file in files {
-        let mut progress = |read: u64| {
-            let done = before + read;
-            if terminal {
-                let percent = (done * 100).checked_div(total).unwrap_or(100);
-                eprint!("\r{percent:>3}% of {} MiB", total >> 20);
-            } else {
-                eprintln!("read {} of {} MiB", done >> 20, total >> 20);
-            }
-        };
-        graph
-            .add_file(file, since, &mut progress)
-            .map_err(|error| format!("{}: {error}", file.display()))?;
-        before += std::fs::metadata(file).map_or(0, |metadata| metadata.len());
-    }
-    if terminal && total >= 1 << 26 {
-        eprintln!();
-    }
-    if graph.skipped > 0 {
-        eprintln!(
-            "{} line(s) were not decision records (admin or fleet events, or not actguard audit JSON) and were skipped",
-            graph.skipped
-        );
-    }
+    let totals = records::read(files, since, &mut |decision| graph.add(decision))?;
+    graph.skipped = totals.skipped + totals.newer;
+    report_dropped(&graph);
+    Ok(graph)
+}
+
+/// Says on stderr what did not fit in the graph.
+pub fn report_dropped(graph: &Graph) {
     if graph.dropped > 0 {
         eprintln!(
             "the graph is bounded at {MAX_NODES} nodes and {MAX_EDGES} edges: {} contribution(s) did not fit",
             graph.dropped
         );
     }
-    Ok(graph)
 }
 
 /// `actguard graph`.
@@ -732,27 +671,18 @@ mod tests {
         let a = "spiffe://e.org/a";
         let b = "spiffe://e.org/b";
         for _ in 0..2 {
-            graph.add_line(
-                &line(
-                    serde_json::json!({"time": "2026-12-04T00:00:00.000Z", "caller": b,
+            graph.add_line(&line(
+                serde_json::json!({"time": "2026-12-04T00:00:00.000Z", "caller": b,
                     "subject": "user:alice", "chain": [a, b], "route": "cal", "decision": "allow"}),
-                ),
-                None,
-            );
+            ));
         }
-        graph.add_line(
-            &line(
-                serde_json::json!({"time": "2026-12-04T00:00:00.000Z", "caller": a,
+        graph.add_line(&line(
+            serde_json::json!({"time": "2026-12-04T00:00:00.000Z", "caller": a,
                 "subject": "user:bob", "chain": [a, b], "route": "cal", "decision": "deny",
                 "reason": "actor_mismatch"}),
-            ),
-            None,
-        );
-        graph.add_line(
-            &line(serde_json::json!({"event": "admin", "op": "revoke"})),
-            None,
-        );
-        graph.add_line(b"not json", None);
+        ));
+        graph.add_line(&line(serde_json::json!({"event": "admin", "op": "revoke"})));
+        graph.add_line(b"not json");
         assert_eq!(graph.decisions, 3);
         assert_eq!(graph.skipped, 2);
         let hop = &graph.edges[&("user:*".to_owned(), a.to_owned(), EdgeKind::Delegates)];
@@ -779,13 +709,10 @@ mod tests {
     #[test]
     fn labels_in_dot_and_mermaid_cannot_break_out_of_their_quotes() {
         let mut graph = Graph::default();
-        graph.add_line(
-            &line(
-                serde_json::json!({"caller": "spiffe://e.org/a\"];x[\"", "subject": "u\"]:<b>",
+        graph.add_line(&line(
+            serde_json::json!({"caller": "spiffe://e.org/a\"];x[\"", "subject": "u\"]:<b>",
                 "chain": [], "route": "r", "decision": "allow"}),
-            ),
-            None,
-        );
+        ));
         let dot = graph.to_dot();
         assert!(dot.contains("\\\"];x[\\\""), "{dot}");
         let mermaid = graph.to_mermaid();
@@ -798,13 +725,10 @@ mod tests {
         // Control characters cannot make the SVG invalid XML, nor a huge id a huge node.
         let mut graph = Graph::default();
         let long = "x".repeat(5000);
-        graph.add_line(
-            &line(
-                serde_json::json!({"caller": "spiffe://e.org/a\u{1}", "subject": long,
+        graph.add_line(&line(
+            serde_json::json!({"caller": "spiffe://e.org/a\u{1}", "subject": long,
                 "chain": [], "route": "r", "decision": "deny", "reason": "r\u{0}"}),
-            ),
-            None,
-        );
+        ));
         assert!(
             graph
                 .nodes

@@ -17,6 +17,8 @@ pub mod explain;
 pub mod graph;
 pub mod inject;
 pub mod policy;
+pub mod records;
+pub mod report;
 pub mod serve;
 
 use crate::config::Config;
@@ -69,6 +71,20 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "svg")]
         format: crate::cli::graph::Format,
         /// Where to write it (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// One self-contained HTML page from audit logs (no external assets, no network): the
+    /// delegation graph, deny reasons over time, per-agent and per-route tables, and the
+    /// policy `policy suggest` derives.
+    Report {
+        /// Audit log files (JSON lines as actguard writes them), read as streams.
+        #[arg(long = "audit", value_name = "FILE", required = true, num_args = 1..)]
+        audit: Vec<PathBuf>,
+        /// Only decisions at most this old (e.g. 24h), by their `time`.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Where to write the page (default: stdout).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
@@ -156,14 +172,15 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
-    /// The tightest delegation edges, depths and per-route allow_callers that would have
-    /// allowed every allowed decision of the audit logs (YAML on stdout).
+    /// The tightest delegation edges, ceilings, depths and per-route allow_callers that would
+    /// have allowed every allowed decision of the audit logs (YAML on stdout).
     Suggest {
         /// Audit log files (JSON lines as actguard writes them), read as streams.
         #[arg(long = "audit", value_name = "FILE", required = true, num_args = 1..)]
         audit: Vec<PathBuf>,
         /// The configuration in force: the output is it with the suggestion applied (which
-        /// check-config accepts), the changes listed as comments.
+        /// check-config accepts), with the changes, a diff and the decisions the suggestion
+        /// would have changed as comments.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },

@@ -281,6 +281,7 @@ impl Recorder {
                         .filter_map(|a| a.subject())
                         .collect()
                 }),
+                scopes: token.map_or(&[], VerifiedToken::scopes),
                 route: evaluation.route.as_deref(),
                 method: facts.method,
                 path: facts.path,

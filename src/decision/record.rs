@@ -11,6 +11,9 @@ pub struct AuditRecord<'a> {
     pub subject: Option<&'a str>,
     /// First delegate → current actor.
     pub chain: Vec<&'a str>,
+    /// The token's scopes (empty without a verified token): what `actguard report` shows as
+    /// scopes used and `policy suggest` derives ceilings from.
+    pub scopes: &'a [Box<str>],
     pub route: Option<&'a str>,
     pub method: &'a str,
     /// Raw request path; the query is cut before logging.

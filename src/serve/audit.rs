@@ -27,6 +27,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const MAX_FIELD_BYTES: usize = 1024;
 /// Most actors of a chain written in a line.
 pub const MAX_CHAIN_ENTRIES: usize = 16;
+/// Most scopes written in a line (each cut at [`MAX_FIELD_BYTES`] too).
+pub const MAX_SCOPE_ENTRIES: usize = 64;
+/// The audit format's version, the `v` member of every line: 2 added `v` and `scopes` (a
+/// line without `v` is version 1). Readers (`actguard graph`, `report`, `policy suggest`)
+/// skip lines of a version they do not know, and say so.
+pub const FORMAT_VERSION: u64 = 2;
 /// Largest line buffer a thread keeps between checks (a normal line is a few hundred bytes).
 const LINE_KEEP_BYTES: usize = 32 * 1024;
 /// A batch this large wakes the writer at once instead of at the end of its gathering time.
@@ -390,12 +396,14 @@ fn write_batches(sink: &Sink, output: Box<dyn Write + Send>) {
 }
 
 /// The members of a line, in the order they are written (README, "Audit log").
-pub const FIELDS: [&str; 19] = [
+pub const FIELDS: [&str; 21] = [
     "time",
+    "v",
     "request_id",
     "caller",
     "subject",
     "chain",
+    "scopes",
     "route",
     "method",
     "path",
@@ -442,6 +450,7 @@ struct Capped<'a> {
     caller: Option<&'a str>,
     subject: Option<&'a str>,
     chain: &'a [&'a str],
+    scopes: &'a [Box<str>],
     route: Option<&'a str>,
     method: &'a str,
     path: &'a str,
@@ -480,11 +489,18 @@ fn cap<'a>(record: &'a AuditRecord<'a>) -> Capped<'a> {
     {
         truncated.push("chain");
     }
+    let scopes = &record.scopes[..record.scopes.len().min(MAX_SCOPE_ENTRIES)];
+    if record.scopes.len() > MAX_SCOPE_ENTRIES
+        || scopes.iter().any(|scope| scope.len() > MAX_FIELD_BYTES)
+    {
+        truncated.push("scopes");
+    }
     Capped {
         request_id,
         caller,
         subject,
         chain,
+        scopes,
         route,
         method,
         path,
@@ -533,6 +549,7 @@ fn write_line(out: &mut Vec<u8>, record: &AuditRecord<'_>, now: SystemTime) {
         caller,
         subject,
         chain,
+        scopes,
         route,
         method,
         path,
@@ -545,7 +562,7 @@ fn write_line(out: &mut Vec<u8>, record: &AuditRecord<'_>, now: SystemTime) {
     } = cap(record);
     out.extend_from_slice(b"{\"time\":\"");
     write_time(out, now);
-    out.extend_from_slice(b"\",\"request_id\":");
+    let _ = write!(out, "\",\"v\":{FORMAT_VERSION},\"request_id\":");
     json_string(out, request_id);
     out.extend_from_slice(b",\"caller\":");
     json_optional(out, caller);
@@ -557,6 +574,13 @@ fn write_line(out: &mut Vec<u8>, record: &AuditRecord<'_>, now: SystemTime) {
             out.push(b',');
         }
         json_string(out, cut(actor));
+    }
+    out.extend_from_slice(b"],\"scopes\":[");
+    for (index, scope) in scopes.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        json_string(out, cut(scope));
     }
     out.extend_from_slice(b"],\"route\":");
     json_optional(out, route);
@@ -627,7 +651,7 @@ fn write_time(out: &mut Vec<u8>, time: SystemTime) {
 
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) of a second since the epoch; years past 9999 are clamped so
 /// the text keeps its width.
-fn civil_second(seconds: u64) -> String {
+pub fn civil_second(seconds: u64) -> String {
     let seconds = seconds.min(253_402_300_799); // 9999-12-31T23:59:59
     let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -695,6 +719,7 @@ mod tests {
             caller: Some("spiffe://example.org/a"),
             subject: Some("user:alice"),
             chain: vec!["spiffe://example.org/a"],
+            scopes: &[],
             route: Some("r"),
             method: "GET",
             path: "/calendar?access_token=secret",
@@ -742,6 +767,7 @@ mod tests {
             caller,
             subject,
             chain,
+            scopes,
             route,
             method,
             path,
@@ -753,12 +779,15 @@ mod tests {
             truncated,
         } = cap(record);
         let chain: Vec<&str> = chain.iter().map(|actor| cut(actor)).collect();
+        let scopes: Vec<&str> = scopes.iter().map(|scope| cut(scope)).collect();
         let mut line = serde_json::json!({
             "time": rfc3339(now),
+            "v": FORMAT_VERSION,
             "request_id": request_id,
             "caller": caller,
             "subject": subject,
             "chain": chain,
+            "scopes": scopes,
             "route": route,
             "method": method,
             "path": path,
@@ -801,6 +830,7 @@ mod tests {
             .map(|i| format!("spiffe://e.org/{i}"))
             .collect();
         let now = UNIX_EPOCH + Duration::from_millis(1_795_358_620_123);
+        let scopes: Vec<Box<str>> = vec![awkward.clone().into(), long_actor.clone().into()];
         let mut records = vec![record_with("/calendar?q=1#frag")];
         let mut full = record_with(&awkward);
         full.request_id = &awkward;
@@ -815,6 +845,7 @@ mod tests {
         full.enforced = false;
         full.route = Some("route\t1");
         full.chain = vec![awkward.as_str(), long_actor.as_str()];
+        full.scopes = &scopes;
         full.latency = Duration::from_micros(123_456_789);
         records.push(full);
         let mut allow = record_with("/");
@@ -970,6 +1001,7 @@ mod tests {
             caller: Some("spiffe://example.org/a"),
             subject: Some("user:alice"),
             chain: vec!["spiffe://example.org/a"],
+            scopes: &[],
             route: None,
             method: "GET",
             path,
@@ -1020,6 +1052,15 @@ mod tests {
             &subject[..MAX_FIELD_BYTES]
         );
         assert_eq!(line["truncated"], serde_json::json!(["subject", "chain"]));
+        // 70 scopes keep their first 64.
+        let scopes: Vec<Box<str>> = (0..70).map(|i| format!("s{i}").into()).collect();
+        let mut many = record_with("/calendar");
+        many.scopes = &scopes;
+        let line: serde_json::Value = serde_json::from_str(&line_of(&many)).unwrap();
+        assert_eq!(line["scopes"].as_array().unwrap().len(), MAX_SCOPE_ENTRIES);
+        assert_eq!(line["scopes"][63], "s63");
+        assert_eq!(line["truncated"], serde_json::json!(["scopes"]));
+        assert_eq!(line["v"], FORMAT_VERSION);
     }
 
     /// An audit configuration writing every record to a new FIFO, with these queue bounds.

@@ -1,0 +1,208 @@
+//! The decision records `actguard graph`, `report` and `policy suggest` read (issue #18): the
+//! audit format is their contract (README, "Audit log"), so they read it in one place.
+//!
+//! A line is a decision when it is a JSON object with a `decision` and no `event` (admin and
+//! fleet events are not decisions); a line whose `v` is newer than this build knows is skipped
+//! and counted apart, never guessed at. Files are streamed ([`super::graph::stream_lines`]), with
+//! progress on stderr: a percentage when it is a terminal, a line per 64 MiB otherwise.
+
+use crate::serve::audit::FORMAT_VERSION;
+use serde_json::Value;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// One decision line.
+pub struct Decision {
+    record: Value,
+}
+
+/// Why a line is not a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// Not JSON, too long, or not a decision (admin and fleet events).
+    NotDecision,
+    /// A decision of an audit format newer than this build reads.
+    NewerFormat,
+}
+
+impl Decision {
+    pub fn parse(line: &[u8]) -> Result<Self, Skipped> {
+        let record: Value = serde_json::from_slice(line).map_err(|_| Skipped::NotDecision)?;
+        if !record.is_object() || record.get("event").is_some() || record.get("decision").is_none()
+        {
+            return Err(Skipped::NotDecision);
+        }
+        // No `v`: version 1 (the same members less `v` and `scopes`).
+        match record.get("v") {
+            None => {}
+            Some(v)
+                if v.as_u64()
+                    .is_some_and(|v| (1..=FORMAT_VERSION).contains(&v)) => {}
+            Some(_) => return Err(Skipped::NewerFormat),
+        }
+        Ok(Self { record })
+    }
+
+    /// A string member, `None` when absent, not a string or empty.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.record[name].as_str().filter(|value| !value.is_empty())
+    }
+
+    /// The audit format version of the line (1 when it has no `v`).
+    pub fn version(&self) -> u64 {
+        self.record["v"].as_u64().unwrap_or(1)
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.record["decision"] == "allow"
+    }
+
+    /// The deny reason (`unknown` when a deny names none); `None` for an allow.
+    pub fn reason(&self) -> Option<&str> {
+        (!self.allowed()).then(|| self.text("reason").unwrap_or("unknown"))
+    }
+
+    /// First delegate → current actor.
+    pub fn chain(&self) -> Vec<&str> {
+        self.strings("chain")
+    }
+
+    /// The token's scopes (empty in version 1 lines, which did not record them).
+    pub fn scopes(&self) -> Vec<&str> {
+        self.strings("scopes")
+    }
+
+    fn strings(&self, name: &str) -> Vec<&str> {
+        self.record[name]
+            .as_array()
+            .map(|items| items.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// Unix seconds of `time`, when it reads as the audit log writes it.
+    pub fn time(&self) -> Option<i64> {
+        self.text("time").and_then(super::graph::unix_seconds_of)
+    }
+
+    /// The MCP tool a `tools/call` named.
+    pub fn tool(&self) -> Option<&str> {
+        self.record["mcp"]["tool"].as_str()
+    }
+
+    /// Whether this was a shadow route's decision (`"enforced": false`).
+    pub fn shadowed(&self) -> bool {
+        self.record["enforced"] == false
+    }
+}
+
+/// What a pass over the files read besides decisions.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    /// Decisions handed on (at most `--since` old).
+    pub decisions: u64,
+    /// Decisions older than `--since`.
+    pub older: u64,
+    /// Lines that were not decisions (counted by [`Skipped::NotDecision`]) or too long.
+    pub skipped: u64,
+    /// Decisions of a newer audit format.
+    pub newer: u64,
+}
+
+/// `--since 24h` as the oldest Unix second kept.
+pub fn since_of(since: Option<&str>) -> Result<Option<i64>, String> {
+    let Some(text) = since else {
+        return Ok(None);
+    };
+    let age = crate::config::parse_duration(text)
+        .ok_or_else(|| format!("--since {text}: not a duration such as 24h or 30m"))?;
+    i64::try_from(age.as_secs())
+        .ok()
+        .and_then(|age| crate::decision::token::unix_now().checked_sub(age))
+        .map(Some)
+        .ok_or_else(|| format!("--since {text}: too long"))
+}
+
+/// Streams every decision of `files` at most `since` (Unix seconds) old into `each`, with
+/// progress on stderr; reports what was skipped on stderr and returns the totals.
+pub fn read(
+    files: &[PathBuf],
+    since: Option<i64>,
+    each: &mut dyn FnMut(&Decision),
+) -> Result<Totals, String> {
+    let total: u64 = files
+        .iter()
+        .filter_map(|file| std::fs::metadata(file).ok())
+        .map(|metadata| metadata.len())
+        .sum();
+    let terminal = std::io::stderr().is_terminal();
+    let mut totals = Totals::default();
+    let mut before = 0;
+    for file in files {
+        let mut progress = |read: u64| {
+            let done = before + read;
+            if terminal {
+                let percent = (done * 100).checked_div(total).unwrap_or(100);
+                eprint!("\r{percent:>3}% of {} MiB", total >> 20);
+            } else {
+                eprintln!("read {} of {} MiB", done >> 20, total >> 20);
+            }
+        };
+        let mut too_long = 0;
+        let mut line = |line: &[u8]| match Decision::parse(line) {
+            Ok(decision) => {
+                if since.is_some_and(|since| decision.time().is_none_or(|time| time < since)) {
+                    totals.older += 1;
+                } else {
+                    totals.decisions += 1;
+                    each(&decision);
+                }
+            }
+            Err(Skipped::NotDecision) => totals.skipped += 1,
+            Err(Skipped::NewerFormat) => totals.newer += 1,
+        };
+        super::graph::stream_lines(file, &mut line, &mut too_long, &mut progress)
+            .map_err(|error| format!("{}: {error}", file.display()))?;
+        totals.skipped += too_long;
+        before += std::fs::metadata(file).map_or(0, |metadata| metadata.len());
+    }
+    if terminal && total >= 1 << 26 {
+        eprintln!();
+    }
+    if totals.skipped > 0 {
+        eprintln!(
+            "{} line(s) were not decision records (admin or fleet events, or not actguard audit JSON) and were skipped",
+            totals.skipped
+        );
+    }
+    if totals.newer > 0 {
+        eprintln!(
+            "{} decision(s) of an audit format newer than version {FORMAT_VERSION} were skipped: read them with a newer actguard",
+            totals.newer
+        );
+    }
+    Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_of_a_newer_format_are_skipped_not_guessed_at() {
+        let v1 = br#"{"time":"2026-12-04T00:00:00.000Z","decision":"allow","chain":["a"]}"#;
+        let v2 = br#"{"time":"2026-12-04T00:00:00.000Z","v":2,"decision":"deny","reason":"x","scopes":["s"]}"#;
+        let v3 = br#"{"time":"2026-12-04T00:00:00.000Z","v":3,"decision":"allow"}"#;
+        let decision = Decision::parse(v1).unwrap();
+        assert!(decision.allowed() && decision.scopes().is_empty());
+        assert_eq!(decision.chain(), ["a"]);
+        let decision = Decision::parse(v2).unwrap();
+        assert_eq!(decision.reason(), Some("x"));
+        assert_eq!(decision.scopes(), ["s"]);
+        assert_eq!(Decision::parse(v3).err(), Some(Skipped::NewerFormat));
+        assert_eq!(
+            Decision::parse(br#"{"event":"admin","decision":"allow"}"#).err(),
+            Some(Skipped::NotDecision)
+        );
+        assert_eq!(Decision::parse(b"[1]").err(), Some(Skipped::NotDecision));
+    }
+}

@@ -170,10 +170,12 @@ fn rule_a_large_log_is_streamed_in_memory_bounded_by_the_graph() {
         let depth = (index % 3 + 1) as usize;
         let line = serde_json::json!({
             "time": "2026-12-04T00:00:00.000Z",
+            "v": 2,
             "request_id": format!("req-{index}"),
             "caller": chain[depth - 1],
             "subject": format!("user:u{}", index % 40),
             "chain": &chain[..depth],
+            "scopes": [format!("tool-{}:read", index % 6), "profile".to_owned()],
             "route": format!("tool-{}", index % 6),
             "method": "GET",
             "path": format!("/tool-{}/items/{index}", index % 6),
@@ -212,6 +214,30 @@ fn rule_a_large_log_is_streamed_in_memory_bounded_by_the_graph() {
     assert_eq!(json["decisions"].as_u64(), Some(index));
     // 64 MiB of audit lines; the process never held more than a small part of it.
     assert!(peak > 0 && peak < 32 * 1024, "peak RSS {peak} KiB");
+    // The HTML report of the same log: one pass, bounded tables, within the same memory.
+    let page = dir.path().join("report.html");
+    let mut child = actguard()
+        .args(["report", "--out"])
+        .arg(&page)
+        .arg("--audit")
+        .arg(&log)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Some(kib) = peak_kib(pid) {
+            peak = peak.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(peak > 0 && peak < 32 * 1024, "report: peak RSS {peak} KiB");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains(&format!("{index} (")), "decision count");
+    assert!(html.contains("too large to lay out as SVG"));
+    assert!(html.contains("tool-3:read"));
     // Too large to lay out as SVG: refused at once with what to use instead.
     let svg = actguard()
         .args(["graph", "--format", "svg", "--audit"])

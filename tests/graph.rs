@@ -2,14 +2,12 @@
 //! (`actguard demo --audit FILE`) and a generated workload large enough to show that memory
 //! follows the graph, not the log.
 
+mod common;
+
+use common::observe::{actguard, wait_measuring_peak};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-fn actguard() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_actguard"))
-}
+use std::process::Stdio;
 
 fn graph(args: &[&str]) -> String {
     let output = actguard().arg("graph").args(args).output().unwrap();
@@ -22,15 +20,7 @@ fn graph(args: &[&str]) -> String {
 }
 
 fn demo_audit(dir: &Path) -> String {
-    let audit = dir.join("demo-audit.jsonl");
-    let status = actguard()
-        .args(["demo", "--audit"])
-        .arg(&audit)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    audit.display().to_string()
+    common::observe::demo_audit(dir).display().to_string()
 }
 
 #[test]
@@ -144,18 +134,6 @@ fn since_drops_old_decisions_and_bad_input_is_an_error_not_a_crash() {
     assert!(!bad_since.status.success());
 }
 
-/// Peak resident memory of a running process (VmHWM), in KiB.
-fn peak_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 #[test]
 fn rule_a_large_log_is_streamed_in_memory_bounded_by_the_graph() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,16 +178,17 @@ fn rule_a_large_log_is_streamed_in_memory_bounded_by_the_graph() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let mut peak = 0;
-    while child.try_wait().unwrap().is_none() {
-        if let Some(kib) = peak_kib(pid) {
-            peak = peak.max(kib);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
     let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    let reader = std::thread::spawn({
+        let mut stdout = child.stdout.take().unwrap();
+        move || {
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+            out
+        }
+    });
+    let (_, peak) = wait_measuring_peak(&mut child);
+    out.push_str(&reader.join().unwrap());
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["decisions"].as_u64(), Some(index));
     // 64 MiB of audit lines; the process never held more than a small part of it.
@@ -224,15 +203,8 @@ fn rule_a_large_log_is_streamed_in_memory_bounded_by_the_graph() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let mut peak = 0;
-    while child.try_wait().unwrap().is_none() {
-        if let Some(kib) = peak_kib(pid) {
-            peak = peak.max(kib);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(child.wait().unwrap().success());
+    let (status, peak) = wait_measuring_peak(&mut child);
+    assert!(status.success());
     assert!(peak > 0 && peak < 32 * 1024, "report: peak RSS {peak} KiB");
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains(&format!("{index} (")), "decision count");

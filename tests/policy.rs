@@ -220,16 +220,7 @@ async fn rule_a_suggested_policy_allows_what_was_allowed_and_denies_a_held_out_f
     let suggested_file = world.dir().join("suggested.yaml");
     std::fs::write(&suggested_file, &text).unwrap();
     // check-config accepts it unchanged.
-    let checked = Command::new(env!("CARGO_BIN_EXE_actguard"))
-        .args(["check-config", "--config"])
-        .arg(&suggested_file)
-        .output()
-        .unwrap();
-    assert!(
-        checked.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    common::observe::assert_check_config_accepts(&suggested_file, &text);
     // Under the original configuration the held-out requests pass...
     let sidecar = world.sidecar(&original).await;
     for (method, path, chain, _) in held_out {
@@ -338,16 +329,7 @@ async fn rule_the_suggestion_names_the_denies_a_family_would_have_let_through() 
     );
     let suggested_file = world.dir().join("suggested.yaml");
     std::fs::write(&suggested_file, &text).unwrap();
-    let checked = Command::new(env!("CARGO_BIN_EXE_actguard"))
-        .args(["check-config", "--config"])
-        .arg(&suggested_file)
-        .output()
-        .unwrap();
-    assert!(
-        checked.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    common::observe::assert_check_config_accepts(&suggested_file, &text);
 }
 
 #[test]

@@ -3,28 +3,15 @@
 //! through WebDriver: it renders, its graph SVG is displayed with a size, it loaded nothing from
 //! anywhere, a screenshot is taken, and its text says what the log held.
 
+mod common;
+
 use base64::Engine;
+use common::observe::{actguard, demo_audit};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn actguard() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_actguard"))
-}
-
-fn demo_audit(dir: &Path) -> PathBuf {
-    let audit = dir.join("demo-audit.jsonl");
-    let status = actguard()
-        .args(["demo", "--audit"])
-        .arg(&audit)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    audit
-}
 
 fn report(audit: &Path, out: &Path) {
     let output = actguard()

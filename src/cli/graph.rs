@@ -16,7 +16,7 @@
 use super::records::{self, Decision};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -631,20 +631,7 @@ pub fn run(files: &[PathBuf], since: Option<&str>, format: Format, out: Option<&
             return ExitCode::FAILURE;
         }
     };
-    let written = match out {
-        Some(path) => std::fs::write(path, rendered.as_bytes())
-            .map_err(|error| format!("{}: {error}", path.display())),
-        None => std::io::stdout()
-            .write_all(rendered.as_bytes())
-            .map_err(|error| error.to_string()),
-    };
-    match written {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{error}");
-            ExitCode::FAILURE
-        }
-    }
+    records::write_output(out, &rendered)
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@
 
 use crate::serve::audit::FORMAT_VERSION;
 use serde_json::Value;
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// One decision line.
 pub struct Decision {
@@ -181,6 +182,24 @@ pub fn read(
         );
     }
     Ok(totals)
+}
+
+/// Writes a command's output to `out` (default: stdout); a failure is said on stderr.
+pub fn write_output(out: Option<&Path>, text: &str) -> ExitCode {
+    let written = match out {
+        Some(path) => std::fs::write(path, text.as_bytes())
+            .map_err(|error| format!("{}: {error}", path.display())),
+        None => std::io::stdout()
+            .write_all(text.as_bytes())
+            .map_err(|error| error.to_string()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

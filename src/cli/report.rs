@@ -13,7 +13,6 @@ use super::graph::{self, Graph};
 use super::policy::{self, Observed};
 use super::records::{self, Decision};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -569,20 +568,7 @@ pub fn run(files: &[PathBuf], since: Option<&str>, out: Option<&Path>) -> ExitCo
         }
     };
     let page = report.to_html(files);
-    let written = match out {
-        Some(path) => std::fs::write(path, page.as_bytes())
-            .map_err(|error| format!("{}: {error}", path.display())),
-        None => std::io::stdout()
-            .write_all(page.as_bytes())
-            .map_err(|error| error.to_string()),
-    };
-    match written {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{error}");
-            ExitCode::FAILURE
-        }
-    }
+    records::write_output(out, &page)
 }
 
 #[cfg(test)]

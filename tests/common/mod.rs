@@ -5,6 +5,7 @@ pub mod envoy;
 pub mod issuer;
 pub mod nats;
 pub mod nginx;
+pub mod observe;
 pub mod ratelimit;
 pub mod redis;
 pub mod sds;

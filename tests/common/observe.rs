@@ -1,0 +1,64 @@
+//! What the observe-then-enforce tests (graph, report, policy suggest) share: the demo's audit
+//! log from a real run, the actguard binary's commands, and a child's peak memory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+pub fn actguard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_actguard"))
+}
+
+/// The audit log of a real `actguard demo --audit FILE` run, in `dir`.
+pub fn demo_audit(dir: &Path) -> PathBuf {
+    let audit = dir.join("demo-audit.jsonl");
+    let status = actguard()
+        .args(["demo", "--audit"])
+        .arg(&audit)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    audit
+}
+
+/// `actguard check-config --config FILE` succeeds (`context` is shown when it does not).
+pub fn assert_check_config_accepts(file: &Path, context: &str) {
+    let checked = actguard()
+        .args(["check-config", "--config"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{context}\n{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+/// Peak resident memory of a running process (VmHWM), in KiB.
+fn peak_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Waits for `child`, sampling its peak resident memory: how it ended, and the peak in KiB.
+pub fn wait_measuring_peak(child: &mut Child) -> (ExitStatus, u64) {
+    let pid = child.id();
+    let mut peak = 0;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, peak);
+        }
+        if let Some(kib) = peak_kib(pid) {
+            peak = peak.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

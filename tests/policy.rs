@@ -109,6 +109,23 @@ impl World {
     }
 }
 
+/// `actguard policy suggest --audit AUDIT --config CONFIG`, which must succeed: its output.
+fn suggest(audit: &Path, config: &Path) -> String {
+    let suggested = Command::new(env!("CARGO_BIN_EXE_actguard"))
+        .args(["policy", "suggest", "--audit"])
+        .arg(audit)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        suggested.status.success(),
+        "{}",
+        String::from_utf8_lossy(&suggested.stderr)
+    );
+    String::from_utf8(suggested.stdout).unwrap()
+}
+
 /// The workload: who calls what through whom.
 const WORKLOAD: &[(&str, &str, &[&str])] = &[
     ("GET", "/calendar/events", &[ORCHESTRATOR, SCHEDULER]),
@@ -179,19 +196,7 @@ async fn rule_a_suggested_policy_allows_what_was_allowed_and_denies_a_held_out_f
         "insufficient_scope"
     );
     sidecar.shutdown().await.unwrap();
-    let suggested = Command::new(env!("CARGO_BIN_EXE_actguard"))
-        .args(["policy", "suggest", "--audit"])
-        .arg(&audit)
-        .arg("--config")
-        .arg(&original)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(suggested.stdout).unwrap();
-    assert!(
-        suggested.status.success(),
-        "{}",
-        String::from_utf8_lossy(&suggested.stderr)
-    );
+    let text = suggest(&audit, &original);
     assert!(!text.contains("eyJ"), "a token in the suggestion");
     assert!(
         text.contains("# routes[calendar-read].allow_callers"),
@@ -301,15 +306,7 @@ async fn rule_the_suggestion_names_the_denies_a_family_would_have_let_through() 
         "caller_not_allowed"
     );
     sidecar.shutdown().await.unwrap();
-    let suggested = Command::new(env!("CARGO_BIN_EXE_actguard"))
-        .args(["policy", "suggest", "--audit"])
-        .arg(&audit)
-        .arg("--config")
-        .arg(&original)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(suggested.stdout).unwrap();
-    assert!(suggested.status.success(), "{text}");
+    let text = suggest(&audit, &original);
     // Three callers under one parent make a family, which admits the fourth: said, with the
     // route and the reason that had denied it.
     assert!(text.contains("spiffe://example.org/agent/*"), "{text}");

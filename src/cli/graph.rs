@@ -86,14 +86,7 @@ pub struct EdgeCounts {
 impl EdgeCounts {
     /// The most frequent reasons, most frequent first (ties by name).
     pub fn top_reasons(&self) -> Vec<(&str, u64)> {
-        let mut reasons: Vec<(&str, u64)> = self
-            .reasons
-            .iter()
-            .map(|(reason, count)| (reason.as_str(), *count))
-            .collect();
-        reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        reasons.truncate(TOP_REASONS);
-        reasons
+        records::top_counts(&self.reasons, TOP_REASONS)
     }
 }
 

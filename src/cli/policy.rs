@@ -664,10 +664,7 @@ pub fn suggest(files: &[PathBuf], current: Option<&Path>) -> Result<String, Stri
 /// `actguard policy suggest`.
 pub fn run(files: &[PathBuf], current: Option<&Path>) -> ExitCode {
     match suggest(files, current) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(text) => records::write_output(None, &text),
         Err(error) => {
             eprintln!("{error}");
             ExitCode::FAILURE

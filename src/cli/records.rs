@@ -184,6 +184,14 @@ pub fn read(
     Ok(totals)
 }
 
+/// The `n` largest counts, largest first (ties by name).
+pub fn top_counts(counts: &std::collections::BTreeMap<String, u64>, n: usize) -> Vec<(&str, u64)> {
+    let mut sorted: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    sorted.truncate(n);
+    sorted
+}
+
 /// Writes a command's output to `out` (default: stdout); a failure is said on stderr.
 pub fn write_output(out: Option<&Path>, text: &str) -> ExitCode {
     let written = match out {

@@ -64,7 +64,7 @@ impl Row {
     }
 
     fn top_reasons(&self) -> String {
-        top(&self.reasons, 3)
+        records::top_counts(&self.reasons, 3)
             .iter()
             .map(|(reason, count)| format!("{reason} ({count})"))
             .collect::<Vec<_>>()
@@ -90,14 +90,6 @@ fn count_reason(reasons: &mut BTreeMap<String, u64>, reason: &str) {
         "other"
     };
     *reasons.entry(key.to_owned()).or_default() += 1;
-}
-
-/// The `n` most frequent, most frequent first (ties by name).
-fn top(counts: &BTreeMap<String, u64>, n: usize) -> Vec<(&str, u64)> {
-    let mut sorted: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    sorted.truncate(n);
-    sorted
 }
 
 /// Rows by key, at most [`MAX_ROWS`] plus `(other)`.
@@ -353,7 +345,7 @@ impl Report {
                 *totals.entry(reason.clone()).or_default() += count;
             }
         }
-        let shown: Vec<&str> = top(&totals, CHART_REASONS)
+        let shown: Vec<&str> = records::top_counts(&totals, CHART_REASONS)
             .into_iter()
             .map(|(reason, _)| reason)
             .collect();

@@ -490,3 +490,93 @@ async fn rule_the_listener_advertises_its_stream_and_header_limits() {
         "MAX_HEADER_LIST_SIZE"
     );
 }
+
+/// Reads until the server closes the connection or `patience` passes: whether it closed, and
+/// what it sent before.
+async fn closed_within(stream: &mut TcpStream, patience: Duration) -> (bool, Vec<u8>) {
+    let mut received = Vec::new();
+    let started = Instant::now();
+    loop {
+        let mut chunk = [0u8; 1024];
+        let left = patience.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Err(_) => return (false, received),
+            Ok(Ok(0)) | Ok(Err(_)) => return (true, received),
+            Ok(Ok(read)) => received.extend_from_slice(&chunk[..read]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn rule_http_mode_closes_connections_that_send_no_request_head_in_time() {
+    let scratch = tempfile::tempdir().unwrap();
+    let issuer =
+        actguard::devkit::DevIssuer::generate(ISSUER, "k1", actguard::devkit::DevAlgorithm::Es256)
+            .unwrap();
+    std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
+    let config = Config::from_yaml(&config_yaml("  leeway: 30s", ""), scratch.path()).unwrap();
+    let live = Arc::new(actguard::serve::reload::LiveAuthorizer::new(
+        Authorizer::new(config.decision),
+        actguard::decision::Shared::default(),
+    ));
+    let router = actguard::serve::http_authz::router(
+        live,
+        16,
+        actguard::config::HttpRequestSource::AsReceived,
+        None,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let deadline = Duration::from_millis(400);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(actguard::serve::http_authz::serve(
+        listener,
+        router,
+        deadline,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let patience = deadline * 5;
+    // Silent from the start.
+    let mut silent = TcpStream::connect(address).await.unwrap();
+    // Past the first bytes, then the head never ends (a slow-headers client).
+    let mut slow = TcpStream::connect(address).await.unwrap();
+    slow.write_all(b"GET /calendar HTTP/1.1\r\nHost: calendar.example.org\r\n")
+        .await
+        .unwrap();
+    // A whole request, answered, then idle on a kept-alive connection.
+    let mut idle = TcpStream::connect(address).await.unwrap();
+    idle.write_all(b"GET /calendar HTTP/1.1\r\nHost: calendar.example.org\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (closed, received) = closed_within(&mut idle, patience).await;
+    let answer = String::from_utf8_lossy(&received);
+    assert!(
+        answer.starts_with("HTTP/1.1 403") && answer.contains("caller_identity_missing"),
+        "{answer}"
+    );
+    assert!(closed, "an idle kept-alive connection stayed open");
+    for (name, stream) in [("silent", &mut silent), ("slow headers", &mut slow)] {
+        let (closed, _) = closed_within(stream, patience).await;
+        assert!(closed, "the {name} connection stayed open");
+    }
+    assert!(started.elapsed() < patience * 2);
+    // A well-behaved client still gets its answer on a fresh connection.
+    let mut client = TcpStream::connect(address).await.unwrap();
+    client
+        .write_all(
+            b"GET /calendar HTTP/1.1\r\nHost: calendar.example.org\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (closed, received) = closed_within(&mut client, patience).await;
+    assert!(closed && received.starts_with(b"HTTP/1.1 403"));
+    // Shutdown: the listener stops and the serve loop ends.
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .unwrap()
+        .unwrap();
+}

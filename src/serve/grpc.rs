@@ -342,8 +342,8 @@ pub const HTTP2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
 pub const HTTP2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// The largest HTTP/2 header list of one request (decoded, as RFC 9113 §6.5.2 counts it).
 pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
-const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
-const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// [`run`] with admission control, a per-check deadline and gRPC health.
 pub async fn run_with<H: CheckHandler>(

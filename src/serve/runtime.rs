@@ -328,14 +328,12 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
             budgets.clone(),
         );
         let http_stop = stopped(stop.subscribe());
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(http_stop)
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "HTTP ext_authz listener failed");
-            }
-        }));
+        tasks.push(tokio::spawn(http_authz::serve(
+            listener,
+            router,
+            http_authz::HEADER_DEADLINE,
+            http_stop,
+        )));
     }
 
     readiness.mark_listeners_bound();

@@ -181,6 +181,24 @@ fn benches(c: &mut Criterion) {
         });
     }
 
+    // What the verified-token cache adds to a never-seen token: the same ES256 verification
+    // with a full 10k-entry cache (every insert evicts), tokens never repeating within it.
+    let full = setup(1, 10_000, 8);
+    let es256 = &full.issuers[0].1;
+    let requests: Vec<CheckRequest> = (0..40_000)
+        .map(|jti| check_request(&full.certificate, &token(es256, 2, jti)))
+        .collect();
+    for request in &requests[..12_000] {
+        assert!(allowed(&full.authorizer, request));
+    }
+    let mut next = 12_000;
+    c.bench_function("check/cold_verify_full_cache/Es256", |b| {
+        b.iter(|| {
+            next = (next + 1) % requests.len();
+            black_box(full.authorizer.answer(&requests[next], false))
+        })
+    });
+
     // The signature alone, for the same tokens: what `jsonwebtoken::crypto::verify` costs (the
     // JWK's key parsed on every call), and aws-lc-rs with the key parsed once — the floor any
     // verifier meets for a token it has not seen.

@@ -346,3 +346,61 @@ fn without_allowed_decisions_there_is_nothing_to_suggest() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no allowed decision"));
 }
+
+#[test]
+fn rule_text_from_the_log_cannot_become_live_yaml_and_a_pipe_is_refused() {
+    let world = World::new();
+    let original = world.dir().join("config.yaml");
+    std::fs::write(&original, config_yaml("  leeway: 30s", "")).unwrap();
+    let line = |route: &str, subject: &str| {
+        serde_json::json!({"time": "2026-12-04T00:00:00.000Z", "v": 2, "caller": ORCHESTRATOR,
+            "subject": subject, "chain": [ORCHESTRATOR], "scopes": ["calendar:read"],
+            "route": route, "decision": "allow"})
+        .to_string()
+    };
+    let audit = world.dir().join("forged.jsonl");
+    std::fs::write(
+        &audit,
+        [
+            line("calendar-read", "user:alice"),
+            // A forged route name that would end a comment line and turn the audit log off.
+            line("x\naudit:\n  output: off\n#", "user:alice"),
+            // A subject with a line break and a bidirectional override.
+            line("calendar-read", "user:\u{202e}a\nlimits: {}"),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let text = suggest(&audit, &original);
+    assert!(!text.contains("output: off"), "{text}");
+    assert!(!text.contains('\u{202e}'), "{text}");
+    assert!(
+        text.lines()
+            .all(|line| !line.starts_with("audit:") && !line.starts_with("limits:")),
+        "{text}"
+    );
+    assert!(
+        text.contains("Not learned from: 1 allowed decision(s)"),
+        "{text}"
+    );
+    let suggested = world.dir().join("suggested.yaml");
+    std::fs::write(&suggested, &text).unwrap();
+    common::observe::assert_check_config_accepts(&suggested, &text);
+    // Through a pipe the second pass (the impact) would read nothing: refused, not 0.
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cat {} | {} policy suggest --audit /dev/stdin --config {}",
+            audit.display(),
+            env!("CARGO_BIN_EXE_actguard"),
+            original.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!piped.status.success());
+    assert!(
+        String::from_utf8_lossy(&piped.stderr).contains("not a pipe"),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+}

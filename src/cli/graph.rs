@@ -114,15 +114,11 @@ fn clean(text: &str) -> String {
         if out.len() + character.len_utf8() > MAX_LABEL {
             break;
         }
-        out.push(
-            if (character.is_control() && character != '\t')
-                || matches!(character, '\u{fffe}' | '\u{ffff}')
-            {
-                '\u{fffd}'
-            } else {
-                character
-            },
-        );
+        out.push(if records::invisible(character) {
+            '\u{fffd}'
+        } else {
+            character
+        });
     }
     out
 }
@@ -702,9 +698,15 @@ mod tests {
         );
         let svg = graph.to_svg();
         assert!(!svg.contains("<b>"), "{svg}");
-        // Control characters cannot make the SVG invalid XML, nor a huge id a huge node.
+        // Control characters cannot make the SVG invalid XML, nor a huge id a huge node (a
+        // subject past the writer's 1 KiB cap is no line actguard wrote, and is skipped).
         let mut graph = Graph::default();
-        let long = "x".repeat(5000);
+        graph.add_line(&line(
+            serde_json::json!({"caller": "spiffe://e.org/a", "subject": "x".repeat(5000),
+                "chain": [], "route": "r", "decision": "deny", "reason": "r"}),
+        ));
+        assert_eq!((graph.decisions, graph.skipped), (0, 1));
+        let long = "x".repeat(1000);
         graph.add_line(&line(
             serde_json::json!({"caller": "spiffe://e.org/a\u{1}", "subject": long,
                 "chain": [], "route": "r", "decision": "deny", "reason": "r\u{0}"}),

@@ -21,13 +21,16 @@
 //! audit log ([`Impact`]).
 
 use super::records::{self, Decision};
-use crate::decision::delegation::{edges_allowed, within_ceilings};
+use crate::config::scope_token;
+use crate::decision::delegation::{
+    Ceiling, Edge, PrincipalPattern, edges_allowed, within_ceilings,
+};
 use crate::decision::policy::caller_allowed;
 use crate::decision::reason::DenyReason;
 use crate::decision::settings::DecisionSettings;
 use crate::decision::spiffe::SpiffeId;
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -45,6 +48,18 @@ pub struct Observed {
     pub actor_scopes: BTreeMap<String, BTreeSet<String>>,
     /// Allowed decisions whose lines recorded no scopes (audit format version 1).
     pub unscoped: u64,
+    /// Allowed decisions not learned from: a member the suggestion needs was cut by the
+    /// writer (`truncated`), or the route is not a route name actguard writes.
+    pub unusable: u64,
+    /// Allowed decisions whose hops or scopes no configuration can name exactly (a subject
+    /// that would read as a pattern, a scope that is not one scope token): edges, or
+    /// ceilings, are then not derived at all rather than derived wrong.
+    pub unnamable_hops: u64,
+    pub unnamable_scopes: u64,
+    /// What did not fit in the bounds ([`MAX_ROUTES`] …), if anything.
+    pub overflow: Option<&'static str>,
+    /// Bytes of the strings kept (bounded by [`MAX_OBSERVED_BYTES`]).
+    pub bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +70,39 @@ pub struct RouteSeen {
 
 /// Most distinct scopes kept per actor (a ceiling longer than this is not least privilege).
 const MAX_SCOPES_PER_ACTOR: usize = 256;
+/// Bounds of a suggestion: a log past them shows no least-privilege policy anyone could
+/// review, and the suggestion stops instead of growing without bound.
+pub const MAX_ROUTES: usize = 1_000;
+pub const MAX_CALLERS_PER_ROUTE: usize = 1_000;
+pub const MAX_EDGES: usize = 5_000;
+pub const MAX_ACTORS: usize = 5_000;
+/// Bytes of IDs and scopes kept in all: fields of up to 1 KiB each would otherwise let the
+/// counts above hold gigabytes.
+pub const MAX_OBSERVED_BYTES: usize = 64 << 20;
+
+/// Whether `text` reads back as a route name (`routes[].name`: `[A-Za-z0-9._-]`).
+fn route_name(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// Whether `id` (a principal as [`super::graph::principal`] made it) reads back as a pattern
+/// matching what it stands for: an exact ID stays exact, a family stays that family.
+fn nameable(subject: &str, id: &str) -> bool {
+    let Ok(pattern) = PrincipalPattern::parse(id) else {
+        return false;
+    };
+    match pattern {
+        PrincipalPattern::Any => false,
+        // A family made of `family:rest`; a subject of its own ending in `*` is not one.
+        PrincipalPattern::Prefix(_) => id != subject,
+        PrincipalPattern::Exact(_) | PrincipalPattern::Spiffe(_) => {
+            id == subject || !id.ends_with('*')
+        }
+    }
+}
 
 impl Observed {
     pub fn add(&mut self, decision: &Decision) {
@@ -65,17 +113,59 @@ impl Observed {
             return;
         };
         self.allowed += 1;
+        if !route_name(route)
+            || ["caller", "subject", "chain", "scopes"]
+                .iter()
+                .any(|name| decision.truncated(name))
+        {
+            self.unusable += 1;
+            return;
+        }
+        if self.bytes > MAX_OBSERVED_BYTES {
+            self.overflow = Some("IDs and scopes (bytes)");
+        }
+        if self.overflow.is_some() {
+            return;
+        }
         let chain = decision.chain();
+        if !self.routes.contains_key(route) && self.routes.len() >= MAX_ROUTES {
+            self.overflow = Some("routes");
+            return;
+        }
+        if !self.routes.contains_key(route) {
+            self.bytes += route.len();
+        }
         let seen = self.routes.entry(route.to_owned()).or_default();
-        seen.callers.insert(caller.to_owned());
+        if seen.callers.insert(caller.to_owned()) {
+            self.bytes += caller.len();
+            if seen.callers.len() > MAX_CALLERS_PER_ROUTE {
+                self.overflow = Some("callers of one route");
+                return;
+            }
+        }
         seen.max_depth = seen.max_depth.max(chain.len());
         self.max_depth = self.max_depth.max(chain.len());
         if let (Some(subject), Some(first)) = (decision.text("subject"), chain.first()) {
-            self.edges
-                .insert((super::graph::principal(subject), (*first).to_owned()));
+            let principal = super::graph::principal(subject);
+            if !nameable(subject, &principal) {
+                self.unnamable_hops += 1;
+            }
+            let hop = (principal, (*first).to_owned());
+            if !self.edges.contains(&hop) {
+                self.bytes += hop.0.len() + hop.1.len();
+                self.edges.insert(hop);
+            }
         }
         for hop in chain.windows(2) {
-            self.edges.insert((hop[0].to_owned(), hop[1].to_owned()));
+            let hop = (hop[0].to_owned(), hop[1].to_owned());
+            if !self.edges.contains(&hop) {
+                self.bytes += hop.0.len() + hop.1.len();
+                self.edges.insert(hop);
+            }
+        }
+        if self.edges.len() > MAX_EDGES {
+            self.overflow = Some("delegation edges");
+            return;
         }
         if decision.version() < 2 {
             self.unscoped += 1;
@@ -88,40 +178,75 @@ impl Observed {
             chain
         };
         let scopes = decision.scopes();
+        if !scopes.iter().all(|scope| scope_token(scope)) {
+            self.unnamable_scopes += 1;
+        }
         for actor in actors {
+            if !self.actor_scopes.contains_key(actor) && self.actor_scopes.len() >= MAX_ACTORS {
+                self.overflow = Some("actors");
+                return;
+            }
+            if !self.actor_scopes.contains_key(actor) {
+                self.bytes += actor.len();
+            }
             let known = self.actor_scopes.entry(actor.to_owned()).or_default();
             for scope in &scopes {
-                if known.len() < MAX_SCOPES_PER_ACTOR {
-                    known.insert((*scope).to_owned());
+                if known.len() < MAX_SCOPES_PER_ACTOR && known.insert((*scope).to_owned()) {
+                    self.bytes += scope.len();
                 }
             }
         }
     }
 
-    /// `delegation.ceilings`: each actor (or family) seen with the scopes it carried, then
-    /// `*` with none; `None` when some allowed line recorded no scopes.
-    pub fn ceilings(&self) -> Option<Vec<Value>> {
+    /// Why `delegation.ceilings` are not derived, if they are not.
+    fn no_ceilings(&self) -> Option<String> {
         if self.unscoped > 0 {
+            Some(format!(
+                "{} allowed line(s) of audit format version 1 recorded no scopes",
+                self.unscoped
+            ))
+        } else if self.unnamable_scopes > 0 {
+            Some(format!(
+                "{} allowed decision(s) carried a scope a ceiling cannot name (not one scope token)",
+                self.unnamable_scopes
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// `delegation.ceilings`: each actor (or family) seen with the scopes it carried — exact
+    /// IDs first, then families, deepest first, so no family hides a more exact entry (the
+    /// first match applies) — then `*` with none; `None` when they cannot be derived
+    /// ([`Self::no_ceilings`]).
+    pub fn ceilings(&self) -> Option<Vec<Value>> {
+        if self.no_ceilings().is_some() {
             return None;
         }
         let actors: BTreeSet<String> = self.actor_scopes.keys().cloned().collect();
-        let mut out = Vec::new();
+        let mut exact = Vec::new();
+        let mut families = Vec::new();
         for pattern in callers_with_families(&actors) {
-            let scopes: BTreeSet<&String> = match pattern.strip_suffix("/*") {
-                Some(parent) => self
-                    .actor_scopes
-                    .iter()
-                    .filter(|(actor, _)| {
-                        actor
-                            .strip_prefix(parent)
-                            .is_some_and(|rest| rest.starts_with('/'))
-                    })
-                    .flat_map(|(_, scopes)| scopes)
-                    .collect(),
-                None => self.actor_scopes[&pattern].iter().collect(),
-            };
-            out.push(json!({"actor": pattern, "scopes": scopes}));
+            match pattern.strip_suffix("/*") {
+                Some(parent) => {
+                    // Every actor under `parent/`: one range of the sorted map.
+                    let under = format!("{parent}/");
+                    let scopes: BTreeSet<&String> = self
+                        .actor_scopes
+                        .range(under.clone()..)
+                        .take_while(|(actor, _)| actor.starts_with(&under))
+                        .flat_map(|(_, scopes)| scopes)
+                        .collect();
+                    families.push((parent.len(), json!({"actor": pattern, "scopes": scopes})));
+                }
+                None => {
+                    exact.push(json!({"actor": pattern, "scopes": self.actor_scopes[&pattern]}))
+                }
+            }
         }
+        families.sort_by_key(|family| std::cmp::Reverse(family.0));
+        let mut out = exact;
+        out.extend(families.into_iter().map(|(_, ceiling)| ceiling));
         out.push(json!({"actor": "*", "scopes": []}));
         Some(out)
     }
@@ -162,16 +287,18 @@ fn suggested_delegation(observed: &Observed, current: Option<&Value>) -> Value {
     if let Some(ceilings) = observed.ceilings() {
         delegation.insert("ceilings".into(), Value::Array(ceilings));
     }
-    delegation.insert(
-        "edges".into(),
-        Value::Array(
-            observed
-                .edges
-                .iter()
-                .map(|(from, to)| json!({"from": from, "to": to}))
-                .collect(),
-        ),
-    );
+    if observed.unnamable_hops == 0 {
+        delegation.insert(
+            "edges".into(),
+            Value::Array(
+                observed
+                    .edges
+                    .iter()
+                    .map(|(from, to)| json!({"from": from, "to": to}))
+                    .collect(),
+            ),
+        );
+    }
     Value::Object(delegation)
 }
 
@@ -205,14 +332,23 @@ fn apply(observed: &Observed, config: &mut Value) -> Vec<String> {
             .map_or("3 (default)".to_owned(), Value::to_string),
         observed.max_depth
     ));
-    changes.push(format!(
-        "delegation.edges: {} -> {} edge(s) seen",
-        before.get("edges").and_then(Value::as_array).map_or(
-            "any hop".to_owned(),
-            |edges| format!("{} edge(s)", edges.len())
-        ),
-        observed.edges.len()
-    ));
+    let edges_before = before
+        .get("edges")
+        .and_then(Value::as_array)
+        .map_or("any hop".to_owned(), |edges| {
+            format!("{} edge(s)", edges.len())
+        });
+    if observed.unnamable_hops == 0 {
+        changes.push(format!(
+            "delegation.edges: {edges_before} -> {} edge(s) seen",
+            observed.edges.len()
+        ));
+    } else {
+        changes.push(format!(
+            "delegation.edges: left as they are ({edges_before}): {} allowed decision(s) had a subject no edge can name exactly (it would read as a pattern)",
+            observed.unnamable_hops
+        ));
+    }
     let ceilings = |value: Option<&Value>| {
         value
             .and_then(Value::as_array)
@@ -227,9 +363,9 @@ fn apply(observed: &Observed, config: &mut Value) -> Vec<String> {
             suggested.len()
         )),
         None => changes.push(format!(
-            "delegation.ceilings: left as they are ({}): {} allowed line(s) recorded no scopes (audit format version 1)",
+            "delegation.ceilings: left as they are ({}): {}",
             ceilings(before.get("ceilings")),
-            observed.unscoped
+            observed.no_ceilings().unwrap_or_default()
         )),
     }
     if let Some(map) = config.as_object_mut() {
@@ -297,25 +433,52 @@ fn apply(observed: &Observed, config: &mut Value) -> Vec<String> {
     changes
 }
 
-/// A YAML scalar: plain when it reads back as the same string, else double-quoted (JSON
-/// escapes are YAML escapes).
+/// A YAML scalar: plain only when it cannot read back as anything but this string (it starts
+/// with a letter or `/`, holds only `[A-Za-z0-9-_./:@]`, is no YAML 1.1 boolean or null),
+/// else [`quoted`].
 fn scalar(text: &str) -> String {
-    let plain = !text.is_empty()
+    let plain = text.starts_with(|c: char| c.is_ascii_alphabetic() || c == '/')
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
-        && !text.starts_with(['-', ':', '.', '@'])
         && !text.contains(": ")
         && !matches!(
             text.to_ascii_lowercase().as_str(),
-            "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null" | "~"
-        )
-        && text.parse::<f64>().is_err();
-    if plain {
-        text.to_owned()
-    } else {
-        Value::String(text.to_owned()).to_string()
+            "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null"
+        );
+    if plain { text.to_owned() } else { quoted(text) }
+}
+
+/// `text` as a YAML double-quoted scalar: quotes and backslashes escaped, and every character
+/// YAML does not allow there or a reader would not see — control characters (C0, DEL, C1),
+/// U+FFFE/U+FFFF, line and paragraph separators, bidirectional overrides — as `\uXXXX`.
+pub fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if records::invisible(c) => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
     }
+    out.push('"');
+    out
+}
+
+/// `text` for a `# ` comment line: what [`records::invisible`] names escaped, so no value from an
+/// audit log or a path can end the comment and start live YAML.
+pub fn comment_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for character in text.chars() {
+        if records::invisible(character) {
+            out.push_str(&format!("\\u{:04X}", character as u32));
+        } else {
+            out.push(character);
+        }
+    }
+    out
 }
 
 /// `value` as block YAML, indented by `indent` spaces.
@@ -381,7 +544,7 @@ fn inline(value: &Value) -> String {
 /// What the suggestion would have decided differently, over the audit log's decisions, for
 /// the checks it changes (depth, edges, ceilings, callers), evaluated with the sidecar's own
 /// rules on both configurations.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Impact {
     /// Decisions whose route both configurations name (the others cannot be evaluated).
     pub evaluated: u64,
@@ -390,6 +553,8 @@ pub struct Impact {
     pub newly_denied: BTreeMap<(String, &'static str), u64>,
     /// Denied decisions that would get past the check that denied them, by route and reason.
     pub no_longer_denied: BTreeMap<(String, String), u64>,
+    /// The current configuration's answers, and the suggestion's.
+    memos: [Memo; 2],
 }
 
 /// The reasons of the checks a suggestion changes.
@@ -402,39 +567,93 @@ fn changed_checks() -> [&'static str; 4] {
     ]
 }
 
-/// The first of the suggestion's checks `decision` fails under `settings`, in the pipeline's
-/// order; `None` when the decision cannot be evaluated there (route unknown, no caller or
-/// subject).
-fn first_failed(settings: &DecisionSettings, decision: &Decision) -> Option<Option<&'static str>> {
-    let name = decision.text("route")?;
-    let route = settings.routes.iter().find(|route| &*route.name == name)?;
-    let caller = SpiffeId::parse(decision.text("caller")?).ok()?;
-    let subject = decision.text("subject")?;
-    let chain = decision.chain();
-    let policy = &settings.delegation;
-    if chain.len() > policy.depth_limit(route) {
-        return Some(Some(DenyReason::DelegationTooDeep.code()));
-    }
-    if let Some(edges) = &policy.edges
-        && !edges_allowed(edges, subject, &chain)
-    {
-        return Some(Some(DenyReason::DelegationEdgeDenied.code()));
-    }
-    if decision.version() >= 2 {
-        let actors = if chain.is_empty() {
-            vec![caller.as_str()]
-        } else {
-            chain
-        };
-        let scopes: Vec<Box<str>> = decision.scopes().into_iter().map(Into::into).collect();
-        if !within_ceilings(&policy.ceilings, &actors, &scopes) {
-            return Some(Some(DenyReason::DelegationCeilingExceeded.code()));
+/// Most remembered hop and actor results per configuration; past it they are computed anew.
+const MAX_MEMO: usize = 100_000;
+
+/// What one configuration answered for hops and actors already seen: the log repeats them on
+/// every line, and the edge and ceiling lists a suggestion holds can be long.
+#[derive(Default)]
+struct Memo {
+    hops: HashMap<(String, String), bool>,
+    /// The index of the first ceiling whose pattern matches the actor (the one that applies).
+    ceilings: HashMap<String, Option<usize>>,
+}
+
+impl Memo {
+    /// `edges_allowed` for one hop.
+    fn hop(&mut self, edges: &[Edge], from: &str, to: &str) -> bool {
+        if let Some(allowed) = self.hops.get(&(from.to_owned(), to.to_owned())) {
+            return *allowed;
         }
+        let allowed = edges_allowed(edges, from, &[to]);
+        if self.hops.len() < MAX_MEMO {
+            self.hops.insert((from.to_owned(), to.to_owned()), allowed);
+        }
+        allowed
     }
-    if !caller_allowed(route.allow_callers.as_deref(), &caller) {
-        return Some(Some(DenyReason::CallerNotAllowed.code()));
+
+    /// `within_ceilings` for one actor: the first matching ceiling decides.
+    fn within(&mut self, ceilings: &[Ceiling], actor: &str, scopes: &[Box<str>]) -> bool {
+        let index = match self.ceilings.get(actor) {
+            Some(index) => *index,
+            None => {
+                let index = ceilings
+                    .iter()
+                    .position(|ceiling| ceiling.actor.matches(actor));
+                if self.ceilings.len() < MAX_MEMO {
+                    self.ceilings.insert(actor.to_owned(), index);
+                }
+                index
+            }
+        };
+        index.is_none_or(|index| within_ceilings(&ceilings[index..=index], &[actor], scopes))
     }
-    Some(None)
+
+    /// The first of the suggestion's checks `decision` fails under `settings`, in the
+    /// pipeline's order; `None` when it cannot be evaluated there (route unknown, no caller
+    /// or subject).
+    fn first_failed(
+        &mut self,
+        settings: &DecisionSettings,
+        decision: &Decision,
+    ) -> Option<Option<&'static str>> {
+        let name = decision.text("route")?;
+        let route = settings.routes.iter().find(|route| &*route.name == name)?;
+        let caller = SpiffeId::parse(decision.text("caller")?).ok()?;
+        let subject = decision.text("subject")?;
+        let chain = decision.chain();
+        let policy = &settings.delegation;
+        if chain.len() > policy.depth_limit(route) {
+            return Some(Some(DenyReason::DelegationTooDeep.code()));
+        }
+        if let Some(edges) = &policy.edges {
+            let mut from = subject;
+            for to in &chain {
+                if !self.hop(edges, from, to) {
+                    return Some(Some(DenyReason::DelegationEdgeDenied.code()));
+                }
+                from = to;
+            }
+        }
+        if decision.version() >= 2 {
+            let actors = if chain.is_empty() {
+                vec![caller.as_str()]
+            } else {
+                chain
+            };
+            let scopes: Vec<Box<str>> = decision.scopes().into_iter().map(Into::into).collect();
+            if !actors
+                .iter()
+                .all(|actor| self.within(&policy.ceilings, actor, &scopes))
+            {
+                return Some(Some(DenyReason::DelegationCeilingExceeded.code()));
+            }
+        }
+        if !caller_allowed(route.allow_callers.as_deref(), &caller) {
+            return Some(Some(DenyReason::CallerNotAllowed.code()));
+        }
+        Some(None)
+    }
 }
 
 impl Impact {
@@ -445,8 +664,8 @@ impl Impact {
         decision: &Decision,
     ) {
         let (Some(before), Some(after)) = (
-            first_failed(current, decision),
-            first_failed(suggested, decision),
+            self.memos[0].first_failed(current, decision),
+            self.memos[1].first_failed(suggested, decision),
         ) else {
             self.unevaluated += 1;
             return;
@@ -474,21 +693,27 @@ impl Impact {
     }
 
     fn comments(&self, out: &mut String) {
-        out.push_str(&format!(
-            "# What it would have decided differently, over the {} decision(s) of the audit log whose route both configurations name ({} not evaluated):\n",
-            self.evaluated, self.unevaluated
-        ));
+        comment(
+            out,
+            &format!(
+                "What it would have decided differently, over the {} decision(s) of the audit log whose route both configurations name ({} not evaluated; the suggestion was derived from these same decisions):",
+                self.evaluated, self.unevaluated
+            ),
+        );
         let denied: u64 = self.newly_denied.values().sum();
-        out.push_str(&format!("#   allowed decisions it would deny: {denied}\n"));
+        comment(out, &format!("  allowed decisions it would deny: {denied}"));
         for ((route, reason), count) in &self.newly_denied {
-            out.push_str(&format!("#     {route}: {count} x {reason}\n"));
+            comment(out, &format!("    {route}: {count} x {reason}"));
         }
         let passed: u64 = self.no_longer_denied.values().sum();
-        out.push_str(&format!(
-            "#   denied decisions it would no longer deny for their reason (later steps not evaluated): {passed}\n"
-        ));
+        comment(
+            out,
+            &format!(
+                "  denied decisions it would no longer deny for their reason (later steps not evaluated): {passed}"
+            ),
+        );
         for ((route, reason), count) in &self.no_longer_denied {
-            out.push_str(&format!("#     {route}: {count} x {reason}\n"));
+            comment(out, &format!("    {route}: {count} x {reason}"));
         }
     }
 }
@@ -560,26 +785,56 @@ pub fn line_diff(before: &str, after: &str) -> Vec<String> {
     out
 }
 
-/// The suggestion from the decisions of `files`.
-pub fn observe(files: &[PathBuf]) -> Result<Observed, String> {
+/// The suggestion from the decisions of `files`, and how many decisions were read.
+pub fn observe(files: &[PathBuf]) -> Result<(Observed, u64), String> {
     let mut observed = Observed::default();
-    records::read(files, None, &mut |decision| observed.add(decision))?;
-    Ok(observed)
+    let totals = records::read(files, None, &mut |decision| observed.add(decision))?;
+    if let Some(what) = observed.overflow {
+        return Err(format!(
+            "the audit log shows more distinct {what} than a reviewable policy holds (at most {MAX_ROUTES} routes, {MAX_CALLERS_PER_ROUTE} callers per route, {MAX_EDGES} edges, {MAX_ACTORS} actors, {} MiB of IDs and scopes): suggest from a narrower log, one workload or one day",
+            MAX_OBSERVED_BYTES >> 20
+        ));
+    }
+    Ok((observed, totals.decisions))
 }
 
 fn header(observed: &Observed) -> String {
-    let ceilings = if observed.unscoped > 0 {
-        format!(
-            "Not derived: delegation.ceilings\n# ({} allowed line(s) of audit format version 1 recorded no scopes).",
-            observed.unscoped
-        )
-    } else {
-        "Ceilings: the scopes each actor's\n# allowed chains carried.".to_owned()
-    };
-    format!(
-        "# Suggested by actguard policy suggest from {} allowed decision(s): the tightest edges,\n# depths and callers that allow every one of them. {ceilings}\n",
+    let mut out = format!(
+        "# Suggested by actguard policy suggest from {} allowed decision(s): the tightest edges,\n# depths, callers and ceilings that allow every one of them. Allows the audit log sampled\n# out (audit.sample_allows below 1) are not among them.\n",
         observed.allowed
-    )
+    );
+    if let Some(why) = observed.no_ceilings() {
+        comment(
+            &mut out,
+            &format!("Not derived: delegation.ceilings ({why})."),
+        );
+    }
+    if observed.unnamable_hops > 0 {
+        comment(
+            &mut out,
+            &format!(
+                "Not derived: delegation.edges ({} allowed decision(s) had a subject no edge can name exactly).",
+                observed.unnamable_hops
+            ),
+        );
+    }
+    if observed.unusable > 0 {
+        comment(
+            &mut out,
+            &format!(
+                "Not learned from: {} allowed decision(s) whose caller, subject, chain or scopes the audit log cut, or whose route is no route name; a policy from the rest may deny them.",
+                observed.unusable
+            ),
+        );
+    }
+    out
+}
+
+/// Appends `text` as one `# ` comment line, whatever it holds ([`comment_text`]).
+fn comment(out: &mut String, text: &str) {
+    out.push_str("# ");
+    out.push_str(&comment_text(text));
+    out.push('\n');
 }
 
 /// The suggestion alone, with its header: the `delegation` block and the routes' rules.
@@ -608,56 +863,55 @@ pub fn standalone(observed: &Observed) -> String {
 /// a diff and its impact as comments), or, without one, the `delegation` block and the routes'
 /// rules.
 pub fn suggest(files: &[PathBuf], current: Option<&Path>) -> Result<String, String> {
-    let observed = observe(files)?;
+    let (observed, decisions) = observe(files)?;
     if observed.allowed == 0 {
         return Err("no allowed decision in the audit log: nothing to derive a policy from".into());
     }
+    let Some(path) = current else {
+        return Ok(standalone(&observed));
+    };
     let mut out = header(&observed);
-    match current {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|error| format!("{}: {error}", path.display()))?;
-            let mut config = crate::config::reader::parse_yaml(&text)
-                .map_err(|error| format!("{}: {error}", path.display()))?;
-            let mut before = String::new();
-            yaml(&config, 0, &mut before);
-            for change in apply(&observed, &mut config) {
-                out.push_str(&format!("# {change}\n"));
-            }
-            let mut body = String::new();
-            yaml(&config, 0, &mut body);
-            out.push_str(&format!(
-                "# Diff against {} (both as actguard writes YAML, comments dropped):\n",
-                path.display()
-            ));
-            for line in line_diff(&before, &body) {
-                out.push_str(&format!("# {line}\n"));
-            }
-            let base = path.parent().unwrap_or(Path::new("."));
-            let loaded = crate::config::Config::from_file(path)
-                .map_err(|errors| format!("{}: {errors}", path.display()))
-                .and_then(|current| {
-                    crate::config::Config::from_yaml(&body, base)
-                        .map(|suggested| (current, suggested))
-                        .map_err(|errors| format!("the suggestion: {errors}"))
-                });
-            match loaded {
-                Ok((current, suggested)) => {
-                    let mut impact = Impact::default();
-                    records::read(files, None, &mut |decision| {
-                        impact.add(&current.decision, &suggested.decision, decision)
-                    })?;
-                    impact.comments(&mut out);
-                }
-                Err(error) => out.push_str(&format!(
-                    "# What it would have decided differently: not evaluated ({})\n",
-                    error.replace('\n', " ")
-                )),
-            }
-            out.push_str(&body);
-        }
-        None => out = standalone(&observed),
+    let text =
+        std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    let mut config = crate::config::reader::parse_yaml(&text)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    let current = crate::config::Config::from_file(path)
+        .map_err(|errors| format!("{}: {errors}", path.display()))?;
+    let mut before = String::new();
+    yaml(&config, 0, &mut before);
+    for change in apply(&observed, &mut config) {
+        comment(&mut out, &change);
     }
+    let mut body = String::new();
+    yaml(&config, 0, &mut body);
+    // The promise is that check-config accepts the output: a suggestion it would refuse is
+    // an error here, never printed.
+    let base = path.parent().unwrap_or(Path::new("."));
+    let suggested = crate::config::Config::from_yaml(&body, base).map_err(|errors| {
+        format!("the suggestion would not be a valid configuration, so none is printed: {errors}")
+    })?;
+    comment(
+        &mut out,
+        &format!(
+            "Diff against {} (both as actguard writes YAML, comments dropped):",
+            path.display()
+        ),
+    );
+    for line in line_diff(&before, &body) {
+        comment(&mut out, &line);
+    }
+    let mut impact = Impact::default();
+    let again = records::read(files, None, &mut |decision| {
+        impact.add(&current.decision, &suggested.decision, decision)
+    })?;
+    if again.decisions != decisions {
+        return Err(format!(
+            "the audit log read {decisions} decision(s) the first time and {} the second: the impact needs regular files that do not change meanwhile (not a pipe)",
+            again.decisions
+        ));
+    }
+    impact.comments(&mut out);
+    out.push_str(&body);
     Ok(out)
 }
 
@@ -716,5 +970,153 @@ mod tests {
         let back: Value = crate::config::reader::parse_yaml(&out).unwrap();
         assert_eq!(back["routes"][0]["allow_callers"][0], "spiffe://e.org/a");
         assert_eq!(back["routes"][0]["max_depth"], 1);
+        // Whatever a string holds, it reads back as that string: numbers in any YAML
+        // notation, characters YAML forbids unescaped, bidirectional overrides.
+        for text in [
+            "0x10",
+            "0o10",
+            "0b1",
+            "1_000",
+            "1e3",
+            "+1",
+            "-1",
+            ".5",
+            "nan",
+            ".inf",
+            "~",
+            "",
+            "x\u{86}y",
+            "x\u{fffe}y",
+            "a\u{202e}b",
+            "line\nbreak",
+            "tab\tx",
+            "quote\"s",
+            "back\\s",
+            "#comment",
+            "- item",
+            "{a: b}",
+            "[1]",
+            "&anchor",
+            "*alias",
+            "!tag",
+            "%directive",
+        ] {
+            let mut out = String::new();
+            yaml(&json!({ "value": text }), 0, &mut out);
+            let back = crate::config::reader::parse_yaml(&out)
+                .unwrap_or_else(|error| panic!("{text:?}: {out} {error}"));
+            assert_eq!(back["value"], text, "{out}");
+        }
+    }
+
+    #[test]
+    fn comment_text_cannot_end_its_line() {
+        for text in ["x\naudit:\n  output: off", "a\rb", "a\u{2028}b", "a\u{85}b"] {
+            let mut out = String::new();
+            comment(&mut out, text);
+            assert_eq!(out.lines().count(), 1, "{out:?}");
+            assert!(out.starts_with("# ") && out.ends_with('\n'));
+        }
+    }
+
+    fn allowed_line(
+        route: &str,
+        caller: &str,
+        subject: &str,
+        chain: &[&str],
+        scopes: &[&str],
+    ) -> Decision {
+        let line = json!({"time": "2026-12-04T00:00:00.000Z", "v": 2, "caller": caller,
+            "subject": subject, "chain": chain, "scopes": scopes, "route": route,
+            "decision": "allow"});
+        Decision::parse(line.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn what_no_configuration_can_name_exactly_is_not_derived_wrong() {
+        let agent = "spiffe://e.org/agent/a";
+        // A route that is no route name is not learned from.
+        let mut observed = Observed::default();
+        observed.add(&allowed_line(
+            "x\naudit:",
+            agent,
+            "user:a",
+            &[agent],
+            &["s"],
+        ));
+        assert_eq!((observed.allowed, observed.unusable), (1, 1));
+        assert!(observed.routes.is_empty());
+        // A scope that is not one scope token: no ceilings at all.
+        let mut observed = Observed::default();
+        observed.add(&allowed_line("r", agent, "user:a", &[agent], &["café"]));
+        assert!(observed.ceilings().is_none() && observed.no_ceilings().is_some());
+        // A subject that would read as a pattern: no edges at all.
+        for subject in ["a*b*", "*", "all*", "spiffe://Example.org/u"] {
+            let mut observed = Observed::default();
+            observed.add(&allowed_line("r", agent, subject, &[agent], &["s"]));
+            assert_eq!(observed.unnamable_hops, 1, "{subject}");
+            let delegation = suggested_delegation(&observed, None);
+            assert!(delegation.get("edges").is_none(), "{subject}");
+        }
+        // A family stays a family, an exact ID stays exact.
+        let mut observed = Observed::default();
+        observed.add(&allowed_line("r", agent, "user:alice", &[agent], &["s"]));
+        observed.add(&allowed_line("r", agent, agent, &[], &["s"]));
+        assert_eq!(observed.unnamable_hops, 0);
+    }
+
+    #[test]
+    fn a_log_past_the_bounds_is_refused_not_grown_without_end() {
+        let mut observed = Observed::default();
+        for index in 0..=MAX_ROUTES {
+            observed.add(&allowed_line(
+                &format!("r{index}"),
+                "spiffe://e.org/agent/a",
+                "user:a",
+                &[],
+                &[],
+            ));
+        }
+        assert_eq!(observed.overflow, Some("routes"));
+        assert_eq!(observed.routes.len(), MAX_ROUTES);
+    }
+
+    #[test]
+    fn ceilings_name_exact_actors_before_families_deepest_first() {
+        let mut observed = Observed::default();
+        for name in ["a", "b", "c"] {
+            let actor = format!("spiffe://e.org/agent/{name}");
+            observed.add(&allowed_line("r", &actor, "user:u", &[&actor], &["read"]));
+        }
+        for name in ["x", "y", "z"] {
+            let actor = format!("spiffe://e.org/agent/team/{name}");
+            observed.add(&allowed_line("r", &actor, "user:u", &[&actor], &["write"]));
+        }
+        observed.add(&allowed_line(
+            "r",
+            "spiffe://e.org/tool/t",
+            "user:u",
+            &["spiffe://e.org/tool/t"],
+            &["admin"],
+        ));
+        let ceilings = observed.ceilings().unwrap();
+        let actors: Vec<&str> = ceilings
+            .iter()
+            .map(|c| c["actor"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            actors,
+            [
+                "spiffe://e.org/tool/t",
+                "spiffe://e.org/agent/team/*",
+                "spiffe://e.org/agent/*",
+                "*"
+            ]
+        );
+        // A family's ceiling is what its members' chains carried, the deeper family's too
+        // (the pattern admits them).
+        assert_eq!(ceilings[1]["scopes"], json!(["write"]));
+        assert_eq!(ceilings[2]["scopes"], json!(["read", "write"]));
+        assert_eq!(ceilings[3]["scopes"], json!([]));
     }
 }

@@ -6,7 +6,7 @@
 //! and counted apart, never guessed at. Files are streamed ([`super::graph::stream_lines`]), with
 //! progress on stderr: a percentage when it is a terminal, a line per 64 MiB otherwise.
 
-use crate::serve::audit::FORMAT_VERSION;
+use crate::serve::audit::{FORMAT_VERSION, MAX_CHAIN_ENTRIES, MAX_FIELD_BYTES, MAX_SCOPE_ENTRIES};
 use serde_json::Value;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -20,7 +20,8 @@ pub struct Decision {
 /// Why a line is not a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skipped {
-    /// Not JSON, too long, or not a decision (admin and fleet events).
+    /// Not JSON, too long, not a decision (admin and fleet events), or not as actguard
+    /// writes one (a malformed `v`, members past the writer's caps).
     NotDecision,
     /// A decision of an audit format newer than this build reads.
     NewerFormat,
@@ -33,15 +34,49 @@ impl Decision {
         {
             return Err(Skipped::NotDecision);
         }
-        // No `v`: version 1 (the same members less `v` and `scopes`).
-        match record.get("v") {
+        // No `v`: version 1 (the same members less `v` and `scopes`); a `v` that is not a
+        // version number at all is not actguard's.
+        match record.get("v").map(Value::as_u64) {
             None => {}
-            Some(v)
-                if v.as_u64()
-                    .is_some_and(|v| (1..=FORMAT_VERSION).contains(&v)) => {}
-            Some(_) => return Err(Skipped::NewerFormat),
+            Some(Some(v)) if (1..=FORMAT_VERSION).contains(&v) => {}
+            Some(Some(v)) if v > FORMAT_VERSION => return Err(Skipped::NewerFormat),
+            Some(_) => return Err(Skipped::NotDecision),
         }
-        Ok(Self { record })
+        let decision = Self { record };
+        // Past the writer's own caps: not a line actguard wrote (a forged or mixed-in one).
+        let oversized = |name: &str| {
+            decision.record[name]
+                .as_str()
+                .is_some_and(|text| text.len() > MAX_FIELD_BYTES)
+        };
+        let long_list = |name: &str, most: usize| {
+            decision.record[name].as_array().is_some_and(|items| {
+                items.len() > most
+                    || items.iter().any(|item| {
+                        item.as_str()
+                            .is_some_and(|text| text.len() > MAX_FIELD_BYTES)
+                    })
+            })
+        };
+        if ["caller", "subject", "route", "reason", "time"]
+            .into_iter()
+            .any(oversized)
+            || long_list("chain", MAX_CHAIN_ENTRIES)
+            || long_list("scopes", MAX_SCOPE_ENTRIES)
+            || decision
+                .tool()
+                .is_some_and(|tool| tool.len() > MAX_FIELD_BYTES)
+        {
+            return Err(Skipped::NotDecision);
+        }
+        Ok(decision)
+    }
+
+    /// Whether the writer cut member `name` (it is named in `truncated`).
+    pub fn truncated(&self, name: &str) -> bool {
+        self.record["truncated"]
+            .as_array()
+            .is_some_and(|cut| cut.iter().any(|item| item == name))
     }
 
     /// A string member, `None` when absent, not a string or empty.
@@ -81,8 +116,11 @@ impl Decision {
     }
 
     /// Unix seconds of `time`, when it reads as the audit log writes it.
+    /// (Never before 1970: actguard did not write that.)
     pub fn time(&self) -> Option<i64> {
-        self.text("time").and_then(super::graph::unix_seconds_of)
+        self.text("time")
+            .and_then(super::graph::unix_seconds_of)
+            .filter(|time| *time >= 0)
     }
 
     /// The MCP tool a `tools/call` named.
@@ -184,6 +222,25 @@ pub fn read(
     Ok(totals)
 }
 
+/// Characters no output may show as themselves: control characters (C0, DEL, C1), U+FFFE and
+/// U+FFFF, line and paragraph separators, and bidirectional marks and overrides (which would
+/// show an ID reversed). Log text is attacker-influenced.
+pub fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{fffe}'
+                | '\u{ffff}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{061c}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
 /// The `n` largest counts, largest first (ties by name).
 pub fn top_counts(counts: &std::collections::BTreeMap<String, u64>, n: usize) -> Vec<(&str, u64)> {
     let mut sorted: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
@@ -231,5 +288,28 @@ mod tests {
             Some(Skipped::NotDecision)
         );
         assert_eq!(Decision::parse(b"[1]").err(), Some(Skipped::NotDecision));
+        for v in ["2.0", "\"2\"", "0", "-1", "null", "1e30"] {
+            let line = format!(r#"{{"v":{v},"decision":"allow"}}"#);
+            assert_eq!(
+                Decision::parse(line.as_bytes()).err(),
+                Some(Skipped::NotDecision),
+                "{v}"
+            );
+        }
+        // Past the writer's caps: 17 actors, 65 scopes, a 2 KiB route.
+        let chain: Vec<String> = (0..17).map(|i| format!("a{i}")).collect();
+        let scopes: Vec<String> = (0..65).map(|i| format!("s{i}")).collect();
+        for line in [
+            serde_json::json!({"decision": "allow", "chain": chain}),
+            serde_json::json!({"decision": "allow", "scopes": scopes}),
+            serde_json::json!({"decision": "allow", "route": "r".repeat(2048)}),
+        ] {
+            assert_eq!(
+                Decision::parse(line.to_string().as_bytes()).err(),
+                Some(Skipped::NotDecision)
+            );
+        }
+        let before_1970 = br#"{"time":"1969-12-31T23:59:59.000Z","decision":"allow"}"#;
+        assert_eq!(Decision::parse(before_1970).unwrap().time(), None);
     }
 }

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 pub const MAX_ROWS: usize = 500;
 /// Scopes listed per row (the rest counted).
 const MAX_SCOPES: usize = 32;
-/// Distinct reasons kept per row and over time (the rest counted as `other`).
+/// Distinct reasons kept per row and over time (the rest counted together).
 const MAX_REASONS: usize = 32;
 /// Time buckets kept while reading; past this the bucket width doubles.
 const MAX_BUCKETS: usize = 512;
@@ -83,11 +83,15 @@ fn bounded_insert(set: &mut BTreeSet<String>, more: &mut bool, value: &str) {
     }
 }
 
+/// Where reasons past [`MAX_REASONS`] are counted: not a reason code (those are snake_case),
+/// so no reason of actguard's is ever merged into it.
+const OTHER_REASONS: &str = "(other reasons)";
+
 fn count_reason(reasons: &mut BTreeMap<String, u64>, reason: &str) {
     let key = if reasons.contains_key(reason) || reasons.len() < MAX_REASONS {
         reason
     } else {
-        "other"
+        OTHER_REASONS
     };
     *reasons.entry(key.to_owned()).or_default() += 1;
 }
@@ -296,6 +300,11 @@ impl Report {
         page.push_str("<section id=\"suggestion\">\n<h2>Suggested policy</h2>\n");
         if self.observed.allowed == 0 {
             page.push_str("<p>Nothing to suggest: no allowed decision was seen.</p>\n");
+        } else if let Some(what) = self.observed.overflow {
+            page.push_str(&format!(
+                "<p class=\"note\">Not derived: the log shows more distinct {} than a reviewable policy holds; run <code>actguard policy suggest</code> on a narrower log.</p>\n",
+                escape(what)
+            ));
         } else {
             page.push_str("<p>What <code>actguard policy suggest</code> derives from these decisions: the tightest delegation edges, ceilings, depths and callers that allow every allowed one. Run it with <code>--config</code> to get it merged into your configuration, with a diff and the decisions it would have changed.</p>\n<pre>");
             page.push_str(&escape(&policy::standalone(&self.observed)));
@@ -345,28 +354,28 @@ impl Report {
                 *totals.entry(reason.clone()).or_default() += count;
             }
         }
+        // The most frequent reasons by name, then everything else as one series (the
+        // overflow of the bounded counts included).
+        let overflow = totals.remove(OTHER_REASONS).unwrap_or(0);
         let shown: Vec<&str> = records::top_counts(&totals, CHART_REASONS)
             .into_iter()
             .map(|(reason, _)| reason)
             .collect();
-        let has_other = totals
-            .keys()
-            .any(|reason| !shown.contains(&reason.as_str()));
-        let mut series: Vec<&str> = shown.clone();
-        if has_other {
-            series.push("other");
+        let mut series: Vec<Option<&str>> = shown.iter().copied().map(Some).collect();
+        if overflow > 0 || totals.len() > shown.len() {
+            series.push(None);
         }
-        let value = |reasons: &BTreeMap<String, u64>, name: &str| -> u64 {
-            if name == "other" && !shown.contains(&"other") {
-                reasons
+        let value = |reasons: &BTreeMap<String, u64>, name: Option<&str>| -> u64 {
+            match name {
+                Some(name) => reasons.get(name).copied().unwrap_or(0),
+                None => reasons
                     .iter()
                     .filter(|(reason, _)| !shown.contains(&reason.as_str()))
                     .map(|(_, count)| count)
-                    .sum()
-            } else {
-                reasons.get(name).copied().unwrap_or(0)
+                    .sum(),
             }
         };
+        let label = |name: Option<&str>| escape(name.unwrap_or(OTHER_REASONS));
         // The chart: one stacked bar per column.
         let peak = columns
             .iter()
@@ -388,7 +397,7 @@ impl Report {
             let x = 40.0 + index as f64 * (bar + gap);
             let mut y = height + 10.0;
             for (colour, name) in series.iter().enumerate() {
-                let count = value(reasons, name);
+                let count = value(reasons, *name);
                 if count == 0 {
                     continue;
                 }
@@ -397,7 +406,7 @@ impl Report {
                 page.push_str(&format!(
                     "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bar:.0}\" height=\"{h:.1}\" fill=\"{}\"><title>{} {count}</title></rect>\n",
                     PALETTE[colour % PALETTE.len()],
-                    escape(name)
+                    label(*name)
                 ));
             }
         }
@@ -406,18 +415,18 @@ impl Report {
             page.push_str(&format!(
                 "<li><span class=\"swatch\" style=\"background:{}\"></span>{}</li>\n",
                 PALETTE[colour % PALETTE.len()],
-                escape(name)
+                label(*name)
             ));
         }
         page.push_str("</ul>\n<table>\n<thead><tr><th>From (UTC)</th>");
         for name in &series {
-            page.push_str(&format!("<th>{}</th>", escape(name)));
+            page.push_str(&format!("<th>{}</th>", label(*name)));
         }
         page.push_str("<th>All</th></tr></thead>\n<tbody>\n");
         for (start, _, reasons) in &columns {
             page.push_str(&format!("<tr><td>{}</td>", utc(*start)));
             for name in &series {
-                page.push_str(&format!("<td class=\"n\">{}</td>", value(reasons, name)));
+                page.push_str(&format!("<td class=\"n\">{}</td>", value(reasons, *name)));
             }
             page.push_str(&format!(
                 "<td class=\"n\">{}</td></tr>\n",
@@ -537,7 +546,8 @@ pub fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
+            '\n' => out.push('\n'),
+            c if records::invisible(c) => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
@@ -585,6 +595,32 @@ mod tests {
         assert!(!page.contains("<img"), "{page}");
         assert!(page.contains("&lt;script&gt;") && page.contains("r&amp;d"));
         assert!(page.contains("a&lt;b"));
+    }
+
+    #[test]
+    fn reasons_past_the_bound_are_one_series_counted_once() {
+        let mut report = Report::default();
+        for index in 0..40 {
+            report.add(&decision(serde_json::json!({
+                "time": "2026-12-04T00:00:00.000Z", "v": 2, "caller": "spiffe://e.org/a",
+                "subject": "user:a", "chain": [], "scopes": [], "route": "r",
+                "decision": "deny", "reason": format!("reason_{index:02}")
+            })));
+        }
+        let page = report.to_html(&[]);
+        let table = &page[page.find("<thead><tr><th>From (UTC)</th>").unwrap()..];
+        let table = &table[..table.find("</table>").unwrap()];
+        // Six reasons by name and one series for the rest, whose cells add up to the 40.
+        assert_eq!(table.matches("(other reasons)").count(), 1, "{table}");
+        let row = &table[table.find("<tbody>").unwrap()..];
+        let cells: Vec<u64> = row
+            .split("<td class=\"n\">")
+            .skip(1)
+            .map(|cell| cell[..cell.find('<').unwrap()].parse().unwrap())
+            .collect();
+        assert_eq!(cells.len(), 8, "{row}");
+        assert_eq!(cells[..7].iter().sum::<u64>(), 40);
+        assert_eq!(cells[7], 40);
     }
 
     #[test]

@@ -21,7 +21,9 @@ fn pattern(reader: &mut Reader, path: &str, value: &Value) -> Option<PrincipalPa
         .ok()
 }
 
-fn scope_token(text: &str) -> bool {
+/// Whether `text` is one scope token as a configuration may name it (printable ASCII, no
+/// spaces, quotes or backslashes).
+pub fn scope_token(text: &str) -> bool {
     text.chars()
         .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
 }

@@ -7,6 +7,7 @@
 
 mod budgets;
 mod delegation;
+pub use delegation::scope_token;
 mod issuers;
 mod mcp;
 mod operations;

@@ -3,14 +3,18 @@
 //!
 //! - Verified tokens, keyed by the SHA-256 of the token bytes, bounded in entries and bytes
 //!   (`cache.max_entries`, `cache.max_bytes`), each entry expiring when its token does (plus
-//!   leeway, at most an hour).
+//!   leeway, at most an hour). A token enters on its second use: its first verification waits
+//!   in [`Probation`], from where a second use moves it into the cache without verifying it
+//!   again, so a token used once never costs a cache insert (the most expensive step of a
+//!   never-seen token after its signature: moka's bookkeeping contends across threads) and a
+//!   flood of single-use valid tokens cannot evict the tokens in use.
 //! - Caller SPIFFE IDs, keyed by the SHA-256 of the URL-encoded certificate.
 
 use crate::decision::identity::Svid;
 use crate::decision::settings::CacheConfig;
 use crate::decision::token::VerifiedToken;
 use moka::sync::Cache;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub(super) type Digest = [u8; 32];
@@ -52,9 +56,78 @@ impl moka::Expiry<Digest, CachedToken> for UntilTokenExpiry {
     }
 }
 
-/// The verified-token cache for these bounds; `None` when `cache.max_entries` is 0.
-pub(super) fn token_cache(cache: CacheConfig) -> Option<Cache<Digest, CachedToken>> {
-    (cache.max_entries > 0).then(|| {
+/// Most tokens waiting in probation (a sixteenth of `cache.max_entries`, at most this).
+const MAX_PROBATION_SLOTS: u64 = 4096;
+
+/// Tokens verified once, one per slot (the slot chosen by the digest; a newer token takes an
+/// occupied slot), waiting for a second use. Fixed size: a slot holds a digest and a shared
+/// pointer to the verified token, so the set costs ~70 bytes a slot plus the tokens it holds.
+pub(super) struct Probation {
+    slots: Box<[Slot]>,
+}
+
+/// One probation slot: the digest of the token waiting there, and its verification.
+type Slot = Mutex<Option<(Digest, CachedToken)>>;
+
+impl Probation {
+    fn new(slots: usize) -> Self {
+        Self {
+            slots: (0..slots.max(1)).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    fn slot(&self, key: &Digest) -> &Slot {
+        let index = u64::from_le_bytes([
+            key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
+        ]);
+        &self.slots[(index % self.slots.len() as u64) as usize]
+    }
+
+    /// Keeps a token verified for the first time.
+    pub(super) fn put(&self, key: Digest, cached: CachedToken) {
+        // A poisoned slot only means another thread panicked while holding it: the slot's
+        // content is whole either way.
+        let mut slot = self.slot(&key).lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some((key, cached));
+    }
+
+    /// The token waiting under `key`, taken out (its second use moves it to the cache).
+    pub(super) fn take(&self, key: &Digest) -> Option<CachedToken> {
+        let mut slot = self.slot(key).lock().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some((waiting, _)) if waiting == key => slot.take().map(|(_, cached)| cached),
+            _ => None,
+        }
+    }
+}
+
+/// The verified-token cache for these bounds, and its probation (none below 32 entries:
+/// tokens then enter at once); `None` when `cache.max_entries` is 0. The probation's slots
+/// are counted in `max_entries` (and their share of `max_bytes`), so both bounds hold for the
+/// two together.
+pub(super) fn token_cache(
+    cache: CacheConfig,
+) -> Option<(Cache<Digest, CachedToken>, Option<Probation>)> {
+    if cache.max_entries == 0 {
+        return None;
+    }
+    let slots = (cache.max_entries / 16).min(MAX_PROBATION_SLOTS);
+    if slots < 2 {
+        return Some((bounded_cache(cache), None));
+    }
+    let cached = cache.max_entries - slots;
+    let bytes = ((u128::from(cache.max_bytes) * u128::from(cached)) / u128::from(cache.max_entries))
+        .max(1) as u64;
+    let cache = CacheConfig {
+        max_entries: cached,
+        max_bytes: bytes,
+    };
+    Some((bounded_cache(cache), Some(Probation::new(slots as usize))))
+}
+
+/// A moka cache within `cache.max_entries` entries and `cache.max_bytes` bytes (both ≥ 1).
+fn bounded_cache(cache: CacheConfig) -> Cache<Digest, CachedToken> {
+    {
         // One weigher bounds both: each entry weighs at least max_bytes / max_entries, so
         // there can be no more than max_entries, and the weights never sum past max_bytes.
         // Rounded up and kept within a u32 weight, with the capacity trimmed to match, so
@@ -71,7 +144,7 @@ pub(super) fn token_cache(cache: CacheConfig) -> Option<Cache<Digest, CachedToke
             })
             .expire_after(UntilTokenExpiry)
             .build()
-    })
+    }
 }
 
 /// The certificate → SPIFFE ID cache.

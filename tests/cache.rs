@@ -245,9 +245,45 @@ fn rule_a_token_waiting_in_probation_is_denied_once_it_expires() {
     let facts = calendar_get(&certificate, &authorization);
     assert!(authorizer.decide(&facts, now).is_ok());
     assert_eq!(authorizer.cached_token_count(), 0);
+    // Four other tokens push it out of this thread's recent slots: the next use reaches the
+    // probation set itself.
+    for jti in 0..4 {
+        let mut other = claims.clone();
+        other["jti"] = json!(format!("other-{jti}"));
+        let authorization = format!("Bearer {}", issuer.sign(&other).unwrap());
+        assert!(
+            authorizer
+                .decide(&calendar_get(&certificate, &authorization), now)
+                .is_ok()
+        );
+    }
     let denied = authorizer
         .decide(&facts, now + 400)
         .map_err(|d| d.reason.code());
     assert_eq!(denied.err(), Some("token_expired"));
     assert_eq!(authorizer.cached_token_count(), 0);
+}
+
+#[tokio::test]
+async fn rule_tokens_reused_after_many_others_still_enter_the_cache() {
+    // 1000 entries: 62 waiting slots. 300 tokens in turn, three times over: by its second use
+    // a token's slot was long taken by others, so it is verified again then — and cached,
+    // because the doorkeeper remembers it was seen (one extra verification at most, and reuse
+    // does not stop reaching the cache under new-token load).
+    let mut harness =
+        Harness::start_with(&config_yaml("  leeway: 30s", "cache:\n  max_entries: 1000")).await;
+    let tokens: Vec<String> = (0..300)
+        .map(|index| {
+            let mut claims = harness.claims(&[SCHEDULER]);
+            claims["jti"] = json!(format!("turn-{index}"));
+            harness.sign(&claims)
+        })
+        .collect();
+    for _ in 0..3 {
+        for token in &tokens {
+            assert!(harness.get_calendar(SCHEDULER, token).await.is_allow());
+        }
+    }
+    let entries = harness.authorizer.cached_token_count();
+    assert!(entries >= 280, "{entries} of 300 reused tokens cached");
 }

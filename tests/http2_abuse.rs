@@ -532,6 +532,7 @@ async fn rule_http_mode_closes_connections_that_send_no_request_head_in_time() {
     let served = tokio::spawn(actguard::serve::http_authz::serve(
         listener,
         router,
+        16,
         deadline,
         async {
             let _ = stopped.await;

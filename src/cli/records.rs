@@ -4,7 +4,8 @@
 //! A line is a decision when it is a JSON object with a `decision` and no `event` (admin and
 //! fleet events are not decisions); a line whose `v` is newer than this build knows is skipped
 //! and counted apart, never guessed at. Files are streamed ([`super::graph::stream_lines`]), with
-//! progress on stderr: a percentage when it is a terminal, a line per 64 MiB otherwise.
+//! progress on stderr every 64 MiB: a bar and a percentage when it is a terminal, a line
+//! otherwise.
 
 use crate::serve::audit::{FORMAT_VERSION, MAX_CHAIN_ENTRIES, MAX_FIELD_BYTES, MAX_SCOPE_ENTRIES};
 use serde_json::Value;
@@ -180,8 +181,14 @@ pub fn read(
         let mut progress = |read: u64| {
             let done = before + read;
             if terminal {
-                let percent = (done * 100).checked_div(total).unwrap_or(100);
-                eprint!("\r{percent:>3}% of {} MiB", total >> 20);
+                let percent = (done * 100).checked_div(total).unwrap_or(100).min(100);
+                let filled = (percent / 5) as usize;
+                eprint!(
+                    "\r[{}{}] {percent:>3}% of {} MiB",
+                    "#".repeat(filled),
+                    "-".repeat(20 - filled),
+                    total >> 20
+                );
             } else {
                 eprintln!("read {} of {} MiB", done >> 20, total >> 20);
             }

@@ -659,18 +659,16 @@ impl Authorizer {
         {
             self.recorder.metrics.record_cache_lookup(true);
             if found.pending {
-                // Its second use: into the shared cache (out of probation, if still there).
+                // Its second use: into the shared cache (out of probation, if still there),
+                // unless another thread's use moved it there already.
                 let key = cache::sha256(bearer.as_bytes());
                 if let Some(probation) = &self.probation {
                     probation.take(&key);
                 }
-                cache.insert(
-                    key,
-                    CachedToken {
-                        token: Arc::clone(&found.verified),
-                        expires_at: found.expires_at,
-                    },
-                );
+                cache.entry(key).or_insert_with(|| CachedToken {
+                    token: Arc::clone(&found.verified),
+                    expires_at: found.expires_at,
+                });
                 recent::tokens::settle(self.id, bearer);
             }
             return Ok(found.verified);
@@ -704,7 +702,7 @@ impl Authorizer {
             self.recorder.metrics.record_cache_lookup(true);
             recent::tokens::remember(self.id, bearer, &waiting.token, waiting.expires_at, false);
             let token = Arc::clone(&waiting.token);
-            cache.insert(key, waiting);
+            cache.entry(key).or_insert(waiting);
             return Ok(token);
         }
         self.recorder.metrics.record_cache_lookup(false);
@@ -729,12 +727,15 @@ impl Authorizer {
             token: Arc::clone(&token),
             expires_at,
         };
-        let pending = match &self.probation {
-            Some(probation) => {
-                probation.put(key, cached);
-                true
-            }
-            None => {
+        // Verified before (its waiting slot taken by a newer token since, or its verification
+        // too heavy to wait), or no probation: into the cache now. Otherwise it waits.
+        let waiting = match &self.probation {
+            Some(probation) if !probation.seen_before(&key) => probation.put(key, cached),
+            _ => Err(cached),
+        };
+        let pending = match waiting {
+            Ok(()) => true,
+            Err(cached) => {
                 cache.insert(key, cached);
                 false
             }

@@ -16,17 +16,22 @@ use tonic::transport::server::Connected;
 /// write (measured: ~9 % of cache-hit allow throughput; docs/benchmarks.md). Plain TCP and
 /// Unix connections and TLS ones ([`crate::serve::tls::TlsConnection`]) all go through it.
 ///
-/// A plain connection must also show it speaks HTTP/2 in time: until its first
-/// [`PREFACE_BYTES`] have arrived, reads fail once `opening_deadline` passes, so a socket that
-/// never sends the preface does not hold its file descriptor for ever (keep-alive PINGs only
-/// start after the HTTP/2 handshake). TLS connections met their handshake deadline already.
+/// A plain connection must also show in time what it speaks: while what it sent is no more
+/// than the start of the HTTP/2 preface (nothing, or fewer than [`PREFACE_BYTES`] of it),
+/// reads fail once `opening_deadline` passes, so a socket that never sends the preface does
+/// not hold its file descriptor for ever (keep-alive PINGs only start after the HTTP/2
+/// handshake). Bytes that are not the preface end the deadline: the protocol in use answers
+/// them (h2 refuses them; HTTP/1 has its own head deadline). TLS connections met their
+/// handshake deadline already.
 pub struct BatchedWrites<T> {
     io: T,
     /// Bytes still expected before the connection counts as opened, and until when.
     opening: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
 }
 
-/// The HTTP/2 client connection preface (RFC 9113 §3.4) is 24 bytes.
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8; PREFACE_BYTES] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// It is 24 bytes.
 pub const PREFACE_BYTES: usize = 24;
 
 impl<T> BatchedWrites<T> {
@@ -77,18 +82,28 @@ impl<T: AsyncRead + Unpin> AsyncRead for BatchedWrites<T> {
             return read;
         };
         if let Poll::Ready(Ok(())) = read {
-            let arrived = buffer.filled().len() - before;
-            if arrived == 0 || arrived >= *missing {
+            // Armed while what arrived is the start of the HTTP/2 preface; disarmed once it is
+            // whole, or once a byte differs (then it is no HTTP/2 connection: an h2 server
+            // refuses it at once, an HTTP/1 one applies its own head deadline, and a short
+            // HTTP/1 request such as `GET / HTTP/1.0` is not cut while it is answered).
+            let arrived = &buffer.filled()[before..];
+            let matched = PREFACE_BYTES - *missing;
+            let expected = &PREFACE[matched..];
+            let compared = arrived.len().min(expected.len());
+            if arrived.is_empty()
+                || arrived[..compared] != expected[..compared]
+                || compared >= *missing
+            {
                 this.opening = None;
             } else {
-                *missing -= arrived;
+                *missing -= compared;
             }
             return read;
         }
         if read.is_pending() && deadline.as_mut().poll(context).is_ready() {
             return Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                "no HTTP/2 preface in time",
+                "no request in time",
             )));
         }
         read
@@ -163,17 +178,20 @@ mod tests {
             assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
             assert!(started.elapsed() >= deadline);
         }
-        // A whole preface in time: the deadline no longer applies.
-        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
-        client.write_all(&[b'P'; PREFACE_BYTES]).await.unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
-        let mut server = BatchedWrites::opening(accepted, deadline);
-        let mut buffer = [0u8; PREFACE_BYTES];
-        server.read_exact(&mut buffer).await.unwrap();
-        tokio::time::sleep(deadline * 2).await;
-        client.write_all(b"x").await.unwrap();
-        let mut one = [0u8; 1];
-        server.read_exact(&mut one).await.unwrap();
-        assert_eq!(&one, b"x");
+        // A whole preface in time, or bytes that are no preface at all (a short HTTP/1
+        // request: its own protocol's deadlines apply): the deadline no longer applies.
+        for sent in [&PREFACE[..], &b"GET / HTTP/1.0\r\n\r\n"[..]] {
+            let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+            client.write_all(sent).await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            let mut server = BatchedWrites::opening(accepted, deadline);
+            let mut buffer = vec![0u8; sent.len()];
+            server.read_exact(&mut buffer).await.unwrap();
+            tokio::time::sleep(deadline * 2).await;
+            client.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            server.read_exact(&mut one).await.unwrap();
+            assert_eq!(&one, b"x");
+        }
     }
 }

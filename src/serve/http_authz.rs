@@ -62,6 +62,8 @@ pub fn router(
 /// kept-alive HTTP/1 connection, from when the last answer was sent. Proxies send the head at
 /// once; a connection that does not is closed instead of holding its file descriptor.
 pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
+/// HTTP/2 flow-control window per stream and per connection (hyper's default is 1 MiB).
+const HTTP2_WINDOW_BYTES: u32 = 64 * 1024;
 
 /// Serves `router` on `listener` until `shutdown`, then lets open connections finish their
 /// requests (the runtime bounds that by `limits.drain_timeout`).
@@ -73,9 +75,11 @@ pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    max_concurrent_checks: usize,
     header_deadline: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    use crate::serve::grpc;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -83,12 +87,19 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_deadline);
+    // The gRPC listener's HTTP/2 limits, each explicit (not left to hyper's defaults), and a
+    // small window: checks read no request body.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(crate::serve::grpc::HTTP2_MAX_HEADER_LIST_BYTES)
-        .keep_alive_interval(Some(crate::serve::grpc::HTTP2_KEEPALIVE_INTERVAL))
-        .keep_alive_timeout(crate::serve::grpc::HTTP2_KEEPALIVE_TIMEOUT);
+        .max_concurrent_streams(grpc::http2_max_streams(max_concurrent_checks))
+        .max_pending_accept_reset_streams(Some(grpc::HTTP2_MAX_PENDING_ACCEPT_RESETS))
+        .max_local_error_reset_streams(Some(grpc::HTTP2_MAX_LOCAL_ERROR_RESETS))
+        .max_header_list_size(grpc::HTTP2_MAX_HEADER_LIST_BYTES)
+        .initial_stream_window_size(HTTP2_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_WINDOW_BYTES)
+        .keep_alive_interval(Some(grpc::HTTP2_KEEPALIVE_INTERVAL))
+        .keep_alive_timeout(grpc::HTTP2_KEEPALIVE_TIMEOUT);
     let builder = Arc::new(builder);
     let (closing, closed) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -101,10 +112,22 @@ pub async fn serve(
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
+            // One connection failed before it was accepted: the next may not.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             Err(error) => {
-                // Out of file descriptors, say: wait rather than spin, and keep serving.
+                // Out of file descriptors, say: wait rather than spin (and log once a second
+                // at most), and keep serving.
                 tracing::warn!(%error, "HTTP ext_authz listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -125,6 +148,8 @@ pub async fn serve(
             }
         });
     }
+    // New clients are refused at once (and fail over) instead of waiting in the backlog.
+    drop(listener);
     let _ = closing.send(true);
     while connections.join_next().await.is_some() {}
 }

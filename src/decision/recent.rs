@@ -80,17 +80,6 @@ pub mod tokens {
         verified: Arc<VerifiedToken>,
         /// When the token-cache entry it came from expires.
         expires_at: Instant,
-        /// Verified once and waiting in probation, not yet in the shared cache: its next use
-        /// here moves it there ([`crate::decision::cache::Probation`]).
-        pending: bool,
-    }
-
-    /// A remembered token: its verification, when its cache entry expires, and whether it is
-    /// still to enter the shared cache.
-    pub(in crate::decision) struct Found {
-        pub verified: Arc<VerifiedToken>,
-        pub expires_at: Instant,
-        pub pending: bool,
     }
 
     #[derive(Default)]
@@ -110,7 +99,11 @@ pub mod tokens {
         aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
     }
 
-    pub(in crate::decision) fn get(owner: u64, token: &str, now: Instant) -> Option<Found> {
+    pub(in crate::decision) fn get(
+        owner: u64,
+        token: &str,
+        now: Instant,
+    ) -> Option<Arc<VerifiedToken>> {
         RECENT
             .try_with(|recent| {
                 let recent = recent.try_borrow().ok()?;
@@ -120,11 +113,7 @@ pub mod tokens {
                         && same(&entry.token, token.as_bytes())
                         && now < entry.expires_at
                     {
-                        found = Some(Found {
-                            verified: Arc::clone(&entry.verified),
-                            expires_at: entry.expires_at,
-                            pending: entry.pending,
-                        });
+                        found = Some(Arc::clone(&entry.verified));
                     }
                 }
                 found
@@ -133,25 +122,11 @@ pub mod tokens {
             .flatten()
     }
 
-    /// The remembered `token` is in the shared cache now.
-    pub(in crate::decision) fn settle(owner: u64, token: &str) {
-        let _ = RECENT.try_with(|recent| {
-            if let Ok(mut recent) = recent.try_borrow_mut() {
-                for entry in recent.slots.iter_mut().flatten() {
-                    if entry.owner == owner && same(&entry.token, token.as_bytes()) {
-                        entry.pending = false;
-                    }
-                }
-            }
-        });
-    }
-
     pub(in crate::decision) fn remember(
         owner: u64,
         token: &str,
         verified: &Arc<VerifiedToken>,
         expires_at: Instant,
-        pending: bool,
     ) {
         if token.len() > MAX_TOKEN_BYTES {
             return;
@@ -170,7 +145,6 @@ pub mod tokens {
                     token: token.as_bytes().into(),
                     verified: Arc::clone(verified),
                     expires_at,
-                    pending,
                 });
                 if free.is_none() {
                     recent.next = (slot + 1) % SLOTS;
@@ -198,16 +172,8 @@ pub mod tokens {
                 &serde_json::json!({ "sub": "user:alice" }),
             ));
             let now = Instant::now();
-            remember(
-                u64::MAX,
-                "a.b.c",
-                &verified,
-                now + Duration::from_secs(1),
-                true,
-            );
-            assert!(get(u64::MAX, "a.b.c", now).is_some_and(|found| found.pending));
-            settle(u64::MAX, "a.b.c");
-            assert!(get(u64::MAX, "a.b.c", now).is_some_and(|found| !found.pending));
+            remember(u64::MAX, "a.b.c", &verified, now + Duration::from_secs(1));
+            assert!(get(u64::MAX, "a.b.c", now).is_some());
             assert!(get(u64::MAX, "a.b.c", now + Duration::from_secs(1)).is_none());
             assert!(
                 get(u64::MAX - 1, "a.b.c", now).is_none(),

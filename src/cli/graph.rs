@@ -105,8 +105,11 @@ pub struct Graph {
 /// Longest node id or reason kept (actguard's own audit fields are cut there too); control
 /// characters and XML non-characters become U+FFFD, so no output format can be broken.
 const MAX_LABEL: usize = 1024;
-/// Distinct reasons kept per edge; the rest are counted as `other`.
+/// Distinct reasons kept per edge; the rest are counted together under [`OTHER_REASONS`].
 const MAX_REASONS: usize = 32;
+/// Where reasons past [`MAX_REASONS`] are counted: no reason code (those are snake_case), so
+/// no reason of actguard's is merged into it.
+pub const OTHER_REASONS: &str = "(other reasons)";
 
 fn clean(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_LABEL));
@@ -177,7 +180,7 @@ impl Graph {
                     if counts.reasons.contains_key(&reason) || counts.reasons.len() < MAX_REASONS {
                         reason
                     } else {
-                        "other".to_owned()
+                        OTHER_REASONS.to_owned()
                     };
                 *counts.reasons.entry(reason).or_default() += 1;
             }

@@ -9,7 +9,7 @@
 //! forbids loading anything; every text from a log is HTML-escaped. The output is deterministic
 //! for the same input (no generation time is written), so reports diff cleanly.
 
-use super::graph::{self, Graph};
+use super::graph::{self, Graph, OTHER_REASONS};
 use super::policy::{self, Observed};
 use super::records::{self, Decision};
 use std::collections::{BTreeMap, BTreeSet};
@@ -82,10 +82,6 @@ fn bounded_insert(set: &mut BTreeSet<String>, more: &mut bool, value: &str) {
         *more = true;
     }
 }
-
-/// Where reasons past [`MAX_REASONS`] are counted: not a reason code (those are snake_case),
-/// so no reason of actguard's is ever merged into it.
-const OTHER_REASONS: &str = "(other reasons)";
 
 fn count_reason(reasons: &mut BTreeMap<String, u64>, reason: &str) {
     let key = if reasons.contains_key(reason) || reasons.len() < MAX_REASONS {

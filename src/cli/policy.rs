@@ -98,9 +98,9 @@ fn nameable(subject: &str, id: &str) -> bool {
         PrincipalPattern::Any => false,
         // A family made of `family:rest`; a subject of its own ending in `*` is not one.
         PrincipalPattern::Prefix(_) => id != subject,
-        PrincipalPattern::Exact(_) | PrincipalPattern::Spiffe(_) => {
-            id == subject || !id.ends_with('*')
-        }
+        PrincipalPattern::Exact(_) => true,
+        // A SPIFFE pattern with a `*` is a family of IDs, wider than the one subject.
+        PrincipalPattern::Spiffe(_) => !id.contains('*'),
     }
 }
 
@@ -1051,7 +1051,13 @@ mod tests {
         observed.add(&allowed_line("r", agent, "user:a", &[agent], &["café"]));
         assert!(observed.ceilings().is_none() && observed.no_ceilings().is_some());
         // A subject that would read as a pattern: no edges at all.
-        for subject in ["a*b*", "*", "all*", "spiffe://Example.org/u"] {
+        for subject in [
+            "a*b*",
+            "*",
+            "all*",
+            "spiffe://Example.org/u",
+            "spiffe://e.org/agent/*",
+        ] {
             let mut observed = Observed::default();
             observed.add(&allowed_line("r", agent, subject, &[agent], &["s"]));
             assert_eq!(observed.unnamable_hops, 1, "{subject}");

@@ -16,12 +16,9 @@
 use super::records::{self, Decision};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Longest audit line read (actguard's own are far shorter: each field is cut at 1 KiB).
-const MAX_LINE: usize = 1 << 20;
 /// Most nodes and edges kept; a graph beyond that is not a picture anyone can read.
 pub const MAX_NODES: usize = 2_000;
 pub const MAX_EDGES: usize = 10_000;
@@ -105,11 +102,6 @@ pub struct Graph {
 /// Longest node id or reason kept (actguard's own audit fields are cut there too); control
 /// characters and XML non-characters become U+FFFD, so no output format can be broken.
 const MAX_LABEL: usize = 1024;
-/// Distinct reasons kept per edge; the rest are counted together under [`OTHER_REASONS`].
-const MAX_REASONS: usize = 32;
-/// Where reasons past [`MAX_REASONS`] are counted: no reason code (those are snake_case), so
-/// no reason of actguard's is merged into it.
-pub const OTHER_REASONS: &str = "(other reasons)";
 
 fn clean(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_LABEL));
@@ -175,14 +167,7 @@ impl Graph {
             None => counts.allowed += 1,
             Some(reason) => {
                 counts.denied += 1;
-                let reason = clean(reason);
-                let reason =
-                    if counts.reasons.contains_key(&reason) || counts.reasons.len() < MAX_REASONS {
-                        reason
-                    } else {
-                        OTHER_REASONS.to_owned()
-                    };
-                *counts.reasons.entry(reason).or_default() += 1;
+                records::count_bounded(&mut counts.reasons, &clean(reason), 1);
             }
         }
     }
@@ -486,53 +471,6 @@ impl Graph {
     }
 }
 
-/// Calls `each` with every non-blank line of `path` (without its newline), read as a stream:
-/// a line longer than [`MAX_LINE`] is skipped without being held, and counted in `too_long`;
-/// `progress` is told the bytes read every 64 MiB.
-pub fn stream_lines(
-    path: &Path,
-    each: &mut dyn FnMut(&[u8]),
-    too_long: &mut u64,
-    progress: &mut dyn FnMut(u64),
-) -> std::io::Result<()> {
-    let file = std::fs::File::open(path)?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
-    let mut line = Vec::with_capacity(4096);
-    let mut read: u64 = 0;
-    loop {
-        line.clear();
-        let got = (&mut reader)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)?;
-        if got == 0 {
-            return Ok(());
-        }
-        read += got as u64;
-        if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
-            let mut sink = Vec::new();
-            loop {
-                sink.clear();
-                let more = (&mut reader)
-                    .take(MAX_LINE as u64)
-                    .read_until(b'\n', &mut sink)?;
-                read += more as u64;
-                if more == 0 || sink.last() == Some(&b'\n') {
-                    break;
-                }
-            }
-            *too_long += 1;
-            continue;
-        }
-        let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
-        if !trimmed.iter().all(u8::is_ascii_whitespace) {
-            each(trimmed);
-        }
-        if read & ((1 << 26) - 1) < got as u64 {
-            progress(read);
-        }
-    }
-}
-
 /// The SVG with its `<style>` rules in sorted order: the layout crate writes its font classes
 /// from a hash map, in an order that changes from run to run.
 fn deterministic_styles(svg: String) -> String {
@@ -558,35 +496,6 @@ fn deterministic_styles(svg: String) -> String {
     out
 }
 
-/// Unix seconds of an RFC 3339 UTC time as the audit log writes it
-/// (`2026-12-04T03:46:05.910Z`); `None` otherwise.
-pub fn unix_seconds_of(time: &str) -> Option<i64> {
-    let bytes = time.as_bytes();
-    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[10] != b'T' {
-        return None;
-    }
-    let number = |range: std::ops::Range<usize>| -> Option<i64> { time.get(range)?.parse().ok() };
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
-}
-
 /// The graph of `files`, decisions at most `since` old.
 pub fn build(files: &[PathBuf], since: Option<&str>) -> Result<Graph, String> {
     let since = records::since_of(since)?;
@@ -609,21 +518,10 @@ pub fn report_dropped(graph: &Graph) {
 
 /// `actguard graph`.
 pub fn run(files: &[PathBuf], since: Option<&str>, format: Format, out: Option<&Path>) -> ExitCode {
-    let graph = match build(files, since) {
-        Ok(graph) => graph,
-        Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let rendered = match graph.render(format) {
-        Ok(rendered) => rendered,
-        Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    records::write_output(out, &rendered)
+    records::respond(
+        out,
+        build(files, since).and_then(|graph| graph.render(format)),
+    )
 }
 
 #[cfg(test)]
@@ -672,17 +570,6 @@ mod tests {
         assert!(graph.to_mermaid().contains("linkStyle"));
         // Deterministic.
         assert_eq!(graph.to_json(), graph.to_json());
-    }
-
-    #[test]
-    fn audit_times_are_read_as_unix_seconds() {
-        assert_eq!(unix_seconds_of("1970-01-01T00:00:00.000Z"), Some(0));
-        assert_eq!(
-            unix_seconds_of("2026-12-04T03:46:05.910Z"),
-            Some(1_796_355_965)
-        );
-        assert_eq!(unix_seconds_of("2026-13-04T03:46:05.910Z"), None);
-        assert_eq!(unix_seconds_of("yesterday"), None);
     }
 
     #[test]

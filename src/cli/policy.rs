@@ -128,11 +128,11 @@ impl Observed {
             return;
         }
         let chain = decision.chain();
-        if !self.routes.contains_key(route) && self.routes.len() >= MAX_ROUTES {
-            self.overflow = Some("routes");
-            return;
-        }
         if !self.routes.contains_key(route) {
+            if self.routes.len() >= MAX_ROUTES {
+                self.overflow = Some("routes");
+                return;
+            }
             self.bytes += route.len();
         }
         let seen = self.routes.entry(route.to_owned()).or_default();
@@ -150,18 +150,10 @@ impl Observed {
             if !nameable(subject, &principal) {
                 self.unnamable_hops += 1;
             }
-            let hop = (principal, (*first).to_owned());
-            if !self.edges.contains(&hop) {
-                self.bytes += hop.0.len() + hop.1.len();
-                self.edges.insert(hop);
-            }
+            self.edge(&principal, first);
         }
         for hop in chain.windows(2) {
-            let hop = (hop[0].to_owned(), hop[1].to_owned());
-            if !self.edges.contains(&hop) {
-                self.bytes += hop.0.len() + hop.1.len();
-                self.edges.insert(hop);
-            }
+            self.edge(hop[0], hop[1]);
         }
         if self.edges.len() > MAX_EDGES {
             self.overflow = Some("delegation edges");
@@ -182,11 +174,11 @@ impl Observed {
             self.unnamable_scopes += 1;
         }
         for actor in actors {
-            if !self.actor_scopes.contains_key(actor) && self.actor_scopes.len() >= MAX_ACTORS {
-                self.overflow = Some("actors");
-                return;
-            }
             if !self.actor_scopes.contains_key(actor) {
+                if self.actor_scopes.len() >= MAX_ACTORS {
+                    self.overflow = Some("actors");
+                    return;
+                }
                 self.bytes += actor.len();
             }
             let known = self.actor_scopes.entry(actor.to_owned()).or_default();
@@ -195,6 +187,15 @@ impl Observed {
                     self.bytes += scope.len();
                 }
             }
+        }
+    }
+
+    /// Keeps the hop `from → to` (its bytes counted once).
+    fn edge(&mut self, from: &str, to: &str) {
+        let hop = (from.to_owned(), to.to_owned());
+        if !self.edges.contains(&hop) {
+            self.bytes += from.len() + to.len();
+            self.edges.insert(hop);
         }
     }
 
@@ -356,16 +357,15 @@ fn apply(observed: &Observed, config: &mut Value) -> Vec<String> {
                 format!("{} ceiling(s)", ceilings.len())
             })
     };
-    match observed.ceilings() {
-        Some(suggested) => changes.push(format!(
+    match observed.no_ceilings() {
+        None => changes.push(format!(
             "delegation.ceilings: {} -> {} (the scopes each actor's allowed chains carried; `*` none)",
             ceilings(before.get("ceilings")),
-            suggested.len()
+            ceilings(delegation.get("ceilings"))
         )),
-        None => changes.push(format!(
-            "delegation.ceilings: left as they are ({}): {}",
-            ceilings(before.get("ceilings")),
-            observed.no_ceilings().unwrap_or_default()
+        Some(why) => changes.push(format!(
+            "delegation.ceilings: left as they are ({}): {why}",
+            ceilings(before.get("ceilings"))
         )),
     }
     if let Some(map) = config.as_object_mut() {
@@ -450,18 +450,15 @@ fn scalar(text: &str) -> String {
 }
 
 /// `text` as a YAML double-quoted scalar: quotes and backslashes escaped, and every character
-/// YAML does not allow there or a reader would not see — control characters (C0, DEL, C1),
-/// U+FFFE/U+FFFF, line and paragraph separators, bidirectional overrides — as `\uXXXX`.
+/// YAML does not allow there or a reader would not see ([`records::invisible`]) as `\uXXXX`.
 pub fn quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for character in text.chars() {
-        match character {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if records::invisible(c) => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
+        if matches!(character, '"' | '\\') {
+            out.push('\\');
         }
+        push_visible(&mut out, character);
     }
     out.push('"');
     out
@@ -472,13 +469,18 @@ pub fn quoted(text: &str) -> String {
 pub fn comment_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for character in text.chars() {
-        if records::invisible(character) {
-            out.push_str(&format!("\\u{:04X}", character as u32));
-        } else {
-            out.push(character);
-        }
+        push_visible(&mut out, character);
     }
     out
+}
+
+/// `character`, or `\uXXXX` when it is [`records::invisible`].
+fn push_visible(out: &mut String, character: char) {
+    if records::invisible(character) {
+        out.push_str(&format!("\\u{:04X}", character as u32));
+    } else {
+        out.push(character);
+    }
 }
 
 /// `value` as block YAML, indented by `indent` spaces.
@@ -574,7 +576,9 @@ const MAX_MEMO: usize = 100_000;
 /// every line, and the edge and ceiling lists a suggestion holds can be long.
 #[derive(Default)]
 struct Memo {
-    hops: HashMap<(String, String), bool>,
+    /// `from` → `to` → allowed.
+    hops: HashMap<String, HashMap<String, bool>>,
+    remembered_hops: usize,
     /// The index of the first ceiling whose pattern matches the actor (the one that applies).
     ceilings: HashMap<String, Option<usize>>,
 }
@@ -582,12 +586,16 @@ struct Memo {
 impl Memo {
     /// `edges_allowed` for one hop.
     fn hop(&mut self, edges: &[Edge], from: &str, to: &str) -> bool {
-        if let Some(allowed) = self.hops.get(&(from.to_owned(), to.to_owned())) {
+        if let Some(allowed) = self.hops.get(from).and_then(|to_map| to_map.get(to)) {
             return *allowed;
         }
         let allowed = edges_allowed(edges, from, &[to]);
-        if self.hops.len() < MAX_MEMO {
-            self.hops.insert((from.to_owned(), to.to_owned()), allowed);
+        if self.remembered_hops < MAX_MEMO {
+            self.remembered_hops += 1;
+            self.hops
+                .entry(from.to_owned())
+                .or_default()
+                .insert(to.to_owned(), allowed);
         }
         allowed
     }
@@ -871,11 +879,14 @@ pub fn suggest(files: &[PathBuf], current: Option<&Path>) -> Result<String, Stri
         return Ok(standalone(&observed));
     };
     let mut out = header(&observed);
-    let text =
-        std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    // Read once (bounded, as the sidecar reads it), parsed as a document to edit and loaded
+    // as the configuration in force.
+    let text = crate::config::reader::read_text(path)
+        .map_err(|errors| format!("{}: {errors}", path.display()))?;
     let mut config = crate::config::reader::parse_yaml(&text)
         .map_err(|error| format!("{}: {error}", path.display()))?;
-    let current = crate::config::Config::from_file(path)
+    let base = path.parent().unwrap_or(Path::new("."));
+    let current = crate::config::Config::from_yaml(&text, base)
         .map_err(|errors| format!("{}: {errors}", path.display()))?;
     let mut before = String::new();
     yaml(&config, 0, &mut before);
@@ -886,7 +897,6 @@ pub fn suggest(files: &[PathBuf], current: Option<&Path>) -> Result<String, Stri
     yaml(&config, 0, &mut body);
     // The promise is that check-config accepts the output: a suggestion it would refuse is
     // an error here, never printed.
-    let base = path.parent().unwrap_or(Path::new("."));
     let suggested = crate::config::Config::from_yaml(&body, base).map_err(|errors| {
         format!("the suggestion would not be a valid configuration, so none is printed: {errors}")
     })?;
@@ -917,13 +927,7 @@ pub fn suggest(files: &[PathBuf], current: Option<&Path>) -> Result<String, Stri
 
 /// `actguard policy suggest`.
 pub fn run(files: &[PathBuf], current: Option<&Path>) -> ExitCode {
-    match suggest(files, current) {
-        Ok(text) => records::write_output(None, &text),
-        Err(error) => {
-            eprintln!("{error}");
-            ExitCode::FAILURE
-        }
-    }
+    records::respond(None, suggest(files, current))
 }
 
 #[cfg(test)]

@@ -3,15 +3,35 @@
 //!
 //! A line is a decision when it is a JSON object with a `decision` and no `event` (admin and
 //! fleet events are not decisions); a line whose `v` is newer than this build knows is skipped
-//! and counted apart, never guessed at. Files are streamed ([`super::graph::stream_lines`]), with
+//! and counted apart, never guessed at. Files are streamed ([`stream_lines`]), with
 //! progress on stderr every 64 MiB: a bar and a percentage when it is a terminal, a line
 //! otherwise.
 
 use crate::serve::audit::{FORMAT_VERSION, MAX_CHAIN_ENTRIES, MAX_FIELD_BYTES, MAX_SCOPE_ENTRIES};
 use serde_json::Value;
-use std::io::{IsTerminal, Write};
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// Longest audit line read (actguard's own are far shorter: each field is cut at 1 KiB).
+const MAX_LINE: usize = 1 << 20;
+/// Distinct reasons kept per count (an edge, a row, a time bucket); the rest are summed under
+/// [`OTHER_REASONS`].
+pub const MAX_REASONS: usize = 32;
+/// Where reasons past [`MAX_REASONS`] are counted: no reason code (those are snake_case), so
+/// no reason of actguard's is merged into it.
+pub const OTHER_REASONS: &str = "(other reasons)";
+
+/// Adds `count` to `reason` in `reasons`, or to [`OTHER_REASONS`] once [`MAX_REASONS`] are kept.
+pub fn count_bounded(reasons: &mut BTreeMap<String, u64>, reason: &str, count: u64) {
+    let key = if reasons.contains_key(reason) || reasons.len() < MAX_REASONS {
+        reason
+    } else {
+        OTHER_REASONS
+    };
+    *reasons.entry(key.to_owned()).or_default() += count;
+}
 
 /// One decision line.
 pub struct Decision {
@@ -120,7 +140,7 @@ impl Decision {
     /// (Never before 1970: actguard did not write that.)
     pub fn time(&self) -> Option<i64> {
         self.text("time")
-            .and_then(super::graph::unix_seconds_of)
+            .and_then(unix_seconds_of)
             .filter(|time| *time >= 0)
     }
 
@@ -169,15 +189,15 @@ pub fn read(
     since: Option<i64>,
     each: &mut dyn FnMut(&Decision),
 ) -> Result<Totals, String> {
-    let total: u64 = files
+    let sizes: Vec<u64> = files
         .iter()
-        .filter_map(|file| std::fs::metadata(file).ok())
-        .map(|metadata| metadata.len())
-        .sum();
+        .map(|file| std::fs::metadata(file).map_or(0, |metadata| metadata.len()))
+        .collect();
+    let total: u64 = sizes.iter().sum();
     let terminal = std::io::stderr().is_terminal();
     let mut totals = Totals::default();
     let mut before = 0;
-    for file in files {
+    for (file, size) in files.iter().zip(&sizes) {
         let mut progress = |read: u64| {
             let done = before + read;
             if terminal {
@@ -206,10 +226,10 @@ pub fn read(
             Err(Skipped::NotDecision) => totals.skipped += 1,
             Err(Skipped::NewerFormat) => totals.newer += 1,
         };
-        super::graph::stream_lines(file, &mut line, &mut too_long, &mut progress)
+        stream_lines(file, &mut line, &mut too_long, &mut progress)
             .map_err(|error| format!("{}: {error}", file.display()))?;
         totals.skipped += too_long;
-        before += std::fs::metadata(file).map_or(0, |metadata| metadata.len());
+        before += size;
     }
     if terminal && total >= 1 << 26 {
         eprintln!();
@@ -249,22 +269,22 @@ pub fn invisible(c: char) -> bool {
 }
 
 /// The `n` largest counts, largest first (ties by name).
-pub fn top_counts(counts: &std::collections::BTreeMap<String, u64>, n: usize) -> Vec<(&str, u64)> {
+pub fn top_counts(counts: &BTreeMap<String, u64>, n: usize) -> Vec<(&str, u64)> {
     let mut sorted: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     sorted.truncate(n);
     sorted
 }
 
-/// Writes a command's output to `out` (default: stdout); a failure is said on stderr.
-pub fn write_output(out: Option<&Path>, text: &str) -> ExitCode {
-    let written = match out {
+/// Ends a command: its output written to `out` (default: stdout), or its error said on stderr.
+pub fn respond(out: Option<&Path>, output: Result<String, String>) -> ExitCode {
+    let written = output.and_then(|text| match out {
         Some(path) => std::fs::write(path, text.as_bytes())
             .map_err(|error| format!("{}: {error}", path.display())),
         None => std::io::stdout()
             .write_all(text.as_bytes())
             .map_err(|error| error.to_string()),
-    };
+    });
     match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -274,9 +294,96 @@ pub fn write_output(out: Option<&Path>, text: &str) -> ExitCode {
     }
 }
 
+/// Calls `each` with every non-blank line of `path` (without its newline), read as a stream:
+/// a line longer than [`MAX_LINE`] is skipped without being held, and counted in `too_long`;
+/// `progress` is told the bytes read every 64 MiB.
+pub fn stream_lines(
+    path: &Path,
+    each: &mut dyn FnMut(&[u8]),
+    too_long: &mut u64,
+    progress: &mut dyn FnMut(u64),
+) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut line = Vec::with_capacity(4096);
+    let mut read: u64 = 0;
+    loop {
+        line.clear();
+        let got = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        if got == 0 {
+            return Ok(());
+        }
+        read += got as u64;
+        if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
+            let mut sink = Vec::new();
+            loop {
+                sink.clear();
+                let more = (&mut reader)
+                    .take(MAX_LINE as u64)
+                    .read_until(b'\n', &mut sink)?;
+                read += more as u64;
+                if more == 0 || sink.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            *too_long += 1;
+            continue;
+        }
+        let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+        if !trimmed.iter().all(u8::is_ascii_whitespace) {
+            each(trimmed);
+        }
+        if read & ((1 << 26) - 1) < got as u64 {
+            progress(read);
+        }
+    }
+}
+
+/// Unix seconds of an RFC 3339 UTC time as the audit log writes it
+/// (`2026-12-04T03:46:05.910Z`); `None` otherwise.
+pub fn unix_seconds_of(time: &str) -> Option<i64> {
+    let bytes = time.as_bytes();
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[10] != b'T' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> { time.get(range)?.parse().ok() };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_times_are_read_as_unix_seconds() {
+        assert_eq!(unix_seconds_of("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(
+            unix_seconds_of("2026-12-04T03:46:05.910Z"),
+            Some(1_796_355_965)
+        );
+        assert_eq!(unix_seconds_of("2026-13-04T03:46:05.910Z"), None);
+        assert_eq!(unix_seconds_of("yesterday"), None);
+    }
 
     #[test]
     fn decisions_of_a_newer_format_are_skipped_not_guessed_at() {

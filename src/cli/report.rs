@@ -9,9 +9,9 @@
 //! forbids loading anything; every text from a log is HTML-escaped. The output is deterministic
 //! for the same input (no generation time is written), so reports diff cleanly.
 
-use super::graph::{self, Graph, OTHER_REASONS};
+use super::graph::{self, Graph};
 use super::policy::{self, Observed};
-use super::records::{self, Decision};
+use super::records::{self, Decision, OTHER_REASONS};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,8 +20,6 @@ use std::process::ExitCode;
 pub const MAX_ROWS: usize = 500;
 /// Scopes listed per row (the rest counted).
 const MAX_SCOPES: usize = 32;
-/// Distinct reasons kept per row and over time (the rest counted together).
-const MAX_REASONS: usize = 32;
 /// Time buckets kept while reading; past this the bucket width doubles.
 const MAX_BUCKETS: usize = 512;
 /// Columns of the deny-reasons-over-time chart and table.
@@ -52,7 +50,7 @@ impl Row {
             None => self.allowed += 1,
             Some(reason) => {
                 self.denied += 1;
-                count_reason(&mut self.reasons, reason);
+                records::count_bounded(&mut self.reasons, reason, 1);
             }
         }
         for scope in decision.scopes() {
@@ -81,15 +79,6 @@ fn bounded_insert(set: &mut BTreeSet<String>, more: &mut bool, value: &str) {
     } else {
         *more = true;
     }
-}
-
-fn count_reason(reasons: &mut BTreeMap<String, u64>, reason: &str) {
-    let key = if reasons.contains_key(reason) || reasons.len() < MAX_REASONS {
-        reason
-    } else {
-        OTHER_REASONS
-    };
-    *reasons.entry(key.to_owned()).or_default() += 1;
 }
 
 /// Rows by key, at most [`MAX_ROWS`] plus `(other)`.
@@ -136,7 +125,7 @@ impl Timeline {
             return;
         };
         let start = time.div_euclid(self.width) * self.width;
-        count_reason(self.buckets.entry(start).or_default(), reason);
+        records::count_bounded(self.buckets.entry(start).or_default(), reason, 1);
         while self.buckets.len() > MAX_BUCKETS {
             self.width *= 2;
             let old = std::mem::take(&mut self.buckets);
@@ -146,27 +135,27 @@ impl Timeline {
                     .entry(start.div_euclid(self.width) * self.width)
                     .or_default();
                 for (reason, count) in reasons {
-                    *bucket.entry(reason).or_default() += count;
+                    records::count_bounded(bucket, &reason, count);
                 }
             }
         }
     }
 
-    /// At most [`COLUMNS`] columns over `first..=last`: (start, width, reasons).
-    fn columns(&self, first: i64, last: i64) -> Vec<(i64, i64, BTreeMap<String, u64>)> {
+    /// At most [`COLUMNS`] columns over `first..=last`: (start, reasons).
+    fn columns(&self, first: i64, last: i64) -> Vec<(i64, BTreeMap<String, u64>)> {
         let span = (last - first).max(1);
         // A column is a whole number of buckets, wide enough for COLUMNS to cover the span.
         let per = (span / self.width / COLUMNS as i64 + 1).max(1);
         let width = per * self.width;
         let origin = first.div_euclid(width) * width;
         let count = ((last - origin) / width + 1) as usize;
-        let mut columns: Vec<(i64, i64, BTreeMap<String, u64>)> = (0..count.min(COLUMNS + 1))
-            .map(|index| (origin + index as i64 * width, width, BTreeMap::new()))
+        let mut columns: Vec<(i64, BTreeMap<String, u64>)> = (0..count.min(COLUMNS + 1))
+            .map(|index| (origin + index as i64 * width, BTreeMap::new()))
             .collect();
         for (start, reasons) in &self.buckets {
             let index = (((start - origin) / width) as usize).min(columns.len() - 1);
             for (reason, count) in reasons {
-                *columns[index].2.entry(reason.clone()).or_default() += count;
+                *columns[index].1.entry(reason.clone()).or_default() += count;
             }
         }
         columns
@@ -345,7 +334,7 @@ impl Report {
         }
         let columns = self.timeline.columns(first, last);
         let mut totals: BTreeMap<String, u64> = BTreeMap::new();
-        for (_, _, reasons) in &columns {
+        for (_, reasons) in &columns {
             for (reason, count) in reasons {
                 *totals.entry(reason.clone()).or_default() += count;
             }
@@ -375,7 +364,7 @@ impl Report {
         // The chart: one stacked bar per column.
         let peak = columns
             .iter()
-            .map(|(_, _, reasons)| reasons.values().sum::<u64>())
+            .map(|(_, reasons)| reasons.values().sum::<u64>())
             .max()
             .unwrap_or(1)
             .max(1);
@@ -389,7 +378,7 @@ impl Report {
             "<text x=\"0\" y=\"12\" class=\"axis\">{peak}</text><text x=\"0\" y=\"{:.0}\" class=\"axis\">0</text>\n",
             height + 10.0
         ));
-        for (index, (_, _, reasons)) in columns.iter().enumerate() {
+        for (index, (_, reasons)) in columns.iter().enumerate() {
             let x = 40.0 + index as f64 * (bar + gap);
             let mut y = height + 10.0;
             for (colour, name) in series.iter().enumerate() {
@@ -419,7 +408,7 @@ impl Report {
             page.push_str(&format!("<th>{}</th>", label(*name)));
         }
         page.push_str("<th>All</th></tr></thead>\n<tbody>\n");
-        for (start, _, reasons) in &columns {
+        for (start, reasons) in &columns {
             page.push_str(&format!("<tr><td>{}</td>", utc(*start)));
             for name in &series {
                 page.push_str(&format!("<td class=\"n\">{}</td>", value(reasons, *name)));
@@ -558,15 +547,10 @@ fn utc(seconds: i64) -> String {
 
 /// `actguard report`.
 pub fn run(files: &[PathBuf], since: Option<&str>, out: Option<&Path>) -> ExitCode {
-    let report = match Report::build(files, since) {
-        Ok(report) => report,
-        Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let page = report.to_html(files);
-    records::write_output(out, &page)
+    records::respond(
+        out,
+        Report::build(files, since).map(|report| report.to_html(files)),
+    )
 }
 
 #[cfg(test)]
@@ -624,7 +608,7 @@ mod tests {
         let mut report = Report::default();
         for index in 0..(MAX_ROWS + 50) {
             // A denial a day apart each: the buckets must coarsen, not grow.
-            let time = super::super::graph::unix_seconds_of("2026-01-01T00:00:00.000Z").unwrap()
+            let time = records::unix_seconds_of("2026-01-01T00:00:00.000Z").unwrap()
                 + index as i64 * 86_400;
             let text = crate::serve::audit::civil_second(time as u64);
             report.add(&decision(serde_json::json!({
@@ -643,7 +627,7 @@ mod tests {
         assert!(columns.len() <= COLUMNS + 1);
         let charted: u64 = columns
             .iter()
-            .map(|(_, _, reasons)| reasons.values().sum::<u64>())
+            .map(|(_, reasons)| reasons.values().sum::<u64>())
             .sum();
         assert_eq!(charted, (MAX_ROWS + 50) as u64);
         // The same input gives the same page.

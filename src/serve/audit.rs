@@ -33,6 +33,10 @@ pub const MAX_SCOPE_ENTRIES: usize = 64;
 /// line without `v` is version 1). Readers (`actguard graph`, `report`, `policy suggest`)
 /// skip lines of a version they do not know, and say so.
 pub const FORMAT_VERSION: u64 = 2;
+/// What follows `time` in every line: the `v` member as literal bytes, not formatted per line
+/// (`lines_match_serde_json_member_by_member_in_the_documented_order` holds it to
+/// [`FORMAT_VERSION`]).
+const VERSION_MEMBER: &[u8] = b"\",\"v\":2,\"request_id\":";
 /// Largest line buffer a thread keeps between checks (a normal line is a few hundred bytes).
 const LINE_KEEP_BYTES: usize = 32 * 1024;
 /// A batch this large wakes the writer at once instead of at the end of its gathering time.
@@ -562,7 +566,7 @@ fn write_line(out: &mut Vec<u8>, record: &AuditRecord<'_>, now: SystemTime) {
     } = cap(record);
     out.extend_from_slice(b"{\"time\":\"");
     write_time(out, now);
-    let _ = write!(out, "\",\"v\":{FORMAT_VERSION},\"request_id\":");
+    out.extend_from_slice(VERSION_MEMBER);
     json_string(out, request_id);
     out.extend_from_slice(b",\"caller\":");
     json_optional(out, caller);

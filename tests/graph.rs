@@ -4,19 +4,13 @@
 
 mod common;
 
-use common::observe::{actguard, wait_measuring_peak};
+use common::observe::{actguard, succeed, wait_measuring_peak};
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
 fn graph(args: &[&str]) -> String {
-    let output = actguard().arg("graph").args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    succeed(actguard().arg("graph").args(args))
 }
 
 fn demo_audit(dir: &Path) -> String {

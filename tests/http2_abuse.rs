@@ -84,14 +84,20 @@ async fn server() -> Server {
     server_with(grpc::PREFACE_DEADLINE).await
 }
 
-/// [`server`] with another deadline for the HTTP/2 preface.
-async fn server_with(preface_deadline: Duration) -> Server {
+/// The shared test configuration, with its issuer's JWKS file in the returned directory.
+fn test_config() -> (tempfile::TempDir, Config) {
     let scratch = tempfile::tempdir().unwrap();
     let issuer =
         actguard::devkit::DevIssuer::generate(ISSUER, "k1", actguard::devkit::DevAlgorithm::Es256)
             .unwrap();
     std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
     let config = Config::from_yaml(&config_yaml("  leeway: 30s", ""), scratch.path()).unwrap();
+    (scratch, config)
+}
+
+/// [`server`] with another deadline for the HTTP/2 preface.
+async fn server_with(preface_deadline: Duration) -> Server {
+    let (scratch, config) = test_config();
     let listener = Listener::bind(&config.listen.grpc).await.unwrap();
     let address = listener.describe();
     let authorizer = Arc::new(Authorizer::new(config.decision));
@@ -140,11 +146,31 @@ async fn while_well_behaved_client_checks<T: Send + 'static>(
 }
 
 /// Opens a raw HTTP/2 connection (preface and empty SETTINGS sent).
-async fn raw_connection(server: &Server) -> TcpStream {
-    let mut stream = TcpStream::connect(&server.address).await.unwrap();
+async fn raw_connection(address: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(address).await.unwrap();
     stream.write_all(PREFACE).await.unwrap();
     stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
     stream
+}
+
+/// The server's first frame on `connection`, which must be its SETTINGS: identifier → value.
+async fn settings_of(connection: TcpStream) -> std::collections::HashMap<u16, u32> {
+    let (mut reader, _writer) = connection.into_split();
+    let mut header = [0u8; 9];
+    reader.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[3], SETTINGS, "the server speaks first with SETTINGS");
+    let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut payload = vec![0u8; length];
+    reader.read_exact(&mut payload).await.unwrap();
+    payload
+        .chunks(6)
+        .map(|entry| {
+            (
+                u16::from_be_bytes([entry[0], entry[1]]),
+                u32::from_be_bytes(entry[2..6].try_into().unwrap()),
+            )
+        })
+        .collect()
 }
 
 /// How a connection ended: the GOAWAY error code the server sent, if any, once it closed.
@@ -186,7 +212,7 @@ const ENHANCE_YOUR_CALM: u32 = 0xb;
 #[tokio::test]
 async fn rule_rapid_reset_is_cut_off_and_others_keep_being_answered() {
     let server = server().await;
-    let connection = raw_connection(&server).await;
+    let connection = raw_connection(&server.address).await;
     let ended = while_well_behaved_client_checks(&server, async move {
         let (mut reader, mut writer) = connection.into_split();
         let headers = check_headers();
@@ -217,7 +243,7 @@ async fn rule_rapid_reset_is_cut_off_and_others_keep_being_answered() {
 #[tokio::test]
 async fn rule_a_continuation_flood_is_cut_at_the_header_list_limit() {
     let server = server().await;
-    let connection = raw_connection(&server).await;
+    let connection = raw_connection(&server.address).await;
     let (ended, sent) = while_well_behaved_client_checks(&server, async move {
         let (mut reader, mut writer) = connection.into_split();
         writer
@@ -250,7 +276,7 @@ async fn rule_a_continuation_flood_is_cut_at_the_header_list_limit() {
 #[tokio::test]
 async fn rule_a_header_list_past_the_limit_is_refused() {
     let server = server().await;
-    let connection = raw_connection(&server).await;
+    let connection = raw_connection(&server.address).await;
     let (mut reader, mut writer) = connection.into_split();
     let big = "b".repeat(HTTP2_MAX_HEADER_LIST_BYTES as usize);
     let mut headers = vec![(":method", "POST")];
@@ -337,7 +363,7 @@ async fn rule_a_header_list_past_the_limit_is_refused() {
 async fn rule_settings_and_ping_floods_do_not_starve_other_clients() {
     let server = server().await;
     for kind in [SETTINGS, PING] {
-        let connection = raw_connection(&server).await;
+        let connection = raw_connection(&server.address).await;
         let ended = while_well_behaved_client_checks(&server, async move {
             let (mut reader, mut writer) = connection.into_split();
             // Never read the ACKs: the server must not queue them without bound.
@@ -460,23 +486,7 @@ async fn rule_many_slow_connections_do_not_shut_out_a_client() {
 async fn rule_the_listener_advertises_its_stream_and_header_limits() {
     // tonic on its own advertises no stream limit (unlimited streams per connection).
     let server = server().await;
-    let connection = raw_connection(&server).await;
-    let (mut reader, _writer) = connection.into_split();
-    let mut header = [0u8; 9];
-    reader.read_exact(&mut header).await.unwrap();
-    assert_eq!(header[3], SETTINGS, "the server speaks first with SETTINGS");
-    let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
-    let mut payload = vec![0u8; length];
-    reader.read_exact(&mut payload).await.unwrap();
-    let settings: std::collections::HashMap<u16, u32> = payload
-        .chunks(6)
-        .map(|entry| {
-            (
-                u16::from_be_bytes([entry[0], entry[1]]),
-                u32::from_be_bytes(entry[2..6].try_into().unwrap()),
-            )
-        })
-        .collect();
+    let settings = settings_of(raw_connection(&server.address).await).await;
     let default_checks = actguard::config::Limits::default().max_concurrent_checks;
     assert_eq!(grpc::http2_max_streams(default_checks), 2048);
     assert_eq!(
@@ -507,14 +517,16 @@ async fn closed_within(stream: &mut TcpStream, patience: Duration) -> (bool, Vec
     }
 }
 
-#[tokio::test]
-async fn rule_http_mode_closes_connections_that_send_no_request_head_in_time() {
-    let scratch = tempfile::tempdir().unwrap();
-    let issuer =
-        actguard::devkit::DevIssuer::generate(ISSUER, "k1", actguard::devkit::DevAlgorithm::Es256)
-            .unwrap();
-    std::fs::write(scratch.path().join("jwks.json"), issuer.jwks().to_string()).unwrap();
-    let config = Config::from_yaml(&config_yaml("  leeway: 30s", ""), scratch.path()).unwrap();
+/// The HTTP ext_authz listener (`listen.http`) with room for 16 checks and this head deadline.
+struct HttpListener {
+    address: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<()>,
+    _scratch: tempfile::TempDir,
+}
+
+async fn http_listener(deadline: Duration) -> HttpListener {
+    let (scratch, config) = test_config();
     let live = Arc::new(actguard::serve::reload::LiveAuthorizer::new(
         Authorizer::new(config.decision),
         actguard::decision::Shared::default(),
@@ -527,7 +539,6 @@ async fn rule_http_mode_closes_connections_that_send_no_request_head_in_time() {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let deadline = Duration::from_millis(400);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(actguard::serve::http_authz::serve(
         listener,
@@ -538,6 +549,42 @@ async fn rule_http_mode_closes_connections_that_send_no_request_head_in_time() {
             let _ = stopped.await;
         },
     ));
+    HttpListener {
+        address,
+        stop,
+        served,
+        _scratch: scratch,
+    }
+}
+
+#[tokio::test]
+async fn rule_http_mode_advertises_the_grpc_listeners_http2_limits() {
+    // hyper's own defaults would be 200 streams and 1 MiB windows; the listener sets the
+    // gRPC listener's stream limit for its checks, its header-list limit, and small windows.
+    let server = http_listener(Duration::from_secs(10)).await;
+    let settings = settings_of(raw_connection(&server.address.to_string()).await).await;
+    assert_eq!(
+        settings.get(&0x3),
+        Some(&grpc::http2_max_streams(16)),
+        "MAX_CONCURRENT_STREAMS"
+    );
+    assert_eq!(settings.get(&0x4), Some(&65_536), "INITIAL_WINDOW_SIZE");
+    assert_eq!(
+        settings.get(&0x6),
+        Some(&HTTP2_MAX_HEADER_LIST_BYTES),
+        "MAX_HEADER_LIST_SIZE"
+    );
+}
+
+#[tokio::test]
+async fn rule_http_mode_closes_connections_that_send_no_request_head_in_time() {
+    let deadline = Duration::from_millis(400);
+    let HttpListener {
+        address,
+        stop,
+        served,
+        _scratch,
+    } = http_listener(deadline).await;
     let patience = deadline * 5;
     // Silent from the start.
     let mut silent = TcpStream::connect(address).await.unwrap();

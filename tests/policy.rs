@@ -111,19 +111,13 @@ impl World {
 
 /// `actguard policy suggest --audit AUDIT --config CONFIG`, which must succeed: its output.
 fn suggest(audit: &Path, config: &Path) -> String {
-    let suggested = Command::new(env!("CARGO_BIN_EXE_actguard"))
-        .args(["policy", "suggest", "--audit"])
-        .arg(audit)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        suggested.status.success(),
-        "{}",
-        String::from_utf8_lossy(&suggested.stderr)
-    );
-    String::from_utf8(suggested.stdout).unwrap()
+    common::observe::succeed(
+        common::observe::actguard()
+            .args(["policy", "suggest", "--audit"])
+            .arg(audit)
+            .arg("--config")
+            .arg(config),
+    )
 }
 
 /// The workload: who calls what through whom.
@@ -222,10 +216,8 @@ async fn rule_a_suggested_policy_allows_what_was_allowed_and_denies_a_held_out_f
         text.contains("#   denied decisions it would no longer deny for their reason (later steps not evaluated): 0\n"),
         "{text}"
     );
-    let suggested_file = world.dir().join("suggested.yaml");
-    std::fs::write(&suggested_file, &text).unwrap();
     // check-config accepts it unchanged.
-    common::observe::assert_check_config_accepts(&suggested_file, &text);
+    let suggested_file = common::observe::assert_check_config_accepts(world.dir(), &text);
     // Under the original configuration the held-out requests pass...
     let sidecar = world.sidecar(&original).await;
     for (method, path, chain, _) in held_out {
@@ -324,9 +316,7 @@ async fn rule_the_suggestion_names_the_denies_a_family_would_have_let_through() 
         text.contains("# routes[webhook]: no allowed decision seen; max_depth 1 -> 0"),
         "{text}"
     );
-    let suggested_file = world.dir().join("suggested.yaml");
-    std::fs::write(&suggested_file, &text).unwrap();
-    common::observe::assert_check_config_accepts(&suggested_file, &text);
+    common::observe::assert_check_config_accepts(world.dir(), &text);
 }
 
 #[test]
@@ -383,9 +373,7 @@ fn rule_text_from_the_log_cannot_become_live_yaml_and_a_pipe_is_refused() {
         text.contains("Not learned from: 1 allowed decision(s)"),
         "{text}"
     );
-    let suggested = world.dir().join("suggested.yaml");
-    std::fs::write(&suggested, &text).unwrap();
-    common::observe::assert_check_config_accepts(&suggested, &text);
+    common::observe::assert_check_config_accepts(world.dir(), &text);
     // Through a pipe the second pass (the impact) would read nothing: refused, not 0.
     let piped = Command::new("sh")
         .arg("-c")

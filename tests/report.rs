@@ -6,7 +6,7 @@
 mod common;
 
 use base64::Engine;
-use common::observe::{actguard, demo_audit};
+use common::observe::{actguard, demo_audit, succeed};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -14,17 +14,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn report(audit: &Path, out: &Path) {
-    let output = actguard()
-        .args(["report", "--audit"])
-        .arg(audit)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    succeed(
+        actguard()
+            .args(["report", "--audit"])
+            .arg(audit)
+            .arg("--out")
+            .arg(out),
     );
 }
 

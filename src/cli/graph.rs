@@ -598,14 +598,14 @@ mod tests {
         assert_eq!((graph.decisions, graph.skipped), (0, 1));
         let long = "x".repeat(1000);
         graph.add_line(&line(
-            serde_json::json!({"caller": "spiffe://e.org/a\u{1}", "subject": long,
+            serde_json::json!({"caller": "spiffe://e.org/a\u{1}\u{202e}", "subject": long,
                 "chain": [], "route": "r", "decision": "deny", "reason": "r\u{0}"}),
         ));
         assert!(
             graph
                 .nodes
                 .keys()
-                .all(|id| id.len() <= MAX_LABEL && !id.contains('\u{1}'))
+                .all(|id| id.len() <= MAX_LABEL && !id.contains(['\u{1}', '\u{202e}']))
         );
         assert!(!graph.to_svg().contains('\u{1}'));
         assert!(graph.to_mermaid().contains('\u{fffd}'));

@@ -566,7 +566,7 @@ mod tests {
         let mut report = Report::default();
         report.add(&decision(serde_json::json!({
             "time": "2026-12-04T00:00:00.000Z", "v": 2,
-            "caller": "spiffe://e.org/<script>alert(1)</script>", "subject": "user:\"x'",
+            "caller": "spiffe://e.org/<script>alert(1)</script>", "subject": "user:\"x'\u{202e}",
             "chain": [], "scopes": ["a<b"], "route": "r&d", "decision": "deny",
             "reason": "<img src=x>"
         })));
@@ -575,6 +575,8 @@ mod tests {
         assert!(!page.contains("<img"), "{page}");
         assert!(page.contains("&lt;script&gt;") && page.contains("r&amp;d"));
         assert!(page.contains("a&lt;b"));
+        // A bidirectional override would show an ID reversed: replaced.
+        assert!(!page.contains('\u{202e}'));
     }
 
     #[test]

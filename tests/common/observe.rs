@@ -22,18 +22,32 @@ pub fn demo_audit(dir: &Path) -> PathBuf {
     audit
 }
 
-/// `actguard check-config --config FILE` succeeds (`context` is shown when it does not).
-pub fn assert_check_config_accepts(file: &Path, context: &str) {
+/// Runs `command`, which must succeed (its stderr shown when it does not): its stdout.
+pub fn succeed(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `text` written to `dir/suggested.yaml`, which `actguard check-config` must accept: its path.
+pub fn assert_check_config_accepts(dir: &Path, text: &str) -> PathBuf {
+    let file = dir.join("suggested.yaml");
+    std::fs::write(&file, text).unwrap();
     let checked = actguard()
         .args(["check-config", "--config"])
-        .arg(file)
+        .arg(&file)
         .output()
         .unwrap();
     assert!(
         checked.status.success(),
-        "{context}\n{}",
+        "{text}\n{}",
         String::from_utf8_lossy(&checked.stderr)
     );
+    file
 }
 
 /// Peak resident memory of a running process (VmHWM), in KiB.

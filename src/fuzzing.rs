@@ -148,14 +148,12 @@ pub fn claims(data: &[u8]) {
     let lineage = verified.branch_lineage();
     let named = usize::from(verified.branch_claim().is_some());
     assert_eq!(lineage.len(), verified.actors().len() + 1 + named);
-    assert_eq!(
-        Some(verified.branch()),
-        lineage.last().map(|branch| &**branch)
-    );
+    assert_eq!(Some(verified.branch()), lineage.iter().last());
     assert!(
-        lineage[..lineage.len() - named]
+        lineage
             .iter()
-            .all(|branch| branch.len() == 24)
+            .take(lineage.len() - named)
+            .all(|branch| branch.len() == crate::decision::branch::DERIVED_ID_LEN)
     );
     let verified = Arc::new(verified);
     let fixture = fixture();

@@ -23,21 +23,87 @@ pub fn session(token: &VerifiedToken) -> Option<&str> {
     token.sid().or_else(|| token.jti())
 }
 
-/// A derived branch id from the digest of its path so far.
-fn id_of(path: &aws_lc_rs::digest::Context) -> Box<str> {
+/// The length of a derived branch id: `b-` and 22 base64url characters.
+pub const DERIVED_ID_LEN: usize = 24;
+
+/// A token's branch lineage (see the module docs), root first and the token's own branch last.
+///
+/// Kept with every cached token, so it is one allocation: the derived ids back to back (each
+/// [`DERIVED_ID_LEN`] ASCII bytes), then the claim's branch when the token names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    text: Box<str>,
+    /// How many derived ids lead `text`; at least one (the session's root).
+    derived: u32,
+}
+
+impl Lineage {
+    /// The branches, root first.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let derived_bytes = self.derived as usize * DERIVED_ID_LEN;
+        let (derived, named) = self.text.split_at(derived_bytes);
+        // The derived part is ASCII, so every id boundary is a char boundary.
+        (0..self.derived as usize)
+            .map(move |index| &derived[index * DERIVED_ID_LEN..(index + 1) * DERIVED_ID_LEN])
+            .chain((!named.is_empty()).then_some(named))
+    }
+
+    /// How many branches: one per prefix of the path, plus the claim's when named.
+    pub fn len(&self) -> usize {
+        self.derived as usize
+            + usize::from(self.text.len() > self.derived as usize * DERIVED_ID_LEN)
+    }
+
+    /// Never: a lineage holds at least the session's root.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The session's root: the branch of a direct call of the user.
+    pub fn root(&self) -> &str {
+        &self.text[..DERIVED_ID_LEN.min(self.text.len())]
+    }
+
+    /// The token's own branch: the claim's when it names one, else the full path's.
+    pub fn own(&self) -> &str {
+        let derived_bytes = self.derived as usize * DERIVED_ID_LEN;
+        if self.text.len() > derived_bytes {
+            &self.text[derived_bytes..]
+        } else {
+            &self.text[derived_bytes.saturating_sub(DERIVED_ID_LEN)..]
+        }
+    }
+
+    /// Heap bytes held (one allocation).
+    pub fn heap_bytes(&self) -> usize {
+        self.text.len()
+    }
+}
+
+/// Appends the derived branch id of the digest of the path so far.
+fn push_id(text: &mut String, path: &aws_lc_rs::digest::Context) {
     let digest = path.clone().finish();
-    format!("b-{}", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])).into_boxed_str()
+    URL_SAFE_NO_PAD.encode_string(&digest.as_ref()[..16], {
+        text.push_str("b-");
+        text
+    });
 }
 
 /// The token's branch lineage, root first and the token's own branch last (see the module
 /// docs): the derived branch of every prefix of its path, hashed once along the path, then
 /// the claim's branch when it names one (so revoking either form cuts the token). Computed
 /// once per verified token and kept with it.
-pub fn lineage(token: &VerifiedToken) -> Box<[Box<str>]> {
+pub fn lineage(token: &VerifiedToken) -> Lineage {
     let mut path = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     fn part(path: &mut aws_lc_rs::digest::Context, bytes: &[u8]) {
         path.update(&(bytes.len() as u64).to_be_bytes());
         path.update(bytes);
+    }
+    /// One part `tag` followed by `value`: the same bytes as the part of both joined.
+    fn part_tagged(path: &mut aws_lc_rs::digest::Context, tag: &[u8], value: &str) {
+        path.update(&((tag.len() + value.len()) as u64).to_be_bytes());
+        path.update(tag);
+        path.update(value.as_bytes());
     }
     // A version, so that a later definition cannot meet this one's ids; the issuer, so that
     // two issuers' sessions never share a branch.
@@ -49,13 +115,15 @@ pub fn lineage(token: &VerifiedToken) -> Box<[Box<str>]> {
     // Which of sid and jti named the session is part of it: a sid and a jti that happen to
     // be equal are different sessions.
     match (token.sid(), token.jti()) {
-        (Some(sid), _) => part(&mut path, format!("sid:{sid}").as_bytes()),
-        (None, Some(jti)) => part(&mut path, format!("jti:{jti}").as_bytes()),
+        (Some(sid), _) => part_tagged(&mut path, b"sid:", sid),
+        (None, Some(jti)) => part_tagged(&mut path, b"jti:", jti),
         (None, None) => part(&mut path, b"none"),
     }
     part(&mut path, token.subject().as_bytes());
-    let mut lineage = Vec::with_capacity(token.actors().len() + 2);
-    lineage.push(id_of(&path));
+    let derived = token.actors().len() + 1;
+    let named = token.branch_claim().unwrap_or("");
+    let mut text = String::with_capacity(derived * DERIVED_ID_LEN + named.len());
+    push_id(&mut text, &path);
     // `actors()` is outermost (current) first; the path runs from the first delegate.
     for actor in token.actors().iter().rev() {
         // A member without a string `sub` is denied by the chain rules; it still takes a
@@ -67,12 +135,13 @@ pub fn lineage(token: &VerifiedToken) -> Box<[Box<str>]> {
             }
             None => path.update(b"m"),
         }
-        lineage.push(id_of(&path));
+        push_id(&mut text, &path);
     }
-    if let Some(named) = token.branch_claim() {
-        lineage.push(named.into());
+    text.push_str(named);
+    Lineage {
+        text: text.into_boxed_str(),
+        derived: u32::try_from(derived).unwrap_or(u32::MAX),
     }
-    lineage.into_boxed_slice()
 }
 
 /// Names this derivation; part of every derived id.
@@ -98,11 +167,16 @@ mod tests {
         token(claims("user:alice", sid, actors))
     }
 
+    /// The lineage of `token` as owned ids, root first.
+    fn ids(token: &VerifiedToken) -> Vec<String> {
+        lineage(token).iter().map(str::to_owned).collect()
+    }
+
     #[test]
     fn siblings_in_one_session_have_different_branches_and_share_the_root() {
         let a = delegated("s1", &["orchestrator", "researcher-a"]);
         let b = delegated("s1", &["orchestrator", "researcher-b"]);
-        let (a, b) = (lineage(&a), lineage(&b));
+        let (a, b) = (ids(&a), ids(&b));
         assert_eq!(a.len(), 3);
         assert_ne!(a.last(), b.last(), "siblings are different branches");
         assert_eq!(
@@ -114,27 +188,42 @@ mod tests {
     }
 
     #[test]
+    fn derived_ids_are_the_documented_digest_and_do_not_change_between_versions() {
+        // Revocations, budgets and audit logs name these ids, across sidecars and upgrades.
+        // Expected values computed outside Rust from the module docs' definition (Python
+        // hashlib: SHA-256 over length-prefixed parts, first 16 bytes, base64url).
+        assert_eq!(
+            ids(&delegated("s1", &["orchestrator"])),
+            ["b-08KU3_L15lQjabAeiUf32A", "b-_ZbwWXB5B6hgaIIV47toug"]
+        );
+        let one = lineage(&delegated("s1", &["orchestrator"]));
+        assert_eq!(one.root(), "b-08KU3_L15lQjabAeiUf32A");
+        assert_eq!(one.own(), "b-_ZbwWXB5B6hgaIIV47toug");
+        assert_eq!(one.len(), 2);
+    }
+
+    #[test]
     fn a_delegation_extends_its_parents_lineage() {
-        let parent = lineage(&delegated("s1", &["orchestrator", "researcher"]));
-        let child = lineage(&delegated("s1", &["orchestrator", "researcher", "fetcher"]));
+        let parent = ids(&delegated("s1", &["orchestrator", "researcher"]));
+        let child = ids(&delegated("s1", &["orchestrator", "researcher", "fetcher"]));
         assert_eq!(child[..parent.len()], parent[..]);
         assert_eq!(child.len(), parent.len() + 1);
     }
 
     #[test]
     fn session_subject_and_the_kind_of_session_claim_are_part_of_the_branch() {
-        let base = lineage(&delegated("s1", &["orchestrator"]));
-        let other_session = lineage(&delegated("s2", &["orchestrator"]));
-        let other_subject = lineage(&token(claims("user:bob", "s1", &["orchestrator"])));
+        let base = ids(&delegated("s1", &["orchestrator"]));
+        let other_session = ids(&delegated("s2", &["orchestrator"]));
+        let other_subject = ids(&token(claims("user:bob", "s1", &["orchestrator"])));
         let mut by_jti = claims("user:alice", "s1", &["orchestrator"]);
         by_jti.as_object_mut().unwrap().remove("sid");
         by_jti["jti"] = json!("s1");
-        let jti_session = lineage(&token(by_jti));
+        let jti_session = ids(&token(by_jti));
         for other in [other_session, other_subject, jti_session] {
             assert!(other.iter().all(|id| !base.contains(id)));
         }
         // The same parts give the same branch: it is stable across tokens and sidecars.
-        assert_eq!(base, lineage(&delegated("s1", &["orchestrator"])));
+        assert_eq!(base, ids(&delegated("s1", &["orchestrator"])));
     }
 
     #[test]
@@ -143,8 +232,8 @@ mod tests {
         claims["execution_branch_id"] = json!("br-7");
         let named =
             VerifiedToken::from_claims_with_branch_claim_for_tests(&claims, "execution_branch_id");
-        let named_lineage = lineage(&named);
-        assert_eq!(named_lineage.last().map(|b| &**b), Some("br-7"));
+        let named_lineage = ids(&named);
+        assert_eq!(named_lineage.last().map(String::as_str), Some("br-7"));
         assert_eq!(named.branch(), "br-7");
         // The derived lineage is there too: revoking the derived branch still cuts it.
         claims
@@ -152,9 +241,6 @@ mod tests {
             .unwrap()
             .remove("execution_branch_id");
         let unnamed = VerifiedToken::from_claims_for_tests(&claims);
-        assert_eq!(
-            named_lineage[..named_lineage.len() - 1],
-            lineage(&unnamed)[..]
-        );
+        assert_eq!(named_lineage[..named_lineage.len() - 1], ids(&unnamed)[..]);
     }
 }

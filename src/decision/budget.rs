@@ -117,9 +117,8 @@ pub fn charge_for(route: &Route, token: &VerifiedToken, leeway: i64) -> Option<C
         // set one (lowering "unlimited").
         (None, Some(claimed)) => Some(claimed),
     };
-    let lineage = token.branch_lineage();
     Some(Charge {
-        session: lineage.first().cloned().unwrap_or_default(),
+        session: token.branch_lineage().root().into(),
         session_claim: crate::decision::branch::session(token)
             .unwrap_or_default()
             .into(),
@@ -214,7 +213,7 @@ mod tests {
         let token = token(None);
         let charge = charge_for(&route(Some(rule(Some(200), None))), &token, 0).unwrap();
         assert_eq!(&*charge.branch, token.branch());
-        assert_eq!(&*charge.session, &*token.branch_lineage()[0]);
+        assert_eq!(&*charge.session, token.branch_lineage().root());
         assert_eq!(&*charge.session_claim, "s1");
         assert_ne!(charge.session, charge.branch);
         assert_eq!(charge.cost, 3);

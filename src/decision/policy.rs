@@ -102,7 +102,7 @@ impl Grant {
     }
     /// The token's session as budgets count it: the root of its branch lineage.
     pub fn session(&self) -> &str {
-        self.token.branch_lineage().first().map_or("", |root| root)
+        self.token.branch_lineage().root()
     }
 
     /// The grant of an MCP message: the same, naming its method and tool.

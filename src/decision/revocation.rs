@@ -542,7 +542,7 @@ mod tests {
         assert_eq!(cuts(&list, &other), None);
         // The derived branch of the same path cuts both: a claim cannot take a token out of
         // the branch its path puts it in.
-        let derived = named.branch_lineage()[2].to_string();
+        let derived = named.branch_lineage().iter().nth(2).unwrap().to_string();
         assert!(derived.starts_with("b-"));
         let list = RevocationList::in_memory();
         list.revoke(revocation(RevocationKind::Branch, &derived, None))

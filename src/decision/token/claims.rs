@@ -107,7 +107,7 @@ pub struct VerifiedToken {
     uncommon: Option<Box<Uncommon>>,
     verified_by: Option<Arc<KeyIdentity>>,
     /// [`crate::decision::branch::lineage`], computed on first use and kept with the token.
-    lineage: OnceLock<Box<[Box<str>]>>,
+    lineage: OnceLock<crate::decision::branch::Lineage>,
 }
 
 impl VerifiedToken {
@@ -177,14 +177,13 @@ impl VerifiedToken {
             .map(|(_, value)| *value)
     }
     /// The branch lineage ([`crate::decision::branch`]), root first, this token's branch last.
-    pub fn branch_lineage(&self) -> &[Box<str>] {
+    pub fn branch_lineage(&self) -> &crate::decision::branch::Lineage {
         self.lineage
             .get_or_init(|| crate::decision::branch::lineage(self))
     }
     /// This token's execution branch ([`crate::decision::branch`]).
     pub fn branch(&self) -> &str {
-        // A lineage always holds at least the token's own branch.
-        self.branch_lineage().last().map_or("", |branch| branch)
+        self.branch_lineage().own()
     }
 
     /// Rough heap footprint, for the cache's byte budget: the struct, its out-of-line parts,
@@ -231,14 +230,11 @@ impl VerifiedToken {
             .iter()
             .map(|scope| std::mem::size_of::<Box<str>>() + boxed(scope))
             .sum();
-        // A lineage, once computed, is one slice of 24-byte branches (or the claim).
-        let lineage = self.lineage.get().map_or(0, |lineage| {
-            PER_ALLOCATION
-                + lineage
-                    .iter()
-                    .map(|branch| std::mem::size_of::<Box<str>>() + boxed(branch))
-                    .sum::<usize>()
-        });
+        // A lineage, once computed, is one allocation of its branches back to back.
+        let lineage = self
+            .lineage
+            .get()
+            .map_or(0, |lineage| PER_ALLOCATION + lineage.heap_bytes());
         std::mem::size_of::<Self>()
             + lineage
             + PER_ALLOCATION

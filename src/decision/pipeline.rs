@@ -14,7 +14,7 @@
 //! ([`recent::callers`], [`recent::tokens`]), so the common case hashes neither.
 
 use crate::decision::budget::{self, Charge, ChargeOutcome};
-use crate::decision::cache::{self, CachedToken, Digest, MAX_ENTRY_TTL};
+use crate::decision::cache::{self, CachedToken, Digest, DigestCache, MAX_ENTRY_TTL};
 use crate::decision::facts::RequestFacts;
 use crate::decision::identity::{self, IdentitySource, Svid};
 use crate::decision::mcp::{self, McpCall};
@@ -31,7 +31,6 @@ use crate::decision::spiffe::SpiffeId;
 use crate::decision::telemetry::DecisionMetrics;
 use crate::decision::token::{self, RemoteKeys, VerifiedToken, Verifier};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
-use moka::sync::Cache;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,8 +45,8 @@ pub struct Authorizer {
     verifier: Verifier,
     response: Arc<ResponseSettings>,
     /// `None` when `cache.max_entries` is 0.
-    token_cache: Option<Cache<Digest, CachedToken>>,
-    certificate_cache: Cache<Digest, Svid>,
+    token_cache: Option<DigestCache<CachedToken>>,
+    certificate_cache: DigestCache<Svid>,
     shared: Shared,
     /// When this configuration (and its keys) was loaded: the JWKS age metric.
     created_at: Instant,
@@ -680,7 +679,7 @@ impl Authorizer {
 
     fn verify_and_cache(
         &self,
-        cache: &Cache<Digest, CachedToken>,
+        cache: &DigestCache<CachedToken>,
         key: Digest,
         bearer: &str,
         now: i64,

@@ -140,11 +140,15 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
         let inner = self.nested()?;
         let mut members = Map::new();
         while let Some(name) = map.next_key::<String>()? {
-            if members.contains_key(&name) {
-                return Err(A::Error::custom("duplicate member name"));
+            // One search of the members: the place the name would take, or its duplicate.
+            match members.entry(name) {
+                serde_json::map::Entry::Occupied(_) => {
+                    return Err(A::Error::custom("duplicate member name"));
+                }
+                serde_json::map::Entry::Vacant(place) => {
+                    place.insert(map.next_value_seed(inner)?);
+                }
             }
-            let value = map.next_value_seed(inner)?;
-            members.insert(name, value);
         }
         Ok(Value::Object(members))
     }

@@ -503,7 +503,10 @@ async fn rule_the_listener_advertises_its_stream_and_header_limits() {
 
 /// Reads until the server closes the connection or `patience` passes: whether it closed, and
 /// what it sent before.
-async fn closed_within(stream: &mut TcpStream, patience: Duration) -> (bool, Vec<u8>) {
+async fn closed_within(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    patience: Duration,
+) -> (bool, Vec<u8>) {
     let mut received = Vec::new();
     let started = Instant::now();
     loop {
@@ -540,11 +543,14 @@ async fn http_listener(deadline: Duration) -> HttpListener {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(actguard::serve::http_authz::serve(
-        listener,
-        router,
-        16,
-        deadline,
+    use actguard::serve::http_server::{self, ConnectionLimits, OpeningTcpListener};
+    let served = tokio::spawn(http_server::serve(
+        OpeningTcpListener::new(listener, deadline),
+        move |_| router.clone(),
+        ConnectionLimits {
+            header_deadline: deadline,
+            max_streams: actguard::serve::grpc::http2_max_streams(16),
+        },
         async {
             let _ = stopped.await;
         },
@@ -627,4 +633,80 @@ async fn rule_http_mode_closes_connections_that_send_no_request_head_in_time() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// The real runtime's other HTTP listeners — admin over TCP, admin over a Unix socket, and the
+/// probes — close a connection that sends nothing within the head deadline
+/// (`http_server::HEADER_DEADLINE`), and one that sends half a head; a client that asks still
+/// gets its answer. Under `axum::serve` each was held for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_admin_and_probe_listeners_close_connections_that_send_no_request_head_in_time() {
+    use actguard::serve::http_server::HEADER_DEADLINE;
+    let (scratch, _) = test_config();
+    let socket = scratch.path().join("admin.sock");
+    let start = |listen: String| {
+        let yaml = config_yaml("  leeway: 30s", "").replace(
+            "listen:\n  grpc: 127.0.0.1:0",
+            &format!("listen:\n  grpc: 127.0.0.1:0\n{listen}"),
+        );
+        let config = Config::from_yaml(&yaml, scratch.path()).unwrap();
+        actguard::serve::runtime::start(config)
+    };
+    let over_tcp = start("  admin: 127.0.0.1:0\n  probes: 127.0.0.1:0".into())
+        .await
+        .unwrap();
+    let over_socket = start(format!("  admin: unix:{}", socket.display()))
+        .await
+        .unwrap();
+    let (admin, probes) = (
+        over_tcp.admin_address.unwrap(),
+        over_tcp.probes_address.unwrap(),
+    );
+    let half_head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n";
+    let mut tcp = Vec::new();
+    for address in [admin, probes] {
+        tcp.push(TcpStream::connect(address).await.unwrap());
+        let mut slow = TcpStream::connect(address).await.unwrap();
+        slow.write_all(half_head).await.unwrap();
+        tcp.push(slow);
+    }
+    let mut unix = vec![tokio::net::UnixStream::connect(&socket).await.unwrap()];
+    let mut slow = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    slow.write_all(half_head).await.unwrap();
+    unix.push(slow);
+    let started = Instant::now();
+    let patience = HEADER_DEADLINE + Duration::from_secs(5);
+    for stream in &mut tcp {
+        let left = patience.saturating_sub(started.elapsed());
+        assert!(
+            closed_within(stream, left).await.0,
+            "a TCP admin or probe connection stayed open"
+        );
+    }
+    for stream in &mut unix {
+        let left = patience.saturating_sub(started.elapsed());
+        assert!(
+            closed_within(stream, left).await.0,
+            "an admin socket connection stayed open"
+        );
+    }
+    assert!(
+        started.elapsed() >= HEADER_DEADLINE - Duration::from_secs(1),
+        "closed before the deadline: {:?}",
+        started.elapsed()
+    );
+    // Clients that ask are answered, on every listener.
+    let ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for address in [admin, probes] {
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client.write_all(ask).await.unwrap();
+        let (closed, received) = closed_within(&mut client, Duration::from_secs(5)).await;
+        assert!(closed && received.starts_with(b"HTTP/1.1 200"), "{address}");
+    }
+    let mut client = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    client.write_all(ask).await.unwrap();
+    let (closed, received) = closed_within(&mut client, Duration::from_secs(5)).await;
+    assert!(closed && received.starts_with(b"HTTP/1.1 200"));
+    over_tcp.shutdown().await.unwrap();
+    over_socket.shutdown().await.unwrap();
 }

@@ -294,3 +294,60 @@ async fn rule_idle_handshakes_from_one_peer_do_not_shut_out_another() {
     );
     sidecar.shutdown().await.unwrap();
 }
+
+/// An allowed peer that completes its handshake and then sends nothing (no HTTP/2 preface) is
+/// closed once the first-bytes deadline (`grpc::PREFACE_DEADLINE`) passes after the handshake;
+/// it used to be held for ever, as h2's keep-alive PINGs only start after the preface.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_tls_peer_that_sends_nothing_after_its_handshake_is_closed_in_time() {
+    use actguard::serve::grpc::PREFACE_DEADLINE;
+    use tokio::io::AsyncReadExt;
+    let scratch = tempfile::tempdir().unwrap();
+    let ca = DevCa::new("example.org").unwrap();
+    let sidecar = tls_sidecar(scratch.path(), &ca).await;
+    let envoy = ca.issue_svid(ENVOY).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca.bundle_pem().as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(envoy.cert_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(envoy.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(&sidecar.grpc_address)
+        .await
+        .unwrap();
+    let mut silent = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("an allowed peer completes its handshake");
+    let handshaken = std::time::Instant::now();
+    let mut buffer = [0u8; 64];
+    let patience = PREFACE_DEADLINE + Duration::from_secs(5);
+    let closed = loop {
+        match tokio::time::timeout(
+            patience.saturating_sub(handshaken.elapsed()),
+            silent.read(&mut buffer),
+        )
+        .await
+        {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            // The server's SETTINGS and anything else it sends first.
+            Ok(Ok(_)) => continue,
+        }
+    };
+    assert!(closed, "a silent TLS peer was held past {patience:?}");
+    assert!(
+        handshaken.elapsed() >= PREFACE_DEADLINE - Duration::from_secs(1),
+        "closed before the deadline: {:?}",
+        handshaken.elapsed()
+    );
+    // The listener goes on answering.
+    assert!(asks(&sidecar.grpc_address, ca.bundle_pem(), Some(&envoy)).await);
+    sidecar.shutdown().await.unwrap();
+}

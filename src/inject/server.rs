@@ -168,6 +168,9 @@ pub fn router(settings: Arc<InjectorConfig>) -> Router {
         .with_state(settings)
 }
 
+/// HTTP/2 streams one API-server connection may have open.
+const WEBHOOK_HTTP2_STREAMS: u32 = 256;
+
 /// Serves the webhook over TLS on `listener` until `shutdown` resolves; in-flight reviews
 /// finish first. The gate's certificate files are watched meanwhile.
 pub async fn serve(
@@ -178,9 +181,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let watcher = tokio::spawn(gate.clone().watch_files());
     let listener = TlsAxumListener::new(listener, gate)?;
-    let served = axum::serve(listener, router(Arc::new(settings)))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let router = router(Arc::new(settings));
+    crate::serve::http_server::serve(
+        listener,
+        move |_| router.clone(),
+        crate::serve::http_server::ConnectionLimits::new(WEBHOOK_HTTP2_STREAMS),
+        shutdown,
+    )
+    .await;
     watcher.abort();
-    served
+    Ok(())
 }

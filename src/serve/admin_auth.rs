@@ -8,11 +8,10 @@
 
 use crate::config::{AdminOperation, AdminRights, ListenAddress, Listeners};
 use crate::decision::spiffe::{CallerPattern, SpiffeId};
-use crate::serve::tls::{TlsAxumListener, TlsPeer};
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
+use crate::serve::connection::BatchedWrites;
+use crate::serve::tls::TlsPeer;
 use std::net::SocketAddr;
-use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::net::{UnixListener, UnixStream};
 
 /// The peer of one admin connection, as the transport proved it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,23 +44,33 @@ impl AdminPeer {
     }
 }
 
-impl Connected<IncomingStream<'_, TcpListener>> for AdminPeer {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        Self::Tcp {
-            address: *stream.remote_addr(),
-        }
+impl From<SocketAddr> for AdminPeer {
+    /// A plain-TCP peer.
+    fn from(address: SocketAddr) -> Self {
+        Self::Tcp { address }
     }
 }
 
-impl Connected<IncomingStream<'_, TlsAxumListener>> for AdminPeer {
-    fn connect_info(stream: IncomingStream<'_, TlsAxumListener>) -> Self {
-        let TlsPeer { address, id } = stream.remote_addr().clone();
+impl From<TlsPeer> for AdminPeer {
+    /// A TLS peer that passed the handshake's checks.
+    fn from(TlsPeer { address, id }: TlsPeer) -> Self {
         Self::Tls { id, address }
     }
 }
 
-/// A Unix-socket listener that hands over each connection with its peer's credentials.
-pub struct CredentialedUnixListener(pub UnixListener);
+impl From<SocketCredentials> for AdminPeer {
+    /// A Unix-socket peer.
+    fn from(SocketCredentials { uid, pid }: SocketCredentials) -> Self {
+        Self::Socket { uid, pid }
+    }
+}
+
+/// A Unix-socket listener that hands over each connection with its peer's credentials; a
+/// connection must send its first bytes within the deadline.
+pub struct CredentialedUnixListener {
+    pub listener: UnixListener,
+    pub deadline: std::time::Duration,
+}
 
 /// The kernel credentials of a Unix-socket peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,20 +80,20 @@ pub struct SocketCredentials {
 }
 
 impl axum::serve::Listener for CredentialedUnixListener {
-    type Io = UnixStream;
+    type Io = BatchedWrites<UnixStream>;
     type Addr = SocketCredentials;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             // axum's own accept loop: connection errors skipped, others backed off.
-            let (stream, _) = axum::serve::Listener::accept(&mut self.0).await;
+            let (stream, _) = axum::serve::Listener::accept(&mut self.listener).await;
             match stream.peer_cred() {
                 Ok(credentials) => {
                     let peer = SocketCredentials {
                         uid: credentials.uid(),
                         pid: credentials.pid(),
                     };
-                    return (stream, peer);
+                    return (BatchedWrites::opening(stream, self.deadline), peer);
                 }
                 // Without credentials nothing could be authorized: drop the connection.
                 Err(error) => tracing::warn!(%error, "admin socket: no peer credentials"),
@@ -98,13 +107,6 @@ impl axum::serve::Listener for CredentialedUnixListener {
             std::io::ErrorKind::Unsupported,
             "a Unix listener has no peer credentials",
         ))
-    }
-}
-
-impl Connected<IncomingStream<'_, CredentialedUnixListener>> for AdminPeer {
-    fn connect_info(stream: IncomingStream<'_, CredentialedUnixListener>) -> Self {
-        let SocketCredentials { uid, pid } = *stream.remote_addr();
-        Self::Socket { uid, pid }
     }
 }
 

@@ -21,8 +21,8 @@ use tonic::transport::server::Connected;
 /// reads fail once `opening_deadline` passes, so a socket that never sends the preface does
 /// not hold its file descriptor for ever (keep-alive PINGs only start after the HTTP/2
 /// handshake). Bytes that are not the preface end the deadline: the protocol in use answers
-/// them (h2 refuses them; HTTP/1 has its own head deadline). TLS connections met their
-/// handshake deadline already.
+/// them (h2 refuses them; HTTP/1 has its own head deadline). A TLS connection owes its first
+/// bytes from when its handshake ends (the handshake has its own deadline).
 pub struct BatchedWrites<T> {
     io: T,
     /// Bytes still expected before the connection counts as opened, and until when.
@@ -35,17 +35,13 @@ const PREFACE: &[u8; PREFACE_BYTES] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub const PREFACE_BYTES: usize = 24;
 
 impl<T> BatchedWrites<T> {
-    /// A connection already past its handshake (TLS).
-    pub(crate) fn opened(io: T) -> Self {
-        Self { io, opening: None }
-    }
-
     /// The connection underneath.
     pub(crate) fn get_ref(&self) -> &T {
         &self.io
     }
 
-    /// A plain connection that must send [`PREFACE_BYTES`] within `deadline`.
+    /// A connection that must send [`PREFACE_BYTES`] (or bytes that are not the preface) within
+    /// `deadline`.
     pub(crate) fn opening(io: T, deadline: std::time::Duration) -> Self {
         let sleep = Box::pin(tokio::time::sleep(deadline));
         Self {
@@ -149,7 +145,9 @@ mod tests {
             .await
             .unwrap();
         assert!(stream.is_write_vectored());
-        assert!(!BatchedWrites::opened(stream).is_write_vectored());
+        assert!(
+            !BatchedWrites::opening(stream, std::time::Duration::from_secs(10)).is_write_vectored()
+        );
     }
 
     #[tokio::test]

@@ -21,7 +21,6 @@ use crate::decision::response;
 use crate::decision::telemetry;
 use crate::decision::{Decided, RequestFacts};
 use crate::serve::budgets::{self, Ledger};
-use crate::serve::connection::BatchedWrites;
 use crate::serve::reload::LiveAuthorizer;
 use axum::Router;
 use axum::body::Body;
@@ -29,7 +28,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// Stands in for a non-UTF-8 `Authorization` value; refused as `authorization_invalid`.
@@ -56,102 +54,6 @@ pub fn router(
         source,
         budgets,
     })
-}
-
-/// How long a connection may take to send a request's head: from when it opens or, on a
-/// kept-alive HTTP/1 connection, from when the last answer was sent. Proxies send the head at
-/// once; a connection that does not is closed instead of holding its file descriptor.
-pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
-/// HTTP/2 flow-control window per stream and per connection (hyper's default is 1 MiB).
-const HTTP2_WINDOW_BYTES: u32 = 64 * 1024;
-
-/// Serves `router` on `listener` until `shutdown`, then lets open connections finish their
-/// requests (the runtime bounds that by `limits.drain_timeout`).
-///
-/// Every connection must send its first bytes (an HTTP/1 request line, or the HTTP/2 preface
-/// the protocol is told apart by) and each HTTP/1 request head within `header_deadline`; an
-/// HTTP/2 peer that stops answering PINGs is dropped. `axum::serve` offers none of these: a
-/// socket that never sent a byte was held for ever.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    max_concurrent_checks: usize,
-    header_deadline: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    use crate::serve::grpc;
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_deadline);
-    // The gRPC listener's HTTP/2 limits, each explicit (not left to hyper's defaults), and a
-    // small window: checks read no request body.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(grpc::http2_max_streams(max_concurrent_checks))
-        .max_pending_accept_reset_streams(Some(grpc::HTTP2_MAX_PENDING_ACCEPT_RESETS))
-        .max_local_error_reset_streams(Some(grpc::HTTP2_MAX_LOCAL_ERROR_RESETS))
-        .max_header_list_size(grpc::HTTP2_MAX_HEADER_LIST_BYTES)
-        .initial_stream_window_size(HTTP2_WINDOW_BYTES)
-        .initial_connection_window_size(HTTP2_WINDOW_BYTES)
-        .keep_alive_interval(Some(grpc::HTTP2_KEEPALIVE_INTERVAL))
-        .keep_alive_timeout(grpc::HTTP2_KEEPALIVE_TIMEOUT);
-    let builder = Arc::new(builder);
-    let (closing, closed) = tokio::sync::watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            // One connection failed before it was accepted: the next may not.
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::ConnectionAborted
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
-            Err(error) => {
-                // Out of file descriptors, say: wait rather than spin (and log once a second
-                // at most), and keep serving.
-                tracing::warn!(%error, "HTTP ext_authz listener: accept failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(BatchedWrites::opening(stream, header_deadline));
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let builder = Arc::clone(&builder);
-        let mut closed = closed.clone();
-        connections.spawn(async move {
-            let connection = builder.serve_connection(io, service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = async { while closed.changed().await.is_ok() && !*closed.borrow() {} } => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
-    }
-    // New clients are refused at once (and fail over) instead of waiting in the backlog.
-    drop(listener);
-    let _ = closing.send(true);
-    while connections.join_next().await.is_some() {}
 }
 
 /// The one value of `name`, as text; `Err` when the header appears more than once (the request

@@ -10,6 +10,7 @@ pub mod connection;
 pub mod fleet;
 pub mod grpc;
 pub mod http_authz;
+pub mod http_server;
 pub mod reload;
 pub mod runtime;
 pub mod tls;

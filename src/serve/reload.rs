@@ -201,22 +201,42 @@ fn watched_files(file: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn stamps(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+/// What a file's change is told by: its modification time and its length (two writes within
+/// the file system's timestamp granularity still differ in length, mostly).
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
     files
         .iter()
-        .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+        .map(|path| {
+            let metadata = std::fs::metadata(path).ok()?;
+            Some((metadata.modified().ok()?, metadata.len()))
+        })
         .collect()
 }
 
-/// Polls the configuration and its JWKS files every `interval`, reloading on change.
-pub async fn watch(
+/// Polls the configuration and its JWKS files every `interval`, reloading on change. The files'
+/// first stamps are read before this returns, not when the task first runs: a change made
+/// right after the watch starts is a change, not the baseline.
+pub fn watch(
     live: Arc<LiveAuthorizer>,
     file: PathBuf,
     running: BoundSettings,
     interval: Duration,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let files = watched_files(&file);
+    let seen = stamps(&files);
+    watch_from(live, file, running, interval, files, seen)
+}
+
+async fn watch_from(
+    live: Arc<LiveAuthorizer>,
+    file: PathBuf,
+    running: BoundSettings,
+    interval: Duration,
+    mut files: Vec<PathBuf>,
+    mut seen: Vec<Stamp>,
 ) {
-    let mut files = watched_files(&file);
-    let mut seen = stamps(&files);
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
     loop {

@@ -19,6 +19,7 @@ use crate::serve::audit::{AuditLog, AuditWriter};
 use crate::serve::fleet::FleetSync;
 use crate::serve::grpc::{self, Listener, ServeOptions};
 use crate::serve::http_authz;
+use crate::serve::http_server::{self, ConnectionLimits, OpeningTcpListener};
 use crate::serve::reload::{self, BoundSettings, LiveAuthorizer};
 use crate::serve::tls::TlsGate;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::SERVICE_NAME;
@@ -31,6 +32,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 use tonic_health::server::{HealthReporter, HealthService};
+
+/// HTTP/2 streams one admin or probe connection may have open: operators' tools and kubelet
+/// send a request at a time.
+const ADMIN_HTTP2_STREAMS: u32 = 64;
 
 /// A running sidecar.
 pub struct Sidecar {
@@ -255,14 +260,12 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         probes_address = listener.local_addr().ok();
         let router = admin::probe_router(state.clone());
         let probes_stop = stopped(stop.subscribe());
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(probes_stop)
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "probe listener failed");
-            }
-        }));
+        tasks.push(tokio::spawn(http_server::serve(
+            OpeningTcpListener::new(listener, http_server::HEADER_DEADLINE),
+            move |_| router.clone(),
+            ConnectionLimits::new(ADMIN_HTTP2_STREAMS),
+            probes_stop,
+        )));
     }
     if let Some(listener) = admin {
         let admin_stop = stopped(stop.subscribe());
@@ -275,48 +278,47 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
             audit: admin_audit.clone(),
             fleet: fleet_writes.clone(),
         };
-        let served = match listener {
+        let limits = ConnectionLimits::new(ADMIN_HTTP2_STREAMS);
+        match listener {
             Listener::Tcp(listener) => {
                 admin_address = listener.local_addr().ok();
-                let router = admin::router(state, api(None), listen.reflection)
-                    .into_make_service_with_connect_info::<AdminPeer>();
-                tokio::spawn(async move {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(admin_stop)
-                        .await
-                })
+                let router = admin::router(state, api(None), listen.reflection);
+                tasks.push(tokio::spawn(http_server::serve(
+                    OpeningTcpListener::new(listener, limits.header_deadline),
+                    move |peer| http_server::with_peer(&router, AdminPeer::from(peer)),
+                    limits,
+                    admin_stop,
+                )));
             }
             Listener::Unix(listener) => {
                 admin_socket = listener
                     .local_addr()
                     .ok()
                     .and_then(|a| a.as_pathname().map(Path::to_path_buf));
-                let router = admin::router(state, api(admin_socket_owner), listen.reflection)
-                    .into_make_service_with_connect_info::<AdminPeer>();
-                let listener = CredentialedUnixListener(listener);
-                tokio::spawn(async move {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(admin_stop)
-                        .await
-                })
+                let router = admin::router(state, api(admin_socket_owner), listen.reflection);
+                let listener = CredentialedUnixListener {
+                    listener,
+                    deadline: limits.header_deadline,
+                };
+                tasks.push(tokio::spawn(http_server::serve(
+                    listener,
+                    move |peer| http_server::with_peer(&router, AdminPeer::from(peer)),
+                    limits,
+                    admin_stop,
+                )));
             }
             Listener::Tls(tcp, gate) => {
                 let listener = crate::serve::tls::TlsAxumListener::new(tcp, gate)
                     .map_err(|error| format!("listen.admin_tls: {error}"))?;
-                let router = admin::router(state, api(None), listen.reflection)
-                    .into_make_service_with_connect_info::<AdminPeer>();
-                tokio::spawn(async move {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(admin_stop)
-                        .await
-                })
+                let router = admin::router(state, api(None), listen.reflection);
+                tasks.push(tokio::spawn(http_server::serve(
+                    listener,
+                    move |peer| http_server::with_peer(&router, AdminPeer::from(peer)),
+                    limits,
+                    admin_stop,
+                )));
             }
-        };
-        tasks.push(tokio::spawn(async move {
-            if let Ok(Err(error)) = served.await {
-                tracing::error!(%error, "admin listener failed");
-            }
-        }));
+        }
     }
     let mut http_address = None;
     if let Some(listener) = http {
@@ -328,11 +330,10 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
             budgets.clone(),
         );
         let http_stop = stopped(stop.subscribe());
-        tasks.push(tokio::spawn(http_authz::serve(
-            listener,
-            router,
-            limits.max_concurrent_checks,
-            http_authz::HEADER_DEADLINE,
+        tasks.push(tokio::spawn(http_server::serve(
+            OpeningTcpListener::new(listener, http_server::HEADER_DEADLINE),
+            move |_| router.clone(),
+            ConnectionLimits::new(grpc::http2_max_streams(limits.max_concurrent_checks)),
             http_stop,
         )));
     }

@@ -133,8 +133,10 @@ impl TlsGate {
                 return None;
             }
         };
+        // Past the handshake the connection still owes its first request bytes in time.
+        let opened = |tls| BatchedWrites::opening(tls, crate::serve::grpc::PREFACE_DEADLINE);
         let Mode::Mutual(settings) = &*self.mode else {
-            return Some(BatchedWrites::opened(tls));
+            return Some(opened(tls));
         };
         let peer = tls
             .get_ref()
@@ -144,7 +146,7 @@ impl TlsGate {
             .map(|leaf| identity::spiffe_id_from_der(leaf.as_ref()).map(|svid| svid.id));
         match peer {
             Some(Ok(id)) if settings.allow_peers.iter().any(|p| p.matches(&id)) => {
-                Some(BatchedWrites::opened(tls))
+                Some(opened(tls))
             }
             Some(Ok(id)) => {
                 tracing::warn!(peer = %id, "TLS client not in allow_peers");

@@ -1,0 +1,159 @@
+//! The HTTP server loop of the axum listeners: HTTP ext_authz (`listen.http`), admin
+//! (`listen.admin`, over TCP, a Unix socket or TLS) and probes (`listen.probes`).
+//!
+//! `axum::serve` sets no timer, so a socket that never sent a byte, a request head that never
+//! ended, or an idle kept-alive connection was held for ever, and every listener shares the
+//! process's file descriptors. Here every connection must send its first bytes (an HTTP/1
+//! request line, or the HTTP/2 preface the protocol is told apart by) within the head deadline
+//! (the listener's [`BatchedWrites::opening`]), each HTTP/1 request head too (hyper's
+//! `header_read_timeout`, also between kept-alive requests), and an HTTP/2 peer that stops
+//! answering PINGs is dropped. HTTP/2 gets the gRPC listener's limits, each explicit.
+
+use crate::serve::connection::BatchedWrites;
+use crate::serve::grpc;
+use axum::Router;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long a connection may take to send a request's head: from when it opens or, on a
+/// kept-alive HTTP/1 connection, from when the last answer was sent. Proxies and operators'
+/// tools send the head at once; a connection that does not is closed instead of holding its
+/// file descriptor.
+pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
+/// HTTP/2 flow-control window per stream and per connection (hyper's default is 1 MiB): these
+/// listeners read small bodies or none.
+const HTTP2_WINDOW_BYTES: u32 = 64 * 1024;
+
+/// The per-connection bounds of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// [`HEADER_DEADLINE`], shorter in tests.
+    pub header_deadline: Duration,
+    /// HTTP/2 streams one connection may have open.
+    pub max_streams: u32,
+}
+
+impl ConnectionLimits {
+    /// [`HEADER_DEADLINE`] and `max_streams` streams.
+    pub fn new(max_streams: u32) -> Self {
+        Self {
+            header_deadline: HEADER_DEADLINE,
+            max_streams,
+        }
+    }
+}
+
+/// A plain TCP listener whose connections must send their first bytes within a deadline.
+pub struct OpeningTcpListener {
+    listener: TcpListener,
+    deadline: Duration,
+}
+
+impl OpeningTcpListener {
+    pub fn new(listener: TcpListener, deadline: Duration) -> Self {
+        Self { listener, deadline }
+    }
+}
+
+impl axum::serve::Listener for OpeningTcpListener {
+    type Io = BatchedWrites<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, address)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (BatchedWrites::opening(stream, self.deadline), address);
+                }
+                // One connection failed before it was accepted: the next may not.
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(error) => {
+                    // Out of file descriptors, say: wait rather than spin (and log once a
+                    // second at most), and keep serving.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Serves `listener` until `shutdown`, each connection with the router `router_for` makes from
+/// its peer, then lets open connections finish their requests (the runtime bounds that by
+/// `limits.drain_timeout`). The listening socket is closed at shutdown, so new clients are
+/// refused at once (and fail over) instead of waiting in the backlog.
+pub async fn serve<L>(
+    mut listener: L,
+    router_for: impl Fn(L::Addr) -> Router,
+    limits: ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    L: axum::serve::Listener,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_deadline);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams)
+        .max_pending_accept_reset_streams(Some(grpc::HTTP2_MAX_PENDING_ACCEPT_RESETS))
+        .max_local_error_reset_streams(Some(grpc::HTTP2_MAX_LOCAL_ERROR_RESETS))
+        .max_header_list_size(grpc::HTTP2_MAX_HEADER_LIST_BYTES)
+        .initial_stream_window_size(HTTP2_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_WINDOW_BYTES)
+        .keep_alive_interval(Some(grpc::HTTP2_KEEPALIVE_INTERVAL))
+        .keep_alive_timeout(grpc::HTTP2_KEEPALIVE_TIMEOUT);
+    let builder = Arc::new(builder);
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router_for(peer));
+        let builder = Arc::clone(&builder);
+        let mut closed = closed.clone();
+        connections.spawn(async move {
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = async { while closed.changed().await.is_ok() && !*closed.borrow() {} } => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    while connections.join_next().await.is_some() {}
+}
+
+/// The router of a listener that tells handlers its peer: `ConnectInfo(peer)` on every request
+/// of the connection (what `into_make_service_with_connect_info` did under `axum::serve`).
+pub fn with_peer<P: Clone + Send + Sync + 'static>(router: &Router, peer: P) -> Router {
+    router
+        .clone()
+        .layer(axum::Extension(axum::extract::ConnectInfo(peer)))
+}

@@ -550,6 +550,7 @@ async fn http_listener(deadline: Duration) -> HttpListener {
         ConnectionLimits {
             header_deadline: deadline,
             max_streams: actguard::serve::grpc::http2_max_streams(16),
+            max_head_bytes: actguard::serve::http_authz::MAX_HEAD_BYTES,
         },
         async {
             let _ = stopped.await;
@@ -695,6 +696,22 @@ async fn rule_admin_and_probe_listeners_close_connections_that_send_no_request_h
         "closed before the deadline: {:?}",
         started.elapsed()
     );
+    // A head past the admin listeners' bound is refused, not buffered (hyper's own bound is
+    // ~400 KiB per connection).
+    let oversized = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nx-padding: {}\r\n\r\n",
+        "a".repeat(actguard::serve::http_server::ADMIN_MAX_HEAD_BYTES)
+    );
+    for address in [admin, probes] {
+        let mut client = TcpStream::connect(address).await.unwrap();
+        let _ = client.write_all(oversized.as_bytes()).await;
+        let (closed, received) = closed_within(&mut client, Duration::from_secs(5)).await;
+        assert!(
+            closed && received.starts_with(b"HTTP/1.1 431"),
+            "{address}: {:?}",
+            String::from_utf8_lossy(&received)
+        );
+    }
     // Clients that ask are answered, on every listener.
     let ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     for address in [admin, probes] {
@@ -709,4 +726,40 @@ async fn rule_admin_and_probe_listeners_close_connections_that_send_no_request_h
     assert!(closed && received.starts_with(b"HTTP/1.1 200"));
     over_tcp.shutdown().await.unwrap();
     over_socket.shutdown().await.unwrap();
+}
+
+/// The HTTP ext_authz listener reads a head carrying a token of the largest `tokens.max_bytes`
+/// (64 KiB) and decides on it; a head past its bound (`http_authz::MAX_HEAD_BYTES`) is refused
+/// with 431 instead of being buffered.
+#[tokio::test]
+async fn rule_http_mode_reads_heads_with_the_largest_token_and_refuses_larger_ones() {
+    let HttpListener {
+        address,
+        stop,
+        served: _,
+        _scratch,
+    } = http_listener(Duration::from_secs(10)).await;
+    let head = |token_bytes: usize| {
+        format!(
+            "GET /calendar HTTP/1.1\r\nHost: calendar.example.org\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\r\n",
+            "a".repeat(token_bytes)
+        )
+    };
+    let mut client = TcpStream::connect(address).await.unwrap();
+    client.write_all(head(65_536).as_bytes()).await.unwrap();
+    let (closed, received) = closed_within(&mut client, Duration::from_secs(5)).await;
+    let answer = String::from_utf8_lossy(&received);
+    assert!(closed && answer.starts_with("HTTP/1.1 40"), "{answer}");
+    assert!(!answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let mut client = TcpStream::connect(address).await.unwrap();
+    let _ = client
+        .write_all(head(actguard::serve::http_authz::MAX_HEAD_BYTES).as_bytes())
+        .await;
+    let (closed, received) = closed_within(&mut client, Duration::from_secs(5)).await;
+    assert!(
+        closed && received.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+    drop(stop);
 }

@@ -133,6 +133,35 @@ async fn rule_reload_swaps_rules_and_drops_cached_decisions() {
     sidecar.shutdown().await.unwrap();
 }
 
+/// A change made while the sidecar starts — after the watcher's baseline was read, before the
+/// watch runs — is reloaded, not taken as the baseline (`actguard serve` reads the baseline
+/// before it loads the configuration).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_a_change_made_while_the_sidecar_starts_is_reloaded() {
+    let setup = setup();
+    let file = config_file(&setup, &yaml(LOCAL_LISTEN, "calendar:read"));
+    let baseline = actguard::serve::reload::Baseline::of(&file);
+    let (mut sidecar, mut client) = start(&setup, &file).await;
+    assert_eq!(reason(&mut client, &setup.request).await, "allow");
+    // The operator tightens the rule while the process starts (a longer file: another stamp
+    // even within one timestamp tick).
+    std::fs::write(&file, yaml(LOCAL_LISTEN, "calendar:admin")).unwrap();
+    sidecar.watch_config_since(baseline, file.clone(), Duration::from_millis(50));
+    let mut answer = String::new();
+    for _ in 0..100 {
+        answer = reason(&mut client, &setup.request).await;
+        if answer != "allow" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        answer, "insufficient_scope",
+        "the change was taken as the baseline"
+    );
+    sidecar.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_removed_jwks_key_stops_verifying_cached_allows_included() {
     let setup = setup();

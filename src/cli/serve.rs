@@ -21,11 +21,13 @@ pub fn check_config(file: &Path) -> ExitCode {
 
 /// `serve`: the sidecar until SIGTERM or SIGINT.
 pub fn run(file: PathBuf) -> ExitCode {
+    // Before the configuration is read: a change made while the sidecar starts is reloaded.
+    let baseline = crate::serve::reload::Baseline::of(&file);
     let Some(config) = load(&file) else {
         return ExitCode::FAILURE;
     };
     init_logging(config.log_level);
-    runtime().block_on(serve(config, file))
+    runtime().block_on(serve(config, file, baseline))
 }
 
 /// Waits for SIGTERM or SIGINT; reloads the configuration on each SIGHUP meanwhile.
@@ -55,7 +57,11 @@ async fn until_terminated(sidecar: &crate::serve::runtime::Sidecar, file: &Path)
 /// How often the configuration and JWKS files are checked for changes.
 const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn serve(config: Config, file: PathBuf) -> ExitCode {
+async fn serve(
+    config: Config,
+    file: PathBuf,
+    baseline: crate::serve::reload::Baseline,
+) -> ExitCode {
     let mut sidecar = match crate::serve::runtime::start(config).await {
         Ok(sidecar) => sidecar,
         Err(error) => {
@@ -63,7 +69,7 @@ async fn serve(config: Config, file: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    sidecar.watch_config(file.clone(), CONFIG_POLL);
+    sidecar.watch_config_since(baseline, file.clone(), CONFIG_POLL);
     until_terminated(&sidecar, &file).await;
     match sidecar.shutdown().await {
         Ok(()) => {

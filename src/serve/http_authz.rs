@@ -30,6 +30,10 @@ use axum::response::Response;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
+/// The largest HTTP/1 request head this listener reads: a token of the largest
+/// `tokens.max_bytes` (64 KiB), the client certificate header and the rest. Larger → 431.
+pub const MAX_HEAD_BYTES: usize = 128 * 1024;
+
 /// Stands in for a non-UTF-8 `Authorization` value; refused as `authorization_invalid`.
 const NOT_UTF8: &str = "Bearer \u{fffd}";
 

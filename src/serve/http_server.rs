@@ -25,6 +25,10 @@ pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 /// listeners read small bodies or none.
 const HTTP2_WINDOW_BYTES: u32 = 64 * 1024;
 
+/// The largest HTTP/1 request head the admin, probe and webhook listeners read (hyper's own
+/// bound is ~400 KiB per connection): their requests carry no large headers.
+pub const ADMIN_MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// The per-connection bounds of one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -32,14 +36,17 @@ pub struct ConnectionLimits {
     pub header_deadline: Duration,
     /// HTTP/2 streams one connection may have open.
     pub max_streams: u32,
+    /// The HTTP/1 read buffer, so the largest request head (a larger one is refused with 431).
+    pub max_head_bytes: usize,
 }
 
 impl ConnectionLimits {
-    /// [`HEADER_DEADLINE`] and `max_streams` streams.
+    /// [`HEADER_DEADLINE`], `max_streams` streams and heads of [`ADMIN_MAX_HEAD_BYTES`].
     pub fn new(max_streams: u32) -> Self {
         Self {
             header_deadline: HEADER_DEADLINE,
             max_streams,
+            max_head_bytes: ADMIN_MAX_HEAD_BYTES,
         }
     }
 }
@@ -108,7 +115,9 @@ pub async fn serve<L>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_deadline);
+        .header_read_timeout(limits.header_deadline)
+        // hyper refuses a buffer below 8 KiB.
+        .max_buf_size(limits.max_head_bytes.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -215,38 +215,55 @@ fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
         .collect()
 }
 
-/// Polls the configuration and its JWKS files every `interval`, reloading on change. The files'
-/// first stamps are read before this returns, not when the task first runs: a change made
-/// right after the watch starts is a change, not the baseline.
-pub fn watch(
-    live: Arc<LiveAuthorizer>,
-    file: PathBuf,
-    running: BoundSettings,
-    interval: Duration,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let files = watched_files(&file);
-    let seen = stamps(&files);
-    watch_from(live, file, running, interval, files, seen)
+/// The files a configuration depends on (itself and every JWKS file it names) and their stamps,
+/// read at one moment: what [`watch`] compares against.
+pub struct Baseline {
+    files: Vec<PathBuf>,
+    /// `None` for a file not stamped yet: it counts as changed at the next check.
+    seen: Vec<Option<Stamp>>,
 }
 
-async fn watch_from(
+impl Baseline {
+    /// The stamps of `file` and its JWKS files now. Taken before the configuration is loaded,
+    /// a change made while it loads is a change, not the baseline.
+    pub fn of(file: &Path) -> Self {
+        let files = watched_files(file);
+        let seen = stamps(&files).into_iter().map(Some).collect();
+        Self { files, seen }
+    }
+}
+
+/// Polls the configuration and its JWKS files every `interval`, reloading when one differs from
+/// `baseline`. What triggered a reload is the next baseline, read before the reload (which may
+/// wait on an issuer's keys): a change made meanwhile causes one more reload instead of being
+/// taken as the baseline; a file the new configuration names first counts as changed once.
+pub async fn watch(
     live: Arc<LiveAuthorizer>,
     file: PathBuf,
     running: BoundSettings,
     interval: Duration,
-    mut files: Vec<PathBuf>,
-    mut seen: Vec<Stamp>,
+    baseline: Baseline,
 ) {
+    let Baseline {
+        mut files,
+        mut seen,
+    } = baseline;
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
     loop {
         ticker.tick().await;
         let now = stamps(&files);
-        if now == seen {
+        if now
+            .iter()
+            .zip(&seen)
+            .all(|(now, seen)| Some(now) == seen.as_ref())
+        {
             continue;
         }
+        let before: std::collections::HashMap<PathBuf, Stamp> =
+            files.into_iter().zip(now).collect();
         let _ = live.reload(&file, &running).await;
         files = watched_files(&file);
-        seen = stamps(&files);
+        seen = files.iter().map(|path| before.get(path).cloned()).collect();
     }
 }

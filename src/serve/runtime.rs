@@ -333,7 +333,12 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         tasks.push(tokio::spawn(http_server::serve(
             OpeningTcpListener::new(listener, http_server::HEADER_DEADLINE),
             move |_| router.clone(),
-            ConnectionLimits::new(grpc::http2_max_streams(limits.max_concurrent_checks)),
+            ConnectionLimits {
+                // Room for the largest token `tokens.max_bytes` allows, beside the client
+                // certificate header and the rest.
+                max_head_bytes: http_authz::MAX_HEAD_BYTES,
+                ..ConnectionLimits::new(grpc::http2_max_streams(limits.max_concurrent_checks))
+            },
             http_stop,
         )));
     }
@@ -406,13 +411,27 @@ impl Sidecar {
         self.authorizer.reload(file, &self.bound).await
     }
 
-    /// Reloads whenever `file` or a JWKS file it names changes (checked every `interval`).
+    /// Reloads whenever `file` or a JWKS file it names changes from how they are now (checked
+    /// every `interval`).
     pub fn watch_config(&mut self, file: PathBuf, interval: Duration) {
+        let baseline = reload::Baseline::of(&file);
+        self.watch_config_since(baseline, file, interval);
+    }
+
+    /// [`Self::watch_config`] against stamps read earlier: before the running configuration
+    /// was loaded, so a change made while the sidecar started is reloaded.
+    pub fn watch_config_since(
+        &mut self,
+        baseline: reload::Baseline,
+        file: PathBuf,
+        interval: Duration,
+    ) {
         let watcher = tokio::spawn(reload::watch(
             Arc::clone(&self.authorizer),
             file,
             self.bound.clone(),
             interval,
+            baseline,
         ));
         self.background.push(watcher);
     }

@@ -517,8 +517,20 @@ fn cap<'a>(record: &'a AuditRecord<'a>) -> Capped<'a> {
     }
 }
 
-/// A JSON string, escaped by serde_json straight into `out` (no intermediate value).
+/// A JSON string, escaped by serde_json straight into `out` (no intermediate value). Most
+/// values (SPIFFE IDs, reason codes, routes, ids) hold nothing serde_json would escape (a quote,
+/// a backslash, a control character below U+0020): those are copied as they are, the same bytes.
 fn json_string(out: &mut Vec<u8>, value: &str) {
+    if value
+        .bytes()
+        .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
+    {
+        out.reserve(value.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Writing into a Vec cannot fail, and a &str always serialises.
     let _ = serde_json::to_writer(&mut *out, value);
 }

@@ -551,6 +551,7 @@ async fn http_listener(deadline: Duration) -> HttpListener {
             header_deadline: deadline,
             max_streams: actguard::serve::grpc::http2_max_streams(16),
             max_head_bytes: actguard::serve::http_authz::MAX_HEAD_BYTES,
+            max_connections: 16,
         },
         async {
             let _ = stopped.await;
@@ -762,4 +763,65 @@ async fn rule_http_mode_reads_heads_with_the_largest_token_and_refuses_larger_on
         String::from_utf8_lossy(&received)
     );
     drop(stop);
+}
+
+/// At its connection cap a listener stops accepting: the next client waits in the backlog and is
+/// answered as soon as a held connection closes; the listener never holds more than its cap.
+#[tokio::test]
+async fn rule_an_http_listener_holds_at_most_its_connection_cap() {
+    use actguard::serve::http_server::{self, ConnectionLimits, OpeningTcpListener};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(http_server::serve(
+        OpeningTcpListener::new(listener, Duration::from_secs(30)),
+        move |_| router.clone(),
+        ConnectionLimits {
+            max_connections: 4,
+            header_deadline: Duration::from_secs(30),
+            ..ConnectionLimits::new(64)
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let kept_alive = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client.write_all(kept_alive).await.unwrap();
+        let mut answer = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+        held.push(client);
+    }
+    // A fifth: connected by the kernel, not accepted, so not answered.
+    let mut waiting = TcpStream::connect(address).await.unwrap();
+    waiting
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (closed, received) = closed_within(&mut waiting, Duration::from_millis(700)).await;
+    assert!(
+        !closed && received.is_empty(),
+        "a fifth connection was served"
+    );
+    // One held connection closes: the waiting client is accepted and answered.
+    drop(held.pop());
+    let (closed, received) = closed_within(&mut waiting, Duration::from_secs(5)).await;
+    assert!(
+        closed && received.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+    drop(stop);
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -29,9 +29,17 @@ const HTTP2_WINDOW_BYTES: u32 = 64 * 1024;
 /// bound is ~400 KiB per connection): their requests carry no large headers.
 pub const ADMIN_MAX_HEAD_BYTES: usize = 16 * 1024;
 
-/// The per-connection bounds of one listener.
+/// Connections the admin, probe and webhook listeners hold at once (each bounded by the head
+/// deadline until it sends a request).
+pub const ADMIN_MAX_CONNECTIONS: usize = 256;
+
+/// The bounds of one listener and of each of its connections.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
+    /// Connections held at once. At the cap the listener stops accepting: further clients
+    /// wait in the kernel's backlog until a connection closes, and the file descriptors the
+    /// gRPC listener shares are not used up through this one.
+    pub max_connections: usize,
     /// [`HEADER_DEADLINE`], shorter in tests.
     pub header_deadline: Duration,
     /// HTTP/2 streams one connection may have open.
@@ -41,9 +49,11 @@ pub struct ConnectionLimits {
 }
 
 impl ConnectionLimits {
-    /// [`HEADER_DEADLINE`], `max_streams` streams and heads of [`ADMIN_MAX_HEAD_BYTES`].
+    /// [`ADMIN_MAX_CONNECTIONS`], [`HEADER_DEADLINE`], `max_streams` streams and heads of
+    /// [`ADMIN_MAX_HEAD_BYTES`].
     pub fn new(max_streams: u32) -> Self {
         Self {
+            max_connections: ADMIN_MAX_CONNECTIONS,
             header_deadline: HEADER_DEADLINE,
             max_streams,
             max_head_bytes: ADMIN_MAX_HEAD_BYTES,
@@ -133,11 +143,17 @@ pub async fn serve<L>(
     let (closing, closed) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
+    let mut at_cap = false;
     loop {
+        let open = connections.len();
+        if open >= limits.max_connections && !at_cap {
+            tracing::warn!(open, "listener at its connection cap: new clients wait");
+        }
+        at_cap = open >= limits.max_connections;
         let (io, peer) = tokio::select! {
             () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept(), if !at_cap => accepted,
         };
         let service = hyper_util::service::TowerToHyperService::new(router_for(peer));
         let builder = Arc::clone(&builder);

@@ -337,9 +337,10 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
                 // Room for the largest token `tokens.max_bytes` allows, beside the client
                 // certificate header and the rest.
                 max_head_bytes: http_authz::MAX_HEAD_BYTES,
-                // An HTTP/1 connection carries one check at a time: more connections than
-                // checks admitted at once would only wait for admission.
-                max_connections: limits.max_concurrent_checks,
+                // Above the admission limit on purpose, as the gRPC listener's streams are: a
+                // check past it must reach admission and be refused at once (503), not wait
+                // in the backlog for a connection.
+                max_connections: limits.max_concurrent_checks.saturating_mul(2).max(256),
                 ..ConnectionLimits::new(grpc::http2_max_streams(limits.max_concurrent_checks))
             },
             http_stop,

@@ -594,3 +594,65 @@ async fn renewed_certificate_is_served_without_restart() {
     let old_client = client_trusting(&webhook.ca);
     assert!(old_client.get(&url).send().await.is_err());
 }
+
+/// Shutdown waits for in-flight reviews for at most the drain deadline: a client that sends a
+/// review's headers and then trickles nothing of its body does not keep the webhook from
+/// stopping (hyper's graceful shutdown alone waits for that request for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_shutdown_cuts_reviews_still_in_flight_at_the_drain_deadline() {
+    use rustls::pki_types::ServerName;
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let scratch = tempfile::tempdir().unwrap();
+    let ca = DevCa::new("example.org").unwrap();
+    write_server_cert(&ca, scratch.path());
+    let gate = TlsGate::server_only(
+        scratch.path().join("tls.crt"),
+        scratch.path().join("tls.key"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let drain = Duration::from_millis(300);
+    let served = tokio::spawn(actguard::inject::server::serve_draining(
+        listener,
+        gate,
+        InjectorConfig::default(),
+        async move {
+            let _ = stopped.await;
+        },
+        drain,
+    ));
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.bundle_pem().as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut review = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    review
+        .write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"kind\"")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = std::time::Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(drain + Duration::from_secs(3), served)
+        .await
+        .expect("the webhook kept running past its drain deadline")
+        .unwrap()
+        .unwrap();
+    assert!(stopping.elapsed() >= drain, "cut before the deadline");
+    // The trickling client's connection is gone.
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(2), review.read(&mut buffer)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+}

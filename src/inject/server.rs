@@ -171,24 +171,54 @@ pub fn router(settings: Arc<InjectorConfig>) -> Router {
 /// HTTP/2 streams one API-server connection may have open.
 const WEBHOOK_HTTP2_STREAMS: u32 = 256;
 
+/// How long in-flight reviews may take to finish once shutdown is asked for (the API server's
+/// default webhook timeout is 10 s): connections still open then are cut, so a client that
+/// trickles a body cannot keep the process from stopping.
+pub const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves the webhook over TLS on `listener` until `shutdown` resolves; in-flight reviews
-/// finish first. The gate's certificate files are watched meanwhile.
+/// finish first, for at most [`DRAIN_DEADLINE`]. The gate's certificate files are watched
+/// meanwhile.
 pub async fn serve(
     listener: TcpListener,
     gate: TlsGate,
     settings: InjectorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_draining(listener, gate, settings, shutdown, DRAIN_DEADLINE).await
+}
+
+/// [`serve`] with another drain deadline.
+pub async fn serve_draining(
+    listener: TcpListener,
+    gate: TlsGate,
+    settings: InjectorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: std::time::Duration,
+) -> std::io::Result<()> {
     let watcher = tokio::spawn(gate.clone().watch_files());
     let listener = TlsAxumListener::new(listener, gate)?;
     let router = router(Arc::new(settings));
-    crate::serve::http_server::serve(
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let served = crate::serve::http_server::serve(
         listener,
         move |_| router.clone(),
         crate::serve::http_server::ConnectionLimits::new(WEBHOOK_HTTP2_STREAMS),
-        shutdown,
-    )
-    .await;
+        async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        },
+    );
+    tokio::select! {
+        () = served => {}
+        () = async {
+            let _ = stopped.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(drain).await;
+        } => {
+            // Dropping the server aborts its connections' tasks.
+            tracing::warn!(?drain, "reviews still in flight at the drain deadline: cut");
+        }
+    }
     watcher.abort();
     Ok(())
 }

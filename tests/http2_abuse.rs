@@ -552,6 +552,7 @@ async fn http_listener(deadline: Duration) -> HttpListener {
             max_streams: actguard::serve::grpc::http2_max_streams(16),
             max_head_bytes: actguard::serve::http_authz::MAX_HEAD_BYTES,
             max_connections: 16,
+            max_connections_per_peer: None,
         },
         async {
             let _ = stopped.await;
@@ -824,4 +825,79 @@ async fn rule_an_http_listener_holds_at_most_its_connection_cap() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// On the admin, probe and webhook listeners one peer address holds at most its share of the
+/// connections: past it a connection is closed at once, while another address is still served
+/// (a host that keeps HTTP/2 connections alive cannot take what kubelet needs).
+#[tokio::test]
+async fn rule_one_peer_address_holds_at_most_its_share_of_an_admin_listener() {
+    use actguard::serve::http_server::{self, ConnectionLimits, OpeningTcpListener};
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(http_server::serve(
+        OpeningTcpListener::new(listener, Duration::from_secs(30)),
+        move |_| router.clone(),
+        ConnectionLimits {
+            max_connections_per_peer: Some(2),
+            header_deadline: Duration::from_secs(30),
+            ..ConnectionLimits::new(64)
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let connect_from = |source: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind((std::net::Ipv4Addr::from(source), 0).into())
+            .unwrap();
+        socket
+            .connect((std::net::Ipv4Addr::LOCALHOST, port).into())
+            .await
+            .unwrap()
+    };
+    let ask = |close: bool| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            if close { "Connection: close\r\n" } else { "" }
+        )
+    };
+    // Two kept-alive connections from 127.0.0.1, each answered.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut client = connect_from([127, 0, 0, 1]).await;
+        client.write_all(ask(false).as_bytes()).await.unwrap();
+        let mut answer = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+        held.push(client);
+    }
+    // A third from the same address is closed unanswered.
+    let mut third = connect_from([127, 0, 0, 1]).await;
+    let _ = third.write_all(ask(true).as_bytes()).await;
+    let (closed, received) = closed_within(&mut third, Duration::from_secs(5)).await;
+    assert!(
+        closed && received.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+    // Another address is served.
+    let mut other = connect_from([127, 0, 0, 2]).await;
+    other.write_all(ask(true).as_bytes()).await.unwrap();
+    let (closed, received) = closed_within(&mut other, Duration::from_secs(5)).await;
+    assert!(closed && received.starts_with(b"HTTP/1.1 200"));
+    // A held connection that closes gives its share back.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = connect_from([127, 0, 0, 1]).await;
+    again.write_all(ask(true).as_bytes()).await.unwrap();
+    let (closed, received) = closed_within(&mut again, Duration::from_secs(5)).await;
+    assert!(closed && received.starts_with(b"HTTP/1.1 200"));
+    drop(stop);
 }

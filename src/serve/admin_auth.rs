@@ -79,6 +79,13 @@ pub struct SocketCredentials {
     pub pid: Option<i32>,
 }
 
+impl crate::serve::http_server::PeerAddress for SocketCredentials {
+    /// None: the socket's peers share the listener's cap (and are authorized by uid).
+    fn ip(&self) -> Option<std::net::IpAddr> {
+        None
+    }
+}
+
 impl axum::serve::Listener for CredentialedUnixListener {
     type Io = BatchedWrites<UnixStream>;
     type Addr = SocketCredentials;

@@ -131,6 +131,63 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<T> {
     }
 }
 
+/// Counts per peer address, each bounded: what one client (or a flood from one host) may hold
+/// of a listener's slots (TLS handshakes in progress, HTTP connections).
+pub(crate) struct PeerShares {
+    limit: usize,
+    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One peer's share of a [`PeerShares`], given back when dropped.
+pub(crate) struct PeerShare {
+    shares: std::sync::Arc<PeerShares>,
+    peer: std::net::IpAddr,
+}
+
+impl PeerShares {
+    /// At most `limit` shares per peer address.
+    pub(crate) fn new(limit: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            limit,
+            counts: Default::default(),
+        })
+    }
+
+    /// One more share for `peer`, unless it holds its limit already.
+    pub(crate) fn enter(self: &std::sync::Arc<Self>, peer: std::net::IpAddr) -> Option<PeerShare> {
+        // A poisoned lock is recovered: the map holds only counters.
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(peer).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(PeerShare {
+            shares: std::sync::Arc::clone(self),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerShare {
+    fn drop(&mut self) {
+        let mut counts = self
+            .shares
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

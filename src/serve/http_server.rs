@@ -32,6 +32,20 @@ pub const ADMIN_MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Connections the admin, probe and webhook listeners hold at once (each bounded by the head
 /// deadline until it sends a request).
 pub const ADMIN_MAX_CONNECTIONS: usize = 256;
+/// Of those, what one peer address may hold: a client (or a flood from one host) that keeps
+/// HTTP/2 connections alive cannot take the slots kubelet or an operator needs.
+pub const ADMIN_MAX_CONNECTIONS_PER_PEER: usize = 32;
+
+/// The network address of a listener's peer, when it has one (a Unix-socket peer has none).
+pub trait PeerAddress {
+    fn ip(&self) -> Option<std::net::IpAddr>;
+}
+
+impl PeerAddress for std::net::SocketAddr {
+    fn ip(&self) -> Option<std::net::IpAddr> {
+        Some(std::net::SocketAddr::ip(self))
+    }
+}
 
 /// The bounds of one listener and of each of its connections.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +54,9 @@ pub struct ConnectionLimits {
     /// wait in the kernel's backlog until a connection closes, and the file descriptors the
     /// gRPC listener shares are not used up through this one.
     pub max_connections: usize,
+    /// Of those, what one peer address may hold; `None`: no share (a proxy in front connects
+    /// from one address). A connection past its peer's share is closed at once.
+    pub max_connections_per_peer: Option<usize>,
     /// [`HEADER_DEADLINE`], shorter in tests.
     pub header_deadline: Duration,
     /// HTTP/2 streams one connection may have open.
@@ -49,11 +66,12 @@ pub struct ConnectionLimits {
 }
 
 impl ConnectionLimits {
-    /// [`ADMIN_MAX_CONNECTIONS`], [`HEADER_DEADLINE`], `max_streams` streams and heads of
-    /// [`ADMIN_MAX_HEAD_BYTES`].
+    /// [`ADMIN_MAX_CONNECTIONS`] ([`ADMIN_MAX_CONNECTIONS_PER_PEER`] per peer address),
+    /// [`HEADER_DEADLINE`], `max_streams` streams and heads of [`ADMIN_MAX_HEAD_BYTES`].
     pub fn new(max_streams: u32) -> Self {
         Self {
             max_connections: ADMIN_MAX_CONNECTIONS,
+            max_connections_per_peer: Some(ADMIN_MAX_CONNECTIONS_PER_PEER),
             header_deadline: HEADER_DEADLINE,
             max_streams,
             max_head_bytes: ADMIN_MAX_HEAD_BYTES,
@@ -118,6 +136,7 @@ pub async fn serve<L>(
     shutdown: impl std::future::Future<Output = ()>,
 ) where
     L: axum::serve::Listener,
+    L::Addr: PeerAddress,
 {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
@@ -142,6 +161,9 @@ pub async fn serve<L>(
     let builder = Arc::new(builder);
     let (closing, closed) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
+    let shares = limits
+        .max_connections_per_peer
+        .map(crate::serve::connection::PeerShares::new);
     tokio::pin!(shutdown);
     let mut at_cap = false;
     loop {
@@ -155,10 +177,22 @@ pub async fn serve<L>(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept(), if !at_cap => accepted,
         };
+        let share = match (&shares, peer.ip()) {
+            (Some(shares), Some(address)) => match shares.enter(address) {
+                Some(share) => Some(share),
+                None => {
+                    tracing::debug!(%address, "peer holds its share of connections: closed");
+                    continue;
+                }
+            },
+            _ => None,
+        };
         let service = hyper_util::service::TowerToHyperService::new(router_for(peer));
         let builder = Arc::clone(&builder);
         let mut closed = closed.clone();
         connections.spawn(async move {
+            // Given back when the connection ends.
+            let _share = share;
             let connection = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(connection);
             tokio::select! {

@@ -341,6 +341,8 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
                 // check past it must reach admission and be refused at once (503), not wait
                 // in the backlog for a connection.
                 max_connections: limits.max_concurrent_checks.saturating_mul(2).max(256),
+                // The proxy in front connects from one address.
+                max_connections_per_peer: None,
                 ..ConnectionLimits::new(grpc::http2_max_streams(limits.max_concurrent_checks))
             },
             http_stop,

@@ -9,7 +9,7 @@
 
 use crate::config::tls::{TlsSettings, server_config, server_only_config};
 use crate::decision::identity;
-use crate::serve::connection::BatchedWrites;
+use crate::serve::connection::{BatchedWrites, PeerShare, PeerShares};
 use rustls::ServerConfig;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -177,66 +177,21 @@ const MAX_PENDING_HANDSHAKES_PER_PEER: usize = 8;
 /// (two round trips and a signature each way); idle connections are cut after this.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Handshakes in progress per peer address.
-#[derive(Default)]
-struct PeerHandshakes(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
-
-/// One handshake slot of a peer, given back when dropped.
-struct PeerSlot {
-    peers: Arc<PeerHandshakes>,
-    peer: std::net::IpAddr,
-}
-
-impl PeerHandshakes {
-    fn enter(self: &Arc<Self>, peer: std::net::IpAddr) -> Option<PeerSlot> {
-        // A poisoned lock is recovered: the map holds only counters.
-        let mut counts = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = counts.entry(peer).or_default();
-        if *count >= MAX_PENDING_HANDSHAKES_PER_PEER {
-            return None;
-        }
-        *count += 1;
-        Some(PeerSlot {
-            peers: Arc::clone(self),
-            peer,
-        })
-    }
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut counts = self
-            .peers
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(count) = counts.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.peer);
-            }
-        }
-    }
-}
-
 /// The handshake slots of one listener: [`MAX_PENDING_HANDSHAKES`] in all, and
 /// [`MAX_PENDING_HANDSHAKES_PER_PEER`] for each peer address.
 struct HandshakeSlots {
     all: Arc<Semaphore>,
-    peers: Arc<PeerHandshakes>,
+    peers: Arc<PeerShares>,
 }
 
 /// A handshake's share of both limits, given back when dropped.
-type HandshakeSlot = (PeerSlot, tokio::sync::OwnedSemaphorePermit);
+type HandshakeSlot = (PeerShare, tokio::sync::OwnedSemaphorePermit);
 
 impl HandshakeSlots {
     fn new() -> Self {
         Self {
             all: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
-            peers: Arc::new(PeerHandshakes::default()),
+            peers: PeerShares::new(MAX_PENDING_HANDSHAKES_PER_PEER),
         }
     }
 
@@ -318,6 +273,12 @@ impl TlsAxumListener {
 pub struct TlsPeer {
     pub address: std::net::SocketAddr,
     pub id: Option<crate::decision::spiffe::SpiffeId>,
+}
+
+impl crate::serve::http_server::PeerAddress for TlsPeer {
+    fn ip(&self) -> Option<std::net::IpAddr> {
+        Some(self.address.ip())
+    }
 }
 
 impl TlsPeer {

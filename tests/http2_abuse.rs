@@ -520,6 +520,14 @@ async fn closed_within(
     }
 }
 
+/// What `stream` received before the server closed it (within 5 s), as text.
+async fn closing_answer(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    let (closed, received) = closed_within(stream, Duration::from_secs(5)).await;
+    let answer = String::from_utf8_lossy(&received).into_owned();
+    assert!(closed, "the connection stayed open after {answer:?}");
+    answer
+}
+
 /// The HTTP ext_authz listener (`listen.http`) with room for 16 checks and this head deadline.
 struct HttpListener {
     address: std::net::SocketAddr,
@@ -707,25 +715,21 @@ async fn rule_admin_and_probe_listeners_close_connections_that_send_no_request_h
     for address in [admin, probes] {
         let mut client = TcpStream::connect(address).await.unwrap();
         let _ = client.write_all(oversized.as_bytes()).await;
-        let (closed, received) = closed_within(&mut client, Duration::from_secs(5)).await;
-        assert!(
-            closed && received.starts_with(b"HTTP/1.1 431"),
-            "{address}: {:?}",
-            String::from_utf8_lossy(&received)
-        );
+        let answer = closing_answer(&mut client).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{address}: {answer}");
     }
     // Clients that ask are answered, on every listener.
     let ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     for address in [admin, probes] {
         let mut client = TcpStream::connect(address).await.unwrap();
         client.write_all(ask).await.unwrap();
-        let (closed, received) = closed_within(&mut client, Duration::from_secs(5)).await;
-        assert!(closed && received.starts_with(b"HTTP/1.1 200"), "{address}");
+        let answer = closing_answer(&mut client).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{address}: {answer}");
     }
     let mut client = tokio::net::UnixStream::connect(&socket).await.unwrap();
     client.write_all(ask).await.unwrap();
-    let (closed, received) = closed_within(&mut client, Duration::from_secs(5)).await;
-    assert!(closed && received.starts_with(b"HTTP/1.1 200"));
+    let answer = closing_answer(&mut client).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     over_tcp.shutdown().await.unwrap();
     over_socket.shutdown().await.unwrap();
 }
@@ -757,21 +761,34 @@ async fn rule_http_mode_reads_heads_with_the_largest_token_and_refuses_larger_on
     let _ = client
         .write_all(head(actguard::serve::http_authz::MAX_HEAD_BYTES).as_bytes())
         .await;
-    let (closed, received) = closed_within(&mut client, Duration::from_secs(5)).await;
-    assert!(
-        closed && received.starts_with(b"HTTP/1.1 431"),
-        "{:?}",
-        String::from_utf8_lossy(&received)
-    );
+    let answer = closing_answer(&mut client).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     drop(stop);
 }
 
-/// At its connection cap a listener stops accepting: the next client waits in the backlog and is
-/// answered as soon as a held connection closes; the listener never holds more than its cap.
-#[tokio::test]
-async fn rule_an_http_listener_holds_at_most_its_connection_cap() {
+/// Sends `request` on `client` and reads the start of a `200` answer; the connection stays open.
+async fn answered_ok(client: &mut TcpStream, request: &[u8]) {
+    client.write_all(request).await.unwrap();
+    let mut answer = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+}
+
+/// A plain `GET /` → `ok` router served by `http_server::serve` on `bind` with these limits (a
+/// 30 s head deadline), until the returned sender is dropped.
+async fn plain_listener(
+    bind: &str,
+    limits: actguard::serve::http_server::ConnectionLimits,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     use actguard::serve::http_server::{self, ConnectionLimits, OpeningTcpListener};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
     let address = listener.local_addr().unwrap();
     let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -779,25 +796,31 @@ async fn rule_an_http_listener_holds_at_most_its_connection_cap() {
         OpeningTcpListener::new(listener, Duration::from_secs(30)),
         move |_| router.clone(),
         ConnectionLimits {
-            max_connections: 4,
             header_deadline: Duration::from_secs(30),
-            ..ConnectionLimits::new(64)
+            ..limits
         },
         async {
             let _ = stopped.await;
         },
     ));
+    (address, stop, served)
+}
+
+/// At its connection cap a listener stops accepting: the next client waits in the backlog and is
+/// answered as soon as a held connection closes; the listener never holds more than its cap.
+#[tokio::test]
+async fn rule_an_http_listener_holds_at_most_its_connection_cap() {
+    use actguard::serve::http_server::ConnectionLimits;
+    let limits = ConnectionLimits {
+        max_connections: 4,
+        ..ConnectionLimits::new(64)
+    };
+    let (address, stop, served) = plain_listener("127.0.0.1:0", limits).await;
     let kept_alive = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut client = TcpStream::connect(address).await.unwrap();
-        client.write_all(kept_alive).await.unwrap();
-        let mut answer = [0u8; 256];
-        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+        answered_ok(&mut client, kept_alive).await;
         held.push(client);
     }
     // A fifth: connected by the kernel, not accepted, so not answered.
@@ -813,12 +836,8 @@ async fn rule_an_http_listener_holds_at_most_its_connection_cap() {
     );
     // One held connection closes: the waiting client is accepted and answered.
     drop(held.pop());
-    let (closed, received) = closed_within(&mut waiting, Duration::from_secs(5)).await;
-    assert!(
-        closed && received.starts_with(b"HTTP/1.1 200"),
-        "{:?}",
-        String::from_utf8_lossy(&received)
-    );
+    let answer = closing_answer(&mut waiting).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(stop);
     drop(held);
     tokio::time::timeout(Duration::from_secs(5), served)
@@ -832,23 +851,13 @@ async fn rule_an_http_listener_holds_at_most_its_connection_cap() {
 /// (a host that keeps HTTP/2 connections alive cannot take what kubelet needs).
 #[tokio::test]
 async fn rule_one_peer_address_holds_at_most_its_share_of_an_admin_listener() {
-    use actguard::serve::http_server::{self, ConnectionLimits, OpeningTcpListener};
-    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http_server::serve(
-        OpeningTcpListener::new(listener, Duration::from_secs(30)),
-        move |_| router.clone(),
-        ConnectionLimits {
-            max_connections_per_peer: Some(2),
-            header_deadline: Duration::from_secs(30),
-            ..ConnectionLimits::new(64)
-        },
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    use actguard::serve::http_server::ConnectionLimits;
+    let limits = ConnectionLimits {
+        max_connections_per_peer: Some(2),
+        ..ConnectionLimits::new(64)
+    };
+    let (address, stop, _served) = plain_listener("0.0.0.0:0", limits).await;
+    let port = address.port();
     let connect_from = |source: [u8; 4]| async move {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket
@@ -869,13 +878,7 @@ async fn rule_one_peer_address_holds_at_most_its_share_of_an_admin_listener() {
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut client = connect_from([127, 0, 0, 1]).await;
-        client.write_all(ask(false).as_bytes()).await.unwrap();
-        let mut answer = [0u8; 256];
-        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+        answered_ok(&mut client, ask(false).as_bytes()).await;
         held.push(client);
     }
     // A third from the same address is closed unanswered.
@@ -890,14 +893,14 @@ async fn rule_one_peer_address_holds_at_most_its_share_of_an_admin_listener() {
     // Another address is served.
     let mut other = connect_from([127, 0, 0, 2]).await;
     other.write_all(ask(true).as_bytes()).await.unwrap();
-    let (closed, received) = closed_within(&mut other, Duration::from_secs(5)).await;
-    assert!(closed && received.starts_with(b"HTTP/1.1 200"));
+    let answer = closing_answer(&mut other).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // A held connection that closes gives its share back.
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut again = connect_from([127, 0, 0, 1]).await;
     again.write_all(ask(true).as_bytes()).await.unwrap();
-    let (closed, received) = closed_within(&mut again, Duration::from_secs(5)).await;
-    assert!(closed && received.starts_with(b"HTTP/1.1 200"));
+    let answer = closing_answer(&mut again).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(stop);
 }

@@ -48,7 +48,9 @@ fn client_trusting(ca: &DevCa) -> reqwest::Client {
         .unwrap()
 }
 
-async fn start(settings: InjectorConfig, reload: Duration) -> Webhook {
+/// A scratch directory with a server certificate from a new CA, and the webhook's TLS gate
+/// on it (files checked every `reload`).
+fn gate(reload: Duration) -> (tempfile::TempDir, DevCa, TlsGate) {
     let scratch = tempfile::tempdir().unwrap();
     let ca = DevCa::new("example.org").unwrap();
     write_server_cert(&ca, scratch.path());
@@ -58,6 +60,11 @@ async fn start(settings: InjectorConfig, reload: Duration) -> Webhook {
         reload,
     )
     .unwrap();
+    (scratch, ca, gate)
+}
+
+async fn start(settings: InjectorConfig, reload: Duration) -> Webhook {
+    let (scratch, ca, gate) = gate(reload);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -603,15 +610,7 @@ async fn rule_shutdown_cuts_reviews_still_in_flight_at_the_drain_deadline() {
     use rustls::pki_types::ServerName;
     use rustls::pki_types::pem::PemObject;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let scratch = tempfile::tempdir().unwrap();
-    let ca = DevCa::new("example.org").unwrap();
-    write_server_cert(&ca, scratch.path());
-    let gate = TlsGate::server_only(
-        scratch.path().join("tls.crt"),
-        scratch.path().join("tls.key"),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let (_scratch, ca, gate) = gate(Duration::from_secs(10));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

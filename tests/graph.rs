@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::observe::{actguard, succeed, wait_measuring_peak};
+use common::observe::{actguard, fail_saying, succeed, wait_measuring_peak};
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
@@ -115,12 +115,10 @@ fn since_drops_old_decisions_and_bad_input_is_an_error_not_a_crash() {
     ]))
     .unwrap();
     assert_eq!(recent["decisions"], 0);
-    let missing = actguard()
-        .args(["graph", "--audit", "/nonexistent/audit.jsonl"])
-        .output()
-        .unwrap();
-    assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/audit.jsonl"));
+    fail_saying(
+        actguard().args(["graph", "--audit", "/nonexistent/audit.jsonl"]),
+        "/nonexistent/audit.jsonl",
+    );
     let bad_since = actguard()
         .args(["graph", "--audit", log, "--since", "soon"])
         .output()
@@ -205,15 +203,10 @@ fn rule_a_large_log_is_streamed_in_memory_bounded_by_the_graph() {
     assert!(html.contains("too large to lay out as SVG"));
     assert!(html.contains("tool-3:read"));
     // Too large to lay out as SVG: refused at once with what to use instead.
-    let svg = actguard()
-        .args(["graph", "--format", "svg", "--audit"])
-        .arg(&log)
-        .output()
-        .unwrap();
-    assert!(!svg.status.success());
-    assert!(
-        String::from_utf8_lossy(&svg.stderr).contains("too large to lay out as SVG"),
-        "{}",
-        String::from_utf8_lossy(&svg.stderr)
+    fail_saying(
+        actguard()
+            .args(["graph", "--format", "svg", "--audit"])
+            .arg(&log),
+        "too large to lay out as SVG",
     );
 }

@@ -328,13 +328,12 @@ fn without_allowed_decisions_there_is_nothing_to_suggest() {
         r#"{"time":"2026-12-04T00:00:00.000Z","caller":"spiffe://e.org/a","subject":"user:x","chain":[],"route":"r","decision":"deny","reason":"no_route"}"#,
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_actguard"))
-        .args(["policy", "suggest", "--audit"])
-        .arg(&log)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no allowed decision"));
+    common::observe::fail_saying(
+        common::observe::actguard()
+            .args(["policy", "suggest", "--audit"])
+            .arg(&log),
+        "no allowed decision",
+    );
 }
 
 #[test]
@@ -375,20 +374,13 @@ fn rule_text_from_the_log_cannot_become_live_yaml_and_a_pipe_is_refused() {
     );
     common::observe::assert_check_config_accepts(world.dir(), &text);
     // Through a pipe the second pass (the impact) would read nothing: refused, not 0.
-    let piped = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
+    common::observe::fail_saying(
+        Command::new("sh").arg("-c").arg(format!(
             "cat {} | {} policy suggest --audit /dev/stdin --config {}",
             audit.display(),
             env!("CARGO_BIN_EXE_actguard"),
             original.display()
-        ))
-        .output()
-        .unwrap();
-    assert!(!piped.status.success());
-    assert!(
-        String::from_utf8_lossy(&piped.stderr).contains("not a pipe"),
-        "{}",
-        String::from_utf8_lossy(&piped.stderr)
+        )),
+        "not a pipe",
     );
 }

@@ -33,6 +33,15 @@ pub fn succeed(command: &mut Command) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Runs `command`, which must fail saying `text` on stderr (shown when it does not).
+#[allow(dead_code)] // not every test binary checks refusals
+pub fn fail_saying(command: &mut Command, text: &str) {
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "succeeded: {stderr}");
+    assert!(stderr.contains(text), "{stderr}");
+}
+
 /// `text` written to `dir/suggested.yaml`, which `actguard check-config` must accept: its path.
 pub fn assert_check_config_accepts(dir: &Path, text: &str) -> PathBuf {
     let file = dir.join("suggested.yaml");

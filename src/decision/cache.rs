@@ -18,53 +18,12 @@ pub(super) type Digest = [u8; 32];
 /// A cache keyed by SHA-256 digests, hashed with [`DigestHashing`].
 pub(super) type DigestCache<V> = Cache<Digest, V, DigestHashing>;
 
-/// Hashing for keys that are already SHA-256 digests: a multiply-rotate fold of their words
-/// with a per-cache random seed. moka's default SipHash spent ~4 % of a cold RS256 decision,
-/// mostly re-hashing every key when the table is rebuilt after evictions. The keys are uniform
-/// and only verified tokens and identified certificates are inserted, so no caller chooses
-/// where entries land; the seed keeps it so even if that changed.
-#[derive(Clone)]
-pub(super) struct DigestHashing {
-    seed: u64,
-}
-
-impl DigestHashing {
-    fn new() -> Self {
-        let mut seed = [0u8; 8];
-        // Without randomness the fold still spreads uniform keys; the seed is a second fence.
-        let _ = aws_lc_rs::rand::fill(&mut seed);
-        Self {
-            seed: u64::from_le_bytes(seed),
-        }
-    }
-}
-
-impl std::hash::BuildHasher for DigestHashing {
-    type Hasher = DigestHasher;
-
-    fn build_hasher(&self) -> DigestHasher {
-        DigestHasher(self.seed)
-    }
-}
-
-/// See [`DigestHashing`].
-pub(super) struct DigestHasher(u64);
-
-impl std::hash::Hasher for DigestHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(26) ^ u64::from_le_bytes(word)).wrapping_mul(MULTIPLIER);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        // Folds the well-mixed high half into the low bits that pick a bucket.
-        self.0 ^ (self.0 >> 29)
-    }
-}
+/// foldhash, seeded per cache, for keys that are already SHA-256 digests. moka's default
+/// SipHash spent ~4 % of a cold RS256 decision, mostly re-hashing every key when the table is
+/// rebuilt after evictions. The keys are uniform and only verified tokens and identified
+/// certificates are inserted, so no caller chooses where entries land; the seed keeps it so
+/// even if that changed.
+pub(super) type DigestHashing = foldhash::fast::RandomState;
 
 /// Bound on how long any entry may sit in a cache regardless of token lifetime.
 pub(super) const MAX_ENTRY_TTL: Duration = Duration::from_secs(3600);
@@ -121,7 +80,7 @@ pub(super) fn token_cache(cache: CacheConfig) -> Option<DigestCache<CachedToken>
                 u32::try_from(estimate.max(floor)).unwrap_or(u32::MAX)
             })
             .expire_after(UntilTokenExpiry)
-            .build_with_hasher(DigestHashing::new())
+            .build_with_hasher(DigestHashing::default())
     })
 }
 
@@ -130,7 +89,7 @@ pub(super) fn certificate_cache() -> DigestCache<Svid> {
     Cache::builder()
         .max_capacity(CERTIFICATE_CACHE_ENTRIES)
         .time_to_live(MAX_ENTRY_TTL)
-        .build_with_hasher(DigestHashing::new())
+        .build_with_hasher(DigestHashing::default())
 }
 
 #[cfg(test)]
@@ -140,7 +99,7 @@ mod tests {
 
     #[test]
     fn digest_hashing_spreads_keys_over_the_low_bits_that_pick_buckets() {
-        let hashing = DigestHashing::new();
+        let hashing = DigestHashing::default();
         const BUCKETS: usize = 1 << 12;
         let mut load = vec![0u32; BUCKETS];
         for index in 0u32..(BUCKETS as u32 * 16) {
@@ -157,8 +116,8 @@ mod tests {
     fn each_cache_gets_its_own_seed() {
         let key = sha256(b"token");
         assert_ne!(
-            DigestHashing::new().hash_one(key),
-            DigestHashing::new().hash_one(key)
+            DigestHashing::default().hash_one(key),
+            DigestHashing::default().hash_one(key)
         );
     }
 }

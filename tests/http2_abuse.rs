@@ -551,16 +551,13 @@ async fn http_listener(deadline: Duration) -> HttpListener {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    use actguard::serve::http_server::{self, ConnectionLimits, OpeningTcpListener};
-    let served = tokio::spawn(http_server::serve(
-        OpeningTcpListener::new(listener, deadline),
+    use actguard::serve::http_server::{self, ConnectionLimits};
+    let served = tokio::spawn(http_server::serve_tcp(
+        listener,
         move |_| router.clone(),
         ConnectionLimits {
             header_deadline: deadline,
-            max_streams: actguard::serve::grpc::http2_max_streams(16),
-            max_head_bytes: actguard::serve::http_authz::MAX_HEAD_BYTES,
-            max_connections: 16,
-            max_connections_per_peer: None,
+            ..actguard::serve::http_authz::connection_limits(16)
         },
         async {
             let _ = stopped.await;
@@ -787,13 +784,13 @@ async fn plain_listener(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    use actguard::serve::http_server::{self, ConnectionLimits, OpeningTcpListener};
+    use actguard::serve::http_server::{self, ConnectionLimits};
     let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
     let address = listener.local_addr().unwrap();
     let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(http_server::serve(
-        OpeningTcpListener::new(listener, Duration::from_secs(30)),
+    let served = tokio::spawn(http_server::serve_tcp(
+        listener,
         move |_| router.clone(),
         ConnectionLimits {
             header_deadline: Duration::from_secs(30),

@@ -199,26 +199,11 @@ pub async fn serve_draining(
     let watcher = tokio::spawn(gate.clone().watch_files());
     let listener = TlsAxumListener::new(listener, gate)?;
     let router = router(Arc::new(settings));
-    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-    let served = crate::serve::http_server::serve(
-        listener,
-        move |_| router.clone(),
-        crate::serve::http_server::ConnectionLimits::new(WEBHOOK_HTTP2_STREAMS),
-        async move {
-            shutdown.await;
-            let _ = stopping.send(true);
-        },
-    );
-    tokio::select! {
-        () = served => {}
-        () = async {
-            let _ = stopped.wait_for(|stopping| *stopping).await;
-            tokio::time::sleep(drain).await;
-        } => {
-            // Dropping the server aborts its connections' tasks.
-            tracing::warn!(?drain, "reviews still in flight at the drain deadline: cut");
-        }
-    }
+    let limits = crate::serve::http_server::ConnectionLimits {
+        drain_deadline: Some(drain),
+        ..crate::serve::http_server::ConnectionLimits::new(WEBHOOK_HTTP2_STREAMS)
+    };
+    crate::serve::http_server::serve(listener, move |_| router.clone(), limits, shutdown).await;
     watcher.abort();
     Ok(())
 }

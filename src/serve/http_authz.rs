@@ -21,6 +21,7 @@ use crate::decision::response;
 use crate::decision::telemetry;
 use crate::decision::{Decided, RequestFacts};
 use crate::serve::budgets::{self, Ledger};
+use crate::serve::http_server::ConnectionLimits;
 use crate::serve::reload::LiveAuthorizer;
 use axum::Router;
 use axum::body::Body;
@@ -33,6 +34,22 @@ use tokio::sync::Semaphore;
 /// The largest HTTP/1 request head this listener reads: a token of the largest
 /// `tokens.max_bytes` (64 KiB), the client certificate header and the rest. Larger → 431.
 pub const MAX_HEAD_BYTES: usize = 128 * 1024;
+
+/// This listener's bounds for `limits.max_concurrent_checks`.
+pub fn connection_limits(max_concurrent_checks: usize) -> ConnectionLimits {
+    ConnectionLimits {
+        // Room for the largest token `tokens.max_bytes` allows, beside the client certificate
+        // header and the rest.
+        max_head_bytes: MAX_HEAD_BYTES,
+        // Above the admission limit on purpose, as the gRPC listener's streams are: a check
+        // past it must reach admission and be refused at once (503), not wait in the backlog
+        // for a connection.
+        max_connections: max_concurrent_checks.saturating_mul(2).max(256),
+        // The proxy in front connects from one address.
+        max_connections_per_peer: None,
+        ..ConnectionLimits::new(crate::serve::grpc::http2_max_streams(max_concurrent_checks))
+    }
+}
 
 /// Stands in for a non-UTF-8 `Authorization` value; refused as `authorization_invalid`.
 const NOT_UTF8: &str = "Bearer \u{fffd}";

@@ -1,5 +1,6 @@
 //! The HTTP server loop of the axum listeners: HTTP ext_authz (`listen.http`), admin
-//! (`listen.admin`, over TCP, a Unix socket or TLS) and probes (`listen.probes`).
+//! (`listen.admin`, over TCP, a Unix socket or TLS), probes (`listen.probes`) and the
+//! injector's webhook.
 //!
 //! `axum::serve` sets no timer, so a socket that never sent a byte, a request head that never
 //! ended, or an idle kept-alive connection was held for ever, and every listener shares the
@@ -63,11 +64,16 @@ pub struct ConnectionLimits {
     pub max_streams: u32,
     /// The HTTP/1 read buffer, so the largest request head (a larger one is refused with 431).
     pub max_head_bytes: usize,
+    /// After shutdown, how long open connections may take to finish their requests before they
+    /// are cut; `None`: as long as they take (the sidecar bounds its listeners all together by
+    /// `limits.drain_timeout`).
+    pub drain_deadline: Option<Duration>,
 }
 
 impl ConnectionLimits {
     /// [`ADMIN_MAX_CONNECTIONS`] ([`ADMIN_MAX_CONNECTIONS_PER_PEER`] per peer address),
-    /// [`HEADER_DEADLINE`], `max_streams` streams and heads of [`ADMIN_MAX_HEAD_BYTES`].
+    /// [`HEADER_DEADLINE`], `max_streams` streams, heads of [`ADMIN_MAX_HEAD_BYTES`] and no
+    /// drain deadline.
     pub fn new(max_streams: u32) -> Self {
         Self {
             max_connections: ADMIN_MAX_CONNECTIONS,
@@ -75,20 +81,15 @@ impl ConnectionLimits {
             header_deadline: HEADER_DEADLINE,
             max_streams,
             max_head_bytes: ADMIN_MAX_HEAD_BYTES,
+            drain_deadline: None,
         }
     }
 }
 
 /// A plain TCP listener whose connections must send their first bytes within a deadline.
-pub struct OpeningTcpListener {
+struct OpeningTcpListener {
     listener: TcpListener,
     deadline: Duration,
-}
-
-impl OpeningTcpListener {
-    pub fn new(listener: TcpListener, deadline: Duration) -> Self {
-        Self { listener, deadline }
-    }
 }
 
 impl axum::serve::Listener for OpeningTcpListener {
@@ -125,9 +126,32 @@ impl axum::serve::Listener for OpeningTcpListener {
     }
 }
 
+/// [`serve`] on a plain TCP listener, whose connections must send their first bytes within
+/// `limits.header_deadline`.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    router_for: impl Fn(std::net::SocketAddr) -> Router,
+    limits: ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    serve(opening_tcp(listener, &limits), router_for, limits, shutdown).await;
+}
+
+/// `listener` handing over connections that must send their first bytes within
+/// `limits.header_deadline`.
+pub fn opening_tcp(
+    listener: TcpListener,
+    limits: &ConnectionLimits,
+) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> + use<> {
+    OpeningTcpListener {
+        listener,
+        deadline: limits.header_deadline,
+    }
+}
+
 /// Serves `listener` until `shutdown`, each connection with the router `router_for` makes from
-/// its peer, then lets open connections finish their requests (the runtime bounds that by
-/// `limits.drain_timeout`). The listening socket is closed at shutdown, so new clients are
+/// its peer, then lets open connections finish their requests (for at most
+/// `limits.drain_deadline`). The listening socket is closed at shutdown, so new clients are
 /// refused at once (and fail over) instead of waiting in the backlog.
 pub async fn serve<L>(
     mut listener: L,
@@ -206,7 +230,19 @@ pub async fn serve<L>(
     }
     drop(listener);
     let _ = closing.send(true);
-    while connections.join_next().await.is_some() {}
+    let drained = async { while connections.join_next().await.is_some() {} };
+    match limits.drain_deadline {
+        None => drained.await,
+        Some(deadline) => {
+            if tokio::time::timeout(deadline, drained).await.is_err() {
+                // Dropping the set aborts the connections' tasks.
+                tracing::warn!(
+                    ?deadline,
+                    "requests still in flight at the drain deadline: cut"
+                );
+            }
+        }
+    }
 }
 
 /// The router of a listener that tells handlers its peer: `ConnectInfo(peer)` on every request

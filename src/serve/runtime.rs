@@ -19,7 +19,7 @@ use crate::serve::audit::{AuditLog, AuditWriter};
 use crate::serve::fleet::FleetSync;
 use crate::serve::grpc::{self, Listener, ServeOptions};
 use crate::serve::http_authz;
-use crate::serve::http_server::{self, ConnectionLimits, OpeningTcpListener};
+use crate::serve::http_server::{self, ConnectionLimits, PeerAddress};
 use crate::serve::reload::{self, BoundSettings, LiveAuthorizer};
 use crate::serve::tls::TlsGate;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::SERVICE_NAME;
@@ -36,6 +36,28 @@ use tonic_health::server::{HealthReporter, HealthService};
 /// HTTP/2 streams one admin or probe connection may have open: operators' tools and kubelet
 /// send a request at a time.
 const ADMIN_HTTP2_STREAMS: u32 = 64;
+
+/// The admin router served on `listener`, each connection's requests told their peer.
+fn serve_admin<L>(
+    listener: L,
+    router: axum::Router,
+    limits: ConnectionLimits,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: PeerAddress + Into<AdminPeer>,
+{
+    tokio::spawn(http_server::serve(
+        listener,
+        move |peer| {
+            let peer: AdminPeer = peer.into();
+            http_server::with_peer(&router, peer)
+        },
+        limits,
+        stop,
+    ))
+}
 
 /// A running sidecar.
 pub struct Sidecar {
@@ -260,8 +282,8 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
         probes_address = listener.local_addr().ok();
         let router = admin::probe_router(state.clone());
         let probes_stop = stopped(stop.subscribe());
-        tasks.push(tokio::spawn(http_server::serve(
-            OpeningTcpListener::new(listener, http_server::HEADER_DEADLINE),
+        tasks.push(tokio::spawn(http_server::serve_tcp(
+            listener,
             move |_| router.clone(),
             ConnectionLimits::new(ADMIN_HTTP2_STREAMS),
             probes_stop,
@@ -279,16 +301,12 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
             fleet: fleet_writes.clone(),
         };
         let limits = ConnectionLimits::new(ADMIN_HTTP2_STREAMS);
-        match listener {
+        let task = match listener {
             Listener::Tcp(listener) => {
                 admin_address = listener.local_addr().ok();
                 let router = admin::router(state, api(None), listen.reflection);
-                tasks.push(tokio::spawn(http_server::serve(
-                    OpeningTcpListener::new(listener, limits.header_deadline),
-                    move |peer| http_server::with_peer(&router, AdminPeer::from(peer)),
-                    limits,
-                    admin_stop,
-                )));
+                let listener = http_server::opening_tcp(listener, &limits);
+                serve_admin(listener, router, limits, admin_stop)
             }
             Listener::Unix(listener) => {
                 admin_socket = listener
@@ -300,25 +318,16 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
                     listener,
                     deadline: limits.header_deadline,
                 };
-                tasks.push(tokio::spawn(http_server::serve(
-                    listener,
-                    move |peer| http_server::with_peer(&router, AdminPeer::from(peer)),
-                    limits,
-                    admin_stop,
-                )));
+                serve_admin(listener, router, limits, admin_stop)
             }
             Listener::Tls(tcp, gate) => {
                 let listener = crate::serve::tls::TlsAxumListener::new(tcp, gate)
                     .map_err(|error| format!("listen.admin_tls: {error}"))?;
                 let router = admin::router(state, api(None), listen.reflection);
-                tasks.push(tokio::spawn(http_server::serve(
-                    listener,
-                    move |peer| http_server::with_peer(&router, AdminPeer::from(peer)),
-                    limits,
-                    admin_stop,
-                )));
+                serve_admin(listener, router, limits, admin_stop)
             }
-        }
+        };
+        tasks.push(task);
     }
     let mut http_address = None;
     if let Some(listener) = http {
@@ -330,21 +339,10 @@ pub async fn start(config: Config) -> Result<Sidecar, String> {
             budgets.clone(),
         );
         let http_stop = stopped(stop.subscribe());
-        tasks.push(tokio::spawn(http_server::serve(
-            OpeningTcpListener::new(listener, http_server::HEADER_DEADLINE),
+        tasks.push(tokio::spawn(http_server::serve_tcp(
+            listener,
             move |_| router.clone(),
-            ConnectionLimits {
-                // Room for the largest token `tokens.max_bytes` allows, beside the client
-                // certificate header and the rest.
-                max_head_bytes: http_authz::MAX_HEAD_BYTES,
-                // Above the admission limit on purpose, as the gRPC listener's streams are: a
-                // check past it must reach admission and be refused at once (503), not wait
-                // in the backlog for a connection.
-                max_connections: limits.max_concurrent_checks.saturating_mul(2).max(256),
-                // The proxy in front connects from one address.
-                max_connections_per_peer: None,
-                ..ConnectionLimits::new(grpc::http2_max_streams(limits.max_concurrent_checks))
-            },
+            http_authz::connection_limits(limits.max_concurrent_checks),
             http_stop,
         )));
     }

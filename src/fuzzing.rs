@@ -137,7 +137,7 @@ pub fn bearer_and_jws(data: &[u8]) {
 /// A claims set (strict JSON) → the claims the policy reads → the policy, for the caller
 /// [`SCHEDULER`] on each route. Reaches what the signature keeps the JWS target from.
 pub fn claims(data: &[u8]) {
-    let Ok(serde_json::Value::Object(members)) = json::parse_strict(data) else {
+    let Ok(json::Json::Object(members)) = json::parse_tree(data, usize::MAX) else {
         return;
     };
     let Ok(verified) = VerifiedToken::from_claims_for_fuzzing(&members, NOW + 3600) else {
@@ -536,6 +536,7 @@ pub fn mcp_messages(data: &[u8]) {
                 "arguments": {"to": ["alice@example.org", {"group": "team"}]}
             }]
         });
+        let claims = json::Json::from_value(&claims);
         let claims = claims.as_object().expect("an object");
         VerifiedToken::from_claims_for_fuzzing(claims, NOW + 3600)
             .expect("the fixed claims are valid")

@@ -6,9 +6,9 @@
 //! that is [`crate::decision::policy`]'s job, run for every request, because the same token may arrive
 //! from different callers.
 
+use super::json::{Json, Object};
 use crate::decision::reason::{Denial, DenyReason};
 use crate::decision::spiffe::SpiffeId;
-use serde_json::{Map, Value};
 use std::sync::{Arc, OnceLock};
 
 /// One entry of the `act` chain. The `sub` is stored once: inside the parsed SPIFFE ID when it
@@ -259,19 +259,19 @@ fn malformed(description: &'static str) -> Denial {
 }
 
 fn optional_string(
-    claims: &Map<String, Value>,
+    claims: &Object<'_>,
     name: &str,
     description: &'static str,
 ) -> Result<Option<Box<str>>, Denial> {
     match claims.get(name) {
         None => Ok(None),
-        Some(Value::String(value)) => Ok(Some(value.as_str().into())),
+        Some(Json::String(value)) => Ok(Some((**value).into())),
         Some(_) => Err(malformed(description)),
     }
 }
 
 fn header_safe_string(
-    claims: &Map<String, Value>,
+    claims: &Object<'_>,
     name: &str,
     description: &'static str,
 ) -> Result<Option<Box<str>>, Denial> {
@@ -284,14 +284,14 @@ fn header_safe_string(
 
 /// Walks the nested `act` members, outermost first. Nesting is already bounded by the
 /// strict JSON parser, so this loop is bounded too.
-fn actors_of(claims: &Map<String, Value>) -> Arc<[Actor]> {
+fn actors_of(claims: &Object<'_>) -> Arc<[Actor]> {
     let mut actors = Vec::new();
     let mut next = claims.get("act");
     while let Some(member) = next {
         let object = member.as_object();
         let subject = object
             .and_then(|object| object.get("sub"))
-            .and_then(Value::as_str);
+            .and_then(Json::as_str);
         actors.push(match subject {
             None => Actor::Missing,
             Some(subject) => SpiffeId::parse(subject)
@@ -302,9 +302,9 @@ fn actors_of(claims: &Map<String, Value>) -> Arc<[Actor]> {
     actors.into()
 }
 
-fn may_act_of(claims: &Map<String, Value>) -> Option<MayAct> {
+fn may_act_of(claims: &Object<'_>) -> Option<MayAct> {
     let member = claims.get("may_act")?;
-    Some(match member.get("sub").and_then(Value::as_str) {
+    Some(match member.get("sub").and_then(Json::as_str) {
         Some(subject) if member.is_object() => MayAct::Subject(subject.into()),
         _ => MayAct::Unusable,
     })
@@ -313,13 +313,13 @@ fn may_act_of(claims: &Map<String, Value>) -> Option<MayAct> {
 /// Extracts the claims the policy needs. Lifetime, issuer and audience were checked by the
 /// caller; `expires_at` is passed in because it was already parsed there.
 pub(super) fn extract(
-    claims: &Map<String, Value>,
+    claims: &Object<'_>,
     expires_at: i64,
     configured: ConfiguredClaims<'_>,
 ) -> Result<VerifiedToken, Denial> {
     let subject = match claims.get("sub") {
-        Some(Value::String(subject)) if !subject.is_empty() && header_safe(subject) => {
-            subject.as_str().into()
+        Some(Json::String(subject)) if !subject.is_empty() && header_safe(subject) => {
+            (**subject).into()
         }
         _ => {
             return Err(malformed(
@@ -374,13 +374,13 @@ pub const MAX_BRANCH_CLAIM_BYTES: usize = 256;
 /// The configured branch claim: absent is fine (the branch is derived); anything but a
 /// non-empty string of at most [`MAX_BRANCH_CLAIM_BYTES`] without control characters is a
 /// malformed token, never a silently derived branch.
-fn branch_of(claims: &Map<String, Value>, name: &str) -> Result<Option<Box<str>>, Denial> {
+fn branch_of(claims: &Object<'_>, name: &str) -> Result<Option<Box<str>>, Denial> {
     match claims.get(name) {
         None => Ok(None),
-        Some(Value::String(value))
+        Some(Json::String(value))
             if !value.is_empty() && value.len() <= MAX_BRANCH_CLAIM_BYTES && header_safe(value) =>
         {
-            Ok(Some(value.as_str().into()))
+            Ok(Some((**value).into()))
         }
         Some(_) => Err(malformed(
             "the branch claim is not a non-empty string of at most 256 bytes without control characters",
@@ -391,15 +391,12 @@ fn branch_of(claims: &Map<String, Value>, name: &str) -> Result<Option<Box<str>>
 /// The configured budget claims the token carries. Each must be a non-negative integer (a
 /// JSON number without fraction or exponent that fits 64 bits): anything else is a malformed
 /// token, never "no budget".
-fn budgets_of(
-    claims: &Map<String, Value>,
-    names: &[Box<str>],
-) -> Result<Option<BudgetClaims>, Denial> {
+fn budgets_of(claims: &Object<'_>, names: &[Box<str>]) -> Result<Option<BudgetClaims>, Denial> {
     let mut found = Vec::new();
     for name in names {
         match claims.get(&**name) {
             None => {}
-            Some(Value::Number(number)) if number.as_u64().is_some() => {
+            Some(Json::Number(number)) if number.as_u64().is_some() => {
                 found.push((name.clone(), number.as_u64().unwrap_or_default()));
             }
             Some(_) => {
@@ -413,10 +410,7 @@ fn budgets_of(
 #[cfg(feature = "fuzzing")]
 impl VerifiedToken {
     /// The claims a verified token would carry, without a signature: for the claims fuzz target.
-    pub fn from_claims_for_fuzzing(
-        claims: &Map<String, Value>,
-        expires_at: i64,
-    ) -> Result<Self, Denial> {
+    pub fn from_claims_for_fuzzing(claims: &Object<'_>, expires_at: i64) -> Result<Self, Denial> {
         extract(
             claims,
             expires_at,
@@ -428,17 +422,29 @@ impl VerifiedToken {
     }
 }
 
+/// The members of `claims` (none when it is not an object), for tests.
+#[cfg(test)]
+fn test_object(claims: &serde_json::Value) -> Object<'static> {
+    match Json::from_value(claims) {
+        Json::Object(members) => members,
+        _ => Object::default(),
+    }
+}
+
 #[cfg(test)]
 impl VerifiedToken {
     /// Builds verified claims directly from JSON, for policy unit tests that need no signature.
-    pub fn from_claims_for_tests(claims: &Value) -> Self {
-        let map = claims.as_object().cloned().unwrap_or_default();
+    pub fn from_claims_for_tests(claims: &serde_json::Value) -> Self {
+        let map = test_object(claims);
         extract(&map, i64::MAX, ConfiguredClaims::default()).expect("test claims are well-formed")
     }
 
     /// As [`Self::from_claims_for_tests`], with `tokens.branch_claim` set to `claim`.
-    pub fn from_claims_with_branch_claim_for_tests(claims: &Value, claim: &str) -> Self {
-        let map = claims.as_object().cloned().unwrap_or_default();
+    pub fn from_claims_with_branch_claim_for_tests(
+        claims: &serde_json::Value,
+        claim: &str,
+    ) -> Self {
+        let map = test_object(claims);
         extract(
             &map,
             i64::MAX,
@@ -451,8 +457,11 @@ impl VerifiedToken {
     }
 
     /// As [`Self::from_claims_for_tests`], with one route's `budget.claim` set to `claim`.
-    pub fn from_claims_with_budget_claim_for_tests(claims: &Value, claim: &str) -> Self {
-        let map = claims.as_object().cloned().unwrap_or_default();
+    pub fn from_claims_with_budget_claim_for_tests(
+        claims: &serde_json::Value,
+        claim: &str,
+    ) -> Self {
+        let map = test_object(claims);
         extract(
             &map,
             i64::MAX,
@@ -468,7 +477,7 @@ impl VerifiedToken {
 #[cfg(test)]
 mod branch_claim_tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     const BRANCH: ConfiguredClaims<'static> = ConfiguredClaims {
         branch: Some("execution_branch_id"),
@@ -485,7 +494,7 @@ mod branch_claim_tests {
         let claims = |budget: Value| {
             let mut claims = json!({"sub": "user:alice", "sid": "s1"});
             claims["budget"] = budget;
-            claims.as_object().cloned().unwrap()
+            test_object(&claims)
         };
         let token = extract(&claims(json!(7)), 0, configured).unwrap();
         assert_eq!(token.budget_claim("budget"), Some(7));
@@ -514,11 +523,7 @@ mod branch_claim_tests {
             );
         }
         // Absent: the route's own limit applies. Not configured: the claim means nothing.
-        let without = extract(
-            &json!({"sub": "u"}).as_object().cloned().unwrap(),
-            0,
-            configured,
-        );
+        let without = extract(&test_object(&json!({"sub": "u"})), 0, configured);
         assert_eq!(without.unwrap().budget_claim("budget"), None);
         let unconfigured = extract(&claims(json!("x")), 0, ConfiguredClaims::default()).unwrap();
         assert_eq!(unconfigured.budget_claim("budget"), None);
@@ -529,7 +534,7 @@ mod branch_claim_tests {
         let claims = |branch: Value| {
             let mut claims = json!({"sub": "user:alice", "sid": "s1"});
             claims["execution_branch_id"] = branch;
-            claims.as_object().cloned().unwrap()
+            test_object(&claims)
         };
         let named = extract(&claims(json!("br-1")), 0, BRANCH).unwrap();
         assert_eq!(named.branch_claim(), Some("br-1"));

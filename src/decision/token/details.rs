@@ -12,6 +12,7 @@
 //! `identifier`, `privileges`, a type's own fields) are kept in the token as the issuer wrote
 //! them and never interpreted.
 
+use super::json::Object;
 use crate::decision::reason::{Denial, DenyReason};
 use serde_json::{Map, Value};
 
@@ -88,10 +89,15 @@ fn arguments(value: Option<&Value>) -> Result<Option<AllowedArguments>, Denial> 
 
 impl AuthorizationDetails {
     /// The claim as found in the claims set: `Ok(None)` when absent.
-    pub fn from_claims(claims: &Map<String, Value>) -> Result<Option<Self>, Denial> {
-        let Some(claim) = claims.get("authorization_details") else {
-            return Ok(None);
-        };
+    pub fn from_claims(claims: &Object<'_>) -> Result<Option<Self>, Denial> {
+        claims
+            .get("authorization_details")
+            .map(|claim| Self::read(&claim.to_value()))
+            .transpose()
+    }
+
+    /// The claim's value: kept as `serde_json` values, as the issuer wrote them.
+    fn read(claim: &Value) -> Result<Self, Denial> {
         let Some(items) = claim.as_array() else {
             return Err(malformed("the authorization_details claim is not an array"));
         };
@@ -124,10 +130,10 @@ impl AuthorizationDetails {
                 arguments: arguments(object.get("arguments"))?,
             });
         }
-        Ok(Some(Self {
+        Ok(Self {
             entries: entries.into_boxed_slice(),
             bytes,
-        }))
+        })
     }
 
     pub fn entries(&self) -> &[AuthorizationDetail] {
@@ -195,7 +201,11 @@ mod tests {
     use serde_json::json;
 
     fn details(claim: Value) -> Result<Option<AuthorizationDetails>, Denial> {
-        let claims = json!({ "authorization_details": claim });
+        from_claims(json!({ "authorization_details": claim }))
+    }
+
+    fn from_claims(claims: Value) -> Result<Option<AuthorizationDetails>, Denial> {
+        let claims = super::super::json::Json::from_value(&claims);
         AuthorizationDetails::from_claims(claims.as_object().unwrap())
     }
 
@@ -204,10 +214,7 @@ mod tests {
 
     #[test]
     fn absent_is_none_and_malformed_shapes_are_token_malformed() {
-        assert_eq!(
-            AuthorizationDetails::from_claims(json!({}).as_object().unwrap()),
-            Ok(None)
-        );
+        assert_eq!(from_claims(json!({})), Ok(None));
         for bad in [
             json!({"type": TYPE}),
             json!([1]),

@@ -30,9 +30,8 @@ pub use remote::{JwksLocation, RemoteKeys, RemoteSpec};
 use crate::decision::reason::{Denial, DenyReason};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use json::JsonError;
+use json::{Json, JsonError, Object};
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -189,15 +188,20 @@ fn denial(reason: DenyReason, description: &'static str) -> Denial {
     Denial::new(reason, description)
 }
 
-fn decode_json_part(part: &str) -> Result<Map<String, Value>, Denial> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| {
+/// A token part's bytes: unpadded base64url.
+fn decode_part(part: &str) -> Result<Vec<u8>, Denial> {
+    URL_SAFE_NO_PAD.decode(part).map_err(|_| {
         denial(
             DenyReason::TokenMalformed,
             "a token part is not unpadded base64url",
         )
-    })?;
-    match json::parse_strict(&bytes) {
-        Ok(Value::Object(members)) => Ok(members),
+    })
+}
+
+/// A decoded token part as a strict JSON object, borrowing from `bytes`.
+fn json_object(bytes: &[u8]) -> Result<Object<'_>, Denial> {
+    match json::parse_tree(bytes, usize::MAX) {
+        Ok(Json::Object(members)) => Ok(members),
         Ok(_) => Err(denial(
             DenyReason::TokenMalformed,
             "a token part is not a JSON object",
@@ -224,10 +228,10 @@ enum DeclaredType {
     AccessToken,
 }
 
-fn declared_type(header: &Map<String, Value>) -> Result<DeclaredType, Denial> {
+fn declared_type(header: &Object<'_>) -> Result<DeclaredType, Denial> {
     let typ = match header.get("typ") {
         None => return Ok(DeclaredType::Absent),
-        Some(Value::String(typ)) => typ.as_str(),
+        Some(Json::String(typ)) => &**typ,
         Some(_) => {
             return Err(denial(
                 DenyReason::TokenMalformed,
@@ -252,7 +256,7 @@ fn declared_type(header: &Map<String, Value>) -> Result<DeclaredType, Denial> {
 }
 
 /// `typ` must be absent, `JWT` or `at+jwt`; with `required`, exactly `at+jwt` (RFC 9068 §4).
-fn check_typ(header: &Map<String, Value>, required: bool) -> Result<(), Denial> {
+fn check_typ(header: &Object<'_>, required: bool) -> Result<(), Denial> {
     let declared = declared_type(header)?;
     if required && declared != DeclaredType::AccessToken {
         return Err(denial(
@@ -264,7 +268,7 @@ fn check_typ(header: &Map<String, Value>, required: bool) -> Result<(), Denial> 
 }
 
 /// A NumericDate claim: `None` when absent, `Err` when present but not a finite number.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, ()> {
+fn numeric_date(claims: &Object<'_>, name: &str) -> Result<Option<i64>, ()> {
     match claims.get(name) {
         None => Ok(None),
         Some(value) => match value.as_f64() {
@@ -349,7 +353,8 @@ impl Verifier {
     /// The remote key set of the (unverified) issuer of `token`, for an unknown-kid refetch.
     pub fn remote_issuer_of(&self, token: &str) -> Option<Arc<RemoteKeys>> {
         let payload = token.split('.').nth(1)?;
-        let claims = decode_json_part(payload).ok()?;
+        let bytes = decode_part(payload).ok()?;
+        let claims = json_object(&bytes).ok()?;
         let issuer = self.issuers.get(claims.get("iss")?.as_str()?)?;
         match &issuer.keys {
             IssuerKeys::Remote(remote) => Some(Arc::clone(remote)),
@@ -406,7 +411,8 @@ impl Verifier {
         if header_part.is_empty() || payload_part.is_empty() || signature_part.is_empty() {
             return Err(denial(TokenMalformed, "the token has an empty part"));
         }
-        let header = decode_json_part(header_part)?;
+        let header_bytes = decode_part(header_part)?;
+        let header = json_object(&header_bytes)?;
         if header.contains_key("crit") {
             return Err(denial(
                 TokenCritUnsupported,
@@ -414,20 +420,21 @@ impl Verifier {
             ));
         }
         check_typ(&header, self.require_access_token_typ)?;
-        let Some(Value::String(algorithm_name)) = header.get("alg") else {
+        let Some(Json::String(algorithm_name)) = header.get("alg") else {
             return Err(denial(TokenMalformed, "the token header has no alg"));
         };
-        let claims = decode_json_part(payload_part)?;
+        let claims_bytes = decode_part(payload_part)?;
+        let claims = json_object(&claims_bytes)?;
 
         let issuer = claims
             .get("iss")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .and_then(|iss| self.issuers.get(iss))
             .ok_or_else(|| denial(TokenIssuerUnknown, "the token's issuer is not trusted"))?;
         let algorithm = parse_algorithm(algorithm_name)
             .filter(|alg| issuer.algorithms.contains(alg))
             .ok_or_else(|| denial(TokenAlgDenied, "the token's alg is not allowed"))?;
-        let Some(Value::String(kid)) = header.get("kid") else {
+        let Some(Json::String(kid)) = header.get("kid") else {
             return Err(denial(TokenKeyUnknown, "the token header has no kid"));
         };
         let keys = issuer.keys.current().ok_or_else(|| {
@@ -496,16 +503,16 @@ impl Verifier {
             }
         }
         let audience_matches = match claims.get("aud") {
-            Some(Value::String(audience)) => *audience == self.audience,
+            Some(Json::String(audience)) => **audience == *self.audience,
             // RFC 7519 §4.1.3: an array of StringOrURI. Another element is not an audience
             // we could skip; the claim is malformed.
-            Some(Value::Array(audiences)) if audiences.iter().any(|a| !a.is_string()) => {
+            Some(Json::Array(audiences)) if audiences.iter().any(|a| !a.is_string()) => {
                 return Err(denial(
                     TokenMalformed,
                     "the token's aud array holds a value that is not a string",
                 ));
             }
-            Some(Value::Array(audiences)) => audiences
+            Some(Json::Array(audiences)) => audiences
                 .iter()
                 .any(|audience| audience.as_str() == Some(self.audience.as_str())),
             _ => false,

@@ -394,7 +394,7 @@ fn branch_of(claims: &Object<'_>, name: &str) -> Result<Option<Box<str>>, Denial
 fn budgets_of(claims: &Object<'_>, names: &[Box<str>]) -> Result<Option<BudgetClaims>, Denial> {
     let mut found = Vec::new();
     for name in names {
-        match claims.get(&**name) {
+        match claims.get(name) {
             None => {}
             Some(Json::Number(number)) if number.as_u64().is_some() => {
                 found.push((name.clone(), number.as_u64().unwrap_or_default()));

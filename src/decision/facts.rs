@@ -70,28 +70,24 @@ impl<'a> RequestFacts<'a> {
         let Some(http) = http else {
             return facts;
         };
-        // `http.id` is Envoy's internal stream id; the `x-request-id` header is what Envoy
-        // propagates upstream and logs, so the audit record can be joined with both.
-        facts.request_id = http
-            .headers
-            .get("x-request-id")
-            .map_or(http.id.as_str(), String::as_str);
         facts.method = &http.method;
         facts.host = &http.host;
         facts.path = &http.path;
-        if let Some(value) = http.headers.get("authorization") {
-            facts.authorization.push(value);
+        // One pass over the map (Envoy sends its names in lower case): what the pipeline
+        // reads by name, and every name under our prefix.
+        let mut request_id = None;
+        for (name, value) in &http.headers {
+            match name.as_str() {
+                "x-request-id" => request_id = Some(value.as_str()),
+                "authorization" => facts.authorization.push(value),
+                "x-forwarded-client-cert" => facts.peer.xfcc = Some(value),
+                name if has_actguard_prefix(name) => facts.prefixed_headers.push(name),
+                _ => {}
+            }
         }
-        facts.peer.xfcc = http
-            .headers
-            .get("x-forwarded-client-cert")
-            .map(String::as_str);
-        facts.prefixed_headers = http
-            .headers
-            .keys()
-            .map(String::as_str)
-            .filter(|name| has_actguard_prefix(name))
-            .collect();
+        // `http.id` is Envoy's internal stream id; the `x-request-id` header is what Envoy
+        // propagates upstream and logs, so the audit record can be joined with both.
+        facts.request_id = request_id.unwrap_or(&http.id);
         facts.envoy_http = Some(http);
         // With `encode_raw_headers`, Envoy sends `header_map` instead of `headers`.
         if let Some(header_map) = &http.header_map {
@@ -230,5 +226,35 @@ mod tests {
             let facts = RequestFacts::from_check_request(&request);
             assert_eq!(facts.request_id, expected, "case {name}");
         }
+    }
+
+    #[test]
+    fn the_credential_the_xfcc_and_every_name_under_our_prefix_are_read_from_the_headers() {
+        let headers = [
+            ("authorization", "Bearer abc"),
+            ("x-forwarded-client-cert", "By=spiffe://example.org/a"),
+            ("x-actguard-caller", "forged"),
+            ("X-Actguard-Branch", "forged"),
+            ("x-actguardian", "not ours"),
+            ("accept", "*/*"),
+        ];
+        let request = check_request(HttpRequest {
+            headers: headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+            ..Default::default()
+        });
+        let facts = RequestFacts::from_check_request(&request);
+        assert_eq!(facts.authorization, ["Bearer abc"]);
+        assert_eq!(facts.peer.xfcc, Some("By=spiffe://example.org/a"));
+        let mut prefixed = facts.prefixed_headers.clone();
+        prefixed.sort_unstable();
+        assert_eq!(prefixed, ["X-Actguard-Branch", "x-actguard-caller"]);
+        // Neither a credential nor an XFCC when the headers carry none.
+        let bare = check_request(HttpRequest::default());
+        let facts = RequestFacts::from_check_request(&bare);
+        assert!(facts.authorization.is_empty() && facts.peer.xfcc.is_none());
+        assert!(facts.prefixed_headers.is_empty());
     }
 }

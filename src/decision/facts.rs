@@ -177,6 +177,18 @@ mod tests {
     use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 
+    /// An `HttpRequest` with stream id `14321` and these headers (Envoy's `headers` map).
+    fn with_headers(headers: &[(&str, &str)]) -> HttpRequest {
+        HttpRequest {
+            id: "14321".into(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     fn check_request(http: HttpRequest) -> CheckRequest {
         CheckRequest {
             attributes: Some(AttributeContext {
@@ -193,14 +205,6 @@ mod tests {
     fn rule_the_request_id_is_x_request_id_else_envoys_stream_id() {
         // `x-request-id` joins the audit record with Envoy's access log and the upstream;
         // `http.id` (Envoy's internal stream id) only when the header is absent.
-        let with_header = |headers: &[(&str, &str)]| HttpRequest {
-            id: "14321".into(),
-            headers: headers
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-                .collect(),
-            ..Default::default()
-        };
         let raw_headers = HttpRequest {
             id: "14321".into(),
             header_map: Some(HeaderMap {
@@ -215,10 +219,10 @@ mod tests {
         let cases = [
             (
                 "x-request-id header",
-                with_header(&[("x-request-id", "req-9b2c")]),
+                with_headers(&[("x-request-id", "req-9b2c")]),
                 "req-9b2c",
             ),
-            ("no header: http.id", with_header(&[]), "14321"),
+            ("no header: http.id", with_headers(&[]), "14321"),
             ("raw header_map", raw_headers, "req-raw"),
         ];
         for (name, http, expected) in cases {
@@ -230,21 +234,14 @@ mod tests {
 
     #[test]
     fn the_credential_the_xfcc_and_every_name_under_our_prefix_are_read_from_the_headers() {
-        let headers = [
+        let request = check_request(with_headers(&[
             ("authorization", "Bearer abc"),
             ("x-forwarded-client-cert", "By=spiffe://example.org/a"),
             ("x-actguard-caller", "forged"),
             ("X-Actguard-Branch", "forged"),
             ("x-actguardian", "not ours"),
             ("accept", "*/*"),
-        ];
-        let request = check_request(HttpRequest {
-            headers: headers
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-                .collect(),
-            ..Default::default()
-        });
+        ]));
         let facts = RequestFacts::from_check_request(&request);
         assert_eq!(facts.authorization, ["Bearer abc"]);
         assert_eq!(facts.peer.xfcc, Some("By=spiffe://example.org/a"));
@@ -252,7 +249,7 @@ mod tests {
         prefixed.sort_unstable();
         assert_eq!(prefixed, ["X-Actguard-Branch", "x-actguard-caller"]);
         // Neither a credential nor an XFCC when the headers carry none.
-        let bare = check_request(HttpRequest::default());
+        let bare = check_request(with_headers(&[]));
         let facts = RequestFacts::from_check_request(&bare);
         assert!(facts.authorization.is_empty() && facts.peer.xfcc.is_none());
         assert!(facts.prefixed_headers.is_empty());
